@@ -1,0 +1,65 @@
+"""Offline default: transfer from digits 0-4 to 5-shot digits 5-9 (sklearn digits, 16x16).
+
+    python -m tljax.main --config=configs/digits.py --workdir=/tmp/tljax_digits
+    python -m tljax.main --config=configs/digits.py:pretrain --workdir=/tmp/digits_source
+
+Arguments (after ':'): "" = few-shot target fine-tuning from the source model
+(pretrained on first use by the `pretrain` recipe), "pretrain" = source task,
+"scratch" = target task from random init.
+
+The source model is a tiny BiT ResNetV2 (GroupNorm + weight standardization)
+saved as a tljax .safetensors file and loaded through model.init, the same path
+real BiT/ViT weights take.
+"""
+import os
+
+from configs import common
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SOURCE_WEIGHTS = os.path.join(os.path.expanduser("~"), ".cache", "tljax", "digits_source",
+                              "model.safetensors")
+PP = "resize(16)|gray_to_rgb|value_range(-1,1)"
+
+
+def get_config(arg=""):
+    c = common.base()
+    c.model.name = "bit"
+    c.model.arch = {"block_counts": (1, 1, 1), "base_width": 8, "gn_groups": 8, "stem": "small"}
+    c.data.name = "tljax_digits"
+    c.data.image_size = 16
+    c.data.pp_train = "resize(16)|gray_to_rgb|random_crop(16, 1)|value_range(-1,1)"
+    c.data.pp_eval = PP
+    c.data.cache = True
+    c.data.eval_batch_size = 256
+    c.log_every = 25
+    c.optim.name = "sgd"
+    c.optim.momentum = 0.9
+    c.optim.schedule = "cosine"
+
+    if arg == "pretrain":
+        c.data.train_split, c.data.test_split = "source_train", "source_test"
+        c.data.batch_size = 64
+        c.total_steps = 600
+        c.eval_every = 200
+        c.checkpoint_every = 200
+        c.optim.lr = 0.05
+        c.optim.warmup_steps = 50
+        c.export_weights = True
+        return c
+
+    c.data.train_split = c.data.test_split = "target"
+    c.data.few_shot_k = 5
+    c.data.batch_size = 25
+    c.total_steps = 150
+    c.eval_every = 50
+    c.checkpoint_every = 50
+    c.optim.lr = 0.01
+    c.optim.warmup_steps = 10
+    if arg == "scratch":
+        c.optim.lr = 0.05
+        return c
+    if arg:
+        raise ValueError(f"unknown digits config argument {arg!r}; use '', 'pretrain' or 'scratch'")
+    c.model.init = SOURCE_WEIGHTS
+    c.model.init_recipe = os.path.join(HERE, "digits.py") + ":pretrain"
+    return c

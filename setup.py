@@ -1,0 +1,30 @@
+"""tljax: transfer learning of pretrained vision backbones in JAX/Flax."""
+from setuptools import find_packages, setup
+
+setup(
+    name="tljax",
+    version="0.1.0",
+    description="Transfer learning with freezing schedules for JAX/Flax vision backbones",
+    packages=find_packages(include=["tljax", "tljax.*", "launch", "configs"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax[cpu]>=0.10,<0.11",
+        "flax>=0.12,<0.13",
+        "optax>=0.2.8,<0.3",
+        "orbax-checkpoint>=0.12,<0.13",
+        "tensorflow-cpu>=2.20,<2.22",
+        "tensorflow-datasets>=4.9.10,<4.10",
+        "ml-collections>=1.1,<1.2",
+        "absl-py>=2.1",
+        "importlib_resources",  # tfds imports it but does not declare it
+        "numpy>=2.0,<2.5",
+        "scikit-learn>=1.5",
+        "safetensors>=0.4",
+        "matplotlib>=3.8",
+        "tensorboard>=2.20",
+    ],
+    extras_require={
+        # torch is pinned to the CPU wheel: an unpinned torch pulls CUDA packages.
+        "test": ["pytest>=8", "torch==2.13.0", "transformers>=5.0,<6"],
+    },
+)

@@ -1,0 +1,1 @@
+"""tljax: transfer learning of pretrained vision backbones with freezing schedules."""

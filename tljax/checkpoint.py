@@ -1,0 +1,54 @@
+"""Orbax CheckpointManager wrapper: train state + JSON metadata (phase, data position).
+
+Orbax writes each step to a temporary directory and renames it when complete,
+so an interrupted save never leaves a checkpoint that looks finished.
+"""
+import os
+
+import orbax.checkpoint as ocp
+
+from tljax.errors import UserError
+
+
+class Checkpoints:
+    """Saves every `every` steps (and on demand), keeps the newest `keep`."""
+
+    def __init__(self, workdir, every, keep):
+        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        options = ocp.CheckpointManagerOptions(
+            save_interval_steps=max(every, 1), max_to_keep=keep, create=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                              item_names=("state", "meta"))
+
+    def latest_step(self):
+        return self._manager.latest_step()
+
+    def save(self, step, state, meta, force=False):
+        self._manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
+
+    def restore_meta(self, step):
+        try:
+            return self._manager.restore(step, args=ocp.args.Composite(
+                meta=ocp.args.JsonRestore()))["meta"]
+        except Exception as e:  # noqa: BLE001 - any failure means the files are unusable.
+            raise self._corrupt(step, e) from None
+
+    def restore_state(self, step, abstract_state):
+        try:
+            return self._manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract_state)))["state"]
+        except Exception as e:  # noqa: BLE001
+            raise self._corrupt(step, e) from None
+
+    def _corrupt(self, step, error):
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        return UserError(f"checkpoint {os.path.join(self.directory, str(step))} cannot be restored "
+                         f"({type(error).__name__}: {first_line}); delete that step directory to "
+                         f"resume from an earlier one, or use a new --workdir")
+
+    def wait(self):
+        self._manager.wait_until_finished()
+
+    def close(self):
+        self._manager.close()

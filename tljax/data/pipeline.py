@@ -1,0 +1,145 @@
+"""TFDS -> tf.data -> per-process numpy batches for training and evaluation.
+
+Train: one global example stream (seeded shuffle, repeat), numbered; process p
+keeps the examples at positions [p*L, (p+1)*L) of every global batch of size
+G = L * process_count, so the global batch is the same for any process count.
+Random preprocessing is keyed by (seed, example number), so a resume at step s
+skips s*G examples and continues exactly where an uninterrupted run would be.
+
+Eval: each process takes a shard of the split; every process yields the same
+number of batches, the last ones padded with `mask == 0` examples, so every
+example is counted exactly once for any batch size.
+"""
+import math
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_datasets as tfds
+
+from tljax.data import digits, fewshot, preprocess
+from tljax.errors import UserError
+
+# Datasets whose data ships with a package: prepared locally on first use.
+LOCAL_BUILDERS = {"tljax_digits": digits.TljaxDigits}
+
+
+def get_builder(cfg):
+    """The TFDS builder, prepared; an offline dataset that is not prepared is a UserError."""
+    kwargs = {"data_dir": cfg.data_dir or None}
+    if cfg.name in LOCAL_BUILDERS:
+        builder = LOCAL_BUILDERS[cfg.name](**kwargs)
+        if not builder.is_prepared():
+            builder.download_and_prepare()
+        return builder
+    try:
+        builder = tfds.builder(cfg.name, **kwargs)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise UserError(f"unknown TFDS dataset {cfg.name!r} (data.name): {str(e).splitlines()[0]}") from None
+    if not builder.is_prepared():
+        raise UserError(
+            f"dataset {cfg.name!r} is not prepared in {builder.data_dir!r}. On a machine with internet run: "
+            f"python -c \"import tensorflow_datasets as tfds; tfds.builder('{cfg.name}', "
+            f"data_dir='{builder.data_dir.rsplit('/', 2)[0]}').download_and_prepare()\" "
+            f"(files that need a manual download go in data.manual_dir), or set data.data_dir "
+            f"to where it is prepared")
+    return builder
+
+
+def num_classes(cfg):
+    return get_builder(cfg).info.features["label"].num_classes
+
+
+def _split_labels(builder, split):
+    ds = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+    return np.fromiter(tfds.as_numpy(ds.map(_no_autograph(lambda ex: ex["label"]))), dtype=np.int64)
+
+
+def _select(builder, split, keep):
+    """The examples of `split` whose index has keep[index] True, in split order."""
+    keep_t = tf.constant(keep)
+    ds = builder.as_dataset(split=split, shuffle_files=False).enumerate()
+    return ds.filter(_no_autograph(lambda i, ex: tf.gather(keep_t, i))).map(_drop_index)
+
+
+def examples(cfg, which, seed):
+    """(dataset of raw examples, count) for `which` in {"train", "test"}.
+
+    With data.few_shot_k > 0 the train set is k examples per class of
+    data.train_split (chosen by data.few_shot_seed, or the run seed when it is
+    negative); if data.test_split is the same split, the test set is the rest.
+    """
+    builder = get_builder(cfg)
+    split = cfg.train_split if which == "train" else cfg.test_split
+    if cfg.few_shot_k <= 0 or (which == "test" and cfg.test_split != cfg.train_split):
+        count = builder.info.splits[split].num_examples
+        return builder.as_dataset(split=split, shuffle_files=False), count
+    labels = _split_labels(builder, cfg.train_split)
+    shot_seed = cfg.few_shot_seed if cfg.few_shot_seed >= 0 else seed
+    keep = np.zeros(len(labels), bool)
+    keep[fewshot.few_shot_indices(labels, cfg.few_shot_k, shot_seed)] = True
+    if which == "test":
+        keep = ~keep
+    return _select(builder, cfg.train_split, keep), int(keep.sum())
+
+
+def _no_autograph(fn):
+    return tf.autograph.experimental.do_not_convert(fn)
+
+
+def _drop_index(i, ex):
+    return ex
+
+
+def _as_pair(ex):
+    return ex["image"], tf.cast(ex["label"], tf.int32)
+
+
+def train_batches(cfg, *, seed, global_batch, process_index=0, process_count=1, start_step=0):
+    """Endless iterator of this process's numpy train batches, starting at `start_step`."""
+    if global_batch % process_count:
+        raise UserError(f"data.batch_size={global_batch} is not divisible by the "
+                        f"{process_count} processes")
+    local_batch = global_batch // process_count
+    ds, count = examples(cfg, "train", seed)
+    ds = ds.map(_as_pair)
+    if cfg.cache:
+        ds = ds.cache()
+    ds = ds.shuffle(min(count, cfg.shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.repeat().enumerate().skip(start_step * global_batch)
+    ds = ds.filter(_no_autograph(lambda i, pair: (i % global_batch) // local_batch == process_index))
+    pp = preprocess.build(cfg.pp_train)
+
+    def prepare(i, pair):
+        image, label = pair
+        key = tf.stack([tf.constant(seed, tf.int64), i])
+        return {"image": pp(image, key), "label": label}
+
+    ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(local_batch, drop_remainder=True).prefetch(2)
+    return tfds.as_numpy(ds)
+
+
+def eval_batches(cfg, *, seed, global_batch, process_index=0, process_count=1):
+    """(list-like iterable of this process's padded numpy eval batches, total example count).
+
+    Every batch has a float `mask`; padded examples have mask 0.
+    """
+    if global_batch % process_count:
+        raise UserError(f"data.eval_batch_size={global_batch} is not divisible by the "
+                        f"{process_count} processes")
+    local_batch = global_batch // process_count
+    ds, count = examples(cfg, "test", seed)
+    num_batches = math.ceil(math.ceil(count / process_count) / local_batch)
+    pp = preprocess.build(cfg.pp_eval)
+
+    def prepare(image, label):
+        return {"image": pp(image, tf.zeros([2], tf.int64)), "label": label,
+                "mask": tf.constant(1.0, tf.float32)}
+
+    ds = ds.map(_as_pair).shard(process_count, process_index).map(prepare)
+    padding = tf.data.Dataset.from_tensors(
+        tf.nest.map_structure(tf.zeros_like, next(iter(ds.take(1))))).repeat()
+    ds = ds.concatenate(padding).take(num_batches * local_batch).batch(local_batch)
+    if cfg.cache:
+        ds = ds.cache()
+    return tfds.as_numpy(ds.prefetch(2)), count

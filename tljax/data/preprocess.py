@@ -1,0 +1,119 @@
+"""Preprocessing ops composed from a config string, e.g. "resize(16)|gray_to_rgb|value_range(-1,1)".
+
+Each op maps (image, seed) -> image, with `image` a float32 HWC tensor in 0..255
+until a normalising op runs. Random ops use stateless TF random ops keyed by a
+per-example seed, so a pipeline is reproducible and can be resumed by skipping.
+"""
+import ast
+import re
+
+import tensorflow as tf
+
+from tljax.errors import UserError
+
+_OPS = {}
+
+
+def _op(fn):
+    _OPS[fn.__name__] = fn
+    return fn
+
+
+@_op
+def resize(size):
+    """Bilinear resize to `size` (int: square, or (h, w))."""
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    return lambda image, seed: tf.image.resize(image, hw, method="bilinear", antialias=True)
+
+
+@_op
+def resize_small(size):
+    """Resize so the shorter side is `size`, keeping the aspect ratio."""
+    def fn(image, seed):
+        h, w = tf.shape(image)[0], tf.shape(image)[1]
+        scale = size / tf.cast(tf.minimum(h, w), tf.float32)
+        new_hw = tf.cast(tf.round(tf.cast(tf.stack([h, w]), tf.float32) * scale), tf.int32)
+        return tf.image.resize(image, new_hw, method="bilinear", antialias=True)
+    return fn
+
+
+@_op
+def central_crop(size):
+    def fn(image, seed):
+        h, w = tf.shape(image)[0], tf.shape(image)[1]
+        top, left = (h - size) // 2, (w - size) // 2
+        return image[top:top + size, left:left + size]
+    return fn
+
+
+@_op
+def random_crop(size, pad=0):
+    """Random `size` crop after zero-padding by `pad` pixels (CIFAR-style)."""
+    def fn(image, seed):
+        if pad:
+            image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
+        return tf.image.stateless_random_crop(image, [size, size, tf.shape(image)[-1]], seed)
+    return fn
+
+
+@_op
+def inception_crop(size, area_min=0.05, area_max=1.0):
+    """Random crop covering [area_min, area_max] of the image, resized to `size`."""
+    def fn(image, seed):
+        begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+            tf.shape(image), tf.zeros([0, 0, 4], tf.float32), seed=seed,
+            area_range=(area_min, area_max), aspect_ratio_range=(3 / 4, 4 / 3),
+            min_object_covered=0.0, use_image_if_no_bounding_boxes=True)
+        crop = tf.slice(image, begin, crop_size)
+        return tf.image.resize(crop, (size, size), method="bilinear", antialias=True)
+    return fn
+
+
+@_op
+def flip_lr():
+    return lambda image, seed: tf.image.stateless_random_flip_left_right(image, seed)
+
+
+@_op
+def gray_to_rgb():
+    return lambda image, seed: tf.image.grayscale_to_rgb(image) if image.shape[-1] == 1 else image
+
+
+@_op
+def value_range(low, high):
+    """Maps 0..255 linearly to low..high (BiT and ViT use -1..1)."""
+    return lambda image, seed: image * ((high - low) / 255.0) + low
+
+
+@_op
+def normalize(mean, std):
+    """(image/255 - mean) / std per channel (ImageNet-style torchvision/timm weights)."""
+    mean_t = tf.constant(mean, tf.float32)
+    std_t = tf.constant(std, tf.float32)
+    return lambda image, seed: (image / 255.0 - mean_t) / std_t
+
+
+def parse(spec):
+    """Turns "op(args)|op|..." into a list of (name, fn); unknown ops are a UserError."""
+    ops = []
+    for part in filter(None, (p.strip() for p in spec.split("|"))):
+        match = re.fullmatch(r"(\w+)(?:\((.*)\))?", part)
+        if not match or match.group(1) not in _OPS:
+            raise UserError(f"unknown preprocessing op {part!r} in {spec!r}; "
+                            f"known ops: {', '.join(sorted(_OPS))}")
+        args = ast.literal_eval(f"({match.group(2)},)") if match.group(2) else ()
+        ops.append((part, _OPS[match.group(1)](*args)))
+    return ops
+
+
+def build(spec):
+    """A function (image uint8/float HWC, seed int32[2]) -> float32 image."""
+    ops = parse(spec)
+
+    def apply(image, seed):
+        image = tf.cast(image, tf.float32)
+        for index, (_, fn) in enumerate(ops):
+            image = fn(image, tf.random.experimental.stateless_fold_in(seed, index))
+        return image
+
+    return apply

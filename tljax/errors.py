@@ -1,0 +1,8 @@
+"""User-facing errors: anything the user can fix by changing input or config."""
+
+
+class UserError(Exception):
+    """A problem with the user's input, config or files, with a hint what to do.
+
+    `tljax.main` prints these as one line (no traceback) and exits non-zero.
+    """

@@ -1,0 +1,256 @@
+"""Freezing schedules: which parameters train, from which step, at what lr multiplier.
+
+A schedule is a list of phases. Each phase assigns every parameter path a
+learning-rate multiplier, or None for frozen. Schedules come from named
+strategies ("full", "last_k:2", "gradual:every=50", "lp_ft:lp_steps=100", ...,
+combinable with "+", e.g. "last_k:2+layer_decay:0.7") or from an explicit list
+of phases: [(start_step, [(regex, lr_mult or None), ...]), ...], first matching
+rule wins, every parameter must be matched.
+
+Trainable parameters are grouped into optimizer *labels*: (model group, lr
+multiplier, step since which the parameter has trained at that multiplier).
+A label has its own optimizer state and step count, so a group that starts
+training mid-run starts with fresh state while the others keep theirs.
+"""
+import dataclasses
+import re
+
+from tljax.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    start_step: int
+    mults: dict  # path -> lr multiplier (float) or None (frozen)
+
+    def trainable_paths(self):
+        return sorted(p for p, m in self.mults.items() if m is not None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    phases: tuple  # Phase, sorted by start_step, first one starts at 0
+    labels: tuple  # per phase: {path: label} for trainable paths
+    l2sp: tuple | None = None  # (alpha, beta) of L2-SP regularisation, or None
+
+    def phase_index(self, step):
+        """Index of the phase that governs the update taken at `step`."""
+        return max(i for i, p in enumerate(self.phases) if p.start_step <= step)
+
+
+def resolve(rules, paths):
+    """{path: mult} from ordered (regex, mult) rules; unmatched paths are an error."""
+    compiled = [(re.compile(regex), None if mult is None else float(mult)) for regex, mult in rules]
+    mults, uncovered = {}, []
+    for path in paths:
+        match = next((mult for regex, mult in compiled if regex.fullmatch(path)), "none")
+        if match == "none":
+            uncovered.append(path)
+        mults[path] = match
+    if uncovered:
+        raise UserError(f"freeze rules {[r for r, _ in rules]} match no rule for parameters "
+                        f"{uncovered[:10]}{' ...' if len(uncovered) > 10 else ''}; "
+                        f"add a rule such as ('.*', None)")
+    return mults
+
+
+# ---------------------------------------------------------------- strategies
+# Each strategy gets (args, group_list, paths) and returns [(start_step, rules)].
+
+def _body_groups(group_list):
+    """Group names below the head, input to output."""
+    return [name for name, _ in group_list if name != "head"]
+
+
+def _regex_of(group_list, names):
+    by_name = dict(group_list)
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise UserError(f"unknown model groups {unknown}; this model's groups are "
+                        f"{[n for n, _ in group_list]}")
+    return [(by_name[n], 1.0) for n in names]
+
+
+def _train_groups(group_list, names):
+    """Rules that train the named groups and the head, and freeze the rest."""
+    return _regex_of(group_list, list(names) + ["head"]) + [(".*", None)]
+
+
+def _full(args, group_list, paths):
+    return [(0, [(".*", 1.0)])]
+
+
+def _linear_probe(args, group_list, paths):
+    return [(0, _train_groups(group_list, []))]
+
+
+def _last_k(args, group_list, paths):
+    k = int(args.get("k", args.get("", 1)))
+    body = _body_groups(group_list)
+    if not 0 <= k <= len(body):
+        raise UserError(f"last_k:{k} but the model has {len(body)} groups below the head: {body}")
+    return [(0, _train_groups(group_list, body[len(body) - k:]))]
+
+
+def _surgical(args, group_list, paths):
+    names = [n for n in re.split(r"[,;\s]+", args.get("groups", args.get("", ""))) if n]
+    if not names:
+        raise UserError("surgical needs group names, e.g. surgical:stage1 or surgical:groups=stem;stage1")
+    return [(0, _train_groups(group_list, names))]
+
+
+def _gradual(args, group_list, paths):
+    every = int(args.get("every", args.get("", 0)))
+    if every <= 0:
+        raise UserError("gradual needs a positive unfreezing interval, e.g. gradual:every=50")
+    body = _body_groups(group_list)
+    return [(i * every, _train_groups(group_list, body[len(body) - i:] if i else []))
+            for i in range(len(body) + 1)]
+
+
+def _lp_ft(args, group_list, paths):
+    lp_steps = int(args.get("lp_steps", args.get("", 0)))
+    if lp_steps <= 0:
+        raise UserError("lp_ft needs the linear-probe length, e.g. lp_ft:lp_steps=100")
+    return [(0, _train_groups(group_list, [])), (lp_steps, [(".*", 1.0)])]
+
+
+def _bitfit(args, group_list, paths):
+    return [(0, [(r"head/.*", 1.0), (r".*/bias", 1.0), (".*", None)])]
+
+
+def _norm_only(args, group_list, paths):
+    """Normalization scales and offsets: a `bias` counts when its module also has a `scale`."""
+    norm_modules = {p.rsplit("/", 1)[0] for p in paths if p.endswith("/scale")}
+    return [(0, [(r"head/.*", 1.0)]
+             + [(re.escape(m) + "/(scale|bias)", 1.0) for m in sorted(norm_modules)]
+             + [(".*", None)])]
+
+
+def layer_decay_depths(group_list):
+    """Depth from the top per group: head (and a final norm) 0, the last block 1, ...
+
+    BEiT/timm convention: the pre-head norm shares the head's lr; embeddings are deepest.
+    """
+    names = [n for n, _ in group_list]
+    top = {"head", "norm"}
+    body = [n for n in names if n not in top]
+    depths = {n: 0 for n in names if n in top}
+    depths.update({n: len(body) - i for i, n in enumerate(body)})
+    return depths
+
+
+def _layer_decay(args, group_list, paths):
+    decay = float(args.get("decay", args.get("", 0)))
+    if not 0 < decay <= 1:
+        raise UserError(f"layer_decay needs a decay in (0, 1], e.g. layer_decay:0.7 (got {decay})")
+    depths = layer_decay_depths(group_list)
+    return [(0, [(regex, decay ** depths[name]) for name, regex in group_list])]
+
+
+STRATEGIES = {
+    "full": _full, "linear_probe": _linear_probe, "last_k": _last_k, "surgical": _surgical,
+    "gradual": _gradual, "lp_ft": _lp_ft, "bitfit": _bitfit, "norm_only": _norm_only,
+    "layer_decay": _layer_decay, "l2sp": _full,
+}
+
+
+def _parse_args(text):
+    """"k=2,every=3" -> {"k": "2", ...}; a bare value is stored under ""."""
+    args = {}
+    if "=" not in text:
+        return {"": text} if text else {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        args[key.strip()] = value.strip()
+    return args
+
+
+def _phases_from_spec(spec, group_list, paths):
+    """[(start, mults)] per '+'-joined component, and the l2sp setting."""
+    components, l2sp = [], None
+    for part in filter(None, (p.strip() for p in spec.split("+"))):
+        name, _, arg_text = part.partition(":")
+        if name not in STRATEGIES:
+            raise UserError(f"unknown freezing strategy {name!r} in {spec!r} (config.freeze); "
+                            f"known: {', '.join(sorted(STRATEGIES))}")
+        if name == "l2sp":
+            values = [float(v) for v in arg_text.split(",") if v] or [0.01]
+            l2sp = (values[0], values[1] if len(values) > 1 else values[0])
+        args = {} if name == "l2sp" else _parse_args(arg_text)
+        components.append([(start, resolve(rules, paths))
+                           for start, rules in STRATEGIES[name](args, group_list, paths)])
+    if not components:
+        raise UserError("config.freeze is empty; use e.g. 'full' or 'linear_probe'")
+    return components, l2sp
+
+
+def _combine(components, paths):
+    """Multiplies the multipliers of all components at every phase start; None wins."""
+    starts = sorted({start for comp in components for start, _ in comp})
+    phases = []
+    for start in starts:
+        mults = {}
+        for path in paths:
+            mult = 1.0
+            for comp in components:
+                active = [m for s, m in comp if s <= start][-1]
+                mult = None if mult is None or active[path] is None else mult * active[path]
+            mults[path] = mult
+        phases.append(Phase(start, mults))
+    return phases
+
+
+def make_plan(spec, group_list, paths, total_steps=None):
+    """The freezing Plan for a strategy string or an explicit list of phases."""
+    from tljax.models import group_of  # Local import: models depends on nothing here.
+
+    paths = sorted(paths)
+    l2sp = None
+    if isinstance(spec, str):
+        components, l2sp = _phases_from_spec(spec, group_list, paths)
+    else:
+        components = [[(int(start), resolve(rules, paths)) for start, rules in spec]]
+    phases = _combine(components, paths)
+    if phases[0].start_step != 0:
+        raise UserError(f"the first freezing phase must start at step 0, not {phases[0].start_step}")
+    if total_steps is not None:
+        late = [p.start_step for p in phases if p.start_step >= total_steps]
+        if late:
+            raise UserError(f"freezing phases start at steps {late}, at or after the last step "
+                            f"{total_steps}; shorten the schedule or train longer")
+    if not any(phase.trainable_paths() for phase in phases):
+        raise UserError(f"freezing schedule {spec!r} trains no parameter")
+
+    group = {p: group_of(p, group_list) for p in paths}
+    labels, since = [], {}
+    for index, phase in enumerate(phases):
+        previous = phases[index - 1].mults if index else {}
+        for path, mult in phase.mults.items():
+            if mult is not None and previous.get(path) != mult:
+                since[path] = phase.start_step
+        labels.append({p: f"{group[p]}|lr{m:g}|from{since[p]}"
+                       for p, m in phase.mults.items() if m is not None})
+    return Plan(tuple(phases), tuple(labels), l2sp)
+
+
+def summary_rows(plan, group_list, param_sizes):
+    """Rows (group, #params, per-phase 'frozen'/'x{mult}') for the start-of-run table."""
+    from tljax.models import group_of
+
+    rows = []
+    for name, _ in group_list:
+        members = [p for p in param_sizes if group_of(p, group_list) == name]
+        if not members:
+            continue
+        cells = []
+        for phase in plan.phases:
+            mults = sorted({phase.mults[p] for p in members}, key=lambda m: (m is None, m or 0))
+            cells.append("/".join("frozen" if m is None else f"x{m:g}" for m in mults))
+        rows.append((name, sum(param_sizes[p] for p in members), cells))
+    return rows
+
+
+def trainable_fraction(phase, param_sizes):
+    total = sum(param_sizes.values())
+    return sum(param_sizes[p] for p in phase.trainable_paths()) / total

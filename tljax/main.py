@@ -1,0 +1,51 @@
+"""Entry point: python -m tljax.main --config=configs/digits.py[:arg] --workdir=DIR [--config.a.b=v]."""
+import sys
+
+import logging as py_logging
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from tljax.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally path:arg.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (re-using it resumes the run).")
+
+
+def _fail(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {argv[1:]}; overrides are --config.KEY=VALUE")
+    if not _WORKDIR.value:
+        _fail("--workdir is required: the directory for checkpoints and metrics, "
+              "e.g. --workdir=/tmp/tljax_run")
+    if _CONFIG.value is None:
+        _fail("--config is required, e.g. --config=configs/digits.py")
+    from tljax import train  # Imported after flag parsing: it pulls in jax and tensorflow.
+
+    logging.set_verbosity(logging.INFO)
+    # Orbax logs every file it writes at INFO; keep its warnings only.
+    logging.get_absl_handler().addFilter(
+        lambda r: r.levelno >= py_logging.WARNING or "/orbax/" not in r.pathname)
+    try:
+        summary = train.run(_CONFIG.value, _WORKDIR.value)
+    except UserError as e:
+        _fail(str(e))
+    print(f"final target test accuracy: {summary['final_accuracy']:.4f} "
+          f"(best {summary['best_accuracy']:.4f}, {summary['wall_time_s']:.0f}s)")
+
+
+def run():
+    try:
+        app.run(main)
+    except UserError as e:  # Raised while loading the config file.
+        _fail(str(e))
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,45 @@
+"""Model registry: name + architecture kwargs -> linen Module, and its ordered parameter groups.
+
+Every family exposes its parameters as an ordered list of named groups from
+input to output; depth-based freezing strategies are defined on that list.
+"""
+import re
+
+import jax.numpy as jnp
+
+from tljax.errors import UserError
+from tljax.models import resnetv2
+
+_FAMILIES = {
+    "bit": resnetv2.ResNetV2,
+}
+
+
+def build(name, arch, num_classes, dtype="float32"):
+    """The linen Module for family `name` with architecture kwargs `arch` (a dict)."""
+    if name not in _FAMILIES:
+        raise UserError(f"unknown model {name!r} (model.name); known: {', '.join(sorted(_FAMILIES))}")
+    cls = _FAMILIES[name]
+    arch = dict(arch)
+    unknown = set(arch) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise UserError(f"model {name!r} has no architecture options {sorted(unknown)} (model.arch)")
+    if "block_counts" in arch:
+        arch["block_counts"] = tuple(arch["block_counts"])
+    return cls(num_classes=num_classes, dtype=jnp.dtype(dtype), **arch)
+
+
+def groups(module):
+    """Ordered [(group_name, regex)] from input to output; regexes fullmatch '/'-joined paths."""
+    if isinstance(module, resnetv2.ResNetV2):
+        stages = [(f"stage{i + 1}", rf"stage{i + 1}/.*") for i in range(len(module.block_counts))]
+        return [("stem", "stem/.*"), *stages, ("norm", "norm/.*"), ("head", "head/.*")]
+    raise TypeError(f"no parameter groups defined for {type(module).__name__}")
+
+
+def group_of(path, group_list):
+    """Name of the first group whose regex fullmatches `path`."""
+    for name, regex in group_list:
+        if re.fullmatch(regex, path):
+            return name
+    raise UserError(f"parameter {path!r} belongs to no model group")

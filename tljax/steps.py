@@ -1,0 +1,99 @@
+"""Pure train and eval step factories: loss, gradients of the trainable subtree only, metrics.
+
+Gradients are taken with respect to the trainable parameters alone; frozen ones
+enter the forward pass as constants, so XLA never builds their backward pass
+(a linear-probe step costs about one forward pass).
+"""
+import jax
+import jax.numpy as jnp
+import optax
+from flax import traverse_util
+
+
+def split_params(params, trainable_paths):
+    """(trainable subtree, frozen flat dict) of a nested params dict."""
+    flat = traverse_util.flatten_dict(params, sep="/")
+    keep = set(trainable_paths)
+    trainable = traverse_util.unflatten_dict({p: v for p, v in flat.items() if p in keep}, sep="/")
+    frozen = {p: v for p, v in flat.items() if p not in keep}
+    return trainable, frozen
+
+
+def merge_params(trainable, frozen):
+    flat = dict(frozen)
+    flat.update(traverse_util.flatten_dict(trainable, sep="/"))
+    return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def cross_entropy(logits, labels):
+    """Mean softmax cross-entropy; labels are class ids or (mixup) probability vectors."""
+    if labels.ndim == 1:
+        labels = jax.nn.one_hot(labels, logits.shape[-1])
+    return optax.softmax_cross_entropy(logits, labels).mean()
+
+
+def make_train_step(module, tx, trainable_paths, l2sp=None):
+    """step(state, batch) -> (state, metrics) for one phase (fixed trainable set and optimizer).
+
+    `state` is a dict: step, params, batch_stats, opt_state, rng (+ anchor for L2-SP).
+    """
+
+    def loss_fn(trainable, frozen, state, batch, rng):
+        params = merge_params(trainable, frozen)
+        variables = {"params": params}
+        if state["batch_stats"]:
+            variables["batch_stats"] = state["batch_stats"]
+        logits, mutated = module.apply(variables, batch["image"], train=True,
+                                       mutable=["batch_stats"], rngs={"dropout": rng})
+        loss = cross_entropy(logits, batch["label"])
+        total = loss
+        if l2sp is not None:
+            total = total + l2sp_penalty(trainable, state["anchor"], *l2sp)
+        return total, (loss, logits, mutated.get("batch_stats", {}))
+
+    def step(state, batch):
+        rng = jax.random.fold_in(state["rng"], state["step"])
+        trainable, frozen = split_params(state["params"], trainable_paths)
+        grads, (loss, logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(
+            trainable, frozen, state, batch, rng)
+        updates, opt_state = tx.update(grads, state["opt_state"], trainable)
+        trainable = optax.apply_updates(trainable, updates)
+        labels = batch["label"] if batch["label"].ndim == 1 else jnp.argmax(batch["label"], -1)
+        metrics = {
+            "loss": loss,
+            "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
+            "grad_norm": optax.global_norm(grads),
+        }
+        new_state = dict(state, step=state["step"] + 1, opt_state=opt_state,
+                         params=merge_params(trainable, frozen),
+                         batch_stats=batch_stats or state["batch_stats"])
+        return new_state, metrics
+
+    return step
+
+
+def l2sp_penalty(trainable, anchor, alpha, beta):
+    """L2-SP (Li et al. 2018): alpha/2 |w - w0|^2 on pretrained weights, beta/2 |w|^2 on the head."""
+    flat = traverse_util.flatten_dict(trainable, sep="/")
+    anchor = traverse_util.flatten_dict(anchor, sep="/")
+    towards_start = sum(jnp.sum(jnp.square(v - anchor[p])) for p, v in flat.items()
+                        if not p.startswith("head/"))
+    head = sum(jnp.sum(jnp.square(v)) for p, v in flat.items() if p.startswith("head/"))
+    return 0.5 * alpha * towards_start + 0.5 * beta * head
+
+
+def make_eval_step(module):
+    """eval_step(params, batch_stats, batch) -> sums of correct, loss and count over mask==1."""
+
+    def eval_step(params, batch_stats, batch):
+        variables = {"params": params}
+        if batch_stats:
+            variables["batch_stats"] = batch_stats
+        logits = module.apply(variables, batch["image"], train=False)
+        mask = batch["mask"]
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+        correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+        return {"correct": jnp.sum(correct * mask), "loss": jnp.sum(losses * mask),
+                "count": jnp.sum(mask)}
+
+    return eval_step

@@ -1,0 +1,53 @@
+"""tljax's own weights file: safetensors with '/'-joined parameter paths + JSON metadata.
+
+Metadata holds everything needed to rebuild the model and feed it correctly:
+model family, architecture kwargs, number of classes and preprocessing.
+"""
+import json
+import os
+
+import numpy as np
+from flax import traverse_util
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from tljax.errors import UserError
+
+FORMAT = "tljax"
+
+
+def save(path, variables, *, model, arch, num_classes, preprocessing):
+    """Writes `variables` ({'params': ..., 'batch_stats': ...}) atomically to `path`."""
+    flat = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(variables, sep="/").items()}
+    meta = {"format": FORMAT, "model": model, "arch": json.dumps(arch),
+            "num_classes": str(num_classes), "preprocessing": json.dumps(preprocessing)}
+    tmp = f"{path}.tmp"
+    save_file(flat, tmp, metadata=meta)
+    os.replace(tmp, path)
+
+
+def read_metadata(path):
+    import safetensors
+
+    try:
+        with safetensors.safe_open(path, framework="numpy") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{path} is not a readable safetensors file ({e}); re-export or "
+                        f"re-download it") from None
+
+
+def is_tljax_file(path):
+    return str(path).endswith(".safetensors") and read_metadata(path).get("format") == FORMAT
+
+
+def load(path):
+    """(model name, arch dict, num_classes, preprocessing dict, variables)."""
+    meta = read_metadata(path)
+    try:
+        arrays = load_file(path)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{path} is not a readable safetensors file ({e})") from None
+    variables = traverse_util.unflatten_dict(arrays, sep="/")
+    return (meta["model"], json.loads(meta["arch"]), int(meta["num_classes"]),
+            json.loads(meta["preprocessing"]), variables)
