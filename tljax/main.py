@@ -40,9 +40,22 @@ def main(argv):
           f"(best {summary['best_accuracy']:.4f}, {summary['wall_time_s']:.0f}s)")
 
 
+def _parse_flags(argv):
+    """absl flag parsing, with config override mistakes turned into one-line errors."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        _fail(f"{e}; see --helpfull")
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        overrides = [a for a in argv[1:] if a.startswith("--config.")]
+        detail = " ".join(str(e).replace("\\n", " ").replace("\\", "").split())
+        _fail(f"bad config override among {overrides}: {detail}. Keys must exist in the "
+              f"config file (see configs/common.py for all of them)")
+
+
 def run():
     try:
-        app.run(main)
+        app.run(main, flags_parser=_parse_flags)
     except UserError as e:  # Raised while loading the config file.
         _fail(str(e))
 

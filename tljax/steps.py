@@ -62,7 +62,7 @@ def make_train_step(module, tx, trainable_paths, l2sp=None):
         metrics = {
             "loss": loss,
             "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
         }
         new_state = dict(state, step=state["step"] + 1, opt_state=opt_state,
                          params=merge_params(trainable, frozen),

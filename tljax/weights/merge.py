@@ -33,9 +33,12 @@ def merge(init_variables, loaded_variables, *, reset_head, source):
             if items:
                 problems.append(f"{kind} {collection}: {', '.join(items[:8])}"
                                 + (f" (+{len(items) - 8} more)" if len(items) > 8 else ""))
+        if not init_flat or problems:
+            merged[collection] = init_tree
+            continue
         merged[collection] = traverse_util.unflatten_dict(
             {p: (v if skip(p) else jnp.asarray(loaded_flat[p], v.dtype))
-             for p, v in init_flat.items()}, sep="/") if init_flat else init_tree
+             for p, v in init_flat.items()}, sep="/")
     if problems:
         raise UserError(f"weights {source} do not fit the model: {'; '.join(problems)}. "
                         f"Check model.name/model.arch against the weights, or set "

@@ -1,0 +1,62 @@
+"""Shared fixtures: a prepared digits dataset and tiny configs that train in seconds."""
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """A TFDS data_dir with tljax_digits prepared once per test session."""
+    from tljax.data import digits
+
+    path = str(tmp_path_factory.mktemp("tfds"))
+    digits.TljaxDigits(data_dir=path).download_and_prepare()
+    return path
+
+
+def tiny_config(data_dir, arg="scratch", **overrides):
+    """The digits config with a tiny model, short schedule and small batches."""
+    from configs import digits
+
+    config = digits.get_config(arg)
+    config.model.arch = {"block_counts": (1, 1), "base_width": 4, "gn_groups": 4, "stem": "small"}
+    config.data.data_dir = data_dir
+    config.data.image_size = 8
+    config.data.pp_train = "resize(8)|gray_to_rgb|value_range(-1,1)"
+    config.data.pp_eval = "resize(8)|gray_to_rgb|value_range(-1,1)"
+    config.data.batch_size = 8
+    config.data.eval_batch_size = 64
+    config.total_steps = 12
+    config.log_every = 2
+    config.eval_every = 0
+    config.checkpoint_every = 6
+    config.optim.warmup_steps = 2
+    config.model.init_recipe = ""
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    config.lock()
+    return config
+
+
+@pytest.fixture
+def make_config(data_dir):
+    return lambda arg="scratch", **overrides: tiny_config(data_dir, arg, **overrides)
+
+
+@pytest.fixture(scope="session")
+def source_weights(tmp_path_factory, data_dir):
+    """A tiny source model pretrained on digits 0-4 and exported as .safetensors."""
+    from tljax import train
+
+    workdir = str(tmp_path_factory.mktemp("source"))
+    train.run(tiny_config(data_dir, "pretrain", total_steps=30), workdir)
+    return os.path.join(workdir, "model.safetensors")

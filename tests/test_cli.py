@@ -1,0 +1,30 @@
+"""The command line: one-line errors for the mistakes users make."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def _main(*args):
+    result = subprocess.run([sys.executable, "-m", "tljax.main", *args], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    return result.returncode, result.stderr.strip().splitlines()
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["--config=configs/digits.py", "--workdir=/tmp/x", "--config.optim.lrr=1"],
+     'Did you mean "lr"'),
+    (["--config=configs/digits.py"], "--workdir is required"),
+    (["--config=configs/digits.py", "--workdir=/tmp/x", "--config.model.init=/no/such.safetensors",
+      "--config.model.init_recipe="], "weights '/no/such.safetensors' do not exist"),
+])
+def test_user_mistakes_get_one_line_errors(args, expected, tmp_path):
+    args = [a.replace("/tmp/x", str(tmp_path)) for a in args]
+    code, lines = _main(*args)
+    assert code != 0
+    assert lines[-1].startswith("error: ") and expected in lines[-1], lines[-5:]
+    assert not any(line.startswith("Traceback") for line in lines)
+    assert not os.path.exists(tmp_path / "checkpoints")

@@ -1,0 +1,94 @@
+"""The digits builder, few-shot selection and the eval pipeline's exact counting."""
+import numpy as np
+import pytest
+
+from tljax import data
+from tljax.data import fewshot
+from tljax.errors import UserError
+
+
+def _labels(batches):
+    return np.concatenate([b["label"][b["mask"] > 0] for b in batches])
+
+
+def test_builder_splits_are_the_source_and_target_digits(data_dir):
+    from tljax.data import digits
+    from sklearn.datasets import load_digits
+
+    builder = digits.TljaxDigits(data_dir=data_dir)
+    splits = builder.info.splits
+    sk = load_digits().target
+    assert splits["source_train"].num_examples + splits["source_test"].num_examples == np.sum(sk < 5)
+    assert splits["source_test"].num_examples == int(np.ceil(np.sum(sk < 5) / 5))
+    assert splits["target"].num_examples == np.sum(sk >= 5) == 896
+    target = list(builder.as_dataset(split="target").as_numpy_iterator())
+    assert {int(e["digit"]) for e in target} == {5, 6, 7, 8, 9}
+    assert all(int(e["label"]) == int(e["digit"]) - 5 for e in target)
+    assert target[0]["image"].shape == (8, 8, 1) and max(e["image"].max() for e in target) == 255
+
+
+def test_few_shot_indices_are_k_per_class_and_deterministic_per_seed():
+    labels = np.repeat(np.arange(5), 30)
+    a = fewshot.few_shot_indices(labels, 5, seed=3)
+    assert np.array_equal(a, fewshot.few_shot_indices(labels, 5, seed=3))
+    assert not np.array_equal(a, fewshot.few_shot_indices(labels, 5, seed=4))
+    assert np.array_equal(np.bincount(labels[a]), [5] * 5)
+    with pytest.raises(UserError, match="only 30 examples"):
+        fewshot.few_shot_indices(labels, 31, seed=0)
+
+
+def test_few_shot_train_and_test_partition_the_target_split(make_config):
+    cfg = make_config().data
+    train, n_train = data.pipeline.examples(cfg, "train", seed=7)
+    test, n_test = data.pipeline.examples(cfg, "test", seed=7)
+    assert n_train == 25 and n_train + n_test == 896
+    train_labels = [int(e["label"]) for e in train.as_numpy_iterator()]
+    assert np.array_equal(np.bincount(train_labels), [5] * 5)
+    again, _ = data.pipeline.examples(cfg, "train", seed=7)
+    assert [e["image"].tobytes() for e in again.as_numpy_iterator()] == \
+        [e["image"].tobytes() for e in train.as_numpy_iterator()]
+    del test
+
+
+@pytest.mark.parametrize("batch_size,processes", [(7, 1), (64, 1), (1000, 1), (12, 3)])
+def test_eval_counts_every_example_exactly_once(make_config, batch_size, processes):
+    cfg = make_config().data
+    seen = []
+    for p in range(processes):
+        batches, count = data.eval_batches(cfg, seed=0, global_batch=batch_size,
+                                           process_index=p, process_count=processes)
+        batches = list(batches)
+        assert all(b["image"].shape[0] == batch_size // processes for b in batches)
+        seen.append(batches)
+    # Every process yields the same number of batches (collectives need it).
+    assert len({len(b) for b in seen}) == 1
+    images = np.concatenate([b["image"][b["mask"] > 0] for bs in seen for b in bs])
+    assert len(images) == count == 871
+    full, _ = data.eval_batches(cfg, seed=0, global_batch=871)
+    expected = sorted(x.tobytes() for b in full for x in b["image"])
+    assert sorted(x.tobytes() for x in images) == expected
+
+
+def test_train_batches_resume_mid_stream_and_split_across_processes(make_config):
+    cfg = make_config().data
+    stream = data.train_batches(cfg, seed=1, global_batch=8)
+    it = iter(stream)
+    batches = [next(it) for _ in range(6)]
+    resumed = iter(data.train_batches(cfg, seed=1, global_batch=8, start_step=4))
+    for expected in batches[4:]:
+        got = next(resumed)
+        assert np.array_equal(got["image"], expected["image"])
+        assert np.array_equal(got["label"], expected["label"])
+    halves = [iter(data.train_batches(cfg, seed=1, global_batch=8, process_index=p, process_count=2))
+              for p in range(2)]
+    for expected in batches[:3]:
+        parts = [next(h) for h in halves]
+        assert np.array_equal(np.concatenate([p["image"] for p in parts]), expected["image"])
+
+
+def test_unprepared_dataset_is_a_clear_error(make_config, tmp_path):
+    cfg = make_config().data
+    with cfg.unlocked():
+        cfg.name, cfg.data_dir = "mnist", str(tmp_path)
+    with pytest.raises(UserError, match="'mnist' is not prepared.*download_and_prepare"):
+        data.get_builder(cfg)
