@@ -37,6 +37,8 @@ def tiny_config(data_dir, arg="scratch", **overrides):
     config.checkpoint_every = 6
     config.optim.warmup_steps = 2
     config.model.init_recipe = ""
+    if config.data.few_shot_k:
+        config.data.few_shot_k = 5
     for key, value in overrides.items():
         node = config
         *parents, leaf = key.split(".")

@@ -84,7 +84,9 @@ class _PhaseRunner:
         self.phase = plan.phases[index]
         self.trainable = self.phase.trainable_paths()
         self.tx = optim.build(config.optim, plan, index, config.total_steps)
-        step = steps.make_train_step(module, self.tx, self.trainable, plan.l2sp)
+        frozen = [p for p, mult in self.phase.mults.items() if mult is None]
+        step = steps.make_train_step(models.with_frozen_norms(module, frozen), self.tx,
+                                     self.trainable, plan.l2sp)
         self._jitted = jax.jit(step, in_shardings=(replicated, data_sharding),
                                out_shardings=(replicated, replicated), donate_argnums=(0,))
         self._compiled = None

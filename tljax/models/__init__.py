@@ -8,10 +8,11 @@ import re
 import jax.numpy as jnp
 
 from tljax.errors import UserError
-from tljax.models import resnetv2
+from tljax.models import resnet, resnetv2
 
 _FAMILIES = {
     "bit": resnetv2.ResNetV2,
+    "resnet": resnet.ResNet,
 }
 
 
@@ -34,7 +35,18 @@ def groups(module):
     if isinstance(module, resnetv2.ResNetV2):
         stages = [(f"stage{i + 1}", rf"stage{i + 1}/.*") for i in range(len(module.block_counts))]
         return [("stem", "stem/.*"), *stages, ("norm", "norm/.*"), ("head", "head/.*")]
+    if isinstance(module, resnet.ResNet):
+        stages = [(f"stage{i + 1}", rf"stage{i + 1}/.*") for i in range(len(module.block_counts))]
+        return [("stem", "stem/.*"), *stages, ("head", "head/.*")]
     raise TypeError(f"no parameter groups defined for {type(module).__name__}")
+
+
+def with_frozen_norms(module, frozen_param_paths):
+    """`module` with BatchNorm layers whose scale is frozen set to use running statistics."""
+    if "frozen_norms" not in getattr(module, "__dataclass_fields__", {}):
+        return module
+    norms = tuple(sorted(p[: -len("/scale")] for p in frozen_param_paths if p.endswith("/scale")))
+    return module.clone(frozen_norms=norms)
 
 
 def group_of(path, group_list):
