@@ -15,6 +15,8 @@ training mid-run starts with fresh state while the others keep theirs.
 import dataclasses
 import re
 
+from absl import logging
+
 from tljax.errors import UserError
 
 
@@ -214,11 +216,11 @@ def make_plan(spec, group_list, paths, total_steps=None):
     phases = _combine(components, paths)
     if phases[0].start_step != 0:
         raise UserError(f"the first freezing phase must start at step 0, not {phases[0].start_step}")
-    if total_steps is not None:
+    if total_steps is not None and any(p.start_step >= total_steps for p in phases):
         late = [p.start_step for p in phases if p.start_step >= total_steps]
-        if late:
-            raise UserError(f"freezing phases start at steps {late}, at or after the last step "
-                            f"{total_steps}; shorten the schedule or train longer")
+        logging.warning("freezing phases starting at steps %s never run (total_steps=%d)",
+                        late, total_steps)
+        phases = [p for p in phases if p.start_step < total_steps]
     if not any(phase.trainable_paths() for phase in phases):
         raise UserError(f"freezing schedule {spec!r} trains no parameter")
 

@@ -1,0 +1,223 @@
+"""Freezing schedules: plans, optimizer state, cost, fresh state on unfreezing, frozen BN."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import traverse_util
+
+from tljax import freeze, models, optim, steps, train, weights
+from tljax.errors import UserError
+from tljax.weights import tljax_format
+from configs import common
+
+
+@functools.lru_cache(maxsize=None)
+def _tiny(name="bit"):
+    arch = ({"block_counts": (1, 1, 1), "base_width": 4, "gn_groups": 4, "stem": "small"}
+            if name == "bit" else {"depth": 18, "base_width": 4, "stem": "small"})
+    module = models.build(name, arch, num_classes=5)
+    variables = weights.init_variables(module, (16, 16, 3))
+    return module, variables
+
+
+def _plan(spec, name="bit", total_steps=None):
+    module, variables = _tiny(name)
+    paths = list(traverse_util.flatten_dict(variables["params"], sep="/"))
+    return freeze.make_plan(spec, models.groups(module), paths, total_steps), paths
+
+
+def _trainable_groups(plan, index=0):
+    return sorted({p.split("/")[0] for p in plan.phases[index].trainable_paths()})
+
+
+@pytest.mark.parametrize("spec,expected", [
+    ("full", ["head", "norm", "stage1", "stage2", "stage3", "stem"]),
+    ("linear_probe", ["head"]),
+    ("last_k:1", ["head", "norm"]),
+    ("last_k:2", ["head", "norm", "stage3"]),
+    ("surgical:stage1", ["head", "stage1"]),
+    ("surgical:groups=stem;stage2", ["head", "stage2", "stem"]),
+])
+def test_strategies_train_the_expected_groups(spec, expected):
+    plan, _ = _plan(spec)
+    assert _trainable_groups(plan) == expected
+
+
+def test_bitfit_and_norm_only_select_parameter_kinds():
+    plan, paths = _plan("bitfit")
+    trainable = plan.phases[0].trainable_paths()
+    assert all(p.endswith("/bias") or p.startswith("head/") for p in trainable)
+    assert "stage1/unit1/gn1/bias" in trainable and "stage1/unit1/conv1/kernel" not in trainable
+    plan, paths = _plan("norm_only")
+    trainable = set(plan.phases[0].trainable_paths())
+    assert {"stage2/unit1/gn2/scale", "stage2/unit1/gn2/bias", "norm/scale", "head/kernel"} <= trainable
+    assert not any("conv" in p for p in trainable)
+
+
+def test_gradual_unfreezes_one_group_from_the_top_every_n_steps():
+    plan, _ = _plan("gradual:every=10")
+    assert [p.start_step for p in plan.phases] == [0, 10, 20, 30, 40, 50]
+    assert _trainable_groups(plan, 0) == ["head"]
+    assert _trainable_groups(plan, 1) == ["head", "norm"]
+    assert _trainable_groups(plan, 2) == ["head", "norm", "stage3"]
+    assert _trainable_groups(plan, 5) == ["head", "norm", "stage1", "stage2", "stage3", "stem"]
+    assert plan.phase_index(0) == 0 and plan.phase_index(19) == 1 and plan.phase_index(99) == 5
+
+
+def test_labels_keep_continuing_parameters_and_start_new_ones_fresh():
+    plan, _ = _plan("lp_ft:lp_steps=7")
+    assert plan.labels[0]["head/kernel"] == plan.labels[1]["head/kernel"] == "head|lr1|from0"
+    assert plan.labels[1]["stem/conv/kernel"] == "stem|lr1|from7"
+
+
+def test_layer_decay_depth_map_has_no_off_by_one():
+    module, _ = _tiny()
+    depths = freeze.layer_decay_depths(models.groups(module))
+    assert depths == {"head": 0, "norm": 0, "stage3": 1, "stage2": 2, "stage1": 3, "stem": 4}
+    plan, _ = _plan("layer_decay:0.5")
+    mults = plan.phases[0].mults
+    assert mults["head/kernel"] == 1.0 and mults["norm/scale"] == 1.0
+    assert mults["stage3/unit1/conv1/kernel"] == 0.5 and mults["stem/conv/kernel"] == 0.5 ** 4
+
+
+def test_strategies_combine_with_plus():
+    plan, _ = _plan("last_k:2+layer_decay:0.5")
+    mults = plan.phases[0].mults
+    assert mults["stage3/unit1/conv1/kernel"] == 0.5 and mults["stage2/unit1/conv1/kernel"] is None
+
+
+def test_explicit_phases_and_uncovered_parameters():
+    plan, _ = _plan([(0, [("head/.*", 1.0), (".*", None)]), (5, [("stem/.*", None), (".*", 0.1)])])
+    assert _trainable_groups(plan, 1) == ["head", "norm", "stage1", "stage2", "stage3"]
+    assert plan.phases[1].mults["head/bias"] == 0.1
+    with pytest.raises(UserError, match=r"match no rule for parameters \['norm/bias'"):
+        _plan([(0, [("head/.*", 1.0), ("st.*", None)])])
+    with pytest.raises(UserError, match="unknown freezing strategy 'last_kk'"):
+        _plan("last_kk:2")
+    with pytest.raises(UserError, match="unknown model groups"):
+        _plan("surgical:stage9")
+    assert len(_plan("gradual:every=10", total_steps=25)[0].phases) == 3
+
+
+def _optim_cfg(name="adam", **kw):
+    cfg = common.base().optim
+    cfg.name, cfg.lr, cfg.schedule = name, 0.1, "constant"
+    for k, v in kw.items():
+        cfg[k] = v
+    return cfg
+
+
+def test_frozen_parameters_hold_no_optimizer_state():
+    plan, paths = _plan("last_k:1")
+    _, variables = _tiny()
+    trainable, _ = steps.split_params(variables["params"], plan.phases[0].trainable_paths())
+    state = optim.build(_optim_cfg(), plan, 0, 100).init(trainable)
+    state_paths = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state)[0]}
+    assert not any("'stem'" in p or "'stage" in p for p in state_paths)
+    n_params = sum(x.size for x in jax.tree.leaves(trainable))
+    n_state = sum(x.size for x in jax.tree.leaves(state) if x.ndim > 0)
+    assert n_state == 2 * n_params  # Adam: mu and nu of the trainable parameters only.
+
+
+def test_weight_decay_skips_biases_and_norms():
+    plan, _ = _plan("full")
+    _, variables = _tiny()
+    params = variables["params"]
+    tx = optim.build(_optim_cfg("sgd", momentum=0.0, weight_decay=1.0), plan, 0, 100)
+    zero_grads = jax.tree.map(jnp.zeros_like, params)
+    updates, _ = tx.update(zero_grads, tx.init(params), params)
+    flat = traverse_util.flatten_dict(updates, sep="/")
+    assert np.all(flat["norm/bias"] == 0) and np.all(flat["norm/scale"] == 0)
+    assert np.any(flat["stem/conv/kernel"] != 0)
+
+
+def _cost(fn, *args):
+    cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+    return (cost[0] if isinstance(cost, (list, tuple)) else cost)["flops"]
+
+
+def test_frozen_groups_cost_no_backward_pass():
+    module, variables = _tiny()
+    batch = {"image": jnp.ones((8, 16, 16, 3)), "label": jnp.zeros((8,), jnp.int32)}
+    forward = _cost(lambda v, x: module.apply(v, x), variables, batch["image"])
+    flops = {}
+    for spec in ["linear_probe", "last_k:1", "last_k:2", "last_k:3", "full"]:
+        plan, _ = _plan(spec)
+        tx = optim.build(_optim_cfg(clip_norm=1.0), plan, 0, 100)
+        trainable, _ = steps.split_params(variables["params"], plan.phases[0].trainable_paths())
+        state = {"step": jnp.int32(0), "params": variables["params"], "batch_stats": {},
+                 "rng": jax.random.PRNGKey(0), "opt_state": tx.init(trainable)}
+        step = steps.make_train_step(module, tx, plan.phases[0].trainable_paths())
+        flops[spec] = _cost(step, state, batch)
+    assert flops["linear_probe"] <= 1.10 * forward, (flops, forward)
+    order = ["linear_probe", "last_k:1", "last_k:2", "last_k:3", "full"]
+    assert all(flops[a] < flops[b] for a, b in zip(order, order[1:])), flops
+    assert flops["full"] > 2 * forward
+
+
+def test_unfrozen_group_starts_with_a_fresh_adam_and_others_keep_state():
+    module, variables = _tiny()
+    plan, _ = _plan("lp_ft:lp_steps=2")
+    cfg = _optim_cfg()
+    batch = {"image": jax.random.normal(jax.random.PRNGKey(1), (8, 16, 16, 3)),
+             "label": jnp.arange(8) % 5}
+    runners = []
+    for index in (0, 1):
+        tx = optim.build(cfg, plan, index, 100)
+        runners.append((tx, jax.jit(steps.make_train_step(module, tx, plan.phases[index].trainable_paths()))))
+    tx0, step0 = runners[0]
+    trainable0, _ = steps.split_params(variables["params"], plan.phases[0].trainable_paths())
+    state = {"step": jnp.int32(0), "params": variables["params"], "batch_stats": {},
+             "rng": jax.random.PRNGKey(0), "opt_state": tx0.init(trainable0)}
+    for _ in range(2):
+        state, _ = step0(state, batch)
+    tx1, step1 = runners[1]
+    fresh = tx1.init(state["params"])
+    state["opt_state"] = optim.carry_over_state(state["opt_state"], fresh)
+    inner = state["opt_state"][-1].inner_states
+    counts = {label: [int(x) for path, x in jax.tree_util.tree_flatten_with_path(s)[0]
+                      if "count" in jax.tree_util.keystr(path)][0] for label, s in inner.items()}
+    assert counts["head|lr1|from0"] == 2 and counts["stem|lr1|from2"] == 0
+
+    # The backbone's first update equals a fresh Adam's first update on the same gradient.
+    def loss(params):
+        return steps.cross_entropy(module.apply({"params": params}, batch["image"]), batch["label"])
+
+    grads = jax.jit(jax.grad(loss))(state["params"])
+    new_state, _ = step1(state, batch)
+    path = ("stage2", "unit1", "conv2", "kernel")
+    g = traverse_util.flatten_dict(grads)[path]
+    expected, _ = optax.adam(cfg.lr).update(g, optax.adam(cfg.lr).init(g))
+    before = traverse_util.flatten_dict(state["params"])[path]
+    after = traverse_util.flatten_dict(new_state["params"])[path]
+    np.testing.assert_allclose(after - before, expected, rtol=1e-4, atol=1e-7)
+
+
+def test_each_phase_compiles_once(make_config, tmp_path, monkeypatch):
+    compiled = []
+    real_init = train._PhaseRunner.__init__
+
+    def counting_init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        lower = self._jitted.lower
+        self._jitted = type("J", (), {"lower": lambda _, *a: (compiled.append(self.index), lower(*a))[1]})()
+
+    monkeypatch.setattr(train._PhaseRunner, "__init__", counting_init)
+    train.run(make_config(freeze="gradual:every=3", total_steps=12), str(tmp_path))
+    assert compiled == [0, 1, 2, 3]
+
+
+def test_frozen_batchnorm_statistics_and_weights_stay_bit_identical(make_config, tmp_path):
+    arch = {"depth": 18, "base_width": 4, "stem": "small"}
+    config = make_config(freeze="last_k:1", export_weights=True,
+                         **{"model.name": "resnet", "model.arch": arch})
+    train.run(config, str(tmp_path))
+    module = models.build("resnet", arch, 5)
+    start = traverse_util.flatten_dict(weights.init_variables(module, (8, 8, 3)), sep="/")
+    end = traverse_util.flatten_dict(tljax_format.load(str(tmp_path / "model.safetensors"))[4], sep="/")
+    moved = {p for p in start if not np.array_equal(start[p], end[p])}
+    assert moved and all(p.split("/")[1] in ("stage4", "head") for p in moved), sorted(moved)[:5]
+    assert any(p.startswith("batch_stats/stage4") for p in moved)
