@@ -8,11 +8,12 @@ import re
 import jax.numpy as jnp
 
 from tljax.errors import UserError
-from tljax.models import resnet, resnetv2
+from tljax.models import resnet, resnetv2, vit
 
 _FAMILIES = {
     "bit": resnetv2.ResNetV2,
     "resnet": resnet.ResNet,
+    "vit": vit.ViT,
 }
 
 
@@ -38,6 +39,10 @@ def groups(module):
     if isinstance(module, resnet.ResNet):
         stages = [(f"stage{i + 1}", rf"stage{i + 1}/.*") for i in range(len(module.block_counts))]
         return [("stem", "stem/.*"), *stages, ("head", "head/.*")]
+    if isinstance(module, vit.ViT):
+        blocks = [(f"block{i}", rf"encoder/block{i}/.*") for i in range(module.dims()[1])]
+        return [("embed", "embed/.*"), *blocks, ("norm", "encoder/norm/.*"),
+                ("head", "(pre_logits|head)/.*")]
     raise TypeError(f"no parameter groups defined for {type(module).__name__}")
 
 

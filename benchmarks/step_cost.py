@@ -1,0 +1,121 @@
+"""Cost of one train step per freezing strategy: compiled FLOPs and bytes, ratio to a forward
+pass, optimizer-state bytes, and measured ms/step (comparable only within one run).
+
+    python -m benchmarks.step_cost --model=resnet50 --image_size=224 --batch=8
+    python -m benchmarks.step_cost --model=vit-b16 --strategies=full,linear_probe,last_k:2
+
+FLOPs and bytes come from XLA's cost analysis of the compiled step (exact, stable);
+timing is the median of --time_steps steps after a warm-up (0 skips timing).
+"""
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+from absl import app, flags
+from flax import traverse_util
+
+from configs import common
+from tljax import freeze, models, optim, steps
+
+PRESETS = {
+    "resnet50": ("resnet", {"depth": 50}),
+    "bit-r50x1": ("bit", {"block_counts": (3, 4, 6, 3), "width_factor": 1}),
+    "vit-b16": ("vit", {"size": "B", "patch": 16}),
+    "vit-s16": ("vit", {"size": "S", "patch": 16}),
+    "vit-ti16": ("vit", {"size": "Ti", "patch": 16}),
+    "tiny-bit": ("bit", {"block_counts": (1, 1, 1), "base_width": 8, "gn_groups": 8}),
+}
+DEFAULT_STRATEGIES = "linear_probe,last_k:1,last_k:2,bitfit,norm_only,full"
+
+flags.DEFINE_string("model", "resnet50", f"one of {sorted(PRESETS)}")
+flags.DEFINE_integer("image_size", 224, "square input resolution")
+flags.DEFINE_integer("batch", 8, "global batch")
+flags.DEFINE_string("strategies", DEFAULT_STRATEGIES, "comma-separated freeze specs")
+flags.DEFINE_string("optimizer", "sgd", "sgd | adam | adamw")
+flags.DEFINE_integer("time_steps", 3, "timed steps per strategy (0: FLOPs only)")
+flags.DEFINE_string("dtype", "float32", "activation dtype")
+FLAGS = flags.FLAGS
+
+
+def _cost(compiled):
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return cost.get("flops", 0.0), cost.get("bytes accessed", 0.0)
+
+
+def _nbytes(tree):
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def _time(fn, args, n):
+    if not n:
+        return float("nan")
+    out = fn(*args)  # Warm-up; donated state is rebuilt from the output.
+    jax.block_until_ready(out)
+    times = []
+    state, batch = out[0], args[1]
+    for _ in range(n):
+        start = time.perf_counter()
+        state, metrics = fn(state, batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def measure(model, image_size, batch, strategies, optimizer="sgd", time_steps=3, dtype="float32"):
+    """Rows of (strategy, flops, bytes, ratio to forward, opt-state bytes, trainable %, ms)."""
+    name, arch = PRESETS[model]
+    module = models.build(name, arch, num_classes=1000, dtype=dtype)
+    images = jnp.ones((batch, image_size, image_size, 3), jnp.float32)
+    variables = jax.jit(lambda r: module.init(r, images[:1]))(jax.random.PRNGKey(0))
+    params = variables["params"]
+    paths = list(traverse_util.flatten_dict(params, sep="/"))
+    sizes = {p: v.size for p, v in traverse_util.flatten_dict(params, sep="/").items()}
+    forward = jax.jit(lambda v, x: module.apply(v, x, train=False)).lower(variables, images).compile()
+    fwd_flops, _ = _cost(forward)
+    cfg = common.base().optim
+    cfg.name = optimizer
+    batch_data = {"image": images, "label": jnp.zeros((batch,), jnp.int32)}
+    rows = [("forward only", fwd_flops, None, 1.0, 0, None, _time(
+        lambda s, b: (s, forward(s, b["image"])), (variables, batch_data), time_steps))]
+    for spec in strategies:
+        plan = freeze.make_plan(spec, models.groups(module), paths)
+        trainable_paths = plan.phases[0].trainable_paths()
+        tx = optim.build(cfg, plan, 0, 1000)
+        frozen = [p for p, m in plan.phases[0].mults.items() if m is None]
+        step = steps.make_train_step(models.with_frozen_norms(module, frozen), tx, trainable_paths)
+        trainable, _ = steps.split_params(params, trainable_paths)
+        state = {"step": jnp.int32(0), "params": params,
+                 "batch_stats": variables.get("batch_stats", {}), "rng": jax.random.PRNGKey(0),
+                 "opt_state": tx.init(trainable)}
+        compiled = jax.jit(step, donate_argnums=(0,)).lower(state, batch_data).compile()
+        flops, nbytes = _cost(compiled)
+        state = jax.tree.map(jnp.copy, state)
+        ms = _time(compiled, (state, batch_data), time_steps)
+        rows.append((spec, flops, nbytes, flops / fwd_flops, _nbytes(state["opt_state"]),
+                     100 * freeze.trainable_fraction(plan.phases[0], sizes), ms))
+    return rows
+
+
+def format_table(rows):
+    lines = ["| strategy | train-step GFLOPs | GB accessed | x forward | opt state MB | trainable % | ms/step |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for spec, flops, nbytes, ratio, opt_bytes, frac, ms in rows:
+        lines.append(f"| {spec} | {flops / 1e9:.2f} | {'' if nbytes is None else f'{nbytes / 1e9:.2f}'} "
+                     f"| {ratio:.2f} | {opt_bytes / 2**20:.1f} | {'' if frac is None else f'{frac:.2f}'} "
+                     f"| {ms:.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    rows = measure(FLAGS.model, FLAGS.image_size, FLAGS.batch, FLAGS.strategies.split(","),
+                   FLAGS.optimizer, FLAGS.time_steps, FLAGS.dtype)
+    print(f"{FLAGS.model} @ {FLAGS.image_size}px, batch {FLAGS.batch}, {FLAGS.optimizer}, "
+          f"{FLAGS.dtype}, {jax.devices()[0].device_kind}")
+    print(format_table(rows))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,114 @@
+"""Vision Transformer (Dosovitskiy et al. 2021), layout of the official vit_jax / big_vision code.
+
+Names: embed/{patch,cls,pos_embedding}, encoder/block{i}/{norm1,attn,norm2,mlp/{fc1,fc2}},
+encoder/norm, optional pre_logits (representation layer), head.
+Epsilon and GELU flavour are attributes so converters can match other implementations.
+"""
+from typing import Optional
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+# Size name -> (width, depth, mlp_dim, heads).
+SIZES = {"Ti": (192, 12, 768, 3), "S": (384, 12, 1536, 6), "B": (768, 12, 3072, 12),
+         "L": (1024, 24, 4096, 16), "H": (1280, 32, 5120, 16)}
+
+
+class Mlp(nn.Module):
+    mlp_dim: int
+    gelu_approximate: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train):
+        width = x.shape[-1]
+        x = nn.Dense(self.mlp_dim, dtype=self.dtype, name="fc1")(x)
+        x = nn.gelu(x, approximate=self.gelu_approximate)
+        x = nn.Dropout(0.0)(x, deterministic=not train)
+        return nn.Dense(width, dtype=self.dtype, name="fc2")(x)
+
+
+class Block(nn.Module):
+    heads: int
+    mlp_dim: int
+    ln_eps: float = 1e-6
+    gelu_approximate: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train):
+        y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm1")(x)
+        y = nn.MultiHeadDotProductAttention(num_heads=self.heads, dtype=self.dtype,
+                                            name="attn")(y, y, deterministic=True)
+        x = x + y
+        y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm2")(x)
+        return x + Mlp(self.mlp_dim, self.gelu_approximate, self.dtype, name="mlp")(y, train)
+
+
+class Embed(nn.Module):
+    width: int
+    patch: int
+    classifier: str
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        x = nn.Conv(self.width, (self.patch, self.patch), (self.patch, self.patch),
+                    padding="VALID", dtype=self.dtype, name="patch")(x)
+        n, h, w, c = x.shape
+        x = x.reshape(n, h * w, c)
+        if self.classifier == "token":
+            cls = self.param("cls", nn.initializers.zeros, (1, 1, c))
+            x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), (n, 1, 1)), x], axis=1)
+        pos = self.param("pos_embedding", nn.initializers.normal(stddev=0.02), (1, x.shape[1], c))
+        return x + pos.astype(x.dtype)
+
+
+class Encoder(nn.Module):
+    depth: int
+    heads: int
+    mlp_dim: int
+    ln_eps: float = 1e-6
+    gelu_approximate: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train):
+        for i in range(self.depth):
+            x = Block(self.heads, self.mlp_dim, self.ln_eps, self.gelu_approximate, self.dtype,
+                      name=f"block{i}")(x, train)
+        return nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm")(x)
+
+
+class ViT(nn.Module):
+    """ViT with `classifier` 'token' (cls token) or 'gap' (mean of patch tokens)."""
+
+    num_classes: int
+    size: str = "B"
+    patch: int = 16
+    width: Optional[int] = None  # overrides of the size preset, for tiny test models
+    depth: Optional[int] = None
+    mlp_dim: Optional[int] = None
+    heads: Optional[int] = None
+    classifier: str = "token"
+    representation_size: Optional[int] = None
+    ln_eps: float = 1e-6
+    gelu_approximate: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    def dims(self):
+        width, depth, mlp_dim, heads = SIZES[self.size]
+        return (self.width or width, self.depth or depth, self.mlp_dim or mlp_dim,
+                self.heads or heads)
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        width, depth, mlp_dim, heads = self.dims()
+        x = Embed(width, self.patch, self.classifier, self.dtype, name="embed")(x.astype(self.dtype))
+        x = Encoder(depth, heads, mlp_dim, self.ln_eps, self.gelu_approximate, self.dtype,
+                    name="encoder")(x, train)
+        x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
+        if self.representation_size:
+            x = jnp.tanh(nn.Dense(self.representation_size, dtype=self.dtype, name="pre_logits")(x))
+        return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
+                        name="head")(x).astype(jnp.float32)
