@@ -1,4 +1,5 @@
 """Loading config files outside absl flags (init recipes, sweeps) and config checks."""
+import ast
 import importlib.util
 import json
 import os
@@ -23,6 +24,30 @@ def load(spec):
     config = module.get_config(arg) if arg else module.get_config()
     config.lock()
     return config
+
+
+def apply_override(config, assignment):
+    """Sets "a.b=value" on a locked ConfigDict; the value is a Python literal or a plain string."""
+    key, sep, text = assignment.partition("=")
+    if not sep:
+        raise UserError(f"override {assignment!r} is not of the form key=value")
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        value = text
+    *parents, leaf = key.split(".")
+    node = config
+    try:
+        for parent in parents:
+            node = node[parent]
+        current = node[leaf]
+        if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if isinstance(current, str) and not isinstance(value, str):
+            value = text
+        node[leaf] = value
+    except (KeyError, AttributeError, TypeError) as e:
+        raise UserError(f"cannot set config key {key!r} to {text!r}: {e}") from None
 
 
 def to_dict(config):

@@ -11,6 +11,7 @@ from flax import traverse_util
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from tljax import checkpoint, config_lib, data, freeze, metrics, models, optim, steps, weights
+from tljax.data import preprocess
 from tljax.errors import UserError
 from tljax.weights import merge as merge_lib
 from tljax.weights import tljax_format
@@ -23,11 +24,6 @@ def make_mesh():
 
 def _global_batch(batch, sharding):
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
-
-
-def _normalization_op(pp_spec):
-    ops = [op for op in pp_spec.split("|") if op.strip().startswith(("value_range", "normalize"))]
-    return ops[-1].strip() if ops else ""
 
 
 def _prepare_init(config):
@@ -53,12 +49,11 @@ def _init_variables(config, module, num_classes):
         return variables
     if config.model.init_head not in ("reset", "keep"):
         raise UserError(f"model.init_head must be 'reset' or 'keep', not {config.model.init_head!r}")
-    _, loaded, preprocessing = weights.load_model_with_meta(
-        config.model.init, model=config.model.name, image_shape=(size, size, 3))
+    _, loaded, preprocessing = weights.load_model_with_meta(config.model.init, model=config.model.name)
     expected = preprocessing.get("normalization", "")
     if config.model.check_preprocessing and expected:
         for key in ("pp_train", "pp_eval"):
-            got = _normalization_op(config.data[key])
+            got = preprocess.normalization_op(config.data[key])
             if got.replace(" ", "") != expected.replace(" ", ""):
                 raise UserError(f"weights {config.model.init} expect inputs normalised by "
                                 f"{expected!r} but data.{key} uses {got or 'nothing'!r}; fix "
@@ -236,7 +231,7 @@ def run(config, workdir):
         tljax_format.save(os.path.join(workdir, "model.safetensors"), out,
                           model=config.model.name, arch=config_lib.to_dict(config.model.arch),
                           num_classes=num_classes,
-                          preprocessing={"normalization": _normalization_op(config.data.pp_eval),
+                          preprocessing={"normalization": preprocess.normalization_op(config.data.pp_eval),
                                          "image_size": config.data.image_size})
     writer.write(config.total_steps, summary, kind="summary")
     writer.close()

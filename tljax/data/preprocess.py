@@ -117,3 +117,9 @@ def build(spec):
         return image
 
     return apply
+
+
+def normalization_op(spec):
+    """The last normalising op of a spec, e.g. 'value_range(-1,1)' ('' if none)."""
+    ops = [op.strip() for op in spec.split("|") if op.strip().startswith(("value_range", "normalize"))]
+    return ops[-1] if ops else ""

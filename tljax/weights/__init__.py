@@ -2,28 +2,28 @@
 
 Contract: `load_model(source, *, model=None, num_classes=None)` returns
 `(module, variables)` with `module.apply(variables, images_nhwc, train=False)`
-giving logits, plus `load_model_with_meta` that also returns preprocessing.
+giving logits. Sources:
+  - a Hugging Face model folder (config.json + model.safetensors / pytorch_model.bin)
+    of ViT, BiT or ResNet (*ForImageClassification or the bare *Model);
+  - an official BiT or ViT/AugReg .npz;
+  - a timm `resnetv2_*_bit`, `vit_*` or torchvision/timm `resnet*` state dict
+    (.safetensors / .pth);
+  - a tljax .safetensors export, or a tljax run directory (its latest checkpoint).
+`num_classes` different from the source's gives a zero-initialised head.
 """
+import ast
+import json
 import os
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
 
 from tljax import models
 from tljax.errors import UserError
+from tljax.weights import detect, layouts, tljax_format
 from tljax.weights import merge as merge_lib
-from tljax.weights import tljax_format
-
-
-def _read_source(source, model):
-    """(name, arch, num_classes, preprocessing, variables) from any supported source."""
-    if not os.path.exists(source):
-        raise UserError(f"weights {source!r} do not exist; check the path (model.init), or "
-                        f"see `python -m tljax.weights.catalog` for downloadable checkpoints")
-    if tljax_format.is_tljax_file(source):
-        return tljax_format.load(source)
-    raise UserError(f"cannot tell the format of weights {source!r}: expected a tljax "
-                    f".safetensors file")
 
 
 def init_variables(module, image_shape, seed=0):
@@ -32,18 +32,96 @@ def init_variables(module, image_shape, seed=0):
     return jax.jit(lambda rng: module.init(rng, dummy, train=False))(jax.random.PRNGKey(seed))
 
 
+def _expected_shapes(module, image_size):
+    dummy = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    abstract = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros(dummy.shape), train=False))
+    return {p: v.shape for p, v in traverse_util.flatten_dict(abstract, sep="/").items()}
+
+
+def _from_tljax_run(workdir):
+    """(name, arch, num_classes, preprocessing, variables) of a tljax run's latest checkpoint."""
+    import orbax.checkpoint as ocp
+
+    from tljax.data.preprocess import normalization_op
+
+    with open(os.path.join(workdir, "config.json")) as f:
+        config = json.load(f)
+    manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
+                                    item_names=("state", "meta"))
+    step = manager.latest_step()
+    if step is None:
+        raise UserError(f"tljax run {workdir} has no checkpoint yet")
+    state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))["state"]
+    manager.close()
+    variables = {"params": state["params"]}
+    if state.get("batch_stats"):
+        variables["batch_stats"] = state["batch_stats"]
+    num_classes = np.shape(state["params"]["head"]["kernel"])[-1]
+    pp = {"normalization": normalization_op(config["data"]["pp_eval"]),
+          "image_size": config["data"]["image_size"]}
+    return config["model"]["name"], config["model"]["arch"], num_classes, pp, variables
+
+
+def parse_model_spec(model):
+    """"bit" or "bit:gn_groups=4,ws_eps=1e-8" -> (family, architecture overrides)."""
+    if not model:
+        return None, {}
+    family, _, text = model.partition(":")
+    overrides = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            overrides[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            overrides[key.strip()] = value.strip()
+    return family, overrides
+
+
+def _read_source(path, model):
+    """(family, arch, num_classes, preprocessing, variables) from any supported source."""
+    if not os.path.exists(path):
+        raise UserError(f"weights {path!r} do not exist; check the path (model.init), or see "
+                        f"`python -m tljax.weights.catalog` for downloadable checkpoints")
+    if os.path.isdir(path):
+        config_path = os.path.join(path, "config.json")
+        if not os.path.exists(config_path):
+            raise UserError(f"{path} is a directory without config.json: expected a Hugging Face "
+                            f"model folder or a tljax run directory")
+        with open(config_path) as f:
+            is_tljax = "model_type" not in json.load(f)
+        if is_tljax:
+            return _from_tljax_run(path)
+        family, arch, classes, pp, arrays, layout = detect.from_hf(path)
+    elif tljax_format.is_tljax_file(path):
+        return tljax_format.load(path)
+    else:
+        family, arch, classes, pp, arrays, layout = detect.from_file(path, model)
+    wanted, overrides = parse_model_spec(model)
+    if wanted is not None and wanted != family:
+        raise UserError(f"weights {path} hold a {family!r} model, not {model!r}")
+    arch = {**arch, **overrides}
+    module = models.build(family, arch, max(classes, 1))
+    expected = _expected_shapes(module, pp["image_size"])
+    if classes == 0:  # A backbone without a classifier: the head stays to be filled in.
+        expected = {p: s for p, s in expected.items() if not p.startswith("params/head/")}
+    flat = layouts.convert(arrays, layout, expected)
+    return family, arch, classes, pp, traverse_util.unflatten_dict(flat, sep="/")
+
+
 def load_model_with_meta(source, *, model=None, num_classes=None, image_shape=None):
     """(module, variables, preprocessing dict). A new `num_classes` gets a zero head."""
-    name, arch, source_classes, preprocessing, variables = _read_source(source, model)
-    if model is not None and model != name:
-        raise UserError(f"weights {source} hold a {name!r} model, not {model!r}")
+    name, arch, source_classes, preprocessing, variables = _read_source(str(source), model)
     classes = num_classes or source_classes
+    if not classes:
+        raise UserError(f"weights {source} have no classifier: pass num_classes")
     module = models.build(name, arch, classes)
-    if classes != source_classes:
-        size = preprocessing.get("image_size", 32)
-        shape = image_shape or (size, size, 3)
-        fresh = init_variables(module, shape)
-        variables = merge_lib.merge(fresh, variables, reset_head=True, source=source)
+    size = preprocessing.get("image_size", 224)
+    if classes != source_classes or image_shape is not None:
+        fresh = init_variables(module, image_shape or (size, size, 3))
+        variables = merge_lib.merge(fresh, variables, reset_head=classes != source_classes,
+                                    source=source)
+    else:
+        variables = jax.tree.map(jnp.asarray, variables)
     return module, variables, preprocessing
 
 

@@ -1,4 +1,7 @@
 """Merging loaded weights into a freshly initialised model: strict keys and shapes, head reset."""
+import math
+
+import jax
 import jax.numpy as jnp
 from flax import traverse_util
 
@@ -9,6 +12,22 @@ HEAD_PREFIX = "head/"
 
 def _flat(tree):
     return traverse_util.flatten_dict(tree, sep="/") if tree else {}
+
+
+def resample_pos_embedding(posemb, new_shape):
+    """Bilinear resampling of a square (1, [cls +] g*g, D) position grid to `new_shape`.
+
+    Extra leading tokens (the class token) are kept as they are.
+    """
+    old_tokens, new_tokens = posemb.shape[1], new_shape[1]
+    old_grid, new_grid = int(math.isqrt(old_tokens)), int(math.isqrt(new_tokens))
+    old_extra, new_extra = old_tokens - old_grid**2, new_tokens - new_grid**2
+    if old_extra != new_extra or posemb.shape[2] != new_shape[2]:
+        return posemb  # Not a resolution change: reported as a shape mismatch.
+    extra, grid = posemb[:, :old_extra], posemb[0, old_extra:]
+    grid = jax.image.resize(jnp.asarray(grid).reshape(old_grid, old_grid, -1),
+                            (new_grid, new_grid, grid.shape[-1]), method="bilinear")
+    return jnp.concatenate([jnp.asarray(extra), grid.reshape(1, new_grid**2, -1)], axis=1)
 
 
 def merge(init_variables, loaded_variables, *, reset_head, source):
@@ -26,6 +45,9 @@ def merge(init_variables, loaded_variables, *, reset_head, source):
         skip = (lambda p: p.startswith(HEAD_PREFIX)) if reset_head else (lambda p: False)
         missing = sorted(p for p in init_flat if p not in loaded_flat and not skip(p))
         unexpected = sorted(p for p in loaded_flat if p not in init_flat and not skip(p))
+        for p, v in init_flat.items():  # ViT at a new resolution: resample the position grid.
+            if p.endswith("pos_embedding") and p in loaded_flat and loaded_flat[p].shape != v.shape:
+                loaded_flat[p] = resample_pos_embedding(loaded_flat[p], v.shape)
         shapes = sorted(f"{p} {tuple(loaded_flat[p].shape)} vs model {tuple(v.shape)}"
                         for p, v in init_flat.items()
                         if p in loaded_flat and not skip(p) and loaded_flat[p].shape != v.shape)
@@ -37,7 +59,7 @@ def merge(init_variables, loaded_variables, *, reset_head, source):
             merged[collection] = init_tree
             continue
         merged[collection] = traverse_util.unflatten_dict(
-            {p: (v if skip(p) else jnp.asarray(loaded_flat[p], v.dtype))
+            {p: (jnp.zeros(v.shape, v.dtype) if skip(p) else jnp.asarray(loaded_flat[p], v.dtype))
              for p, v in init_flat.items()}, sep="/")
     if problems:
         raise UserError(f"weights {source} do not fit the model: {'; '.join(problems)}. "

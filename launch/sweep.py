@@ -1,0 +1,144 @@
+"""Runs (or emits the commands of) every freezing schedule x seed x grid value, then reports.
+
+    python -m launch.sweep --config=configs/digits.py \\
+        --schedules=full,linear_probe,last_k:1,gradual:every=50,lp_ft:lp_steps=100,bitfit,layer_decay:0.7 \\
+        --seeds=3 --workdir=/tmp/sweep
+    python -m launch.sweep ... --grid=optim.lr=0.01,0.03 --set=total_steps=300
+    python -m launch.sweep ... --emit=commands   # one tljax.main command per line, for launch/slurm_array.sh
+
+Each run is an ordinary tljax run in WORKDIR/<schedule>/<grid>/seed<N>. A run with a
+finished summary.json is skipped, so re-running a sweep resumes it; a run that
+fails writes failed.json with its error, and the report lists it as failed.
+"""
+import itertools
+import json
+import os
+import re
+import shlex
+import sys
+import traceback
+
+from absl import app, flags, logging
+
+from tljax import config_lib, freeze
+from tljax.errors import UserError
+
+flags.DEFINE_string("config", None, "config file, optionally path:arg")
+flags.DEFINE_string("schedules", "full,linear_probe", "comma-separated freezing strategies")
+flags.DEFINE_integer("seeds", 3, "number of seeds (0..N-1)")
+flags.DEFINE_string("workdir", None, "sweep directory")
+flags.DEFINE_multi_string("grid", [], "extra grid axis KEY=V1,V2,... (repeatable)")
+flags.DEFINE_multi_string("set", [], "fixed override KEY=VALUE for every run (repeatable)")
+flags.DEFINE_enum("emit", "", ["", "commands"], "'commands': print the commands instead of running")
+flags.DEFINE_string("python", "python", "interpreter named in emitted commands")
+FLAGS = flags.FLAGS
+
+
+def split_schedules(text):
+    """Splits on commas that start a new strategy ("l2sp:0.01,0.1" stays whole)."""
+    pieces = []
+    for piece in text.split(","):
+        name = re.match(r"\s*([a-z_0-9]+)", piece)
+        if pieces and not (name and name.group(1) in freeze.STRATEGIES):
+            pieces[-1] += "," + piece
+        else:
+            pieces.append(piece.strip())
+    return [p for p in pieces if p]
+
+
+def _slug(text):
+    return re.sub(r"[^A-Za-z0-9.=_-]+", "_", text.replace(":", "-")).strip("_") or "default"
+
+
+def _grid_axes(grid):
+    axes = []
+    for item in grid:
+        key, sep, values = item.partition("=")
+        if not sep or not values:
+            raise UserError(f"--grid {item!r} must look like key=v1,v2")
+        axes.append([f"{key}={v}" for v in values.split(",")])
+    return axes
+
+
+def plan_runs(config_spec, schedules, seeds, workdir, grid=(), fixed=()):
+    """[(run_dir, overrides)] for every schedule x grid point x seed."""
+    runs = []
+    for schedule in schedules:
+        for point in itertools.product(*_grid_axes(grid)):
+            grid_dir = "_".join(_slug(p) for p in point) or "default"
+            for seed in range(seeds):
+                run_dir = os.path.join(workdir, _slug(schedule), grid_dir, f"seed{seed}")
+                overrides = [*fixed, f"freeze={schedule}", f"seed={seed}", *point]
+                runs.append((run_dir, overrides))
+    return runs
+
+
+def command(python, config_spec, run_dir, overrides):
+    args = [python, "-m", "tljax.main", f"--config={config_spec}", f"--workdir={run_dir}"]
+    args += [f"--config.{o}" for o in overrides]
+    return " ".join(shlex.quote(a) for a in args)
+
+
+def is_finished(run_dir):
+    path = os.path.join(run_dir, "summary.json")
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        return json.load(f).get("status") == "done"
+
+
+def run_one(config_spec, run_dir, overrides):
+    """Trains one run in-process; failures become failed.json instead of stopping the sweep."""
+    from tljax import train
+
+    config = config_lib.load(config_spec)
+    for override in overrides:
+        config_lib.apply_override(config, override)
+    os.makedirs(run_dir, exist_ok=True)
+    failed = os.path.join(run_dir, "failed.json")
+    try:
+        train.run(config, run_dir)
+    except Exception as e:  # noqa: BLE001 - a failed schedule is a result to report.
+        with open(failed, "w") as f:
+            json.dump({"status": "failed", "error": f"{type(e).__name__}: {e}",
+                       "traceback": traceback.format_exc(), "overrides": overrides}, f, indent=2)
+        logging.error("run %s failed: %s", run_dir, e)
+        return False
+    if os.path.exists(failed):
+        os.remove(failed)
+    return True
+
+
+def main(argv):
+    del argv
+    if not FLAGS.config or not FLAGS.workdir:
+        print("error: --config and --workdir are required", file=sys.stderr)
+        sys.exit(1)
+    try:
+        config_lib.load(FLAGS.config)  # Fails early on a bad config file.
+        runs = plan_runs(FLAGS.config, split_schedules(FLAGS.schedules), FLAGS.seeds,
+                         FLAGS.workdir, FLAGS.grid, FLAGS.set)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    if FLAGS.emit == "commands":
+        os.makedirs(FLAGS.workdir, exist_ok=True)
+        lines = [command(FLAGS.python, FLAGS.config, d, o) for d, o in runs]
+        with open(os.path.join(FLAGS.workdir, "commands.txt"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        print("\n".join(lines))
+        return
+    logging.set_verbosity(logging.INFO)
+    for index, (run_dir, overrides) in enumerate(runs):
+        if is_finished(run_dir):
+            logging.info("[%d/%d] %s finished already, skipped", index + 1, len(runs), run_dir)
+            continue
+        logging.info("[%d/%d] %s: %s", index + 1, len(runs), run_dir, " ".join(overrides))
+        run_one(FLAGS.config, run_dir, overrides)
+    from tljax import report
+
+    print(report.write_report(FLAGS.workdir))
+
+
+if __name__ == "__main__":
+    app.run(main)

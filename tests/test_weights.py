@@ -1,0 +1,267 @@
+"""Converters: logits parity with independent PyTorch implementations (HF transformers, timm).
+
+Each reference model is built with random weights (norm layers and BatchNorm
+statistics perturbed too, so nothing is trivially identity), saved in its native
+format, loaded with `tljax.weights.load_model`, and compared on the same images.
+"""
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from tljax import weights  # noqa: E402
+from tljax.errors import UserError  # noqa: E402
+
+
+def _randomize(model, seed=0):
+    """Perturbs every parameter and buffer of a reference model (deterministically)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+            if not tensor.is_floating_point():
+                continue
+            noise = torch.randn(tensor.shape, generator=gen)
+            if name.endswith("running_var"):
+                tensor.copy_(0.5 + noise.abs())
+            elif tensor.ndim == 1 and ("norm" in name or name.endswith(("weight",))):
+                tensor.add_(0.1 * noise)
+            else:
+                tensor.add_(0.02 * noise)
+    return model.eval()
+
+
+def _images(h, w, n=2, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, (n, h, w, 3)).astype(np.float32)
+
+
+def _torch_logits(model, images):
+    with torch.no_grad():
+        return model(torch.from_numpy(images.transpose(0, 3, 1, 2))).logits.numpy()
+
+
+def _assert_close(ours, reference):
+    ours, reference = np.asarray(ours), np.asarray(reference)
+    assert ours.shape == reference.shape
+    rel = np.max(np.abs(ours - reference)) / np.max(np.abs(reference))
+    assert rel <= 1e-4, f"relative error {rel:.2e}"
+
+
+def _hf_vit(tmp_path, **kw):
+    cfg = transformers.ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                 intermediate_size=64, image_size=32, patch_size=8, num_labels=7,
+                                 **kw)
+    model = _randomize(transformers.ViTForImageClassification(cfg))
+    model.save_pretrained(tmp_path)
+    return model
+
+
+def _hf_bit(tmp_path):
+    cfg = transformers.BitConfig(embedding_size=8, hidden_sizes=[32, 64], depths=[1, 2], num_groups=4,
+                                 num_labels=6, out_features=["stage2"])
+    model = _randomize(transformers.BitForImageClassification(cfg))
+    model.save_pretrained(tmp_path)
+    return model
+
+
+def _hf_resnet(tmp_path, layer_type="basic"):
+    hidden = [8, 16, 32, 64] if layer_type == "basic" else [32, 64, 128, 256]
+    depths = [2, 2, 2, 2] if layer_type == "basic" else [3, 4, 6, 3]
+    cfg = transformers.ResNetConfig(embedding_size=8, hidden_sizes=hidden, depths=depths,
+                                    layer_type=layer_type, num_labels=5)
+    model = _randomize(transformers.ResNetForImageClassification(cfg))
+    model.save_pretrained(tmp_path)
+    return model
+
+
+def test_hf_vit_logits_match(tmp_path):
+    reference = _hf_vit(tmp_path)
+    module, variables = weights.load_model(str(tmp_path))
+    images = _images(32, 32)
+    _assert_close(module.apply(variables, images, train=False), _torch_logits(reference, images))
+
+
+def test_hf_bit_logits_match_on_square_and_non_square_images(tmp_path):
+    reference = _hf_bit(tmp_path)
+    module, variables = weights.load_model(str(tmp_path))
+    for h, w in ((32, 32), (40, 56)):
+        images = _images(h, w)
+        _assert_close(module.apply(variables, images, train=False), _torch_logits(reference, images))
+
+
+@pytest.mark.parametrize("layer_type", ["basic", "bottleneck"])
+def test_hf_resnet_logits_match(tmp_path, layer_type):
+    reference = _hf_resnet(tmp_path, layer_type)
+    module, variables = weights.load_model(str(tmp_path))
+    assert module.depth == (18 if layer_type == "basic" else 50)
+    for h, w in ((32, 32), (48, 40)):
+        images = _images(h, w)
+        _assert_close(module.apply(variables, images, train=False), _torch_logits(reference, images))
+
+
+def test_new_num_classes_resets_the_head_and_keeps_the_backbone(tmp_path):
+    _hf_bit(tmp_path)
+    _, original = weights.load_model(str(tmp_path))
+    module, variables = weights.load_model(str(tmp_path), num_classes=3)
+    assert variables["params"]["head"]["kernel"].shape == (64, 3)
+    assert not np.any(variables["params"]["head"]["kernel"])
+    np.testing.assert_array_equal(variables["params"]["stage2"]["unit2"]["conv2"]["kernel"],
+                                  original["params"]["stage2"]["unit2"]["conv2"]["kernel"])
+    assert module.apply(variables, _images(32, 32), train=False).shape == (2, 3)
+
+
+def test_backbone_only_hf_model_loads_with_a_new_head(tmp_path):
+    cfg = transformers.ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+                                 intermediate_size=64, image_size=16, patch_size=8)
+    transformers.ViTModel(cfg).save_pretrained(tmp_path)
+    with pytest.raises(UserError, match="no classifier: pass num_classes"):
+        weights.load_model(str(tmp_path))
+    module, variables = weights.load_model(str(tmp_path), num_classes=4)
+    assert module.apply(variables, _images(16, 16), train=False).shape == (2, 4)
+
+
+def test_preprocessing_metadata_travels_with_hf_weights(tmp_path):
+    _hf_resnet(tmp_path)
+    transformers.ConvNextImageProcessor(image_mean=[0.485, 0.456, 0.406],
+                                        image_std=[0.229, 0.224, 0.225]).save_pretrained(tmp_path)
+    _, _, pp = weights.load_model_with_meta(str(tmp_path))
+    assert pp["normalization"] == "normalize([0.485,0.456,0.406],[0.229,0.224,0.225])"
+
+
+# ------------------------------------------------------------- official .npz layouts
+def _saved(folder):
+    """The state dict as Hugging Face writes it to disk (hub key names)."""
+    from safetensors.numpy import load_file
+
+    return load_file(str(folder / "model.safetensors"))
+
+
+def _vit_npz_from_hf(model, folder, path):
+    """Writes an HF ViT's weights under the key names and shapes of the official vit_jax .npz."""
+    sd = _saved(folder)
+    d, heads = model.config.hidden_size, model.config.num_attention_heads
+    out = {"cls": sd["vit.embeddings.cls_token"],
+           "Transformer/posembed_input/pos_embedding": sd["vit.embeddings.position_embeddings"],
+           "embedding/kernel": sd["vit.embeddings.patch_embeddings.projection.weight"].transpose(2, 3, 1, 0),
+           "embedding/bias": sd["vit.embeddings.patch_embeddings.projection.bias"],
+           "Transformer/encoder_norm/scale": sd["vit.layernorm.weight"],
+           "Transformer/encoder_norm/bias": sd["vit.layernorm.bias"],
+           "head/kernel": sd["classifier.weight"].T, "head/bias": sd["classifier.bias"]}
+    for i in range(model.config.num_hidden_layers):
+        src, dst = f"vit.encoder.layer.{i}.", f"Transformer/encoderblock_{i}/"
+        for ours, theirs in (("LayerNorm_0", "layernorm_before"), ("LayerNorm_2", "layernorm_after")):
+            out[dst + f"{ours}/scale"] = sd[src + f"{theirs}.weight"]
+            out[dst + f"{ours}/bias"] = sd[src + f"{theirs}.bias"]
+        for name in ("query", "key", "value"):
+            w = sd[src + f"attention.attention.{name}.weight"]
+            out[dst + f"MultiHeadDotProductAttention_1/{name}/kernel"] = w.T.reshape(d, heads, -1)
+            out[dst + f"MultiHeadDotProductAttention_1/{name}/bias"] = \
+                sd[src + f"attention.attention.{name}.bias"].reshape(heads, -1)
+        out[dst + "MultiHeadDotProductAttention_1/out/kernel"] = \
+            sd[src + "attention.output.dense.weight"].T.reshape(heads, -1, d)
+        out[dst + "MultiHeadDotProductAttention_1/out/bias"] = sd[src + "attention.output.dense.bias"]
+        out[dst + "MlpBlock_3/Dense_0/kernel"] = sd[src + "intermediate.dense.weight"].T
+        out[dst + "MlpBlock_3/Dense_0/bias"] = sd[src + "intermediate.dense.bias"]
+        out[dst + "MlpBlock_3/Dense_1/kernel"] = sd[src + "output.dense.weight"].T
+        out[dst + "MlpBlock_3/Dense_1/bias"] = sd[src + "output.dense.bias"]
+    np.savez(path, **out)
+
+
+def test_official_vit_npz_layout_and_position_embedding_resampling(tmp_path):
+    # vit_jax uses tanh-approximated GELU and LayerNorm eps 1e-6; the HF reference is set the same.
+    reference = _hf_vit(tmp_path / "hf", hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)
+    npz = str(tmp_path / "ViT-tiny.npz")
+    _vit_npz_from_hf(reference, tmp_path / "hf", npz)
+    module, variables = weights.load_model(npz)
+    assert module.gelu_approximate and module.dims() == (32, 2, 64, 4)
+    images = _images(32, 32)
+    _assert_close(module.apply(variables, images, train=False), _torch_logits(reference, images))
+
+    # At 48px the 4x4 grid becomes 6x6; HF interpolates bicubically, we resample bilinearly
+    # (as big_vision does), so only the shape and the class token are compared here.
+    _, resized, _ = weights.load_model_with_meta(npz, image_shape=(48, 48, 3))
+    pos = np.asarray(resized["params"]["embed"]["pos_embedding"])
+    original = np.asarray(variables["params"]["embed"]["pos_embedding"])
+    assert pos.shape == (1, 37, 32)
+    np.testing.assert_array_equal(pos[:, 0], original[:, 0])
+    corners = pos[0, 1:].reshape(6, 6, 32)[[0, 0, -1, -1], [0, -1, 0, -1]]
+    grid = original[0, 1:].reshape(4, 4, 32)[[0, 0, -1, -1], [0, -1, 0, -1]]
+    np.testing.assert_allclose(corners, grid, atol=0.5 * np.abs(original).max())
+
+
+def _bit_npz_from_hf(model, folder, path):
+    """Writes an HF BiT's weights under the key names and shapes of the official BiT .npz."""
+    sd = _saved(folder)
+    conv = lambda w: w.transpose(2, 3, 1, 0)  # noqa: E731
+    out = {"resnet/root_block/standardized_conv2d/kernel": conv(sd["bit.embedder.convolution.weight"]),
+           "resnet/group_norm/gamma": sd["bit.norm.weight"], "resnet/group_norm/beta": sd["bit.norm.bias"],
+           "resnet/head/conv2d/kernel": sd["classifier.1.weight"].T[None, None],
+           "resnet/head/conv2d/bias": sd["classifier.1.bias"]}
+    for s, depth in enumerate(model.config.depths):
+        for u in range(depth):
+            src, dst = f"bit.encoder.stages.{s}.layers.{u}.", f"resnet/block{s + 1}/unit{u + 1:02d}/"
+            for i, letter in enumerate("abc"):
+                out[dst + f"{letter}/standardized_conv2d/kernel"] = conv(sd[src + f"conv{i + 1}.weight"])
+                out[dst + f"{letter}/group_norm/gamma"] = sd[src + f"norm{i + 1}.weight"]
+                out[dst + f"{letter}/group_norm/beta"] = sd[src + f"norm{i + 1}.bias"]
+            if src + "downsample.conv.weight" in sd:
+                out[dst + "a/proj/standardized_conv2d/kernel"] = conv(sd[src + "downsample.conv.weight"])
+    np.savez(path, **out)
+
+
+def test_official_bit_npz_layout(tmp_path):
+    reference = _hf_bit(tmp_path / "hf")
+    npz = str(tmp_path / "BiT-tiny.npz")
+    _bit_npz_from_hf(reference, tmp_path / "hf", npz)
+    # Official files always use 32 groups; this tiny one has 8 channels, hence the override.
+    module, variables = weights.load_model(npz, model="bit:gn_groups=4")
+    assert (module.ws_eps, module.gn_eps) == (1e-10, 1e-6)  # the official BiT numerics
+    # Match the HF reference's epsilons to compare the layout alone.
+    module = module.clone(ws_eps=1e-8, gn_eps=1e-5)
+    images = _images(32, 32)
+    _assert_close(module.apply(variables, images, train=False), _torch_logits(reference, images))
+
+
+# ------------------------------------------------------------- errors
+def test_bad_sources_give_one_clear_error(tmp_path):
+    reference = _hf_bit(tmp_path / "hf")
+    npz = str(tmp_path / "bit.npz")
+    _bit_npz_from_hf(reference, tmp_path / "hf", npz)
+    data = dict(np.load(npz))
+    data.pop("resnet/block2/unit02/b/group_norm/beta")
+    data["resnet/extra/kernel"] = np.zeros(3)
+    np.savez(tmp_path / "broken.npz", **data)
+    with pytest.raises(UserError, match=r"missing keys \['resnet/block2/unit02/b/group_norm/beta'\]"
+                                        r".*unexpected keys \['resnet/extra/kernel'\]"):
+        weights.load_model(str(tmp_path / "broken.npz"), model="bit:gn_groups=4")
+    data = dict(np.load(npz))
+    data["resnet/block1/unit01/b/standardized_conv2d/kernel"] = np.zeros((3, 3, 8, 9), np.float32)
+    np.savez(tmp_path / "shapes.npz", **data)
+    with pytest.raises(UserError, match=r"shapes that do not fit.*unit01/b/standardized_conv2d"):
+        weights.load_model(str(tmp_path / "shapes.npz"), model="bit:gn_groups=4")
+    with pytest.raises(UserError, match="hold a 'bit' model, not 'vit'"):
+        weights.load_model(npz, model="vit")
+    truncated = tmp_path / "model.safetensors"
+    truncated.write_bytes((tmp_path / "hf" / "model.safetensors").read_bytes()[:1000])
+    with pytest.raises(UserError, match="model.safetensors is not a readable"):
+        weights.load_model(str(truncated))
+    (tmp_path / "notes.npz").write_text("not weights")
+    with pytest.raises(UserError, match="notes.npz is not a readable weights file"):
+        weights.load_model(str(tmp_path / "notes.npz"))
+
+
+# ------------------------------------------------------------- timm (GPU machines have it)
+@pytest.mark.parametrize("name,size", [("resnet50", 64), ("resnetv2_50x1_bit", 64),
+                                       ("vit_tiny_patch16_224", 224)])
+def test_timm_logits_match(tmp_path, name, size):
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    model = _randomize(timm.create_model(name, pretrained=False, num_classes=10))
+    path = str(tmp_path / f"{name}.safetensors")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
+    module, variables = weights.load_model(path)
+    images = _images(size, size)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+    _assert_close(module.apply(variables, images, train=False), expected)
