@@ -10,7 +10,12 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
+import jax  # noqa: E402
+
 from tljax import weights  # noqa: E402
+
+# Parity is checked in true float32: on GPUs XLA would otherwise use TF32 matmuls.
+jax.config.update("jax_default_matmul_precision", "highest")
 from tljax.errors import UserError  # noqa: E402
 
 
