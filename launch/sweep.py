@@ -109,6 +109,19 @@ def run_one(config_spec, run_dir, overrides):
     return True
 
 
+def run_all(config_spec, runs):
+    """Runs every unfinished run in order, skipping finished ones; returns the dirs it ran."""
+    ran = []
+    for index, (run_dir, overrides) in enumerate(runs):
+        if is_finished(run_dir):
+            logging.info("[%d/%d] %s finished already, skipped", index + 1, len(runs), run_dir)
+            continue
+        logging.info("[%d/%d] %s: %s", index + 1, len(runs), run_dir, " ".join(overrides))
+        run_one(config_spec, run_dir, overrides)
+        ran.append(run_dir)
+    return ran
+
+
 def main(argv):
     del argv
     if not FLAGS.config or not FLAGS.workdir:
@@ -129,12 +142,7 @@ def main(argv):
         print("\n".join(lines))
         return
     logging.set_verbosity(logging.INFO)
-    for index, (run_dir, overrides) in enumerate(runs):
-        if is_finished(run_dir):
-            logging.info("[%d/%d] %s finished already, skipped", index + 1, len(runs), run_dir)
-            continue
-        logging.info("[%d/%d] %s: %s", index + 1, len(runs), run_dir, " ".join(overrides))
-        run_one(FLAGS.config, run_dir, overrides)
+    run_all(FLAGS.config, runs)
     from tljax import report
 
     print(report.write_report(FLAGS.workdir))

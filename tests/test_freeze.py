@@ -221,3 +221,12 @@ def test_frozen_batchnorm_statistics_and_weights_stay_bit_identical(make_config,
     moved = {p for p in start if not np.array_equal(start[p], end[p])}
     assert moved and all(p.split("/")[1] in ("stage4", "head") for p in moved), sorted(moved)[:5]
     assert any(p.startswith("batch_stats/stage4") for p in moved)
+
+
+def test_l2sp_pulls_towards_the_pretrained_weights_and_the_head_towards_zero():
+    trainable = {"stage1": {"w": jnp.array([1.0, 2.0])}, "head": {"kernel": jnp.array([3.0])}}
+    anchor = {"stage1": {"w": jnp.array([0.0, 2.0])}, "head": {"kernel": jnp.array([5.0])}}
+    assert float(steps.l2sp_penalty(trainable, anchor, 0.1, 0.01)) == pytest.approx(
+        0.5 * 0.1 * 1.0 + 0.5 * 0.01 * 9.0)
+    plan, _ = _plan("l2sp:0.1,0.01")
+    assert plan.l2sp == (0.1, 0.01) and _trainable_groups(plan)[0] == "head"

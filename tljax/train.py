@@ -5,6 +5,7 @@ import os
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import traverse_util
@@ -42,14 +43,20 @@ def _prepare_init(config):
         raise UserError(f"init recipe {config.model.init_recipe} did not write {init}")
 
 
-def _init_variables(config, module, num_classes):
+def _build_and_init(config, num_classes):
+    """(module, variables): from the config's architecture, or the init weights' when it is empty."""
     size = config.data.image_size
-    variables = weights.init_variables(module, (size, size, 3), seed=config.seed)
     if not config.model.init:
-        return variables
+        module = models.build(config.model.name, config.model.arch, num_classes, config.model.dtype)
+        return module, weights.init_variables(module, (size, size, 3), seed=config.seed)
     if config.model.init_head not in ("reset", "keep"):
         raise UserError(f"model.init_head must be 'reset' or 'keep', not {config.model.init_head!r}")
-    _, loaded, preprocessing = weights.load_model_with_meta(config.model.init, model=config.model.name)
+    source_module, loaded, preprocessing = weights.load_model_with_meta(
+        config.model.init, model=config.model.name)
+    if config.model.arch:
+        module = models.build(config.model.name, config.model.arch, num_classes, config.model.dtype)
+    else:
+        module = source_module.clone(num_classes=num_classes, dtype=jnp.dtype(config.model.dtype))
     expected = preprocessing.get("normalization", "")
     if config.model.check_preprocessing and expected:
         for key in ("pp_train", "pp_eval"):
@@ -58,8 +65,10 @@ def _init_variables(config, module, num_classes):
                 raise UserError(f"weights {config.model.init} expect inputs normalised by "
                                 f"{expected!r} but data.{key} uses {got or 'nothing'!r}; fix "
                                 f"data.{key} or set model.check_preprocessing=False")
-    return merge_lib.merge(variables, loaded, reset_head=config.model.init_head == "reset",
-                           source=config.model.init)
+    variables = weights.init_variables(module, (size, size, 3), seed=config.seed)
+    variables = merge_lib.merge(variables, loaded, reset_head=config.model.init_head == "reset",
+                                source=config.model.init)
+    return module, variables
 
 
 def _log_plan(plan, group_list, param_sizes):
@@ -138,8 +147,7 @@ def run(config, workdir):
     num_classes = config.model.num_classes
     if num_classes <= 0:
         num_classes = data.num_classes(config.data)
-    module = models.build(config.model.name, config.model.arch, num_classes, config.model.dtype)
-    variables = _init_variables(config, module, num_classes)
+    module, variables = _build_and_init(config, num_classes)
     params = variables["params"]
     flat_params = traverse_util.flatten_dict(params, sep="/")
     param_sizes = {p: int(np.prod(v.shape)) for p, v in flat_params.items()}
@@ -229,13 +237,19 @@ def run(config, workdir):
         if state["batch_stats"]:
             out["batch_stats"] = jax.device_get(state["batch_stats"])
         tljax_format.save(os.path.join(workdir, "model.safetensors"), out,
-                          model=config.model.name, arch=config_lib.to_dict(config.model.arch),
+                          model=config.model.name, arch=_arch_of(module),
                           num_classes=num_classes,
                           preprocessing={"normalization": preprocess.normalization_op(config.data.pp_eval),
                                          "image_size": config.data.image_size})
     writer.write(config.total_steps, summary, kind="summary")
     writer.close()
     return summary
+
+
+def _arch_of(module):
+    """The architecture kwargs of a built module (what tljax_format stores)."""
+    skip = {"num_classes", "dtype", "parent", "name", "frozen_norms"}
+    return {k: getattr(module, k) for k in module.__dataclass_fields__ if k not in skip}
 
 
 def _summarize(config, workdir, plan, param_sizes, phase_flops, eval_history, start_time):

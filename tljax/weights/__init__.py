@@ -22,7 +22,7 @@ from flax import traverse_util
 
 from tljax import models
 from tljax.errors import UserError
-from tljax.weights import detect, layouts, tljax_format
+from tljax.weights import catalog, detect, layouts, tljax_format
 from tljax.weights import merge as merge_lib
 
 
@@ -110,7 +110,8 @@ def _read_source(path, model):
 
 def load_model_with_meta(source, *, model=None, num_classes=None, image_shape=None):
     """(module, variables, preprocessing dict). A new `num_classes` gets a zero head."""
-    name, arch, source_classes, preprocessing, variables = _read_source(str(source), model)
+    source = catalog.resolve(str(source))
+    name, arch, source_classes, preprocessing, variables = _read_source(source, model)
     classes = num_classes or source_classes
     if not classes:
         raise UserError(f"weights {source} have no classifier: pass num_classes")

@@ -1,0 +1,97 @@
+"""The sweep runner and the results report."""
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+
+from launch import sweep
+from tljax import report
+
+
+def _write_run(root, schedule, seed, final, history, status="done", lr=0.1, flops=100.0, error=None):
+    run_dir = os.path.join(root, schedule.replace(":", "-"), f"lr{lr}", f"seed{seed}")
+    os.makedirs(run_dir)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+        json.dump({"freeze": schedule, "seed": seed, "optim": {"lr": lr}}, f)
+    if status == "done":
+        summary = {"status": "done", "final_accuracy": final, "best_accuracy": max(a for _, a in history),
+                   "eval_history": history, "trainable_fraction": 0.5 if schedule != "full" else 1.0,
+                   "mean_train_step_flops": flops, "wall_time_s": 10.0 + seed}
+        with open(os.path.join(run_dir, "summary.json"), "w") as f:
+            json.dump(summary, f)
+    elif status == "failed":
+        with open(os.path.join(run_dir, "failed.json"), "w") as f:
+            json.dump({"status": "failed", "error": error}, f)
+
+
+def test_report_statistics_on_synthetic_runs(tmp_path):
+    root = str(tmp_path)
+    finals = [0.80, 0.84, 0.86]
+    for seed, final in enumerate(finals):
+        _write_run(root, "full", seed, final, [(10, final - 0.1), (20, final)], flops=300.0)
+        _write_run(root, "linear_probe", seed, final - 0.2, [(10, 0.5), (20, final - 0.2)], flops=100.0)
+    _write_run(root, "bitfit", 0, None, [], status="failed", error="UserError: loss became nan by step 7")
+    _write_run(root, "bitfit", 1, None, [], status="incomplete")
+    table = report.write_report(root)
+
+    rows = {r["schedule"]: r for r in report.summarize(report.load_runs(root))}
+    full = rows["full"]
+    assert full["final"]["n"] == 3
+    assert full["final"]["mean"] == pytest.approx(np.mean(finals))
+    assert full["final"]["std"] == pytest.approx(np.std(finals, ddof=1))
+    # 95% t-interval half-width with 2 degrees of freedom: t = 4.3027.
+    assert full["final"]["ci95"] == pytest.approx(4.302653 * np.std(finals, ddof=1) / np.sqrt(3), rel=1e-5)
+    assert rows["linear_probe"]["flops_vs_full"] == pytest.approx(1 / 3)
+    assert rows["bitfit"]["failed"] == 1 and rows["bitfit"]["incomplete"] == 1
+    assert "| full | – | 3 | 83.3 ± 3.1" in table
+    assert "loss became nan by step 7" in table
+    with open(tmp_path / "results.csv") as f:
+        csv_rows = {r["schedule"]: r for r in csv.DictReader(f)}
+    assert float(csv_rows["linear_probe"]["final_mean"]) == pytest.approx(np.mean(finals) - 0.2)
+    for name in ("accuracy_curves.png", "tradeoff.png"):
+        assert os.path.getsize(tmp_path / name) > 10_000
+
+
+def test_schedule_list_keeps_commas_inside_a_strategy():
+    assert sweep.split_schedules("full,l2sp:0.01,0.1,last_k:2,surgical:groups=stem;stage1") == \
+        ["full", "l2sp:0.01,0.1", "last_k:2", "surgical:groups=stem;stage1"]
+
+
+def test_emitted_commands_for_the_real_case(tmp_path):
+    runs = sweep.plan_runs("configs/flowers.py:bit-m-r50x1", ["full", "lp_ft:lp_steps=100"], 2,
+                           str(tmp_path), grid=["optim.lr=0.003,0.01"])
+    assert len(runs) == 2 * 2 * 2
+    command = sweep.command("python", "configs/flowers.py:bit-m-r50x1", *runs[-1])
+    assert command.startswith("python -m tljax.main --config=configs/flowers.py:bit-m-r50x1 --workdir=")
+    assert "--config.freeze=lp_ft:lp_steps=100 --config.seed=1 --config.optim.lr=0.01" in command
+
+
+def test_sweep_runs_schedules_and_seeds_then_skips_finished_runs(tmp_path, data_dir, monkeypatch):
+    from tests.conftest import tiny_config
+    from tljax import config_lib
+
+    monkeypatch.setattr(config_lib, "load", lambda spec: tiny_config(data_dir, total_steps=4))
+    root = str(tmp_path)
+    runs = sweep.plan_runs("digits", ["full", "linear_probe"], 2, root)
+    assert sweep.run_all("digits", runs) == [d for d, _ in runs]
+    assert all(sweep.is_finished(d) for d, _ in runs)
+    table = report.write_report(root)
+    assert "| full |" in table and "| linear_probe |" in table
+
+    os.remove(os.path.join(runs[1][0], "summary.json"))  # as if seed 1 had been interrupted
+    assert sweep.run_all("digits", runs) == [runs[1][0]]
+    with open(os.path.join(runs[2][0], "config.json")) as f:
+        assert json.load(f)["freeze"] == "linear_probe"
+
+
+def test_a_failing_schedule_is_recorded_not_fatal(tmp_path, data_dir, monkeypatch):
+    from tests.conftest import tiny_config
+    from tljax import config_lib
+
+    monkeypatch.setattr(config_lib, "load", lambda spec: tiny_config(data_dir, total_steps=4))
+    run_dir = str(tmp_path / "bad")
+    assert not sweep.run_one("digits", run_dir, ["freeze=surgical:stage9", "seed=0"])
+    with open(os.path.join(run_dir, "failed.json")) as f:
+        assert "unknown model groups" in json.load(f)["error"]

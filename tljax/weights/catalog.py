@@ -1,0 +1,93 @@
+"""Known public checkpoints: name -> URL, format, model family, preprocessing.
+
+    python -m tljax.weights.catalog            # list them
+    python -m tljax.weights.catalog BiT-M-R50x1  # download into the cache
+
+Configs refer to them as model.init="catalog:NAME". Offline, a missing file is
+an error that says where to put it after downloading it elsewhere.
+"""
+import os
+import sys
+import urllib.error
+import urllib.request
+
+from tljax.errors import UserError
+
+BIT = "https://storage.googleapis.com/bit_models/{}.npz"
+VIT = "https://storage.googleapis.com/vit_models/{}.npz"
+MINUS_ONE_ONE = "value_range(-1,1)"
+
+CATALOG = {
+    **{f"BiT-{s}-{a}": {"url": BIT.format(f"BiT-{s}-{a}"), "model": "bit", "resolution": 224,
+                        "normalization": MINUS_ONE_ONE}
+       for s in ("S", "M") for a in ("R50x1", "R50x3", "R101x1", "R101x3", "R152x2", "R152x4")},
+    **{f"ViT-{v}": {"url": VIT.format(f"imagenet21k/ViT-{v}"), "model": "vit", "resolution": 224,
+                    "normalization": MINUS_ONE_ONE}
+       for v in ("B_16", "B_32", "L_16", "L_32")},
+    "augreg-B_16-i21k": {"url": VIT.format("augreg/B_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.0-sd_0.0"),
+                         "model": "vit", "resolution": 224, "normalization": MINUS_ONE_ONE},
+    "augreg-B_32-i21k": {"url": VIT.format("augreg/B_32-i21k-300ep-lr_0.001-aug_medium1-wd_0.03-do_0.0-sd_0.0"),
+                         "model": "vit", "resolution": 224, "normalization": MINUS_ONE_ONE},
+    "augreg-S_16-i21k": {"url": VIT.format("augreg/S_16-i21k-300ep-lr_0.001-aug_light1-wd_0.03-do_0.0-sd_0.0"),
+                         "model": "vit", "resolution": 224, "normalization": MINUS_ONE_ONE},
+    "torchvision-resnet50": {"url": "https://download.pytorch.org/models/resnet50-11ad3fa6.pth",
+                             "model": "resnet", "resolution": 224,
+                             "normalization": "normalize([0.485,0.456,0.406],[0.229,0.224,0.225])"},
+}
+
+
+def cache_dir():
+    return os.environ.get("TLJAX_WEIGHTS_DIR",
+                          os.path.join(os.path.expanduser("~"), ".cache", "tljax", "weights"))
+
+
+def local_path(name):
+    entry = CATALOG[name]
+    return os.path.join(cache_dir(), os.path.basename(entry["url"]))
+
+
+def resolve(source, download=True):
+    """A local path for `source`; "catalog:NAME" is looked up (and downloaded if missing)."""
+    if not str(source).startswith("catalog:"):
+        return source
+    name = source.split(":", 1)[1]
+    if name not in CATALOG:
+        raise UserError(f"unknown catalogue checkpoint {name!r}; known: {', '.join(sorted(CATALOG))}")
+    path = local_path(name)
+    if os.path.exists(path):
+        return path
+    if not download:
+        raise UserError(f"{name} is not downloaded: fetch {CATALOG[name]['url']} and put it at {path}")
+    return fetch(name)
+
+
+def fetch(name):
+    """Downloads NAME into the cache atomically; offline it says where to put the file."""
+    url, path = CATALOG[name]["url"], local_path(name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".part"
+    try:
+        urllib.request.urlretrieve(url, tmp)
+    except (urllib.error.URLError, OSError) as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise UserError(f"cannot download {name} from {url} ({getattr(e, 'reason', e)}); on a machine "
+                        f"with internet download it and put it at {path} (or set TLJAX_WEIGHTS_DIR)") from None
+    os.replace(tmp, path)
+    return path
+
+
+def main(argv):
+    if len(argv) > 1:
+        try:
+            print(fetch(argv[1]) if argv[1] in CATALOG else resolve(f"catalog:{argv[1]}"))
+        except UserError as e:
+            sys.exit(f"error: {e}")
+        return
+    for name, entry in sorted(CATALOG.items()):
+        state = "downloaded" if os.path.exists(local_path(name)) else "not downloaded"
+        print(f"{name:<22} {entry['model']:<7} {entry['resolution']}px  {state:<15} {entry['url']}")
+
+
+if __name__ == "__main__":
+    main(sys.argv)
