@@ -55,10 +55,9 @@ def get_config(arg=""):
     c.total_steps = 150
     c.eval_every = 50
     c.checkpoint_every = 50
-    c.optim.lr = 0.02
+    c.optim.lr = 0.05
     c.optim.warmup_steps = 10
     if arg == "scratch":
-        c.optim.lr = 0.05
         return c
     if arg:
         raise ValueError(f"unknown digits config argument {arg!r}; use '', 'pretrain' or 'scratch'")

@@ -109,10 +109,9 @@ class _PhaseRunner:
         return self._compiled(state, batch)
 
 
-def _evaluate(config, module, state, eval_step, data_sharding):
-    batches, count = data.eval_batches(
-        config.data, seed=config.seed, global_batch=config.data.eval_batch_size,
-        process_index=jax.process_index(), process_count=jax.process_count())
+def _evaluate(eval_data, state, eval_step, data_sharding):
+    """Accuracy and loss over the whole test split (padded batches, masked)."""
+    batches, count = eval_data
     totals = None
     for batch in batches:
         sums = eval_step(state["params"], state["batch_stats"], _global_batch(batch, data_sharding))
@@ -181,6 +180,9 @@ def run(config, workdir):
         config.data, seed=config.seed, global_batch=config.data.batch_size,
         process_index=jax.process_index(), process_count=jax.process_count(),
         start_step=start_step))
+    eval_data = data.eval_batches(  # Re-iterable: built once, read at every evaluation.
+        config.data, seed=config.seed, global_batch=config.data.eval_batch_size,
+        process_index=jax.process_index(), process_count=jax.process_count())
     progress = metrics.Progress(start_step, config.total_steps, config.data.batch_size)
     phase_flops = {}
     pending = []
@@ -212,7 +214,7 @@ def run(config, workdir):
                               lr=float(optim.lr_schedule(config.optim, config.total_steps)(step)))
                 writer.write(done, record)
         if eval_now:
-            result = _evaluate(config, module, state, eval_step, data_sharding)
+            result = _evaluate(eval_data, state, eval_step, data_sharding)
             eval_history.append((done, result["accuracy"]))
             logging.info("eval at step %d: accuracy %.4f  loss %.4f  (%d examples)",
                          done, result["accuracy"], result["loss"], result["count"])
