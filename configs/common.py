@@ -14,6 +14,7 @@ def base():
     c.checkpoint_every = 100
     c.keep_checkpoints = 2
     c.export_weights = False    # write workdir/model.safetensors at the end
+    c.hyperrule = False         # BiT-HyperRule: resolution, schedule, lr and mixup from the data
     c.freeze = "full"           # strategy string, or a list of (start_step, [(regex, mult|None)])
 
     c.model = mlc.ConfigDict()
@@ -41,6 +42,7 @@ def base():
     c.data.eval_batch_size = 512
     c.data.shuffle_buffer = 10_000
     c.data.cache = False
+    c.data.mixup_alpha = 0.0    # >0: mixup with Beta(alpha, alpha) per batch
 
     c.optim = mlc.ConfigDict()
     c.optim.name = "sgd"        # sgd | adam | adamw

@@ -91,4 +91,4 @@ def test_unprepared_dataset_is_a_clear_error(make_config, tmp_path):
     with cfg.unlocked():
         cfg.name, cfg.data_dir = "mnist", str(tmp_path)
     with pytest.raises(UserError, match="'mnist' is not prepared.*download_and_prepare"):
-        data.get_builder(cfg)
+        data.pipeline.examples(cfg, "train", seed=0)

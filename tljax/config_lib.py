@@ -50,6 +50,13 @@ def apply_override(config, assignment):
         raise UserError(f"cannot set config key {key!r} to {text!r}: {e}") from None
 
 
+def copy(config):
+    """A locked deep copy."""
+    duplicate = mlc.ConfigDict(config.to_dict())
+    duplicate.lock()
+    return duplicate
+
+
 def to_dict(config):
     return json.loads(config.to_json_best_effort())
 

@@ -11,7 +11,8 @@ from absl import logging
 from flax import traverse_util
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from tljax import checkpoint, config_lib, data, freeze, metrics, models, optim, steps, weights
+from tljax import (checkpoint, config_lib, data, freeze, hyperrule, metrics, models, optim,
+                   steps, weights)
 from tljax.data import preprocess
 from tljax.errors import UserError
 from tljax.weights import merge as merge_lib
@@ -25,6 +26,19 @@ def make_mesh():
 
 def _global_batch(batch, sharding):
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def _with_hyperrule(config):
+    """A copy of `config` with BiT-HyperRule choices, from the train-set size and image area."""
+    _, count = data.pipeline.examples(config.data, "train", config.seed)
+    shape = data.get_builder(config.data).info.features["image"].shape
+    area = shape[0] * shape[1] if shape[0] and shape[1] else None
+    config = config_lib.copy(config)
+    with config.unlocked():
+        hyperrule.apply(config, count, area)
+    logging.info("BiT-HyperRule for %d train examples, image area %s: %d steps, lr %g, %s",
+                 count, area, config.total_steps, config.optim.lr, config.data.pp_train)
+    return config
 
 
 def _prepare_init(config):
@@ -130,6 +144,8 @@ def run(config, workdir):
     """
     start_time = time.time()
     _prepare_init(config)
+    if config.hyperrule:
+        config = _with_hyperrule(config)
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
     config_path = os.path.join(workdir, "config.json")

@@ -24,7 +24,7 @@ LOCAL_BUILDERS = {"tljax_digits": digits.TljaxDigits}
 
 
 def get_builder(cfg):
-    """The TFDS builder, prepared; an offline dataset that is not prepared is a UserError."""
+    """The TFDS builder (local builders are prepared on first use)."""
     kwargs = {"data_dir": cfg.data_dir or None}
     if cfg.name in LOCAL_BUILDERS:
         builder = LOCAL_BUILDERS[cfg.name](**kwargs)
@@ -32,32 +32,45 @@ def get_builder(cfg):
             builder.download_and_prepare()
         return builder
     try:
-        builder = tfds.builder(cfg.name, **kwargs)
+        return tfds.builder(cfg.name, **kwargs)
     except tfds.core.registered.DatasetNotFoundError as e:
         raise UserError(f"unknown TFDS dataset {cfg.name!r} (data.name): {str(e).splitlines()[0]}") from None
-    if not builder.is_prepared():
-        raise UserError(
-            f"dataset {cfg.name!r} is not prepared in {builder.data_dir!r}. On a machine with internet run: "
-            f"python -c \"import tensorflow_datasets as tfds; tfds.builder('{cfg.name}', "
-            f"data_dir='{builder.data_dir.rsplit('/', 2)[0]}').download_and_prepare()\" "
-            f"(files that need a manual download go in data.manual_dir), or set data.data_dir "
-            f"to where it is prepared")
-    return builder
+
+
+def _not_prepared(cfg, builder):
+    root = builder.data_dir.rsplit("/", 2)[0]
+    manual = f", manual_dir='{cfg.manual_dir}'" if cfg.manual_dir else ""
+    return UserError(
+        f"dataset {cfg.name!r} is not prepared in {root!r}. On a machine with internet run: "
+        f"python -c \"import tensorflow_datasets as tfds; tfds.builder('{cfg.name}', "
+        f"data_dir='{root}').download_and_prepare(download_config=tfds.download.DownloadConfig("
+        f"manual_dir='{cfg.manual_dir or 'MANUAL_DIR'}'))\" (manual_dir only for datasets whose "
+        f"files must be downloaded by hand{manual}), then copy the data_dir here or set data.data_dir")
+
+
+def _as_dataset(cfg, builder, split, **kwargs):
+    """builder.as_dataset, with "not prepared" turned into a UserError that says what to do."""
+    try:
+        return builder.as_dataset(split=split, shuffle_files=False, **kwargs)
+    except AssertionError as e:
+        if "could not find data" in str(e):
+            raise _not_prepared(cfg, builder) from None
+        raise
 
 
 def num_classes(cfg):
     return get_builder(cfg).info.features["label"].num_classes
 
 
-def _split_labels(builder, split):
-    ds = builder.as_dataset(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+def _split_labels(cfg, builder, split):
+    ds = _as_dataset(cfg, builder, split, decoders={"image": tfds.decode.SkipDecoding()})
     return np.fromiter(tfds.as_numpy(ds.map(_no_autograph(lambda ex: ex["label"]))), dtype=np.int64)
 
 
-def _select(builder, split, keep):
+def _select(cfg, builder, split, keep):
     """The examples of `split` whose index has keep[index] True, in split order."""
     keep_t = tf.constant(keep)
-    ds = builder.as_dataset(split=split, shuffle_files=False).enumerate()
+    ds = _as_dataset(cfg, builder, split).enumerate()
     return ds.filter(_no_autograph(lambda i, ex: tf.gather(keep_t, i))).map(_drop_index)
 
 
@@ -71,15 +84,19 @@ def examples(cfg, which, seed):
     builder = get_builder(cfg)
     split = cfg.train_split if which == "train" else cfg.test_split
     if cfg.few_shot_k <= 0 or (which == "test" and cfg.test_split != cfg.train_split):
-        count = builder.info.splits[split].num_examples
-        return builder.as_dataset(split=split, shuffle_files=False), count
-    labels = _split_labels(builder, cfg.train_split)
+        ds = _as_dataset(cfg, builder, split)
+        try:
+            count = builder.info.splits[split].num_examples
+        except KeyError:  # Split metadata missing (e.g. under tfds.testing.mock_data): count.
+            count = len(_split_labels(cfg, builder, split))
+        return ds, count
+    labels = _split_labels(cfg, builder, cfg.train_split)
     shot_seed = cfg.few_shot_seed if cfg.few_shot_seed >= 0 else seed
     keep = np.zeros(len(labels), bool)
     keep[fewshot.few_shot_indices(labels, cfg.few_shot_k, shot_seed)] = True
     if which == "test":
         keep = ~keep
-    return _select(builder, cfg.train_split, keep), int(keep.sum())
+    return _select(cfg, builder, cfg.train_split, keep), int(keep.sum())
 
 
 def _no_autograph(fn):
@@ -115,8 +132,11 @@ def train_batches(cfg, *, seed, global_batch, process_index=0, process_count=1, 
         return {"image": pp(image, key), "label": label}
 
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(local_batch, drop_remainder=True).prefetch(2)
-    return tfds.as_numpy(ds)
+    ds = ds.batch(local_batch, drop_remainder=True)
+    if cfg.mixup_alpha > 0:
+        classes = get_builder(cfg).info.features["label"].num_classes
+        ds = ds.enumerate(start_step).map(preprocess.mixup(cfg.mixup_alpha, classes, seed))
+    return tfds.as_numpy(ds.prefetch(2))
 
 
 def eval_batches(cfg, *, seed, global_batch, process_index=0, process_count=1):

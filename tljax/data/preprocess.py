@@ -56,14 +56,20 @@ def random_crop(size, pad=0):
     return fn
 
 
+def inception_crop_box(image_shape, seed, area_min=0.05, area_max=1.0):
+    """(begin, size) of a random crop with area in [area_min, area_max], aspect in [3/4, 4/3]."""
+    begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+        image_shape, tf.zeros([0, 0, 4], tf.float32), seed=seed,
+        area_range=(area_min, area_max), aspect_ratio_range=(3 / 4, 4 / 3),
+        min_object_covered=0.0, use_image_if_no_bounding_boxes=True)
+    return begin, crop_size
+
+
 @_op
 def inception_crop(size, area_min=0.05, area_max=1.0):
-    """Random crop covering [area_min, area_max] of the image, resized to `size`."""
+    """Random crop covering [area_min, area_max] of the image (Inception-style), resized to `size`."""
     def fn(image, seed):
-        begin, crop_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-            tf.shape(image), tf.zeros([0, 0, 4], tf.float32), seed=seed,
-            area_range=(area_min, area_max), aspect_ratio_range=(3 / 4, 4 / 3),
-            min_object_covered=0.0, use_image_if_no_bounding_boxes=True)
+        begin, crop_size = inception_crop_box(tf.shape(image), seed, area_min, area_max)
         crop = tf.slice(image, begin, crop_size)
         return tf.image.resize(crop, (size, size), method="bilinear", antialias=True)
     return fn
@@ -123,3 +129,20 @@ def normalization_op(spec):
     """The last normalising op of a spec, e.g. 'value_range(-1,1)' ('' if none)."""
     ops = [op.strip() for op in spec.split("|") if op.strip().startswith(("value_range", "normalize"))]
     return ops[-1] if ops else ""
+
+
+def mixup(alpha, num_classes, seed):
+    """Batch op (step, batch) -> batch mixing each example with the batch reversed.
+
+    The mixing weight ~ Beta(alpha, alpha) is drawn statelessly from (seed, step), so
+    resumed runs mix identically; labels become probability vectors that sum to 1.
+    """
+    def fn(step, batch):
+        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64) + (1 << 40)])
+        g1 = tf.random.stateless_gamma([], key, alpha)
+        g2 = tf.random.stateless_gamma([], tf.random.experimental.stateless_fold_in(key, 1), alpha)
+        lam = g1 / (g1 + g2)
+        labels = tf.one_hot(batch["label"], num_classes)
+        return {"image": lam * batch["image"] + (1 - lam) * tf.reverse(batch["image"], [0]),
+                "label": lam * labels + (1 - lam) * tf.reverse(labels, [0])}
+    return fn
