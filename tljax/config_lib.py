@@ -61,17 +61,18 @@ def to_dict(config):
     return json.loads(config.to_json_best_effort())
 
 
-def _flatten(tree, prefix=""):
+def flatten(tree, prefix=""):
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
     out = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
-        out.update(_flatten(value, name + ".") if isinstance(value, dict) else {name: value})
+        out.update(flatten(value, name + ".") if isinstance(value, dict) else {name: value})
     return out
 
 
 def check_same_run(saved, current):
     """Raises if a resumed run's config differs from the saved one in what it computes."""
-    old, new = _flatten(saved), _flatten(current)
+    old, new = flatten(saved), flatten(current)
     changed = sorted(k for k in set(old) | set(new)
                      if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
     if changed:

@@ -15,16 +15,10 @@ import sys
 
 import numpy as np
 
+from tljax import config_lib
+
 KEY_IGNORED = {"seed", "data.data_dir", "data.manual_dir", "log_every", "checkpoint_every",
                "keep_checkpoints", "export_weights"}
-
-
-def _flatten(tree, prefix=""):
-    out = {}
-    for key, value in tree.items():
-        name = f"{prefix}{key}"
-        out.update(_flatten(value, name + ".") if isinstance(value, dict) else {name: value})
-    return out
 
 
 def load_runs(root):
@@ -34,7 +28,7 @@ def load_runs(root):
         if "config.json" not in filenames:
             continue
         with open(os.path.join(dirpath, "config.json")) as f:
-            config = _flatten(json.load(f))
+            config = config_lib.flatten(json.load(f))
         run = {"dir": dirpath, "config": config, "status": "incomplete"}
         for name in ("summary.json", "failed.json"):
             path = os.path.join(dirpath, name)

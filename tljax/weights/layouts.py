@@ -26,36 +26,30 @@ def _match(pattern, path):
 _BIT_UNIT = r"params/stage(\d+)/unit(\d+)/(gn1|gn2|gn3|conv1|conv2|conv3|conv_proj)/(\w+)"
 
 
-def bit_hf(path, prefix="bit."):
+def _bit_torch(path, stem, norm, head, head_kind, unit):
+    """HF and timm BiT share the block layout (norm1..3, conv1..3, downsample.conv)."""
     if path == "params/stem/conv/kernel":
-        return f"{prefix}embedder.convolution.weight", "conv"
+        return stem, "conv"
     if m := _match(r"params/norm/(scale|bias)", path):
-        return f"{prefix}norm.{'weight' if m[1] == 'scale' else 'bias'}", "id"
+        return f"{norm}.{'weight' if m[1] == 'scale' else 'bias'}", "id"
     if m := _match(r"params/head/(kernel|bias)", path):
-        return f"classifier.1.{'weight' if m[1] == 'kernel' else 'bias'}", "dense" if m[1] == "kernel" else "id"
+        return f"{head}.{'weight' if m[1] == 'kernel' else 'bias'}", head_kind if m[1] == "kernel" else "id"
     if m := _match(_BIT_UNIT, path):
-        unit = f"{prefix}encoder.stages.{int(m[1]) - 1}.layers.{int(m[2]) - 1}"
+        prefix = unit.format(int(m[1]) - 1, int(m[2]) - 1)
         layer = {"gn1": "norm1", "gn2": "norm2", "gn3": "norm3", "conv_proj": "downsample.conv"}.get(m[3], m[3])
         if m[3].startswith("gn"):
-            return f"{unit}.{layer}.{'weight' if m[4] == 'scale' else 'bias'}", "id"
-        return f"{unit}.{layer}.weight", "conv"
+            return f"{prefix}.{layer}.{'weight' if m[4] == 'scale' else 'bias'}", "id"
+        return f"{prefix}.{layer}.weight", "conv"
     return None
+
+
+def bit_hf(path, prefix="bit."):
+    return _bit_torch(path, f"{prefix}embedder.convolution.weight", f"{prefix}norm", "classifier.1",
+                      "dense", prefix + "encoder.stages.{}.layers.{}")
 
 
 def bit_timm(path):
-    if path == "params/stem/conv/kernel":
-        return "stem.conv.weight", "conv"
-    if m := _match(r"params/norm/(scale|bias)", path):
-        return f"norm.{'weight' if m[1] == 'scale' else 'bias'}", "id"
-    if m := _match(r"params/head/(kernel|bias)", path):
-        return f"head.fc.{'weight' if m[1] == 'kernel' else 'bias'}", "conv1x1_dense" if m[1] == "kernel" else "id"
-    if m := _match(_BIT_UNIT, path):
-        unit = f"stages.{int(m[1]) - 1}.blocks.{int(m[2]) - 1}"
-        layer = {"gn1": "norm1", "gn2": "norm2", "gn3": "norm3", "conv_proj": "downsample.conv"}.get(m[3], m[3])
-        if m[3].startswith("gn"):
-            return f"{unit}.{layer}.{'weight' if m[4] == 'scale' else 'bias'}", "id"
-        return f"{unit}.{layer}.weight", "conv"
-    return None
+    return _bit_torch(path, "stem.conv.weight", "norm", "head.fc", "conv1x1_dense", "stages.{}.blocks.{}")
 
 
 def bit_npz(path):
