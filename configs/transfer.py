@@ -13,7 +13,7 @@ MODELS = {
     "vit-b16": ("vit", "augreg-B_16-i21k"),
     "vit-b32": ("vit", "augreg-B_32-i21k"),
 }
-NORM = "value_range(-1,1)"  # all catalogue checkpoints above expect inputs in [-1, 1]
+NORM = "init_norm"  # the normalisation recorded with the checkpoint (value_range(-1,1) for these)
 
 
 def config(dataset, train_split, test_split, arg, **data):

@@ -34,7 +34,7 @@ def _tiny(config_name, arg, tmp_path):
         config.model.name, config.model.arch, config.model.init = "bit", TINY, ""
         config.data.data_dir = str(tmp_path / "tfds")
         config.data.image_size = 16
-        config.data.pp_train = config.data.pp_train.replace("384", "16")
+        config.data.pp_train = config.data.pp_train.replace("384", "16").replace("init_norm", "value_range(-1,1)")
         config.data.pp_eval = "resize(16)|value_range(-1,1)"
         config.data.batch_size, config.data.eval_batch_size = 4, 6
         config.total_steps, config.checkpoint_every, config.log_every = 2, 2, 1
@@ -45,7 +45,7 @@ def _tiny(config_name, arg, tmp_path):
 @pytest.mark.parametrize("config_name", ["flowers.py", "pets.py", "cifar10.py", "cifar100.py", "dtd.py"])
 def test_dataset_config_runs_on_mock_data(config_name, tmp_path):
     config = _tiny(config_name, "vit-b16", tmp_path)
-    assert config.data.pp_train.startswith("inception_crop(16)|flip_lr")
+    assert config.data.pp_train == "inception_crop(16)|flip_lr|value_range(-1,1)"
     with _mock():
         summary = train.run(config, str(tmp_path / "run"))
     assert os.listdir(tmp_path / "run" / "checkpoints") == ["2"]
@@ -70,4 +70,4 @@ def test_every_config_model_argument_builds():
         for arg in ("bit-m-r50x1", "bit-m-r101x1", "vit-b16", "vit-b32"):
             config = config_lib.load(os.path.join(ROOT, "configs", name) + f":{arg}")
             assert config.model.init.startswith("catalog:")
-            assert config.data.pp_eval.endswith("value_range(-1,1)")
+            assert config.data.pp_eval.endswith("init_norm")  # taken from the checkpoint

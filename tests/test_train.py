@@ -94,6 +94,18 @@ def test_mismatched_init_weights_list_the_offending_keys(make_config, tmp_path, 
         train.run(config, str(tmp_path / "pp"))
 
 
+def test_init_norm_takes_the_normalisation_of_the_weights(make_config, tmp_path, source_weights):
+    config = make_config("", total_steps=2, export_weights=True,
+                         **{"model.init": source_weights,
+                            "data.pp_train": "resize(8)|gray_to_rgb|init_norm",
+                            "data.pp_eval": "resize(8)|gray_to_rgb|init_norm"})
+    train.run(config, str(tmp_path))
+    assert tljax_format.load(str(tmp_path / "model.safetensors"))[3]["normalization"] == "value_range(-1,1)"
+    scratch = make_config(total_steps=2, **{"data.pp_train": "resize(8)|gray_to_rgb|init_norm"})
+    with pytest.raises(UserError, match="init_norm needs model.init weights"):
+        train.run(scratch, str(tmp_path / "scratch"))
+
+
 def test_nan_loss_stops_with_a_clear_error(make_config, tmp_path):
     config = make_config(**{"optim.lr": float("inf"), "optim.warmup_steps": 0})
     with pytest.raises(UserError, match="loss became nan"):

@@ -1,5 +1,6 @@
 """The training loop: wires data, model, weights, freezing plan, optimizer, steps,
 checkpoints and metrics together. It owns no math."""
+import collections
 import json
 import os
 import time
@@ -26,6 +27,15 @@ def make_mesh():
 
 def _global_batch(batch, sharding):
     return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+def _prefetch_to_device(batches, sharding, depth=2):
+    """Global device batches, `depth` transfers ahead of the step that consumes them."""
+    queue = collections.deque()
+    for batch in batches:
+        queue.append(_global_batch(batch, sharding))
+        if len(queue) == depth:
+            yield queue.popleft()
 
 
 def _with_hyperrule(config):
@@ -58,11 +68,14 @@ def _prepare_init(config):
 
 
 def _build_and_init(config, num_classes):
-    """(module, variables): from the config's architecture, or the init weights' when it is empty."""
+    """(module, variables, normalisation op the weights expect or "").
+
+    The architecture comes from model.arch, or from the init weights when it is empty.
+    """
     size = config.data.image_size
     if not config.model.init:
         module = models.build(config.model.name, config.model.arch, num_classes, config.model.dtype)
-        return module, weights.init_variables(module, (size, size, 3), seed=config.seed)
+        return module, weights.init_variables(module, (size, size, 3), seed=config.seed), ""
     if config.model.init_head not in ("reset", "keep"):
         raise UserError(f"model.init_head must be 'reset' or 'keep', not {config.model.init_head!r}")
     source_module, loaded, preprocessing = weights.load_model_with_meta(
@@ -75,14 +88,23 @@ def _build_and_init(config, num_classes):
     if config.model.check_preprocessing and expected:
         for key in ("pp_train", "pp_eval"):
             got = preprocess.normalization_op(config.data[key])
-            if got.replace(" ", "") != expected.replace(" ", ""):
+            if got != "init_norm" and got.replace(" ", "") != expected.replace(" ", ""):
                 raise UserError(f"weights {config.model.init} expect inputs normalised by "
                                 f"{expected!r} but data.{key} uses {got or 'nothing'!r}; fix "
                                 f"data.{key} or set model.check_preprocessing=False")
     variables = weights.init_variables(module, (size, size, 3), seed=config.seed)
     variables = merge_lib.merge(variables, loaded, reset_head=config.model.init_head == "reset",
                                 source=config.model.init)
-    return module, variables
+    return module, variables, expected
+
+
+def _data_config(config, normalization):
+    """config.data with the init_norm placeholder replaced by the weights' normalisation."""
+    data_cfg = config_lib.copy(config).data
+    with data_cfg.unlocked():
+        for key in ("pp_train", "pp_eval"):
+            data_cfg[key] = preprocess.with_init_norm(data_cfg[key], normalization)
+    return data_cfg
 
 
 def _log_plan(plan, group_list, param_sizes):
@@ -162,7 +184,8 @@ def run(config, workdir):
     num_classes = config.model.num_classes
     if num_classes <= 0:
         num_classes = data.num_classes(config.data)
-    module, variables = _build_and_init(config, num_classes)
+    module, variables, normalization = _build_and_init(config, num_classes)
+    data_cfg = _data_config(config, normalization)
     params = variables["params"]
     flat_params = traverse_util.flatten_dict(params, sep="/")
     param_sizes = {p: int(np.prod(v.shape)) for p, v in flat_params.items()}
@@ -192,12 +215,12 @@ def run(config, workdir):
 
     writer = metrics.MetricWriter(workdir, enabled=is_main)
     eval_step = jax.jit(steps.make_eval_step(module), in_shardings=(replicated, replicated, data_sharding))
-    train_iter = iter(data.train_batches(
-        config.data, seed=config.seed, global_batch=config.data.batch_size,
+    train_iter = _prefetch_to_device(data.train_batches(
+        data_cfg, seed=config.seed, global_batch=config.data.batch_size,
         process_index=jax.process_index(), process_count=jax.process_count(),
-        start_step=start_step))
+        start_step=start_step), data_sharding)
     eval_data = data.eval_batches(  # Re-iterable: built once, read at every evaluation.
-        config.data, seed=config.seed, global_batch=config.data.eval_batch_size,
+        data_cfg, seed=config.seed, global_batch=config.data.eval_batch_size,
         process_index=jax.process_index(), process_count=jax.process_count())
     progress = metrics.Progress(start_step, config.total_steps, config.data.batch_size)
     phase_flops = {}
@@ -206,7 +229,7 @@ def run(config, workdir):
     fraction = freeze.trainable_fraction(runner.phase, param_sizes)
 
     for step in range(start_step, config.total_steps):
-        batch = _global_batch(next(train_iter), data_sharding)
+        batch = next(train_iter)
         state, step_metrics = runner(state, batch)
         phase_flops[runner.index] = runner.flops
         pending.append(step_metrics)
@@ -257,7 +280,7 @@ def run(config, workdir):
         tljax_format.save(os.path.join(workdir, "model.safetensors"), out,
                           model=config.model.name, arch=_arch_of(module),
                           num_classes=num_classes,
-                          preprocessing={"normalization": preprocess.normalization_op(config.data.pp_eval),
+                          preprocessing={"normalization": preprocess.normalization_op(data_cfg.pp_eval),
                                          "image_size": config.data.image_size})
     writer.write(config.total_steps, summary, kind="summary")
     writer.close()

@@ -99,6 +99,23 @@ def normalize(mean, std):
     return lambda image, seed: (image / 255.0 - mean_t) / std_t
 
 
+@_op
+def init_norm():
+    """Placeholder for the normalisation the init weights expect; tljax.train substitutes it."""
+    raise UserError("preprocessing op init_norm needs model.init weights that record their "
+                    "normalisation; write value_range(-1,1) or normalize(mean,std) instead")
+
+
+def with_init_norm(spec, normalization):
+    """`spec` with the init_norm placeholder replaced by the weights' normalisation op.
+
+    Without a known normalisation the placeholder stays, and building the pipeline fails clearly.
+    """
+    if not normalization:
+        return spec
+    return "|".join(normalization if op.strip() == "init_norm" else op for op in spec.split("|"))
+
+
 def parse(spec):
     """Turns "op(args)|op|..." into a list of (name, fn); unknown ops are a UserError."""
     ops = []
@@ -127,7 +144,8 @@ def build(spec):
 
 def normalization_op(spec):
     """The last normalising op of a spec, e.g. 'value_range(-1,1)' ('' if none)."""
-    ops = [op.strip() for op in spec.split("|") if op.strip().startswith(("value_range", "normalize"))]
+    ops = [op.strip() for op in spec.split("|")
+           if op.strip().startswith(("value_range", "normalize", "init_norm"))]
     return ops[-1] if ops else ""
 
 
