@@ -47,8 +47,7 @@ class Checkpoints:
                          f"({type(error).__name__}: {first_line}); delete that step directory to "
                          f"resume from an earlier one, or use a new --workdir")
 
-    def wait(self):
-        self._manager.wait_until_finished()
-
     def close(self):
+        """Waits for in-flight (asynchronous) saves to finish, then closes."""
+        self._manager.wait_until_finished()
         self._manager.close()

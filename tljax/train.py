@@ -228,49 +228,50 @@ def run(config, workdir):
     eval_history = []
     fraction = freeze.trainable_fraction(runner.phase, param_sizes)
 
-    for step in range(start_step, config.total_steps):
-        batch = next(train_iter)
-        state, step_metrics = runner(state, batch)
-        phase_flops[runner.index] = runner.flops
-        pending.append(step_metrics)
-        done = step + 1
-        last = done == config.total_steps
-        log_now = done % config.log_every == 0 or last
-        save_now = done % config.checkpoint_every == 0 or last
-        eval_now = (config.eval_every and done % config.eval_every == 0) or last
-        if log_now or save_now or eval_now:
-            fetched = jax.device_get(pending)
-            pending = []
-            losses = [float(m["loss"]) for m in fetched]
-            if not np.all(np.isfinite(losses)):
-                raise UserError(f"training loss became {losses[-1]} by step {done}; lower optim.lr "
-                                f"(now {config.optim.lr}) or set optim.clip_norm. Checkpoints up to "
-                                f"step {ckpt.latest_step()} are intact")
-            if log_now:
-                record = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-                record.update(progress.line(done, record["loss"]))
-                record.update(phase=runner.index, trainable_fraction=fraction,
-                              lr=float(optim.lr_schedule(config.optim, config.total_steps)(step)))
-                writer.write(done, record)
-        if eval_now:
-            result = _evaluate(eval_data, state, eval_step, data_sharding)
-            eval_history.append((done, result["accuracy"]))
-            logging.info("eval at step %d: accuracy %.4f  loss %.4f  (%d examples)",
-                         done, result["accuracy"], result["loss"], result["count"])
-            writer.write(done, result, kind="eval")
-        if not last and plan.phase_index(done) != runner.index:
-            old_opt_state = state["opt_state"]
-            runner = _PhaseRunner(config, module, plan, plan.phase_index(done), replicated,
-                                  data_sharding)
-            fresh = jax.device_put(runner.init_opt_state(state["params"]), replicated)
-            state = dict(state, opt_state=optim.carry_over_state(old_opt_state, fresh))
-            fraction = freeze.trainable_fraction(runner.phase, param_sizes)
-            logging.info("step %d: phase %d starts, %d trainable tensors (%.1f%% of parameters)",
-                         done, runner.index, len(runner.trainable), 100 * fraction)
-        if save_now:
-            ckpt.save(done, state, {"phase": runner.index, "step": done}, force=last)
-    ckpt.wait()
-    ckpt.close()
+    try:  # On any failure, in-flight checkpoint saves (of finite states) still complete.
+        for step in range(start_step, config.total_steps):
+            batch = next(train_iter)
+            state, step_metrics = runner(state, batch)
+            phase_flops[runner.index] = runner.flops
+            pending.append(step_metrics)
+            done = step + 1
+            last = done == config.total_steps
+            log_now = done % config.log_every == 0 or last
+            save_now = done % config.checkpoint_every == 0 or last
+            eval_now = (config.eval_every and done % config.eval_every == 0) or last
+            if log_now or save_now or eval_now:
+                fetched = jax.device_get(pending)
+                pending = []
+                losses = [float(m["loss"]) for m in fetched]
+                if not np.all(np.isfinite(losses)):
+                    raise UserError(f"training loss became {losses[-1]} by step {done}; lower optim.lr "
+                                    f"(now {config.optim.lr}) or set optim.clip_norm. Checkpoints up to "
+                                    f"step {ckpt.latest_step()} are intact")
+                if log_now:
+                    record = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+                    record.update(progress.line(done, record["loss"]))
+                    record.update(phase=runner.index, trainable_fraction=fraction,
+                                  lr=float(optim.lr_schedule(config.optim, config.total_steps)(step)))
+                    writer.write(done, record)
+            if eval_now:
+                result = _evaluate(eval_data, state, eval_step, data_sharding)
+                eval_history.append((done, result["accuracy"]))
+                logging.info("eval at step %d: accuracy %.4f  loss %.4f  (%d examples)",
+                             done, result["accuracy"], result["loss"], result["count"])
+                writer.write(done, result, kind="eval")
+            if not last and plan.phase_index(done) != runner.index:
+                old_opt_state = state["opt_state"]
+                runner = _PhaseRunner(config, module, plan, plan.phase_index(done), replicated,
+                                      data_sharding)
+                fresh = jax.device_put(runner.init_opt_state(state["params"]), replicated)
+                state = dict(state, opt_state=optim.carry_over_state(old_opt_state, fresh))
+                fraction = freeze.trainable_fraction(runner.phase, param_sizes)
+                logging.info("step %d: phase %d starts, %d trainable tensors (%.1f%% of parameters)",
+                             done, runner.index, len(runner.trainable), 100 * fraction)
+            if save_now:
+                ckpt.save(done, state, {"phase": runner.index, "step": done}, force=last)
+    finally:
+        ckpt.close()
 
     summary = _summarize(config, workdir, plan, param_sizes, phase_flops, eval_history, start_time)
     if is_main and config.export_weights:
