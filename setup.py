@@ -19,6 +19,7 @@ setup(
         "importlib_resources",  # tfds imports it but does not declare it
         "numpy>=2.0,<2.5",
         "scikit-learn>=1.5",
+        "scipy>=1.10",  # t-intervals in the sweep report
         "safetensors>=0.4",
         "matplotlib>=3.8",
         "tensorboard>=2.20",

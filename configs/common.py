@@ -8,6 +8,7 @@ import ml_collections as mlc
 def base():
     c = mlc.ConfigDict()
     c.seed = 0
+    c.accum_steps = 1           # gradient accumulation: microbatches per optimizer step
     c.total_steps = 500
     c.log_every = 50            # progress line + metrics.jsonl train record
     c.eval_every = 100          # 0: only at the end

@@ -11,6 +11,11 @@ from tljax.errors import UserError
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally path:arg.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (re-using it resumes the run).")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "host:port of process 0, for "
+                                   "multi-process runs outside SLURM/TPU pods")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "with --coordinator_address")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "with --coordinator_address")
+_CPU_COLLECTIVES = flags.DEFINE_string("cpu_collectives", "", "'gloo' for multi-process CPU runs")
 
 
 def _fail(message):
@@ -26,7 +31,12 @@ def main(argv):
               "e.g. --workdir=/tmp/tljax_run")
     if _CONFIG.value is None:
         _fail("--config is required, e.g. --config=configs/digits.py")
-    from tljax import train  # Imported after flag parsing: it pulls in jax and tensorflow.
+    import jax  # Imported after flag parsing, like everything that pulls in jax and TF.
+
+    from tljax import distributed, train
+
+    distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                           _CPU_COLLECTIVES.value)
 
     logging.set_verbosity(logging.INFO)
     # Orbax logs every file it writes at INFO; keep its warnings only.
@@ -36,8 +46,9 @@ def main(argv):
         summary = train.run(_CONFIG.value, _WORKDIR.value)
     except UserError as e:
         _fail(str(e))
-    print(f"final target test accuracy: {summary['final_accuracy']:.4f} "
-          f"(best {summary['best_accuracy']:.4f}, {summary['wall_time_s']:.0f}s)")
+    if jax.process_index() == 0:
+        print(f"final target test accuracy: {summary['final_accuracy']:.4f} "
+              f"(best {summary['best_accuracy']:.4f}, {summary['wall_time_s']:.0f}s)")
 
 
 def _parse_flags(argv):

@@ -32,10 +32,21 @@ def cross_entropy(logits, labels):
     return optax.softmax_cross_entropy(logits, labels).mean()
 
 
-def make_train_step(module, tx, trainable_paths, l2sp=None):
+def _microbatches(batch, accum_steps):
+    """(accum, B/accum, ...) with microbatch i = rows i, i+accum, ...: every device keeps its share."""
+    def split(x):
+        x = x.reshape(x.shape[0] // accum_steps, accum_steps, *x.shape[1:])
+        return jnp.swapaxes(x, 0, 1)
+    return jax.tree.map(split, batch)
+
+
+def make_train_step(module, tx, trainable_paths, l2sp=None, accum_steps=1):
     """step(state, batch) -> (state, metrics) for one phase (fixed trainable set and optimizer).
 
     `state` is a dict: step, params, batch_stats, opt_state, rng (+ anchor for L2-SP).
+    With accum_steps > 1 the batch is processed as that many microbatches whose
+    gradients are averaged before one optimizer update (the same update as the full
+    batch for models without batch statistics).
     """
 
     def loss_fn(trainable, frozen, state, batch, rng):
@@ -51,11 +62,29 @@ def make_train_step(module, tx, trainable_paths, l2sp=None):
             total = total + l2sp_penalty(trainable, state["anchor"], *l2sp)
         return total, (loss, logits, mutated.get("batch_stats", {}))
 
+    def grads_and_aux(trainable, frozen, state, batch, rng):
+        if accum_steps == 1:
+            return jax.grad(loss_fn, has_aux=True)(trainable, frozen, state, batch, rng)
+
+        def one(carry, micro):
+            grad_sum, batch_stats = carry
+            micro_state = dict(state, batch_stats=batch_stats)
+            grads, (loss, logits, new_stats) = jax.grad(loss_fn, has_aux=True)(
+                trainable, frozen, micro_state, micro, rng)
+            grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
+            return (grad_sum, new_stats or batch_stats), (loss, logits)
+
+        zeros = jax.tree.map(jnp.zeros_like, trainable)
+        (grad_sum, batch_stats), (losses, logits) = jax.lax.scan(
+            one, (zeros, state["batch_stats"]), _microbatches(batch, accum_steps))
+        grads = jax.tree.map(lambda g: g / accum_steps, grad_sum)
+        logits = jnp.swapaxes(logits, 0, 1).reshape(-1, logits.shape[-1])  # back to batch order
+        return grads, (jnp.mean(losses), logits, batch_stats)
+
     def step(state, batch):
         rng = jax.random.fold_in(state["rng"], state["step"])
         trainable, frozen = split_params(state["params"], trainable_paths)
-        grads, (loss, logits, batch_stats) = jax.grad(loss_fn, has_aux=True)(
-            trainable, frozen, state, batch, rng)
+        grads, (loss, logits, batch_stats) = grads_and_aux(trainable, frozen, state, batch, rng)
         updates, opt_state = tx.update(grads, state["opt_state"], trainable)
         trainable = optax.apply_updates(trainable, updates)
         labels = batch["label"] if batch["label"].ndim == 1 else jnp.argmax(batch["label"], -1)

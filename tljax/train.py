@@ -12,8 +12,8 @@ from absl import logging
 from flax import traverse_util
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from tljax import (checkpoint, config_lib, data, freeze, hyperrule, metrics, models, optim,
-                   steps, weights)
+from tljax import (checkpoint, config_lib, data, distributed, freeze, hyperrule, metrics, models,
+                   optim, steps, weights)
 from tljax.data import preprocess
 from tljax.errors import UserError
 from tljax.weights import merge as merge_lib
@@ -126,7 +126,7 @@ class _PhaseRunner:
         self.tx = optim.build(config.optim, plan, index, config.total_steps)
         frozen = [p for p, mult in self.phase.mults.items() if mult is None]
         step = steps.make_train_step(models.with_frozen_norms(module, frozen), self.tx,
-                                     self.trainable, plan.l2sp)
+                                     self.trainable, plan.l2sp, config.accum_steps)
         self._jitted = jax.jit(step, in_shardings=(replicated, data_sharding),
                                out_shardings=(replicated, replicated), donate_argnums=(0,))
         self._compiled = None
@@ -178,6 +178,13 @@ def run(config, workdir):
         with open(config_path, "w") as f:
             f.write(config.to_json_best_effort(indent=2))
 
+    if config.accum_steps < 1 or config.data.batch_size % config.accum_steps:
+        raise UserError(f"data.batch_size={config.data.batch_size} must be a multiple of "
+                        f"accum_steps={config.accum_steps}")
+    for key in ("batch_size", "eval_batch_size"):
+        if config.data[key] % jax.device_count():
+            raise UserError(f"data.{key}={config.data[key]} must be a multiple of the "
+                            f"{jax.device_count()} devices")
     mesh = make_mesh()
     replicated = NamedSharding(mesh, P())
     data_sharding = NamedSharding(mesh, P("data"))
@@ -204,7 +211,7 @@ def run(config, workdir):
     }
     if plan.l2sp:
         state["anchor"] = params
-    state = jax.device_put(state, replicated)
+    state = distributed.replicate(state, replicated)
     if start_step:
         meta = ckpt.restore_meta(start_step)
         if meta.get("phase") != phase_index:
@@ -214,7 +221,8 @@ def run(config, workdir):
         logging.info("resumed from step %d (phase %d)", start_step, phase_index)
 
     writer = metrics.MetricWriter(workdir, enabled=is_main)
-    eval_step = jax.jit(steps.make_eval_step(module), in_shardings=(replicated, replicated, data_sharding))
+    eval_step = jax.jit(steps.make_eval_step(module), in_shardings=(replicated, replicated, data_sharding),
+                        out_shardings=replicated)
     train_iter = _prefetch_to_device(data.train_batches(
         data_cfg, seed=config.seed, global_batch=config.data.batch_size,
         process_index=jax.process_index(), process_count=jax.process_count(),
@@ -263,7 +271,7 @@ def run(config, workdir):
                 old_opt_state = state["opt_state"]
                 runner = _PhaseRunner(config, module, plan, plan.phase_index(done), replicated,
                                       data_sharding)
-                fresh = jax.device_put(runner.init_opt_state(state["params"]), replicated)
+                fresh = distributed.replicate(runner.init_opt_state(state["params"]), replicated)
                 state = dict(state, opt_state=optim.carry_over_state(old_opt_state, fresh))
                 fraction = freeze.trainable_fraction(runner.phase, param_sizes)
                 logging.info("step %d: phase %d starts, %d trainable tensors (%.1f%% of parameters)",

@@ -1,0 +1,89 @@
+"""Scale-out mechanics: gradient accumulation and multi-process training."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from configs import common
+from tljax import freeze, models, optim, steps, weights
+
+
+def test_gradient_accumulation_gives_the_large_batch_update():
+    module = models.build("bit", {"block_counts": (1, 1), "base_width": 4, "gn_groups": 4,
+                                  "stem": "small"}, 5)
+    variables = weights.init_variables(module, (8, 8, 3))
+    paths = list(traverse_util.flatten_dict(variables["params"], sep="/"))
+    plan = freeze.make_plan("last_k:1", models.groups(module), paths)
+    cfg = common.base().optim
+    cfg.name, cfg.lr, cfg.schedule = "adam", 0.01, "constant"
+    tx = optim.build(cfg, plan, 0, 10)
+    trainable, _ = steps.split_params(variables["params"], plan.phases[0].trainable_paths())
+    state = {"step": jnp.int32(0), "params": variables["params"], "batch_stats": {},
+             "rng": jax.random.PRNGKey(0), "opt_state": tx.init(trainable)}
+    batch = {"image": jax.random.normal(jax.random.PRNGKey(1), (16, 8, 8, 3)),
+             "label": jnp.arange(16) % 5}
+    results = {}
+    for accum in (1, 4):
+        step = jax.jit(steps.make_train_step(module, tx, plan.phases[0].trainable_paths(),
+                                             accum_steps=accum))
+        results[accum] = step(state, batch)
+    (big, big_metrics), (acc, acc_metrics) = results[1], results[4]
+    np.testing.assert_allclose(acc_metrics["loss"], big_metrics["loss"], rtol=1e-6)
+    assert acc_metrics["accuracy"] == big_metrics["accuracy"]
+    for path, value in traverse_util.flatten_dict(big["params"], sep="/").items():
+        np.testing.assert_allclose(traverse_util.flatten_dict(acc["params"], sep="/")[path], value,
+                                   rtol=1e-5, atol=1e-7, err_msg=path)
+    moved = traverse_util.flatten_dict(acc["params"], sep="/")["head/kernel"]
+    assert np.any(moved != 0)
+
+
+_PROCESS_SCRIPT = """
+import sys
+sys.path.insert(0, {root!r})
+import jax
+jax.config.update("jax_cpu_collectives_implementation", "gloo")
+if {num_processes} > 1:
+    jax.distributed.initialize(coordinator_address={address!r}, num_processes={num_processes},
+                               process_id={process_id})
+assert jax.device_count() == 4, jax.devices()
+from tests.conftest import tiny_config
+from tljax import train
+train.run(tiny_config({data_dir!r}, "", freeze="lp_ft:lp_steps=3", total_steps=6, export_weights=True,
+                      checkpoint_every=3, **{{"model.init": {init!r}}}), {workdir!r})
+"""
+
+
+def _launch(num_processes, workdir, data_dir, init):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{s.getsockname()[1]}"
+    env = dict(os.environ, JAX_PLATFORMS="cpu",
+               XLA_FLAGS=f"--xla_force_host_platform_device_count={4 // num_processes}")
+    procs = [subprocess.Popen(
+        [sys.executable, "-c", _PROCESS_SCRIPT.format(
+            root=ROOT, num_processes=num_processes, address=address, process_id=i,
+            data_dir=data_dir, init=init, workdir=workdir)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for i in range(num_processes)]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outputs):
+        assert p.returncode == 0, out[-4000:]
+
+
+def test_two_processes_end_with_the_parameters_of_one(tmp_path, data_dir, source_weights):
+    from tests.helpers import exported_params, records
+
+    _launch(1, str(tmp_path / "one"), data_dir, source_weights)
+    _launch(2, str(tmp_path / "two"), data_dir, source_weights)
+    one, two = exported_params(str(tmp_path / "one")), exported_params(str(tmp_path / "two"))
+    for path, value in one.items():
+        np.testing.assert_allclose(two[path], value, rtol=2e-5, atol=1e-6, err_msg=path)
+    np.testing.assert_allclose([r["loss"] for r in records(str(tmp_path / "two"))],
+                               [r["loss"] for r in records(str(tmp_path / "one"))], rtol=1e-5)
