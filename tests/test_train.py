@@ -120,23 +120,31 @@ import jax
 from tests.conftest import tiny_config
 from tljax import train
 assert jax.device_count() == {devices}, jax.devices()
-train.run(tiny_config({data_dir!r}, total_steps=6, log_every=1), {workdir!r})
+train.run(tiny_config({data_dir!r}, "", total_steps=6, log_every=1, export_weights=True,
+                      freeze="lp_ft:lp_steps=3", parallelism={parallelism!r},
+                      **{{"model.init": {init!r}}}), {workdir!r})
 """
 
 
-def test_four_devices_give_the_same_losses_as_one(data_dir, tmp_path):
-    losses = {}
-    for devices in (1, 4):
-        workdir = str(tmp_path / f"d{devices}")
+def test_four_devices_jit_and_pmap_give_the_same_run_as_one_device(data_dir, tmp_path,
+                                                                    source_weights):
+    losses, params = {}, {}
+    for devices, parallelism in ((1, "jit"), (4, "jit"), (4, "pmap")):
+        workdir = str(tmp_path / f"d{devices}{parallelism}")
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
                    JAX_PLATFORMS="cpu")
-        script = _DEVICE_SCRIPT.format(root=ROOT, devices=devices, data_dir=data_dir, workdir=workdir)
+        script = _DEVICE_SCRIPT.format(root=ROOT, devices=devices, data_dir=data_dir, workdir=workdir,
+                                       parallelism=parallelism, init=source_weights)
         result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                                 text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]
-        losses[devices] = [r["loss"] for r in records(workdir)]
-    assert len(losses[1]) == 6
-    np.testing.assert_allclose(losses[4], losses[1], rtol=1e-5)
+        losses[devices, parallelism] = [r["loss"] for r in records(workdir)]
+        params[devices, parallelism] = exported_params(workdir)
+    assert len(losses[1, "jit"]) == 6
+    for key in ((4, "jit"), (4, "pmap")):
+        np.testing.assert_allclose(losses[key], losses[1, "jit"], rtol=1e-5)
+        for path, value in params[1, "jit"].items():
+            np.testing.assert_allclose(params[key][path], value, rtol=1e-4, atol=1e-6, err_msg=path)
 
 
 def test_exported_weights_carry_architecture_and_preprocessing(source_weights):

@@ -40,13 +40,14 @@ def _microbatches(batch, accum_steps):
     return jax.tree.map(split, batch)
 
 
-def make_train_step(module, tx, trainable_paths, l2sp=None, accum_steps=1):
+def make_train_step(module, tx, trainable_paths, l2sp=None, accum_steps=1, axis_name=None):
     """step(state, batch) -> (state, metrics) for one phase (fixed trainable set and optimizer).
 
     `state` is a dict: step, params, batch_stats, opt_state, rng (+ anchor for L2-SP).
     With accum_steps > 1 the batch is processed as that many microbatches whose
     gradients are averaged before one optimizer update (the same update as the full
-    batch for models without batch statistics).
+    batch for models without batch statistics). Under pmap, `axis_name` averages
+    gradients, metrics and BatchNorm statistics over the devices.
     """
 
     def loss_fn(trainable, frozen, state, batch, rng):
@@ -85,6 +86,8 @@ def make_train_step(module, tx, trainable_paths, l2sp=None, accum_steps=1):
         rng = jax.random.fold_in(state["rng"], state["step"])
         trainable, frozen = split_params(state["params"], trainable_paths)
         grads, (loss, logits, batch_stats) = grads_and_aux(trainable, frozen, state, batch, rng)
+        if axis_name:
+            grads, batch_stats = jax.lax.pmean((grads, batch_stats), axis_name)
         updates, opt_state = tx.update(grads, state["opt_state"], trainable)
         trainable = optax.apply_updates(trainable, updates)
         labels = batch["label"] if batch["label"].ndim == 1 else jnp.argmax(batch["label"], -1)
@@ -93,6 +96,8 @@ def make_train_step(module, tx, trainable_paths, l2sp=None, accum_steps=1):
             "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
             "grad_norm": optax.tree.norm(grads),
         }
+        if axis_name:
+            metrics = jax.lax.pmean(metrics, axis_name)
         new_state = dict(state, step=state["step"] + 1, opt_state=opt_state,
                          params=merge_params(trainable, frozen),
                          batch_stats=batch_stats or state["batch_stats"])
@@ -111,7 +116,7 @@ def l2sp_penalty(trainable, anchor, alpha, beta):
     return 0.5 * alpha * towards_start + 0.5 * beta * head
 
 
-def make_eval_step(module):
+def make_eval_step(module, axis_name=None):
     """eval_step(params, batch_stats, batch) -> sums of correct, loss and count over mask==1."""
 
     def eval_step(params, batch_stats, batch):
@@ -122,7 +127,8 @@ def make_eval_step(module):
         mask = batch["mask"]
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
         correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-        return {"correct": jnp.sum(correct * mask), "loss": jnp.sum(losses * mask),
+        sums = {"correct": jnp.sum(correct * mask), "loss": jnp.sum(losses * mask),
                 "count": jnp.sum(mask)}
+        return jax.lax.psum(sums, axis_name) if axis_name else sums
 
     return eval_step

@@ -10,30 +10,20 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import traverse_util
-from jax.sharding import NamedSharding, PartitionSpec as P
 
-from tljax import (checkpoint, config_lib, data, distributed, freeze, hyperrule, metrics, models,
-                   optim, steps, weights)
+from tljax import (checkpoint, config_lib, data, freeze, hyperrule, metrics, models, optim,
+                   parallel, steps, weights)
 from tljax.data import preprocess
 from tljax.errors import UserError
 from tljax.weights import merge as merge_lib
 from tljax.weights import tljax_format
 
 
-def make_mesh():
-    """A 1-D data-parallel mesh over every device of every process."""
-    return jax.make_mesh((jax.device_count(),), ("data",))
-
-
-def _global_batch(batch, sharding):
-    return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
-
-
-def _prefetch_to_device(batches, sharding, depth=2):
-    """Global device batches, `depth` transfers ahead of the step that consumes them."""
+def _prefetch_to_device(batches, par, depth=2):
+    """Device batches, `depth` transfers ahead of the step that consumes them."""
     queue = collections.deque()
     for batch in batches:
-        queue.append(_global_batch(batch, sharding))
+        queue.append(par.put_batch(batch))
         if len(queue) == depth:
             yield queue.popleft()
 
@@ -119,16 +109,15 @@ def _log_plan(plan, group_list, param_sizes):
 class _PhaseRunner:
     """Optimizer, compiled step and step cost for one phase of the plan."""
 
-    def __init__(self, config, module, plan, index, replicated, data_sharding):
+    def __init__(self, config, module, plan, index, par):
         self.index = index
         self.phase = plan.phases[index]
         self.trainable = self.phase.trainable_paths()
         self.tx = optim.build(config.optim, plan, index, config.total_steps)
         frozen = [p for p, mult in self.phase.mults.items() if mult is None]
         step = steps.make_train_step(models.with_frozen_norms(module, frozen), self.tx,
-                                     self.trainable, plan.l2sp, config.accum_steps)
-        self._jitted = jax.jit(step, in_shardings=(replicated, data_sharding),
-                               out_shardings=(replicated, replicated), donate_argnums=(0,))
+                                     self.trainable, plan.l2sp, config.accum_steps, par.axis_name)
+        self._jitted = par.compile_train(step)
         self._compiled = None
         self.flops = None
 
@@ -145,14 +134,14 @@ class _PhaseRunner:
         return self._compiled(state, batch)
 
 
-def _evaluate(eval_data, state, eval_step, data_sharding):
+def _evaluate(eval_data, state, eval_step, par):
     """Accuracy and loss over the whole test split (padded batches, masked)."""
     batches, count = eval_data
     totals = None
     for batch in batches:
-        sums = eval_step(state["params"], state["batch_stats"], _global_batch(batch, data_sharding))
+        sums = eval_step(state["params"], state["batch_stats"], par.put_batch(batch))
         totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-    totals = jax.device_get(totals)
+    totals = par.fetch(totals)
     if int(totals["count"]) != count:
         raise RuntimeError(f"eval counted {totals['count']} examples, the split has {count}")
     return {"accuracy": float(totals["correct"] / count), "loss": float(totals["loss"] / count),
@@ -185,9 +174,7 @@ def run(config, workdir):
         if config.data[key] % jax.device_count():
             raise UserError(f"data.{key}={config.data[key]} must be a multiple of the "
                             f"{jax.device_count()} devices")
-    mesh = make_mesh()
-    replicated = NamedSharding(mesh, P())
-    data_sharding = NamedSharding(mesh, P("data"))
+    par = parallel.build(config.parallelism)
     num_classes = config.model.num_classes
     if num_classes <= 0:
         num_classes = data.num_classes(config.data)
@@ -203,7 +190,7 @@ def run(config, workdir):
     ckpt = checkpoint.Checkpoints(workdir, config.checkpoint_every, config.keep_checkpoints)
     start_step = ckpt.latest_step() or 0
     phase_index = plan.phase_index(start_step)
-    runner = _PhaseRunner(config, module, plan, phase_index, replicated, data_sharding)
+    runner = _PhaseRunner(config, module, plan, phase_index, par)
     state = {
         "step": np.int32(0), "params": params, "batch_stats": variables.get("batch_stats", {}),
         "rng": jax.random.PRNGKey(config.seed),
@@ -211,22 +198,22 @@ def run(config, workdir):
     }
     if plan.l2sp:
         state["anchor"] = params
-    state = distributed.replicate(state, replicated)
     if start_step:
         meta = ckpt.restore_meta(start_step)
         if meta.get("phase") != phase_index:
             raise UserError(f"checkpoint step {start_step} was saved in phase {meta.get('phase')} "
                             f"but the plan puts it in phase {phase_index}: the freeze config changed")
-        state = ckpt.restore_state(start_step, state)
+        state = par.from_restored(ckpt.restore_state(start_step, par.restore_template(state)))
         logging.info("resumed from step %d (phase %d)", start_step, phase_index)
+    else:
+        state = par.put_state(state)
 
     writer = metrics.MetricWriter(workdir, enabled=is_main)
-    eval_step = jax.jit(steps.make_eval_step(module), in_shardings=(replicated, replicated, data_sharding),
-                        out_shardings=replicated)
+    eval_step = par.compile_eval(steps.make_eval_step(module, par.axis_name))
     train_iter = _prefetch_to_device(data.train_batches(
         data_cfg, seed=config.seed, global_batch=config.data.batch_size,
         process_index=jax.process_index(), process_count=jax.process_count(),
-        start_step=start_step), data_sharding)
+        start_step=start_step), par)
     eval_data = data.eval_batches(  # Re-iterable: built once, read at every evaluation.
         data_cfg, seed=config.seed, global_batch=config.data.eval_batch_size,
         process_index=jax.process_index(), process_count=jax.process_count())
@@ -248,7 +235,7 @@ def run(config, workdir):
             save_now = done % config.checkpoint_every == 0 or last
             eval_now = (config.eval_every and done % config.eval_every == 0) or last
             if log_now or save_now or eval_now:
-                fetched = jax.device_get(pending)
+                fetched = par.fetch(pending)
                 pending = []
                 losses = [float(m["loss"]) for m in fetched]
                 if not np.all(np.isfinite(losses)):
@@ -262,30 +249,32 @@ def run(config, workdir):
                                   lr=float(optim.lr_schedule(config.optim, config.total_steps)(step)))
                     writer.write(done, record)
             if eval_now:
-                result = _evaluate(eval_data, state, eval_step, data_sharding)
+                result = _evaluate(eval_data, state, eval_step, par)
                 eval_history.append((done, result["accuracy"]))
                 logging.info("eval at step %d: accuracy %.4f  loss %.4f  (%d examples)",
                              done, result["accuracy"], result["loss"], result["count"])
                 writer.write(done, result, kind="eval")
             if not last and plan.phase_index(done) != runner.index:
-                old_opt_state = state["opt_state"]
-                runner = _PhaseRunner(config, module, plan, plan.phase_index(done), replicated,
-                                      data_sharding)
-                fresh = distributed.replicate(runner.init_opt_state(state["params"]), replicated)
-                state = dict(state, opt_state=optim.carry_over_state(old_opt_state, fresh))
+                runner = _PhaseRunner(config, module, plan, plan.phase_index(done), par)
+                one = par.host_state(state)
+                fresh = runner.init_opt_state(one["params"])
+                opt_state = optim.carry_over_state(one["opt_state"], fresh)
+                state = par.put_state(dict(one, opt_state=opt_state))
                 fraction = freeze.trainable_fraction(runner.phase, param_sizes)
                 logging.info("step %d: phase %d starts, %d trainable tensors (%.1f%% of parameters)",
                              done, runner.index, len(runner.trainable), 100 * fraction)
             if save_now:
-                ckpt.save(done, state, {"phase": runner.index, "step": done}, force=last)
+                ckpt.save(done, par.host_state(state), {"phase": runner.index, "step": done},
+                          force=last)
     finally:
         ckpt.close()
 
     summary = _summarize(config, workdir, plan, param_sizes, phase_flops, eval_history, start_time)
     if is_main and config.export_weights:
-        out = {"params": jax.device_get(state["params"])}
-        if state["batch_stats"]:
-            out["batch_stats"] = jax.device_get(state["batch_stats"])
+        final = jax.device_get(par.host_state(state))
+        out = {"params": final["params"]}
+        if final["batch_stats"]:
+            out["batch_stats"] = final["batch_stats"]
         tljax_format.save(os.path.join(workdir, "model.safetensors"), out,
                           model=config.model.name, arch=_arch_of(module),
                           num_classes=num_classes,
