@@ -13,19 +13,9 @@ import time
 import jax
 import jax.numpy as jnp
 from absl import app, flags
-from flax import traverse_util
 
-from configs import common
-from tljax import freeze, models, optim, steps
+from benchmarks.common import PRESETS, build_model, build_step
 
-PRESETS = {
-    "resnet50": ("resnet", {"depth": 50}),
-    "bit-r50x1": ("bit", {"block_counts": (3, 4, 6, 3), "width_factor": 1}),
-    "vit-b16": ("vit", {"size": "B", "patch": 16}),
-    "vit-s16": ("vit", {"size": "S", "patch": 16}),
-    "vit-ti16": ("vit", {"size": "Ti", "patch": 16}),
-    "tiny-bit": ("bit", {"block_counts": (1, 1, 1), "base_width": 8, "gn_groups": 8}),
-}
 DEFAULT_STRATEGIES = "linear_probe,last_k:1,last_k:2,bitfit,norm_only,full"
 
 flags.DEFINE_string("model", "resnet50", f"one of {sorted(PRESETS)}")
@@ -65,36 +55,21 @@ def _time(fn, args, n):
 
 def measure(model, image_size, batch, strategies, optimizer="sgd", time_steps=3, dtype="float32"):
     """Rows of (strategy, flops, bytes, ratio to forward, opt-state bytes, trainable %, ms)."""
-    name, arch = PRESETS[model]
-    module = models.build(name, arch, num_classes=1000, dtype=dtype)
+    module, variables = build_model(model, image_size, dtype)
     images = jnp.ones((batch, image_size, image_size, 3), jnp.float32)
-    variables = jax.jit(lambda r: module.init(r, images[:1]))(jax.random.PRNGKey(0))
-    params = variables["params"]
-    paths = list(traverse_util.flatten_dict(params, sep="/"))
-    sizes = {p: v.size for p, v in traverse_util.flatten_dict(params, sep="/").items()}
     forward = jax.jit(lambda v, x: module.apply(v, x, train=False)).lower(variables, images).compile()
     fwd_flops, _ = _cost(forward)
-    cfg = common.base().optim
-    cfg.name = optimizer
     batch_data = {"image": images, "label": jnp.zeros((batch,), jnp.int32)}
     rows = [("forward only", fwd_flops, None, 1.0, 0, None, _time(
         lambda s, b: (s, forward(s, b["image"])), (variables, batch_data), time_steps))]
     for spec in strategies:
-        plan = freeze.make_plan(spec, models.groups(module), paths)
-        trainable_paths = plan.phases[0].trainable_paths()
-        tx = optim.build(cfg, plan, 0, 1000)
-        frozen = [p for p, m in plan.phases[0].mults.items() if m is None]
-        step = steps.make_train_step(models.with_frozen_norms(module, frozen), tx, trainable_paths)
-        trainable, _ = steps.split_params(params, trainable_paths)
-        state = {"step": jnp.int32(0), "params": params,
-                 "batch_stats": variables.get("batch_stats", {}), "rng": jax.random.PRNGKey(0),
-                 "opt_state": tx.init(trainable)}
+        step, state, fraction = build_step(module, variables, spec, optimizer)
         compiled = jax.jit(step, donate_argnums=(0,)).lower(state, batch_data).compile()
         flops, nbytes = _cost(compiled)
         state = jax.tree.map(jnp.copy, state)
         ms = _time(compiled, (state, batch_data), time_steps)
         rows.append((spec, flops, nbytes, flops / fwd_flops, _nbytes(state["opt_state"]),
-                     100 * freeze.trainable_fraction(plan.phases[0], sizes), ms))
+                     100 * fraction, ms))
     return rows
 
 

@@ -1,0 +1,42 @@
+"""Shared by the benchmarks: model presets and a ready-to-compile train step per freezing spec."""
+import jax
+import jax.numpy as jnp
+from flax import traverse_util
+
+from configs import common
+from tljax import freeze, models, optim, steps
+
+PRESETS = {
+    "resnet50": ("resnet", {"depth": 50}),
+    "bit-r50x1": ("bit", {"block_counts": (3, 4, 6, 3), "width_factor": 1}),
+    "vit-b16": ("vit", {"size": "B", "patch": 16}),
+    "vit-s16": ("vit", {"size": "S", "patch": 16}),
+    "vit-ti16": ("vit", {"size": "Ti", "patch": 16}),
+    "tiny-bit": ("bit", {"block_counts": (1, 1, 1), "base_width": 8, "gn_groups": 8}),
+}
+
+def build_model(model, image_size, dtype="float32"):
+    """(module, variables) of a preset with random weights and 1000 classes."""
+    name, arch = PRESETS[model]
+    module = models.build(name, arch, num_classes=1000, dtype=dtype)
+    dummy = jnp.ones((1, image_size, image_size, 3), jnp.float32)
+    return module, jax.jit(lambda r: module.init(r, dummy))(jax.random.PRNGKey(0))
+
+
+def build_step(module, variables, spec, optimizer="sgd", accum_steps=1, axis_name=None):
+    """(train step function, initial state, trainable fraction) for freezing `spec`."""
+    params = variables["params"]
+    sizes = {p: v.size for p, v in traverse_util.flatten_dict(params, sep="/").items()}
+    plan = freeze.make_plan(spec, models.groups(module), list(sizes))
+    trainable_paths = plan.phases[0].trainable_paths()
+    cfg = common.base().optim
+    cfg.name = optimizer
+    tx = optim.build(cfg, plan, 0, 1000)
+    frozen = [p for p, m in plan.phases[0].mults.items() if m is None]
+    step = steps.make_train_step(models.with_frozen_norms(module, frozen), tx, trainable_paths,
+                                 accum_steps=accum_steps, axis_name=axis_name)
+    trainable, _ = steps.split_params(params, trainable_paths)
+    state = {"step": jnp.int32(0), "params": params,
+             "batch_stats": variables.get("batch_stats", {}), "rng": jax.random.PRNGKey(0),
+             "opt_state": tx.init(trainable)}
+    return step, state, freeze.trainable_fraction(plan.phases[0], sizes)
