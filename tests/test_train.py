@@ -151,3 +151,12 @@ def test_exported_weights_carry_architecture_and_preprocessing(source_weights):
     name, arch, num_classes, pp, _ = tljax_format.load(source_weights)
     assert name == "bit" and num_classes == 5 and arch["stem"] == "small"
     assert pp == {"normalization": "value_range(-1,1)", "image_size": 8}
+
+
+@pytest.mark.parametrize("parallelism", ["jit", "pmap"])
+def test_a_tiny_vit_trains_with_both_parallelism_paths(make_config, tmp_path, parallelism):
+    arch = {"size": "Ti", "width": 16, "depth": 2, "mlp_dim": 32, "heads": 2, "patch": 4}
+    config = make_config(total_steps=3, freeze="last_k:1", parallelism=parallelism,
+                         **{"model.name": "vit", "model.arch": arch})
+    summary = train.run(config, str(tmp_path))
+    assert summary["final_accuracy"] is not None and len(records(str(tmp_path))) == 2

@@ -7,7 +7,7 @@
 """
 import jax
 import jax.numpy as jnp
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from tljax import distributed
 from tljax.errors import UserError
@@ -17,7 +17,9 @@ class Jit:
     axis_name = None
 
     def __init__(self):
-        mesh = jax.make_mesh((jax.device_count(),), ("data",))
+        # Auto axes: XLA propagates shardings (explicit-mode typing rejects e.g. ViT's
+        # concatenation of a replicated class token with a sharded batch).
+        mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
         self.replicated = NamedSharding(mesh, P())
         self.sharded = NamedSharding(mesh, P("data"))
 
@@ -59,7 +61,8 @@ class Pmap:
                             "for multi-host runs")
         self.devices = jax.local_devices()
         # pmap takes arrays whose leading axis is split over the devices.
-        self.per_device = NamedSharding(jax.make_mesh((len(self.devices),), ("batch",)), P("batch"))
+        mesh = jax.make_mesh((len(self.devices),), ("batch",), axis_types=(AxisType.Auto,))
+        self.per_device = NamedSharding(mesh, P("batch"))
 
     def put_state(self, state):
         n = len(self.devices)
