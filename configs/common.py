@@ -53,6 +53,7 @@ def base():
     c.optim.nesterov = False
     c.optim.b1 = 0.9
     c.optim.b2 = 0.999
+    c.optim.mu_dtype = ""       # "" = parameter dtype (float32); "bfloat16" halves momentum memory
     c.optim.weight_decay = 0.0
     c.optim.clip_norm = 0.0     # 0: no clipping; clips the trainable gradients only
     c.optim.schedule = "cosine"  # cosine | linear | steps | constant

@@ -122,6 +122,15 @@ def test_frozen_parameters_hold_no_optimizer_state():
     assert n_state == 2 * n_params  # Adam: mu and nu of the trainable parameters only.
 
 
+def test_bfloat16_momentum_option():
+    plan, _ = _plan("full")
+    _, variables = _tiny()
+    state = optim.build(_optim_cfg(mu_dtype="bfloat16"), plan, 0, 100).init(variables["params"])
+    mu_leaves = [x for p, x in jax.tree_util.tree_flatten_with_path(state)[0]
+                 if ".mu" in jax.tree_util.keystr(p)]
+    assert mu_leaves and all(x.dtype == jnp.bfloat16 for x in mu_leaves)
+
+
 def test_weight_decay_skips_biases_and_norms():
     plan, _ = _plan("full")
     _, variables = _tiny()

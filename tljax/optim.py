@@ -41,14 +41,15 @@ def _decay_mask(params):
 def base_transform(cfg, learning_rate):
     """One label's optimizer with its own learning-rate function."""
     decay = [optax.add_decayed_weights(cfg.weight_decay, _decay_mask)] if cfg.weight_decay else []
+    mu_dtype = jnp.dtype(cfg.mu_dtype) if cfg.mu_dtype else None  # e.g. bfloat16 momentum
     if cfg.name == "sgd":
         return optax.chain(*decay, optax.sgd(learning_rate, momentum=cfg.momentum or None,
-                                             nesterov=cfg.nesterov))
+                                             nesterov=cfg.nesterov, accumulator_dtype=mu_dtype))
     if cfg.name == "adam":
-        return optax.chain(*decay, optax.adam(learning_rate, b1=cfg.b1, b2=cfg.b2))
+        return optax.chain(*decay, optax.adam(learning_rate, b1=cfg.b1, b2=cfg.b2, mu_dtype=mu_dtype))
     if cfg.name == "adamw":
         return optax.adamw(learning_rate, b1=cfg.b1, b2=cfg.b2, weight_decay=cfg.weight_decay,
-                           mask=_decay_mask)
+                           mask=_decay_mask, mu_dtype=mu_dtype)
     raise UserError(f"unknown optim.name {cfg.name!r}; use sgd, adam or adamw")
 
 
