@@ -8,7 +8,8 @@ import ml_collections as mlc
 def base():
     c = mlc.ConfigDict()
     c.seed = 0
-    c.parallelism = "jit"       # "jit" (one SPMD program over a Mesh) or "pmap" (one process)
+    c.parallelism = "jit"       # "jit" (SPMD over a Mesh), "fsdp" (jit + sharded params/opt state),
+    #                             or "pmap" (per-device replicas, one process)
     c.accum_steps = 1           # gradient accumulation: microbatches per optimizer step
     c.total_steps = 500
     c.log_every = 50            # progress line + metrics.jsonl train record

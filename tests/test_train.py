@@ -120,16 +120,21 @@ import jax
 from tests.conftest import tiny_config
 from tljax import train
 assert jax.device_count() == {devices}, jax.devices()
+from tljax import parallel
+parallel.Jit.FSDP_MIN_SIZE = 1  # shard even the tiny test model's tensors
+if {parallelism!r} == "fsdp":
+    import numpy as np
+    assert tuple(parallel.Jit(fsdp=True)._state_sharding(np.zeros((3, 8))).spec) == (None, "data")
 train.run(tiny_config({data_dir!r}, "", total_steps=6, log_every=1, export_weights=True,
                       freeze="lp_ft:lp_steps=3", parallelism={parallelism!r},
                       **{{"model.init": {init!r}}}), {workdir!r})
 """
 
 
-def test_four_devices_jit_and_pmap_give_the_same_run_as_one_device(data_dir, tmp_path,
+def test_four_devices_jit_pmap_and_fsdp_give_the_same_run_as_one_device(data_dir, tmp_path,
                                                                     source_weights):
     losses, params = {}, {}
-    for devices, parallelism in ((1, "jit"), (4, "jit"), (4, "pmap")):
+    for devices, parallelism in ((1, "jit"), (4, "jit"), (4, "pmap"), (4, "fsdp")):
         workdir = str(tmp_path / f"d{devices}{parallelism}")
         env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
                    JAX_PLATFORMS="cpu")
@@ -141,7 +146,7 @@ def test_four_devices_jit_and_pmap_give_the_same_run_as_one_device(data_dir, tmp
         losses[devices, parallelism] = [r["loss"] for r in records(workdir)]
         params[devices, parallelism] = exported_params(workdir)
     assert len(losses[1, "jit"]) == 6
-    for key in ((4, "jit"), (4, "pmap")):
+    for key in ((4, "jit"), (4, "pmap"), (4, "fsdp")):
         np.testing.assert_allclose(losses[key], losses[1, "jit"], rtol=1e-5)
         for path, value in params[1, "jit"].items():
             np.testing.assert_allclose(params[key][path], value, rtol=1e-4, atol=1e-6, err_msg=path)

@@ -29,10 +29,11 @@ def initialize(coordinator_address="", num_processes=0, process_id=-1, cpu_colle
     return jax.process_count()
 
 
-def replicate(tree, sharding):
-    """Host values (identical on every process) as global arrays with `sharding`."""
+def place(tree, sharding_of):
+    """Values identical on every process -> global arrays, leaf x placed with sharding_of(x)."""
     def put(x):
         x = jax.numpy.asarray(x) if not hasattr(x, "shape") else x
+        sharding = sharding_of(x)
         if jax.process_count() == 1:
             return jax.device_put(x, sharding)
         host = jax.device_get(x)

@@ -2,6 +2,7 @@
 
 - `jit` (default): one SPMD program over a 1-D `Mesh` of every device of every process;
   the batch is sharded on the `data` axis, parameters and optimizer state replicated.
+- `fsdp`: the same, with large parameters and optimizer state sharded over `data` too.
 - `pmap`: per-device replicas of the state, gradients averaged with `pmean`. One
   process only (for several hosts use `jit`).
 """
@@ -14,18 +15,36 @@ from tljax.errors import UserError
 
 
 class Jit:
-    axis_name = None
+    """`fsdp=True` also shards parameters and optimizer state over the `data` axis (ZeRO-3
+    style): each large tensor is split along its largest dimension divisible by the device
+    count, and XLA gathers it where a step needs it whole."""
 
-    def __init__(self):
+    axis_name = None
+    FSDP_MIN_SIZE = 2**14  # smaller tensors stay replicated: sharding them costs more than it saves
+
+    def __init__(self, fsdp=False):
+        self.fsdp = fsdp
         # Auto axes: XLA propagates shardings (explicit-mode typing rejects e.g. ViT's
         # concatenation of a replicated class token with a sharded batch).
         mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
         self.replicated = NamedSharding(mesh, P())
         self.sharded = NamedSharding(mesh, P("data"))
 
+    def _state_sharding(self, x):
+        n = jax.device_count()
+        if not self.fsdp or n == 1 or jnp.size(x) < self.FSDP_MIN_SIZE:
+            return self.replicated
+        shape = jnp.shape(x)
+        axes = [i for i in sorted(range(len(shape)), key=lambda i: -shape[i]) if shape[i] % n == 0]
+        if not axes:
+            return self.replicated
+        spec = [None] * len(shape)
+        spec[axes[0]] = "data"
+        return NamedSharding(self.replicated.mesh, P(*spec))
+
     def put_state(self, state):
-        """Host state -> replicated global arrays."""
-        return distributed.replicate(state, self.replicated)
+        """Host state -> global arrays, replicated (or FSDP-sharded)."""
+        return distributed.place(state, self._state_sharding)
 
     def host_state(self, state):
         """The state as one copy (what is saved, exported and carried between phases)."""
@@ -41,15 +60,30 @@ class Jit:
         return {k: jax.make_array_from_process_local_data(self.sharded, v) for k, v in batch.items()}
 
     def compile_train(self, step):
-        return jax.jit(step, in_shardings=(self.replicated, self.sharded),
-                       out_shardings=(self.replicated, self.replicated), donate_argnums=(0,))
+        """An object with `.lower(state, batch)`; the state keeps the shardings it comes with."""
+        parent = self
+
+        class _Lowerable:
+            def lower(self, state, batch):
+                state_shardings = jax.tree.map(lambda x: x.sharding, state)
+                return jax.jit(step, out_shardings=(state_shardings, parent.replicated),
+                               donate_argnums=(0,)).lower(state, batch)
+
+        return _Lowerable()
 
     def compile_eval(self, eval_step):
-        return jax.jit(eval_step, in_shardings=(self.replicated, self.replicated, self.sharded),
-                       out_shardings=self.replicated)
+        return jax.jit(eval_step, out_shardings=self.replicated)
 
     def fetch(self, tree):
         return jax.device_get(tree)
+
+    def to_host(self, tree):
+        """Numpy copies of (possibly sharded, multi-process) global arrays."""
+        if jax.process_count() == 1:
+            return jax.device_get(tree)
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(tree, tiled=True)
 
 
 class Pmap:
@@ -92,10 +126,13 @@ class Pmap:
     def fetch(self, tree):
         return jax.device_get(jax.tree.map(lambda x: x[0], tree))
 
+    def to_host(self, tree):
+        return jax.device_get(tree)
+
 
 def build(name):
-    if name == "jit":
-        return Jit()
+    if name in ("jit", "fsdp"):
+        return Jit(fsdp=name == "fsdp")
     if name == "pmap":
         return Pmap()
-    raise UserError(f"unknown parallelism {name!r}; use 'jit' or 'pmap'")
+    raise UserError(f"unknown parallelism {name!r}; use 'jit', 'fsdp' or 'pmap'")

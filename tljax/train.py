@@ -271,7 +271,7 @@ def run(config, workdir):
 
     summary = _summarize(config, workdir, plan, param_sizes, phase_flops, eval_history, start_time)
     if is_main and config.export_weights:
-        final = jax.device_get(par.host_state(state))
+        final = par.to_host(par.host_state(state))
         out = {"params": final["params"]}
         if final["batch_stats"]:
             out["batch_stats"] = final["batch_stats"]
