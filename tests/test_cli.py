@@ -28,3 +28,13 @@ def test_user_mistakes_get_one_line_errors(args, expected, tmp_path):
     assert lines[-1].startswith("error: ") and expected in lines[-1], lines[-5:]
     assert not any(line.startswith("Traceback") for line in lines)
     assert not os.path.exists(tmp_path / "checkpoints")
+
+
+def test_resuming_with_a_config_that_changes_the_computation_is_refused():
+    from tljax import config_lib
+    from tljax.errors import UserError
+
+    saved = {"total_steps": 10, "log_every": 5, "optim": {"lr": 0.1}}
+    config_lib.check_same_run(saved, {"total_steps": 10, "log_every": 1, "optim": {"lr": 0.1}})
+    with pytest.raises(UserError, match=r"total_steps: 10 -> 20.*optim.lr: 0.1 -> 0.2"):
+        config_lib.check_same_run(saved, {"total_steps": 20, "log_every": 5, "optim": {"lr": 0.2}})

@@ -9,8 +9,9 @@ import ml_collections as mlc
 from tljax.errors import UserError
 
 # Keys that may change when a run is resumed: they do not change what is computed.
+# (total_steps is not among them: it shapes the learning-rate schedule.)
 RESUMABLE_CHANGES = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-                     "export_weights", "total_steps", "data.data_dir", "data.manual_dir")
+                     "export_weights", "data.data_dir", "data.manual_dir")
 
 
 def load(spec):

@@ -68,16 +68,6 @@ class Arrays:
                             f"{'; '.join(problems)}. Is the model architecture (model=) right?")
 
 
-def conv(w):
-    """PyTorch OIHW conv kernel -> flax HWIO."""
-    return None if w is None else np.transpose(w, (2, 3, 1, 0))
-
-
-def dense(w):
-    """PyTorch (out, in) linear weight -> flax (in, out)."""
-    return None if w is None else np.transpose(w)
-
-
 def normalization_string(mean, std):
     """The preprocessing op that matches a mean/std normalisation of 0..1 inputs."""
     mean, std = [round(float(m), 4) for m in mean], [round(float(s), 4) for s in std]
