@@ -5,6 +5,7 @@ from flax import traverse_util
 
 from configs import common
 from tljax import freeze, models, optim, steps
+from tljax import state as state_lib
 
 PRESETS = {
     "resnet50": ("resnet", {"depth": 50}),
@@ -35,8 +36,5 @@ def build_step(module, variables, spec, optimizer="sgd", accum_steps=1, axis_nam
     frozen = [p for p, m in plan.phases[0].mults.items() if m is None]
     step = steps.make_train_step(models.with_frozen_norms(module, frozen), tx, trainable_paths,
                                  accum_steps=accum_steps, axis_name=axis_name)
-    trainable, _ = steps.split_params(params, trainable_paths)
-    state = {"step": jnp.int32(0), "params": params,
-             "batch_stats": variables.get("batch_stats", {}), "rng": jax.random.PRNGKey(0),
-             "opt_state": tx.init(trainable)}
+    state = state_lib.create(variables, tx, trainable_paths, seed=0)
     return step, state, freeze.trainable_fraction(plan.phases[0], sizes)

@@ -15,6 +15,7 @@ import jax.numpy as jnp
 from absl import app, flags
 
 from benchmarks.common import PRESETS, build_model, build_step
+from tljax.metrics import compiled_cost
 
 DEFAULT_STRATEGIES = "linear_probe,last_k:1,last_k:2,bitfit,norm_only,full"
 
@@ -29,8 +30,7 @@ FLAGS = flags.FLAGS
 
 
 def _cost(compiled):
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    cost = compiled_cost(compiled)
     return cost.get("flops", 0.0), cost.get("bytes accessed", 0.0)
 
 
@@ -68,7 +68,7 @@ def measure(model, image_size, batch, strategies, optimizer="sgd", time_steps=3,
         flops, nbytes = _cost(compiled)
         state = jax.tree.map(jnp.copy, state)
         ms = _time(compiled, (state, batch_data), time_steps)
-        rows.append((spec, flops, nbytes, flops / fwd_flops, _nbytes(state["opt_state"]),
+        rows.append((spec, flops, nbytes, flops / fwd_flops, _nbytes(state.opt_state),
                      100 * fraction, ms))
     return rows
 

@@ -9,6 +9,7 @@ import pytest
 from flax import traverse_util
 
 from tljax import freeze, models, optim, steps, train, weights
+from tljax import state as state_lib
 from tljax.errors import UserError
 from tljax.weights import tljax_format
 from configs import common
@@ -69,8 +70,8 @@ def test_gradual_unfreezes_one_group_from_the_top_every_n_steps():
 
 def test_labels_keep_continuing_parameters_and_start_new_ones_fresh():
     plan, _ = _plan("lp_ft:lp_steps=7")
-    assert plan.labels[0]["head/kernel"] == plan.labels[1]["head/kernel"] == "head|lr1|from0"
-    assert plan.labels[1]["stem/conv/kernel"] == "stem|lr1|from7"
+    assert plan.labels[0]["head/kernel"] == plan.labels[1]["head/kernel"] == freeze.Label("head", 1.0, 0)
+    assert plan.labels[1]["stem/conv/kernel"] == freeze.Label("stem", 1.0, 7)
 
 
 def test_layer_decay_depth_map_has_no_off_by_one():
@@ -113,7 +114,7 @@ def _optim_cfg(name="adam", **kw):
 def test_frozen_parameters_hold_no_optimizer_state():
     plan, paths = _plan("last_k:1")
     _, variables = _tiny()
-    trainable, _ = steps.split_params(variables["params"], plan.phases[0].trainable_paths())
+    trainable, _ = state_lib.split_params(variables["params"], plan.phases[0].trainable_paths())
     state = optim.build(_optim_cfg(), plan, 0, 100).init(trainable)
     state_paths = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state)[0]}
     assert not any("'stem'" in p or "'stage" in p for p in state_paths)
@@ -156,9 +157,7 @@ def test_frozen_groups_cost_no_backward_pass():
     for spec in ["linear_probe", "last_k:1", "last_k:2", "last_k:3", "full"]:
         plan, _ = _plan(spec)
         tx = optim.build(_optim_cfg(clip_norm=1.0), plan, 0, 100)
-        trainable, _ = steps.split_params(variables["params"], plan.phases[0].trainable_paths())
-        state = {"step": jnp.int32(0), "params": variables["params"], "batch_stats": {},
-                 "rng": jax.random.PRNGKey(0), "opt_state": tx.init(trainable)}
+        state = state_lib.create(variables, tx, plan.phases[0].trainable_paths(), seed=0)
         step = steps.make_train_step(module, tx, plan.phases[0].trainable_paths())
         flops[spec] = _cost(step, state, batch)
     assert flops["linear_probe"] <= 1.10 * forward, (flops, forward)
@@ -178,15 +177,12 @@ def test_unfrozen_group_starts_with_a_fresh_adam_and_others_keep_state():
         tx = optim.build(cfg, plan, index, 100)
         runners.append((tx, jax.jit(steps.make_train_step(module, tx, plan.phases[index].trainable_paths()))))
     tx0, step0 = runners[0]
-    trainable0, _ = steps.split_params(variables["params"], plan.phases[0].trainable_paths())
-    state = {"step": jnp.int32(0), "params": variables["params"], "batch_stats": {},
-             "rng": jax.random.PRNGKey(0), "opt_state": tx0.init(trainable0)}
+    state = state_lib.create(variables, tx0, plan.phases[0].trainable_paths(), seed=0)
     for _ in range(2):
         state, _ = step0(state, batch)
     tx1, step1 = runners[1]
-    fresh = tx1.init(state["params"])
-    state["opt_state"] = optim.carry_over_state(state["opt_state"], fresh)
-    inner = state["opt_state"][-1].inner_states
+    state = jax.jit(lambda s: state_lib.next_phase(s, tx1, plan.phases[1].trainable_paths()))(state)
+    inner = state.opt_state[-1].inner_states
     counts = {label: [int(x) for path, x in jax.tree_util.tree_flatten_with_path(s)[0]
                       if "count" in jax.tree_util.keystr(path)][0] for label, s in inner.items()}
     assert counts["head|lr1|from0"] == 2 and counts["stem|lr1|from2"] == 0
@@ -195,13 +191,13 @@ def test_unfrozen_group_starts_with_a_fresh_adam_and_others_keep_state():
     def loss(params):
         return steps.cross_entropy(module.apply({"params": params}, batch["image"]), batch["label"])
 
-    grads = jax.jit(jax.grad(loss))(state["params"])
+    grads = jax.jit(jax.grad(loss))(state.params)
     new_state, _ = step1(state, batch)
     path = ("stage2", "unit1", "conv2", "kernel")
     g = traverse_util.flatten_dict(grads)[path]
     expected, _ = optax.adam(cfg.lr).update(g, optax.adam(cfg.lr).init(g))
-    before = traverse_util.flatten_dict(state["params"])[path]
-    after = traverse_util.flatten_dict(new_state["params"])[path]
+    before = traverse_util.flatten_dict(state.params)[path]
+    after = traverse_util.flatten_dict(new_state.params)[path]
     np.testing.assert_allclose(after - before, expected, rtol=1e-4, atol=1e-7)
 
 

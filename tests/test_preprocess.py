@@ -1,4 +1,4 @@
-"""Preprocessing ops on real decoded JPEG photos, mixup, and BiT-HyperRule."""
+"""Preprocessing ops on real decoded JPEG photos, and BiT-HyperRule."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -60,18 +60,6 @@ def test_random_crop_with_padding_and_determinism(photo):
     crop = preprocess.build("resize(32)|random_crop(32, 4)")
     a, b = crop(photo, _seed(1)), crop(photo, _seed(1))
     assert a.shape == (32, 32, 3) and bool(tf.reduce_all(a == b))
-
-
-def test_mixup_labels_are_distributions_and_images_are_their_mix():
-    images = tf.random.stateless_uniform([6, 4, 4, 3], [1, 2])
-    batch = {"image": images, "label": tf.constant([0, 1, 2, 3, 4, 0])}
-    out = preprocess.mixup(0.2, 5, seed=3)(tf.constant(11, tf.int64), batch)
-    labels = out["label"].numpy()
-    np.testing.assert_allclose(labels.sum(-1), 1.0, rtol=1e-6)
-    weight = labels[1, 1]  # example 1 (class 1) is mixed with example 4 (class 4)
-    assert 0.0 <= weight <= 1.0 and labels[1, 4] == pytest.approx(1 - weight)
-    np.testing.assert_allclose(out["image"][1], weight * images[1] + (1 - weight) * images[4], rtol=1e-5)
-    assert labels[0, 0] == pytest.approx(1.0)  # example 0 and 5 are both class 0
 
 
 def test_unknown_op_is_a_clear_error():

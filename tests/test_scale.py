@@ -6,6 +6,7 @@ from flax import traverse_util
 
 from configs import common
 from tljax import freeze, models, optim, steps, weights
+from tljax import state as state_lib
 
 
 def test_gradient_accumulation_gives_the_large_batch_update():
@@ -17,9 +18,7 @@ def test_gradient_accumulation_gives_the_large_batch_update():
     cfg = common.base().optim
     cfg.name, cfg.lr, cfg.schedule = "adam", 0.01, "constant"
     tx = optim.build(cfg, plan, 0, 10)
-    trainable, _ = steps.split_params(variables["params"], plan.phases[0].trainable_paths())
-    state = {"step": jnp.int32(0), "params": variables["params"], "batch_stats": {},
-             "rng": jax.random.PRNGKey(0), "opt_state": tx.init(trainable)}
+    state = state_lib.create(variables, tx, plan.phases[0].trainable_paths(), seed=0)
     batch = {"image": jax.random.normal(jax.random.PRNGKey(1), (16, 8, 8, 3)),
              "label": jnp.arange(16) % 5}
     results = {}
@@ -30,10 +29,10 @@ def test_gradient_accumulation_gives_the_large_batch_update():
     (big, big_metrics), (acc, acc_metrics) = results[1], results[4]
     np.testing.assert_allclose(acc_metrics["loss"], big_metrics["loss"], rtol=1e-6)
     assert acc_metrics["accuracy"] == big_metrics["accuracy"]
-    for path, value in traverse_util.flatten_dict(big["params"], sep="/").items():
-        np.testing.assert_allclose(traverse_util.flatten_dict(acc["params"], sep="/")[path], value,
+    for path, value in traverse_util.flatten_dict(big.params, sep="/").items():
+        np.testing.assert_allclose(traverse_util.flatten_dict(acc.params, sep="/")[path], value,
                                    rtol=1e-5, atol=1e-7, err_msg=path)
-    moved = traverse_util.flatten_dict(acc["params"], sep="/")["head/kernel"]
+    moved = traverse_util.flatten_dict(acc.params, sep="/")["head/kernel"]
     assert np.any(moved != 0)
 
 

@@ -1,20 +1,20 @@
-"""Orbax CheckpointManager wrapper: train state + JSON metadata (phase, data position).
+"""Orbax CheckpointManager wrapper: train state + JSON metadata (phase, run record).
 
 Orbax writes each step to a temporary directory and renames it when complete,
 so an interrupted save never leaves a checkpoint that looks finished.
 """
-import os
-
 import orbax.checkpoint as ocp
 
+from tljax import paths
 from tljax.errors import UserError
+from tljax.state import TrainState
 
 
 class Checkpoints:
     """Saves every `every` steps (and on demand), keeps the newest `keep`."""
 
     def __init__(self, workdir, every, keep):
-        self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+        self.directory = paths.resolve(workdir) / "checkpoints"
         options = ocp.CheckpointManagerOptions(
             save_interval_steps=max(every, 1), max_to_keep=keep, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options,
@@ -24,8 +24,10 @@ class Checkpoints:
         return self._manager.latest_step()
 
     def save(self, step, state, meta, force=False):
+        """Saves a TrainState (one copy of global arrays) and a JSON-able dict."""
         self._manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
+            state=ocp.args.StandardSave(state.to_checkpoint()), meta=ocp.args.JsonSave(meta)),
+            force=force)
 
     def restore_meta(self, step):
         try:
@@ -34,16 +36,17 @@ class Checkpoints:
         except Exception as e:  # noqa: BLE001 - any failure means the files are unusable.
             raise self._corrupt(step, e) from None
 
-    def restore_state(self, step, abstract_state):
+    def restore_state(self, step, template):
+        """The TrainState saved at `step`, placed like `template` (a TrainState)."""
         try:
-            return self._manager.restore(step, args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract_state)))["state"]
+            return TrainState.from_checkpoint(self._manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(template.to_checkpoint())))["state"])
         except Exception as e:  # noqa: BLE001
             raise self._corrupt(step, e) from None
 
     def _corrupt(self, step, error):
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-        return UserError(f"checkpoint {os.path.join(self.directory, str(step))} cannot be restored "
+        return UserError(f"checkpoint {self.directory / str(step)} cannot be restored "
                          f"({type(error).__name__}: {first_line}); delete that step directory to "
                          f"resume from an earlier one, or use a new --workdir")
 

@@ -39,3 +39,11 @@ def place(tree, sharding_of):
         host = jax.device_get(x)
         return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
     return jax.tree.map(put, tree)
+
+
+def barrier(name):
+    """Waits until every process reaches the barrier `name` (a no-op for one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)

@@ -18,6 +18,21 @@ import re
 from absl import logging
 
 from tljax.errors import UserError
+from tljax.models import HEAD, group_of
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Label:
+    """An optimizer group: parameters of one model group trained at one lr multiplier since
+    one step. Each label has its own optimizer state and step count."""
+    group: str
+    lr_mult: float
+    since: int
+
+    @property
+    def key(self):
+        """The name of this label's optimizer state (checkpoints need string keys)."""
+        return f"{self.group}|lr{self.lr_mult:g}|from{self.since}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,7 +47,7 @@ class Phase:
 @dataclasses.dataclass(frozen=True)
 class Plan:
     phases: tuple  # Phase, sorted by start_step, first one starts at 0
-    labels: tuple  # per phase: {path: label} for trainable paths
+    labels: tuple  # per phase: {path: Label} for trainable paths
     l2sp: tuple | None = None  # (alpha, beta) of L2-SP regularisation, or None
 
     def phase_index(self, step):
@@ -61,7 +76,7 @@ def resolve(rules, paths):
 
 def _body_groups(group_list):
     """Group names below the head, input to output."""
-    return [name for name, _ in group_list if name != "head"]
+    return [name for name, _ in group_list if name != HEAD]
 
 
 def _regex_of(group_list, names):
@@ -75,7 +90,7 @@ def _regex_of(group_list, names):
 
 def _train_groups(group_list, names):
     """Rules that train the named groups and the head, and freeze the rest."""
-    return _regex_of(group_list, list(names) + ["head"]) + [(".*", None)]
+    return _regex_of(group_list, list(names) + [HEAD]) + [(".*", None)]
 
 
 def _full(args, group_list, paths):
@@ -118,13 +133,13 @@ def _lp_ft(args, group_list, paths):
 
 
 def _bitfit(args, group_list, paths):
-    return [(0, [(r"head/.*", 1.0), (r".*/bias", 1.0), (".*", None)])]
+    return [(0, _regex_of(group_list, [HEAD]) + [(r".*/bias", 1.0), (".*", None)])]
 
 
 def _norm_only(args, group_list, paths):
     """Normalization scales and offsets: a `bias` counts when its module also has a `scale`."""
     norm_modules = {p.rsplit("/", 1)[0] for p in paths if p.endswith("/scale")}
-    return [(0, [(r"head/.*", 1.0)]
+    return [(0, _regex_of(group_list, [HEAD])
              + [(re.escape(m) + "/(scale|bias)", 1.0) for m in sorted(norm_modules)]
              + [(".*", None)])]
 
@@ -135,7 +150,7 @@ def layer_decay_depths(group_list):
     BEiT/timm convention: the pre-head norm shares the head's lr; embeddings are deepest.
     """
     names = [n for n, _ in group_list]
-    top = {"head", "norm"}
+    top = {HEAD, "norm"}
     body = [n for n in names if n not in top]
     depths = {n: 0 for n in names if n in top}
     depths.update({n: len(body) - i for i, n in enumerate(body)})
@@ -205,8 +220,6 @@ def _combine(components, paths):
 
 def make_plan(spec, group_list, paths, total_steps=None):
     """The freezing Plan for a strategy string or an explicit list of phases."""
-    from tljax.models import group_of  # Local import: models depends on nothing here.
-
     paths = sorted(paths)
     l2sp = None
     if isinstance(spec, str):
@@ -231,15 +244,13 @@ def make_plan(spec, group_list, paths, total_steps=None):
         for path, mult in phase.mults.items():
             if mult is not None and previous.get(path) != mult:
                 since[path] = phase.start_step
-        labels.append({p: f"{group[p]}|lr{m:g}|from{since[p]}"
+        labels.append({p: Label(group[p], m, since[p])
                        for p, m in phase.mults.items() if m is not None})
     return Plan(tuple(phases), tuple(labels), l2sp)
 
 
 def summary_rows(plan, group_list, param_sizes):
     """Rows (group, #params, per-phase 'frozen'/'x{mult}') for the start-of-run table."""
-    from tljax.models import group_of
-
     rows = []
     for name, _ in group_list:
         members = [p for p in param_sizes if group_of(p, group_list) == name]

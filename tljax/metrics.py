@@ -1,34 +1,48 @@
 """Metric writers (metrics.jsonl + TensorBoard) and the progress line (step, loss, images/s, ETA)."""
 import json
-import os
 import time
 
 from absl import logging
+from etils import epath
+
+from tljax import paths
+
+
+def read_records(workdir):
+    """The records of workdir/metrics.jsonl ([] when there is none)."""
+    path = epath.Path(workdir) / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 class MetricWriter:
-    """Appends one JSON object per event to metrics.jsonl and mirrors scalars to TensorBoard.
+    """One JSON object per event in metrics.jsonl, scalars mirrored to TensorBoard.
 
-    Only the main process writes; others get a writer that does nothing.
+    A resumed run drops the records after its checkpoint (they are recomputed), so the
+    file reads as one uninterrupted run. The file is rewritten whole on each write (via a
+    rename, which works on buckets too, where appending does not). Only the main process
+    writes; others get a writer that does nothing.
     """
 
-    def __init__(self, workdir, enabled=True):
+    def __init__(self, workdir, enabled=True, resume_step=0):
         self.enabled = enabled
         if not enabled:
             return
         import tensorflow as tf  # Heavy import, and only process 0 needs it.
 
         self._tf = tf
-        self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-        self._tb = tf.summary.create_file_writer(os.path.join(workdir, "tensorboard"))
+        self._path = epath.Path(workdir) / "metrics.jsonl"
+        self._lines = [json.dumps(r) for r in read_records(workdir) if r["step"] <= resume_step]
+        self._tb = tf.summary.create_file_writer(str(epath.Path(workdir) / "tensorboard"))
 
     def write(self, step, values, kind="train"):
         if not self.enabled:
             return
         record = {"step": int(step), "kind": kind, "time": time.time()}
         record.update({k: (float(v) if hasattr(v, "__float__") else v) for k, v in values.items()})
-        self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
+        self._lines.append(json.dumps(record))
+        paths.write_text_atomic(self._path, "\n".join(self._lines) + "\n")
         with self._tb.as_default(step=int(step)):
             for key, value in record.items():
                 if key not in ("step", "time", "kind") and isinstance(value, (int, float)):
@@ -36,7 +50,6 @@ class MetricWriter:
 
     def close(self):
         if self.enabled:
-            self._jsonl.close()
             self._tb.close()
 
 
@@ -59,3 +72,13 @@ class Progress:
                 f"ETA {int(eta) // 60}m{int(eta) % 60:02d}s")
         logging.info(text)
         return {"images_per_s": images_per_s}
+
+
+def compiled_cost(compiled):
+    """XLA's cost analysis of a compiled computation as a dict ('flops', 'bytes accessed', ...).
+
+    Exact for the compiled program; some backends return one dict per device program.
+    """
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    return {k: float(v) for k, v in (cost or {}).items()}

@@ -62,12 +62,9 @@ def build(cfg, plan, phase_index, total_steps):
     """The optax transformation for one phase, over that phase's trainable subtree."""
     labels = plan.labels[phase_index]
     schedule = lr_schedule(cfg, total_steps)
-    transforms = {}
-    for label in sorted(set(labels.values())):
-        _, mult, since = label.split("|")
-        transforms[label] = base_transform(
-            cfg, _label_lr(schedule, float(mult[2:]), int(since[4:])))
-    label_tree = traverse_util.unflatten_dict(labels, sep="/")
+    transforms = {label.key: base_transform(cfg, _label_lr(schedule, label.lr_mult, label.since))
+                  for label in sorted(set(labels.values()))}
+    label_tree = traverse_util.unflatten_dict({p: label.key for p, label in labels.items()}, sep="/")
     parts = [optax.clip_by_global_norm(cfg.clip_norm)] if cfg.clip_norm else []
     return optax.chain(*parts, optax.partition(transforms, label_tree))
 

@@ -3,9 +3,11 @@
 - `jit` (default): one SPMD program over a 1-D `Mesh` of every device of every process;
   the batch is sharded on the `data` axis, parameters and optimizer state replicated.
 - `fsdp`: the same, with large parameters and optimizer state sharded over `data` too.
-- `pmap`: per-device replicas of the state, gradients averaged with `pmean`. One
-  process only (for several hosts use `jit`).
+- `pmap`: per-device replicas of the state, gradients and BatchNorm statistics averaged
+  over the device axis. One process only (for several hosts use `jit`).
 """
+import math
+
 import jax
 import jax.numpy as jnp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
@@ -31,10 +33,11 @@ class Jit:
         self.sharded = NamedSharding(mesh, P("data"))
 
     def _state_sharding(self, x):
+        """Where a state leaf (an array or a ShapeDtypeStruct) lives."""
         n = jax.device_count()
-        if not self.fsdp or n == 1 or jnp.size(x) < self.FSDP_MIN_SIZE:
+        shape = tuple(x.shape)
+        if not self.fsdp or n == 1 or math.prod(shape) < self.FSDP_MIN_SIZE:
             return self.replicated
-        shape = jnp.shape(x)
         axes = [i for i in sorted(range(len(shape)), key=lambda i: -shape[i]) if shape[i] % n == 0]
         if not axes:
             return self.replicated
@@ -46,9 +49,15 @@ class Jit:
         """Host state -> global arrays, replicated (or FSDP-sharded)."""
         return distributed.place(state, self._state_sharding)
 
-    def host_state(self, state):
-        """The state as one copy (what is saved, exported and carried between phases)."""
+    def one_copy(self, state):
+        """The state as one copy of global arrays (what is saved and exported)."""
         return state
+
+    def map_state(self, fn, state):
+        """fn(state) compiled over the global state (shardings kept), e.g. a phase change:
+        it runs on the devices of every process, never through the host."""
+        shardings = jax.tree.map(self._state_sharding, jax.eval_shape(fn, state))
+        return jax.jit(fn, out_shardings=shardings, donate_argnums=(0,))(state)
 
     def restore_template(self, state):
         return self.put_state(state)
@@ -103,8 +112,11 @@ class Pmap:
         return jax.tree.map(
             lambda x: jax.device_put(jnp.broadcast_to(x, (n, *jnp.shape(x))), self.per_device), state)
 
-    def host_state(self, state):
+    def one_copy(self, state):
         return jax.tree.map(lambda x: x[0], state)
+
+    def map_state(self, fn, state):
+        return jax.pmap(fn, axis_name=self.axis_name, donate_argnums=(0,))(state)
 
     def restore_template(self, state):
         return jax.device_put(state, self.devices[0])

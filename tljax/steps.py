@@ -9,20 +9,8 @@ import jax.numpy as jnp
 import optax
 from flax import traverse_util
 
-
-def split_params(params, trainable_paths):
-    """(trainable subtree, frozen flat dict) of a nested params dict."""
-    flat = traverse_util.flatten_dict(params, sep="/")
-    keep = set(trainable_paths)
-    trainable = traverse_util.unflatten_dict({p: v for p, v in flat.items() if p in keep}, sep="/")
-    frozen = {p: v for p, v in flat.items() if p not in keep}
-    return trainable, frozen
-
-
-def merge_params(trainable, frozen):
-    flat = dict(frozen)
-    flat.update(traverse_util.flatten_dict(trainable, sep="/"))
-    return traverse_util.unflatten_dict(flat, sep="/")
+from tljax import models
+from tljax.state import merge_params, split_params
 
 
 def cross_entropy(logits, labels):
@@ -40,55 +28,89 @@ def _microbatches(batch, accum_steps):
     return jax.tree.map(split, batch)
 
 
-def make_train_step(module, tx, trainable_paths, l2sp=None, accum_steps=1, axis_name=None):
+def mixup(batch, rng, alpha, num_classes, axis_name=None):
+    """Mixup (Zhang et al. 2018) over the global batch: example i mixes with example B-1-i.
+
+    Pairing by global position makes the mixed batch the same however the batch is
+    split over devices and processes: under jit the flip is of the global array;
+    under pmap device d's partner rows live on device n-1-d and are fetched with a
+    ppermute. One weight lam ~ Beta(alpha, alpha) per batch; labels become probabilities.
+    """
+    lam = jax.random.beta(rng, alpha, alpha)
+    labels = batch["label"]
+    if labels.ndim == 1:
+        labels = jax.nn.one_hot(labels, num_classes)
+
+    def reversed_global(x):
+        if axis_name:
+            n = jax.lax.axis_size(axis_name)
+            x = jax.lax.ppermute(x, axis_name, [(i, n - 1 - i) for i in range(n)])
+        return jnp.flip(x, 0)
+
+    return dict(batch, image=lam * batch["image"] + (1 - lam) * reversed_global(batch["image"]),
+                label=lam * labels + (1 - lam) * reversed_global(labels))
+
+
+def make_train_step(module, tx, trainable_paths, *, l2sp=None, accum_steps=1, axis_name=None,
+                    mixup_alpha=0.0):
     """step(state, batch) -> (state, metrics) for one phase (fixed trainable set and optimizer).
 
-    `state` is a dict: step, params, batch_stats, opt_state, rng (+ anchor for L2-SP).
-    With accum_steps > 1 the batch is processed as that many microbatches whose
-    gradients are averaged before one optimizer update (the same update as the full
-    batch for models without batch statistics). Under pmap, `axis_name` averages
-    gradients, metrics and BatchNorm statistics over the devices.
+    `state` is a `tljax.state.TrainState`. With accum_steps > 1 the batch is processed
+    as that many microbatches whose gradients are averaged before one optimizer update
+    (the same update as the full batch for models without batch statistics). Under
+    pmap, `axis_name` averages gradients, metrics and BatchNorm statistics (inside the
+    layers, so every device normalises with global-batch statistics) over the devices.
+    Random numbers come from (state.rng, step): mixup's are shared by all devices,
+    dropout's are folded with the device and microbatch index.
     """
+    module = models.for_device_axis(module, axis_name)
 
-    def loss_fn(trainable, frozen, state, batch, rng):
-        params = merge_params(trainable, frozen)
-        variables = {"params": params}
-        if state["batch_stats"]:
-            variables["batch_stats"] = state["batch_stats"]
+    def loss_fn(trainable, frozen, batch_stats, anchor, batch, rng):
+        variables = {"params": merge_params(trainable, frozen)}
+        if batch_stats:
+            variables["batch_stats"] = batch_stats
         logits, mutated = module.apply(variables, batch["image"], train=True,
                                        mutable=["batch_stats"], rngs={"dropout": rng})
         loss = cross_entropy(logits, batch["label"])
         total = loss
         if l2sp is not None:
-            total = total + l2sp_penalty(trainable, state["anchor"], *l2sp)
+            total = total + l2sp_penalty(trainable, anchor, *l2sp)
         return total, (loss, logits, mutated.get("batch_stats", {}))
+
+    grad_fn = jax.grad(loss_fn, has_aux=True)
 
     def grads_and_aux(trainable, frozen, state, batch, rng):
         if accum_steps == 1:
-            return jax.grad(loss_fn, has_aux=True)(trainable, frozen, state, batch, rng)
+            return grad_fn(trainable, frozen, state.batch_stats, state.anchor, batch, rng)
 
-        def one(carry, micro):
+        def one(carry, indexed):
             grad_sum, batch_stats = carry
-            micro_state = dict(state, batch_stats=batch_stats)
-            grads, (loss, logits, new_stats) = jax.grad(loss_fn, has_aux=True)(
-                trainable, frozen, micro_state, micro, rng)
+            index, micro = indexed
+            grads, (loss, logits, new_stats) = grad_fn(
+                trainable, frozen, batch_stats, state.anchor, micro, jax.random.fold_in(rng, index))
             grad_sum = jax.tree.map(jnp.add, grad_sum, grads)
             return (grad_sum, new_stats or batch_stats), (loss, logits)
 
         zeros = jax.tree.map(jnp.zeros_like, trainable)
         (grad_sum, batch_stats), (losses, logits) = jax.lax.scan(
-            one, (zeros, state["batch_stats"]), _microbatches(batch, accum_steps))
+            one, (zeros, state.batch_stats),
+            (jnp.arange(accum_steps), _microbatches(batch, accum_steps)))
         grads = jax.tree.map(lambda g: g / accum_steps, grad_sum)
         logits = jnp.swapaxes(logits, 0, 1).reshape(-1, logits.shape[-1])  # back to batch order
         return grads, (jnp.mean(losses), logits, batch_stats)
 
     def step(state, batch):
-        rng = jax.random.fold_in(state["rng"], state["step"])
-        trainable, frozen = split_params(state["params"], trainable_paths)
-        grads, (loss, logits, batch_stats) = grads_and_aux(trainable, frozen, state, batch, rng)
+        mix_rng, dropout_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
+        if mixup_alpha > 0:
+            batch = mixup(batch, mix_rng, mixup_alpha, module.num_classes, axis_name)
+        if axis_name:
+            dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
+        trainable, frozen = split_params(state.params, trainable_paths)
+        grads, (loss, logits, batch_stats) = grads_and_aux(trainable, frozen, state, batch,
+                                                           dropout_rng)
         if axis_name:
             grads, batch_stats = jax.lax.pmean((grads, batch_stats), axis_name)
-        updates, opt_state = tx.update(grads, state["opt_state"], trainable)
+        updates, opt_state = tx.update(grads, state.opt_state, trainable)
         trainable = optax.apply_updates(trainable, updates)
         labels = batch["label"] if batch["label"].ndim == 1 else jnp.argmax(batch["label"], -1)
         metrics = {
@@ -98,9 +120,9 @@ def make_train_step(module, tx, trainable_paths, l2sp=None, accum_steps=1, axis_
         }
         if axis_name:
             metrics = jax.lax.pmean(metrics, axis_name)
-        new_state = dict(state, step=state["step"] + 1, opt_state=opt_state,
-                         params=merge_params(trainable, frozen),
-                         batch_stats=batch_stats or state["batch_stats"])
+        new_state = state.replace(step=state.step + 1, opt_state=opt_state,
+                                  params=merge_params(trainable, frozen),
+                                  batch_stats=batch_stats or state.batch_stats)
         return new_state, metrics
 
     return step
@@ -111,8 +133,8 @@ def l2sp_penalty(trainable, anchor, alpha, beta):
     flat = traverse_util.flatten_dict(trainable, sep="/")
     anchor = traverse_util.flatten_dict(anchor, sep="/")
     towards_start = sum(jnp.sum(jnp.square(v - anchor[p])) for p, v in flat.items()
-                        if not p.startswith("head/"))
-    head = sum(jnp.sum(jnp.square(v)) for p, v in flat.items() if p.startswith("head/"))
+                        if not models.is_classifier(p))
+    head = sum(jnp.sum(jnp.square(v)) for p, v in flat.items() if models.is_classifier(p))
     return 0.5 * alpha * towards_start + 0.5 * beta * head
 
 

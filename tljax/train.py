@@ -1,9 +1,9 @@
 """The training loop: wires data, model, weights, freezing plan, optimizer, steps,
 checkpoints and metrics together. It owns no math."""
 import collections
-import json
+import dataclasses
+import functools
 import os
-import time
 
 import jax
 import jax.numpy as jnp
@@ -11,21 +11,14 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from tljax import (checkpoint, config_lib, data, freeze, hyperrule, metrics, models, optim,
-                   parallel, steps, weights)
+from tljax import (checkpoint, config_lib, data, distributed, freeze, hyperrule, metrics, models,
+                   optim, parallel, paths, steps, weights)
+from tljax import state as state_lib
+from tljax import summary as summary_lib
 from tljax.data import preprocess
 from tljax.errors import UserError
 from tljax.weights import merge as merge_lib
 from tljax.weights import tljax_format
-
-
-def _prefetch_to_device(batches, par, depth=2):
-    """Device batches, `depth` transfers ahead of the step that consumes them."""
-    queue = collections.deque()
-    for batch in batches:
-        queue.append(par.put_batch(batch))
-        if len(queue) == depth:
-            yield queue.popleft()
 
 
 def _with_hyperrule(config):
@@ -55,6 +48,21 @@ def _prepare_init(config):
     run(recipe, recipe_workdir)
     if not os.path.exists(init):
         raise UserError(f"init recipe {config.model.init_recipe} did not write {init}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Model:
+    module: object
+    variables: dict        # initial variables (pretrained weights merged in)
+    normalization: str     # the normalisation op the init weights expect, or ""
+    num_classes: int
+
+
+def _load_model(config):
+    num_classes = config.model.num_classes
+    if num_classes <= 0:
+        num_classes = data.num_classes(config.data)
+    return _Model(*_build_and_init(config, num_classes), num_classes)
 
 
 def _build_and_init(config, num_classes):
@@ -106,6 +114,35 @@ def _log_plan(plan, group_list, param_sizes):
     logging.info("freezing plan (%s):\n%s", "lr multipliers", "\n".join(lines))
 
 
+def _check_batch_sizes(config):
+    devices = jax.device_count()
+    for key in ("batch_size", "eval_batch_size"):
+        if config.data[key] % devices:
+            raise UserError(f"data.{key}={config.data[key]} must be a multiple of the "
+                            f"{devices} devices")
+    per_device = config.data.batch_size // devices
+    if config.accum_steps < 1 or per_device % config.accum_steps:
+        raise UserError(f"data.batch_size={config.data.batch_size} gives {per_device} examples per "
+                        f"device, which must be a multiple of accum_steps={config.accum_steps}")
+
+
+def _claim_workdir(workdir, config):
+    """Checks a resumed run's config on every process, then process 0 writes config.json.
+
+    Every process reads before the barrier and process 0 writes (atomically) after it,
+    so no process reads a half-written file, and a mismatch fails on all of them.
+    """
+    current = config_lib.to_dict(config)
+    path = workdir / "config.json"
+    if jax.process_index() == 0:
+        workdir.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        config_lib.check_same_run(paths.read_json(path), current)
+    distributed.barrier("tljax_config_checked")
+    if jax.process_index() == 0:
+        paths.write_text_atomic(path, config.to_json_best_effort(indent=2))
+
+
 class _PhaseRunner:
     """Optimizer, compiled step and step cost for one phase of the plan."""
 
@@ -115,37 +152,145 @@ class _PhaseRunner:
         self.trainable = self.phase.trainable_paths()
         self.tx = optim.build(config.optim, plan, index, config.total_steps)
         frozen = [p for p, mult in self.phase.mults.items() if mult is None]
-        step = steps.make_train_step(models.with_frozen_norms(module, frozen), self.tx,
-                                     self.trainable, plan.l2sp, config.accum_steps, par.axis_name)
+        step = steps.make_train_step(
+            models.with_frozen_norms(module, frozen), self.tx, self.trainable, l2sp=plan.l2sp,
+            accum_steps=config.accum_steps, axis_name=par.axis_name,
+            mixup_alpha=config.data.mixup_alpha)
         self._jitted = par.compile_train(step)
         self._compiled = None
         self.flops = None
 
-    def init_opt_state(self, params):
-        trainable, _ = steps.split_params(params, self.trainable)
-        return self.tx.init(trainable)
-
     def __call__(self, state, batch):
         if self._compiled is None:
             self._compiled = self._jitted.lower(state, batch).compile()
-            cost = self._compiled.cost_analysis()
-            cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-            self.flops = float(cost.get("flops", 0.0)) if cost else None
+            self.flops = metrics.compiled_cost(self._compiled).get("flops")
         return self._compiled(state, batch)
 
 
-def _evaluate(eval_data, state, eval_step, par):
+@dataclasses.dataclass
+class _Run:
+    """What the loop needs, fixed for the whole run."""
+    config: object
+    workdir: object
+    par: object
+    module: object
+    plan: freeze.Plan
+    param_sizes: dict
+    ckpt: checkpoint.Checkpoints
+    writer: metrics.MetricWriter = None
+    eval_step: object = None
+    eval_data: object = None
+
+    def runner(self, index):
+        return _PhaseRunner(self.config, self.module, self.plan, index, self.par)
+
+
+def _start(run_, model):
+    """(phase runner, state, run record, start step): fresh, or restored from the newest checkpoint."""
+    config, plan, par = run_.config, run_.plan, run_.par
+    start_step = run_.ckpt.latest_step() or 0
+    runner = run_.runner(plan.phase_index(start_step))
+    initial = state_lib.create(model.variables, runner.tx, runner.trainable, config.seed,
+                               with_anchor=plan.l2sp is not None)
+    if not start_step:
+        return runner, par.put_state(initial), summary_lib.RunRecord(), 0
+    meta = run_.ckpt.restore_meta(start_step)
+    if meta.get("phase") != runner.index:
+        raise UserError(f"checkpoint step {start_step} was saved in phase {meta.get('phase')} "
+                        f"but the plan puts it in phase {runner.index}: the freeze config changed")
+    state = par.from_restored(run_.ckpt.restore_state(start_step, par.restore_template(initial)))
+    record = summary_lib.RunRecord.from_json(meta["record"]) if "record" in meta else (
+        summary_lib.RunRecord())
+    logging.info("resumed from step %d (phase %d)", start_step, runner.index)
+    return runner, state, record, start_step
+
+
+def _evaluate(run_, state):
     """Accuracy and loss over the whole test split (padded batches, masked)."""
-    batches, count = eval_data
+    batches, count = run_.eval_data
     totals = None
     for batch in batches:
-        sums = eval_step(state["params"], state["batch_stats"], par.put_batch(batch))
+        sums = run_.eval_step(state.params, state.batch_stats, run_.par.put_batch(batch))
         totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
-    totals = par.fetch(totals)
+    totals = run_.par.fetch(totals)
     if int(totals["count"]) != count:
         raise RuntimeError(f"eval counted {totals['count']} examples, the split has {count}")
     return {"accuracy": float(totals["correct"] / count), "loss": float(totals["loss"] / count),
             "count": int(totals["count"])}
+
+
+def _log_train(run_, fetched, done, runner, progress):
+    """Checks the losses are finite, and writes the train record when it is time."""
+    config = run_.config
+    losses = [float(m["loss"]) for m in fetched]
+    if not np.all(np.isfinite(losses)):
+        raise UserError(f"training loss became {losses[-1]} by step {done}; lower optim.lr "
+                        f"(now {config.optim.lr}) or set optim.clip_norm. Checkpoints up to "
+                        f"step {run_.ckpt.latest_step()} are intact")
+    if done % config.log_every and done != config.total_steps:
+        return
+    record = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+    record.update(progress.line(done, record["loss"]))
+    record.update(phase=runner.index,
+                  trainable_fraction=freeze.trainable_fraction(runner.phase, run_.param_sizes),
+                  lr=float(optim.lr_schedule(config.optim, config.total_steps)(done - 1)))
+    run_.writer.write(done, record)
+
+
+def _next_phase(run_, state, done):
+    """The runner of the phase that starts at step `done`, and the state moved to it (on device)."""
+    runner = run_.runner(run_.plan.phase_index(done))
+    state = run_.par.map_state(functools.partial(
+        state_lib.next_phase, tx=runner.tx, trainable_paths=runner.trainable), state)
+    logging.info("step %d: phase %d starts, %d trainable tensors (%.1f%% of parameters)",
+                 done, runner.index, len(runner.trainable),
+                 100 * freeze.trainable_fraction(runner.phase, run_.param_sizes))
+    return runner, state
+
+
+def _save(run_, done, state, runner, record, last):
+    run_.ckpt.save(done, run_.par.one_copy(state),
+                   {"phase": runner.index, "step": done, "record": record.to_json()}, force=last)
+    if not last:  # Lets a sweep see how far a running (or killed) run got.
+        _write_summary(run_, record, status="running")
+
+
+def _train(run_, runner, state, record, start_step, train_iter):
+    """Steps start_step..total_steps: train, log, evaluate, change phase, checkpoint."""
+    config = run_.config
+    progress = metrics.Progress(start_step, config.total_steps, config.data.batch_size)
+    pending = []
+    for step in range(start_step, config.total_steps):
+        state, step_metrics = runner(state, next(train_iter))
+        record.set_flops(runner.index, runner.flops)
+        pending.append(step_metrics)
+        done = step + 1
+        last = done == config.total_steps
+        save_now = done % config.checkpoint_every == 0 or last
+        eval_now = (config.eval_every and done % config.eval_every == 0) or last
+        if done % config.log_every == 0 or save_now or eval_now:
+            _log_train(run_, run_.par.fetch(pending), done, runner, progress)
+            pending = []
+        if eval_now:
+            result = _evaluate(run_, state)
+            record.add_eval(done, result)
+            logging.info("eval at step %d: accuracy %.4f  loss %.4f  (%d examples)",
+                         done, result["accuracy"], result["loss"], result["count"])
+            run_.writer.write(done, result, kind="eval")
+        if not last and run_.plan.phase_index(done) != runner.index:
+            runner, state = _next_phase(run_, state, done)
+        if save_now:
+            _save(run_, done, state, runner, record, last)
+    return state
+
+
+def _prefetch_to_device(batches, par, depth=2):
+    """Device batches, `depth` transfers ahead of the step that consumes them."""
+    queue = collections.deque()
+    for batch in batches:
+        queue.append(par.put_batch(batch))
+        if len(queue) == depth:
+            yield queue.popleft()
 
 
 def run(config, workdir):
@@ -153,182 +298,72 @@ def run(config, workdir):
 
     Returns the run summary (also written to workdir/summary.json).
     """
-    start_time = time.time()
     _prepare_init(config)
     if config.hyperrule:
         config = _with_hyperrule(config)
-    os.makedirs(workdir, exist_ok=True)
-    is_main = jax.process_index() == 0
-    config_path = os.path.join(workdir, "config.json")
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            config_lib.check_same_run(json.load(f), config_lib.to_dict(config))
-    if is_main:
-        with open(config_path, "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
-
-    if config.accum_steps < 1 or config.data.batch_size % config.accum_steps:
-        raise UserError(f"data.batch_size={config.data.batch_size} must be a multiple of "
-                        f"accum_steps={config.accum_steps}")
-    for key in ("batch_size", "eval_batch_size"):
-        if config.data[key] % jax.device_count():
-            raise UserError(f"data.{key}={config.data[key]} must be a multiple of the "
-                            f"{jax.device_count()} devices")
+    _check_batch_sizes(config)
+    workdir = paths.resolve(workdir)
     par = parallel.build(config.parallelism)
-    num_classes = config.model.num_classes
-    if num_classes <= 0:
-        num_classes = data.num_classes(config.data)
-    module, variables, normalization = _build_and_init(config, num_classes)
-    data_cfg = _data_config(config, normalization)
-    params = variables["params"]
-    flat_params = traverse_util.flatten_dict(params, sep="/")
+    model = _load_model(config)
+    flat_params = traverse_util.flatten_dict(model.variables["params"], sep="/")
     param_sizes = {p: int(np.prod(v.shape)) for p, v in flat_params.items()}
-    group_list = models.groups(module)
+    group_list = models.groups(model.module)
     plan = freeze.make_plan(config.freeze, group_list, list(flat_params), config.total_steps)
     _log_plan(plan, group_list, param_sizes)
+    _claim_workdir(workdir, config)
 
-    ckpt = checkpoint.Checkpoints(workdir, config.checkpoint_every, config.keep_checkpoints)
-    start_step = ckpt.latest_step() or 0
-    phase_index = plan.phase_index(start_step)
-    runner = _PhaseRunner(config, module, plan, phase_index, par)
-    state = {
-        "step": np.int32(0), "params": params, "batch_stats": variables.get("batch_stats", {}),
-        "rng": jax.random.PRNGKey(config.seed),
-        "opt_state": runner.init_opt_state(params),
-    }
-    if plan.l2sp:
-        state["anchor"] = params
-    if start_step:
-        meta = ckpt.restore_meta(start_step)
-        if meta.get("phase") != phase_index:
-            raise UserError(f"checkpoint step {start_step} was saved in phase {meta.get('phase')} "
-                            f"but the plan puts it in phase {phase_index}: the freeze config changed")
-        state = par.from_restored(ckpt.restore_state(start_step, par.restore_template(state)))
-        logging.info("resumed from step %d (phase %d)", start_step, phase_index)
-    else:
-        state = par.put_state(state)
-
-    writer = metrics.MetricWriter(workdir, enabled=is_main)
-    eval_step = par.compile_eval(steps.make_eval_step(module, par.axis_name))
-    train_iter = _prefetch_to_device(data.train_batches(
-        data_cfg, seed=config.seed, global_batch=config.data.batch_size,
-        process_index=jax.process_index(), process_count=jax.process_count(),
-        start_step=start_step), par)
-    eval_data = data.eval_batches(  # Re-iterable: built once, read at every evaluation.
-        data_cfg, seed=config.seed, global_batch=config.data.eval_batch_size,
-        process_index=jax.process_index(), process_count=jax.process_count())
-    progress = metrics.Progress(start_step, config.total_steps, config.data.batch_size)
-    phase_flops = {}
-    pending = []
-    eval_history = []
-    fraction = freeze.trainable_fraction(runner.phase, param_sizes)
-
+    run_ = _Run(config, workdir, par, model.module, plan, param_sizes,
+                checkpoint.Checkpoints(workdir, config.checkpoint_every, config.keep_checkpoints))
     try:  # On any failure, in-flight checkpoint saves (of finite states) still complete.
-        for step in range(start_step, config.total_steps):
-            batch = next(train_iter)
-            state, step_metrics = runner(state, batch)
-            phase_flops[runner.index] = runner.flops
-            pending.append(step_metrics)
-            done = step + 1
-            last = done == config.total_steps
-            log_now = done % config.log_every == 0 or last
-            save_now = done % config.checkpoint_every == 0 or last
-            eval_now = (config.eval_every and done % config.eval_every == 0) or last
-            if log_now or save_now or eval_now:
-                fetched = par.fetch(pending)
-                pending = []
-                losses = [float(m["loss"]) for m in fetched]
-                if not np.all(np.isfinite(losses)):
-                    raise UserError(f"training loss became {losses[-1]} by step {done}; lower optim.lr "
-                                    f"(now {config.optim.lr}) or set optim.clip_norm. Checkpoints up to "
-                                    f"step {ckpt.latest_step()} are intact")
-                if log_now:
-                    record = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-                    record.update(progress.line(done, record["loss"]))
-                    record.update(phase=runner.index, trainable_fraction=fraction,
-                                  lr=float(optim.lr_schedule(config.optim, config.total_steps)(step)))
-                    writer.write(done, record)
-            if eval_now:
-                result = _evaluate(eval_data, state, eval_step, par)
-                eval_history.append((done, result["accuracy"]))
-                logging.info("eval at step %d: accuracy %.4f  loss %.4f  (%d examples)",
-                             done, result["accuracy"], result["loss"], result["count"])
-                writer.write(done, result, kind="eval")
-            if not last and plan.phase_index(done) != runner.index:
-                runner = _PhaseRunner(config, module, plan, plan.phase_index(done), par)
-                one = par.host_state(state)
-                fresh = runner.init_opt_state(one["params"])
-                opt_state = optim.carry_over_state(one["opt_state"], fresh)
-                state = par.put_state(dict(one, opt_state=opt_state))
-                fraction = freeze.trainable_fraction(runner.phase, param_sizes)
-                logging.info("step %d: phase %d starts, %d trainable tensors (%.1f%% of parameters)",
-                             done, runner.index, len(runner.trainable), 100 * fraction)
-            if save_now:
-                ckpt.save(done, par.host_state(state), {"phase": runner.index, "step": done},
-                          force=last)
+        runner, state, record, start_step = _start(run_, model)
+        data_cfg = _data_config(config, model.normalization)
+        run_.writer = metrics.MetricWriter(workdir, jax.process_index() == 0, start_step)
+        run_.eval_step = par.compile_eval(steps.make_eval_step(model.module, par.axis_name))
+        run_.eval_data = data.eval_batches(  # Re-iterable: built once, read at every evaluation.
+            data_cfg, seed=config.seed, global_batch=config.data.eval_batch_size,
+            process_index=jax.process_index(), process_count=jax.process_count())
+        train_iter = _prefetch_to_device(data.train_batches(
+            data_cfg, seed=config.seed, global_batch=config.data.batch_size,
+            process_index=jax.process_index(), process_count=jax.process_count(),
+            start_step=start_step), par)
+        state = _train(run_, runner, state, record, start_step, train_iter)
     finally:
-        ckpt.close()
-
-    summary = _summarize(config, workdir, plan, param_sizes, phase_flops, eval_history, start_time)
-    if is_main and config.export_weights:
-        final = par.to_host(par.host_state(state))
-        out = {"params": final["params"]}
-        if final["batch_stats"]:
-            out["batch_stats"] = final["batch_stats"]
-        tljax_format.save(os.path.join(workdir, "model.safetensors"), out,
-                          model=config.model.name, arch=_arch_of(module),
-                          num_classes=num_classes,
-                          preprocessing={"normalization": preprocess.normalization_op(data_cfg.pp_eval),
-                                         "image_size": config.data.image_size})
-    writer.write(config.total_steps, summary, kind="summary")
-    writer.close()
+        run_.ckpt.close()
+    summary = _write_summary(run_, record, status="done")
+    if config.export_weights:
+        _export(run_, state, model.num_classes, data_cfg)
+    run_.writer.write(config.total_steps, summary, kind="summary")
+    run_.writer.close()
     return summary
+
+
+def _write_summary(run_, record, status):
+    summary = summary_lib.summarize(run_.config, run_.plan, run_.param_sizes, record, status)
+    if jax.process_index() == 0:
+        paths.write_json(run_.workdir / "summary.json", summary)
+    if status == "done":
+        logging.info("final test accuracy %.4f (best %.4f) after %d steps",
+                     summary["final_accuracy"] or 0.0, summary["best_accuracy"] or 0.0,
+                     run_.config.total_steps)
+    return summary
+
+
+def _export(run_, state, num_classes, data_cfg):
+    """Gathers the final weights on every process (a collective under multi-process fsdp);
+    process 0 writes workdir/model.safetensors."""
+    final = run_.par.to_host(run_.par.one_copy(state))
+    if jax.process_index() != 0:
+        return
+    out = {"params": final.params}
+    if final.batch_stats:
+        out["batch_stats"] = final.batch_stats
+    tljax_format.save(run_.workdir / "model.safetensors", out, model=run_.config.model.name,
+                      arch=_arch_of(run_.module), num_classes=num_classes,
+                      preprocessing={"normalization": preprocess.normalization_op(data_cfg.pp_eval),
+                                     "image_size": run_.config.data.image_size})
 
 
 def _arch_of(module):
     """The architecture kwargs of a built module (what tljax_format stores)."""
-    skip = {"num_classes", "dtype", "parent", "name", "frozen_norms"}
+    skip = {"num_classes", "dtype", "parent", "name", "frozen_norms", "bn_axis_name"}
     return {k: getattr(module, k) for k in module.__dataclass_fields__ if k not in skip}
-
-
-def _summarize(config, workdir, plan, param_sizes, phase_flops, eval_history, start_time):
-    """Final numbers of a run: what the sweep report compares."""
-    previous = {}
-    path = os.path.join(workdir, "summary.json")
-    if os.path.exists(path):  # A resumed run adds to the earlier wall time and keeps FLOPs known then.
-        with open(path) as f:
-            previous = json.load(f)
-    history = [tuple(h) for h in previous.get("eval_history", [])]
-    history = sorted(dict(history + eval_history).items())
-    flops = {str(k): v for k, v in previous.get("train_step_flops", {}).items()}
-    flops.update({str(k): v for k, v in phase_flops.items() if v is not None})
-    weights_per_phase = [(p.start_step, (plan.phases[i + 1].start_step if i + 1 < len(plan.phases)
-                                         else config.total_steps)) for i, p in enumerate(plan.phases)]
-    mean_flops = None
-    if all(str(i) in flops for i in range(len(plan.phases))):
-        mean_flops = sum(flops[str(i)] * (end - start) for i, (start, end)
-                         in enumerate(weights_per_phase)) / config.total_steps
-    summary = {
-        "status": "done",
-        "freeze": config.freeze if isinstance(config.freeze, str) else "explicit",
-        "seed": config.seed,
-        "final_accuracy": history[-1][1] if history else None,
-        "best_accuracy": max(a for _, a in history) if history else None,
-        "eval_history": history,
-        "trainable_fraction": sum(freeze.trainable_fraction(p, param_sizes) * (end - start)
-                                  for p, (start, end) in zip(plan.phases, weights_per_phase))
-                              / config.total_steps,
-        "train_step_flops": flops,
-        "mean_train_step_flops": mean_flops,
-        "num_params": int(sum(param_sizes.values())),
-        "wall_time_s": previous.get("wall_time_s", 0.0) + (time.time() - start_time),
-        "total_steps": config.total_steps,
-    }
-    if jax.process_index() == 0:
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(summary, f, indent=2)
-        os.replace(tmp, path)
-    logging.info("final test accuracy %.4f (best %.4f) after %d steps",
-                 summary["final_accuracy"] or 0.0, summary["best_accuracy"] or 0.0, config.total_steps)
-    return summary

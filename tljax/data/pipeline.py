@@ -132,10 +132,7 @@ def train_batches(cfg, *, seed, global_batch, process_index=0, process_count=1, 
         return {"image": pp(image, key), "label": label}
 
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
-    ds = ds.batch(local_batch, drop_remainder=True)
-    if cfg.mixup_alpha > 0:
-        classes = get_builder(cfg).info.features["label"].num_classes
-        ds = ds.enumerate(start_step).map(preprocess.mixup(cfg.mixup_alpha, classes, seed))
+    ds = ds.batch(local_batch, drop_remainder=True)  # mixup runs in the train step (global batch)
     return tfds.as_numpy(ds.prefetch(2))
 
 

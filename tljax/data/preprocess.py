@@ -147,20 +147,3 @@ def normalization_op(spec):
     ops = [op.strip() for op in spec.split("|")
            if op.strip().startswith(("value_range", "normalize", "init_norm"))]
     return ops[-1] if ops else ""
-
-
-def mixup(alpha, num_classes, seed):
-    """Batch op (step, batch) -> batch mixing each example with the batch reversed.
-
-    The mixing weight ~ Beta(alpha, alpha) is drawn statelessly from (seed, step), so
-    resumed runs mix identically; labels become probability vectors that sum to 1.
-    """
-    def fn(step, batch):
-        key = tf.stack([tf.constant(seed, tf.int64), tf.cast(step, tf.int64) + (1 << 40)])
-        g1 = tf.random.stateless_gamma([], key, alpha)
-        g2 = tf.random.stateless_gamma([], tf.random.experimental.stateless_fold_in(key, 1), alpha)
-        lam = g1 / (g1 + g2)
-        labels = tf.one_hot(batch["label"], num_classes)
-        return {"image": lam * batch["image"] + (1 - lam) * tf.reverse(batch["image"], [0]),
-                "label": lam * labels + (1 - lam) * tf.reverse(labels, [0])}
-    return fn

@@ -10,6 +10,10 @@ import jax.numpy as jnp
 from tljax.errors import UserError
 from tljax.models import resnet, resnetv2, vit
 
+# The top group of every family, and the module name of its classifier (the layer a
+# transfer run resets). Every strategy, merge rule and regulariser uses these names.
+HEAD = "head"
+
 _FAMILIES = {
     "bit": resnetv2.ResNetV2,
     "resnet": resnet.ResNet,
@@ -35,15 +39,31 @@ def groups(module):
     """Ordered [(group_name, regex)] from input to output; regexes fullmatch '/'-joined paths."""
     if isinstance(module, resnetv2.ResNetV2):
         stages = [(f"stage{i + 1}", rf"stage{i + 1}/.*") for i in range(len(module.block_counts))]
-        return [("stem", "stem/.*"), *stages, ("norm", "norm/.*"), ("head", "head/.*")]
+        return [("stem", "stem/.*"), *stages, ("norm", "norm/.*"), (HEAD, "head/.*")]
     if isinstance(module, resnet.ResNet):
         stages = [(f"stage{i + 1}", rf"stage{i + 1}/.*") for i in range(len(module.block_counts))]
-        return [("stem", "stem/.*"), *stages, ("head", "head/.*")]
+        return [("stem", "stem/.*"), *stages, (HEAD, "head/.*")]
     if isinstance(module, vit.ViT):
         blocks = [(f"block{i}", rf"encoder/block{i}/.*") for i in range(module.dims()[1])]
         return [("embed", "embed/.*"), *blocks, ("norm", "encoder/norm/.*"),
-                ("head", "(pre_logits|head)/.*")]
+                (HEAD, "(pre_logits|head)/.*")]
     raise TypeError(f"no parameter groups defined for {type(module).__name__}")
+
+
+def is_classifier(path):
+    """True for parameters of the classifier layer (reset on transfer, decayed to 0 by L2-SP)."""
+    return path.startswith(HEAD + "/")
+
+
+def for_device_axis(module, axis_name):
+    """`module` with BatchNorm statistics averaged over `axis_name` (pmap's device axis).
+
+    Under jit the batch is one global array, so statistics are already global; under
+    pmap each device sees its shard and must average with the others to match.
+    """
+    if axis_name and "bn_axis_name" in getattr(module, "__dataclass_fields__", {}):
+        return module.clone(bn_axis_name=axis_name)
+    return module
 
 
 def with_frozen_norms(module, frozen_param_paths):

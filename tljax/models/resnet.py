@@ -4,8 +4,10 @@ v1.5: the stride of a bottleneck sits on the 3x3 conv. Padding matches PyTorch:
 symmetric explicit padding for convs, -inf padding for the stem max-pool.
 BatchNorm layers listed in `frozen_norms` (their '/'-joined module paths) run
 on running statistics even in training, so a frozen group's statistics never move.
+`bn_axis_name` (set under pmap) averages batch statistics over the devices, so each
+device normalises with the statistics of the global batch, as under jit.
 """
-from typing import Sequence
+from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
@@ -19,7 +21,8 @@ def _batch_norm(module, name, train):
     """BatchNorm `name` inside `module`; frozen (running statistics) if listed in frozen_norms."""
     path = "/".join((*module.scope.path, name))
     return nn.BatchNorm(use_running_average=not train or path in module.frozen_norms,
-                        momentum=0.9, epsilon=module.bn_eps, dtype=module.dtype, name=name)
+                        momentum=0.9, epsilon=module.bn_eps, dtype=module.dtype,
+                        axis_name=module.bn_axis_name, name=name)
 
 
 def _pad(k):
@@ -34,6 +37,7 @@ class _Unit(nn.Module):
     kind: str
     frozen_norms: Sequence[str] = ()
     bn_eps: float = 1e-5
+    bn_axis_name: Optional[str] = None
     dtype: jnp.dtype = jnp.float32
 
     def _bn(self, name, train):
@@ -64,6 +68,7 @@ class _Stem(nn.Module):
     kind: str
     frozen_norms: Sequence[str] = ()
     bn_eps: float = 1e-5
+    bn_axis_name: Optional[str] = None
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
@@ -87,13 +92,14 @@ class _Stage(nn.Module):
     kind: str
     frozen_norms: Sequence[str] = ()
     bn_eps: float = 1e-5
+    bn_axis_name: Optional[str] = None
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x, train):
         for j in range(self.count):
             x = _Unit(self.width, self.stride if j == 0 else 1, self.kind, self.frozen_norms,
-                      self.bn_eps, self.dtype, name=f"unit{j + 1}")(x, train)
+                      self.bn_eps, self.bn_axis_name, self.dtype, name=f"unit{j + 1}")(x, train)
         return x
 
 
@@ -106,6 +112,7 @@ class ResNet(nn.Module):
     stem: str = "imagenet"  # "imagenet": 7x7/2 conv + 3x3/2 max-pool; "small": 3x3/1 conv
     frozen_norms: Sequence[str] = ()
     bn_eps: float = 1e-5
+    bn_axis_name: Optional[str] = None
     dtype: jnp.dtype = jnp.float32
 
     @property
@@ -119,10 +126,11 @@ class ResNet(nn.Module):
         kind, counts = DEPTHS[self.depth]
         x = x.astype(self.dtype)
         frozen = tuple(self.frozen_norms)
-        x = _Stem(self.base_width, self.stem, frozen, self.bn_eps, self.dtype, name="stem")(x, train)
+        bn = (frozen, self.bn_eps, self.bn_axis_name, self.dtype)
+        x = _Stem(self.base_width, self.stem, *bn, name="stem")(x, train)
         for i, count in enumerate(counts):
-            x = _Stage(self.base_width * 2**i, count, 1 if i == 0 else 2, kind, frozen,
-                       self.bn_eps, self.dtype, name=f"stage{i + 1}")(x, train)
+            x = _Stage(self.base_width * 2**i, count, 1 if i == 0 else 2, kind, *bn,
+                       name=f"stage{i + 1}")(x, train)
         x = jnp.mean(x, axis=(1, 2))
         return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
                         name="head")(x).astype(jnp.float32)

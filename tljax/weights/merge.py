@@ -6,8 +6,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from tljax.errors import UserError
-
-HEAD_PREFIX = "head/"
+from tljax.models import is_classifier
 
 
 def _flat(tree):
@@ -42,7 +41,7 @@ def merge(init_variables, loaded_variables, *, reset_head, source):
     for collection, init_tree in init_variables.items():
         init_flat = _flat(init_tree)
         loaded_flat = _flat(loaded_variables.get(collection, {}))
-        skip = (lambda p: p.startswith(HEAD_PREFIX)) if reset_head else (lambda p: False)
+        skip = is_classifier if reset_head else (lambda p: False)
         missing = sorted(p for p in init_flat if p not in loaded_flat and not skip(p))
         unexpected = sorted(p for p in loaded_flat if p not in init_flat and not skip(p))
         for p, v in init_flat.items():  # ViT at a new resolution: resample the position grid.

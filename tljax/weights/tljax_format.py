@@ -4,12 +4,13 @@ Metadata holds everything needed to rebuild the model and feed it correctly:
 model family, architecture kwargs, number of classes and preprocessing.
 """
 import json
-import os
 
 import numpy as np
+from etils import epath
 from flax import traverse_util
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors import numpy as safetensors_numpy
+from safetensors.numpy import load_file
 
 from tljax.errors import UserError
 
@@ -17,13 +18,14 @@ FORMAT = "tljax"
 
 
 def save(path, variables, *, model, arch, num_classes, preprocessing):
-    """Writes `variables` ({'params': ..., 'batch_stats': ...}) atomically to `path`."""
+    """Writes `variables` ({'params': ..., 'batch_stats': ...}) atomically to `path` (local or URL)."""
     flat = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(variables, sep="/").items()}
     meta = {"format": FORMAT, "model": model, "arch": json.dumps(arch),
             "num_classes": str(num_classes), "preprocessing": json.dumps(preprocessing)}
-    tmp = f"{path}.tmp"
-    save_file(flat, tmp, metadata=meta)
-    os.replace(tmp, path)
+    path = epath.Path(path)
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_bytes(safetensors_numpy.save(flat, metadata=meta))
+    tmp.replace(path)
 
 
 def read_metadata(path):

@@ -1,0 +1,30 @@
+"""Workdir paths as `etils.epath.Path`, so runs may live on local disks or in buckets (gs://)."""
+import json
+import os
+
+from etils import epath
+
+
+def resolve(path):
+    """`path` as an epath.Path: URLs stay as they are, local paths become absolute (orbax
+    needs absolute paths; `os.path.abspath` would turn gs://b into <cwd>/gs:/b)."""
+    text = os.fspath(path)
+    if "://" in text:
+        return epath.Path(text)
+    return epath.Path(os.path.abspath(os.path.expanduser(text)))
+
+
+def write_text_atomic(path, text):
+    """Writes via a temporary file and a rename, so a reader never sees half a file."""
+    path = epath.Path(path)
+    tmp = path.parent / f".{path.name}.tmp"
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_json(path, value):
+    write_text_atomic(path, json.dumps(value, indent=2) + "\n")
+
+
+def read_json(path):
+    return json.loads(epath.Path(path).read_text())

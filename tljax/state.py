@@ -1,0 +1,78 @@
+"""The train state: one type for the loop, checkpoints, benchmarks and tests.
+
+A state holds everything an uninterrupted run would carry from one step to the
+next, so restoring it (plus the data position, which is the step) resumes exactly.
+"""
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct, traverse_util
+
+from tljax import optim
+
+
+@struct.dataclass
+class TrainState:
+    step: jax.Array         # updates taken so far (int32 scalar)
+    params: Any             # the whole parameter tree, frozen parts included
+    batch_stats: Any        # BatchNorm running statistics ({} for models without)
+    opt_state: Any          # optimizer state of the trainable subtree only
+    rng: jax.Array          # base key; each step folds in its step number
+    anchor: Any = None      # L2-SP reference weights (a copy of the initial params), or None
+
+    def to_checkpoint(self):
+        """A dict for orbax (which saves dicts of arrays; None leaves are left out)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__
+                if getattr(self, name) is not None}
+
+    @classmethod
+    def from_checkpoint(cls, tree):
+        return cls(**tree)
+
+
+def split_params(params, trainable_paths):
+    """(trainable subtree, frozen flat dict) of a nested params dict."""
+    flat = traverse_util.flatten_dict(params, sep="/")
+    keep = set(trainable_paths)
+    trainable = traverse_util.unflatten_dict({p: v for p, v in flat.items() if p in keep}, sep="/")
+    frozen = {p: v for p, v in flat.items() if p not in keep}
+    return trainable, frozen
+
+
+def merge_params(trainable, frozen):
+    flat = dict(frozen)
+    flat.update(traverse_util.flatten_dict(trainable, sep="/"))
+    return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def init_opt_state(tx, params, trainable_paths):
+    """Optimizer state for the trainable subtree of `params`."""
+    trainable, _ = split_params(params, trainable_paths)
+    return tx.init(trainable)
+
+
+def create(variables, tx, trainable_paths, seed, with_anchor=False):
+    """The state at step 0: `variables` ({'params', optional 'batch_stats'}) and a fresh optimizer.
+
+    The L2-SP anchor is a copy, not an alias, of the params: the train step donates the
+    state, and one buffer cannot be donated twice.
+    """
+    params = variables["params"]
+    return TrainState(
+        step=jnp.zeros((), jnp.int32), params=params,
+        batch_stats=variables.get("batch_stats", {}),
+        opt_state=init_opt_state(tx, params, trainable_paths),
+        rng=jax.random.PRNGKey(seed),
+        anchor=jax.tree.map(jnp.array, params) if with_anchor else None)
+
+
+def next_phase(state, tx, trainable_paths):
+    """`state` with the optimizer state of the next phase: labels that continue keep their
+    state (moments and step count), labels that start get fresh state.
+
+    Pure and traceable: the caller jits it, so on sharded multi-process state the
+    surgery runs on the devices and never fetches a global array to the host.
+    """
+    fresh = init_opt_state(tx, state.params, trainable_paths)
+    return state.replace(opt_state=optim.carry_over_state(state.opt_state, fresh))
