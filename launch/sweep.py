@@ -11,7 +11,6 @@ finished summary.json is skipped, so re-running a sweep resumes it; a run that
 fails writes failed.json with its error, and the report lists it as failed.
 """
 import itertools
-import json
 import os
 import re
 import shlex
@@ -19,8 +18,9 @@ import sys
 import traceback
 
 from absl import app, flags, logging
+from etils import epath
 
-from tljax import config_lib, freeze
+from tljax import config_lib, freeze, paths
 from tljax.errors import UserError
 
 flags.DEFINE_string("config", None, "config file, optionally path:arg")
@@ -80,11 +80,8 @@ def command(python, config_spec, run_dir, overrides):
 
 
 def is_finished(run_dir):
-    path = os.path.join(run_dir, "summary.json")
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        return json.load(f).get("status") == "done"
+    path = epath.Path(run_dir) / "summary.json"
+    return path.exists() and paths.read_json(path).get("status") == "done"
 
 
 def run_one(config_spec, run_dir, overrides):
@@ -94,18 +91,16 @@ def run_one(config_spec, run_dir, overrides):
     config = config_lib.load(config_spec)
     for override in overrides:
         config_lib.apply_override(config, override)
-    os.makedirs(run_dir, exist_ok=True)
-    failed = os.path.join(run_dir, "failed.json")
+    failed = epath.Path(run_dir) / "failed.json"
     try:
         train.run(config, run_dir)
     except Exception as e:  # noqa: BLE001 - a failed schedule is a result to report.
-        with open(failed, "w") as f:
-            json.dump({"status": "failed", "error": f"{type(e).__name__}: {e}",
-                       "traceback": traceback.format_exc(), "overrides": overrides}, f, indent=2)
+        failed.parent.mkdir(parents=True, exist_ok=True)
+        paths.write_json(failed, {"status": "failed", "error": f"{type(e).__name__}: {e}",
+                                  "traceback": traceback.format_exc(), "overrides": overrides})
         logging.error("run %s failed: %s", run_dir, e)
         return False
-    if os.path.exists(failed):
-        os.remove(failed)
+    failed.unlink(missing_ok=True)
     return True
 
 
@@ -135,10 +130,9 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     if FLAGS.emit == "commands":
-        os.makedirs(FLAGS.workdir, exist_ok=True)
+        epath.Path(FLAGS.workdir).mkdir(parents=True, exist_ok=True)
         lines = [command(FLAGS.python, FLAGS.config, d, o) for d, o in runs]
-        with open(os.path.join(FLAGS.workdir, "commands.txt"), "w") as f:
-            f.write("\n".join(lines) + "\n")
+        paths.write_text_atomic(epath.Path(FLAGS.workdir) / "commands.txt", "\n".join(lines) + "\n")
         print("\n".join(lines))
         return
     logging.set_verbosity(logging.INFO)

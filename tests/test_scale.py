@@ -46,10 +46,16 @@ if {num_processes} > 1:
                                process_id={process_id})
 assert jax.device_count() == 4, jax.devices()
 from tests.conftest import tiny_config
-from tljax import train
-train.run(tiny_config({data_dir!r}, "", freeze="lp_ft:lp_steps=3", total_steps=6, export_weights=True,
-                      checkpoint_every=3, **{{"model.init": {init!r}}}), {workdir!r})
+from tljax import parallel, train
+parallel.Jit.FSDP_MIN_SIZE = 1  # shard even the tiny model's tensors over both processes
+for freeze, extra in SCHEDULES:
+    train.run(tiny_config({data_dir!r}, "", freeze=freeze, total_steps=6, export_weights=True,
+                          checkpoint_every=3, parallelism="fsdp",
+                          **{{"model.init": {init!r}, **extra}}), {workdir!r} + "/" + freeze)
 """
+# Multi-phase schedules change phase on state sharded across processes; gradual also mixes
+# up examples across the two processes' halves of the batch.
+SCHEDULES = [("lp_ft:lp_steps=3", {}), ("gradual:every=2", {"data.mixup_alpha": 0.4})]
 
 
 def _launch(num_processes, workdir, data_dir, init):
@@ -66,7 +72,7 @@ def _launch(num_processes, workdir, data_dir, init):
     env = dict(os.environ, JAX_PLATFORMS="cpu",
                XLA_FLAGS=f"--xla_force_host_platform_device_count={4 // num_processes}")
     procs = [subprocess.Popen(
-        [sys.executable, "-c", _PROCESS_SCRIPT.format(
+        [sys.executable, "-c", f"SCHEDULES = {SCHEDULES!r}\n" + _PROCESS_SCRIPT.format(
             root=ROOT, num_processes=num_processes, address=address, process_id=i,
             data_dir=data_dir, init=init, workdir=workdir)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -76,13 +82,18 @@ def _launch(num_processes, workdir, data_dir, init):
         assert p.returncode == 0, out[-4000:]
 
 
-def test_two_processes_end_with_the_parameters_of_one(tmp_path, data_dir, source_weights):
+def test_two_fsdp_processes_end_with_the_parameters_and_losses_of_one(tmp_path, data_dir,
+                                                                   source_weights):
     from tests.helpers import exported_params, records
 
     _launch(1, str(tmp_path / "one"), data_dir, source_weights)
     _launch(2, str(tmp_path / "two"), data_dir, source_weights)
-    one, two = exported_params(str(tmp_path / "one")), exported_params(str(tmp_path / "two"))
-    for path, value in one.items():
-        np.testing.assert_allclose(two[path], value, rtol=2e-5, atol=1e-6, err_msg=path)
-    np.testing.assert_allclose([r["loss"] for r in records(str(tmp_path / "two"))],
-                               [r["loss"] for r in records(str(tmp_path / "one"))], rtol=1e-5)
+    for schedule, _ in SCHEDULES:
+        one, two = str(tmp_path / "one" / schedule), str(tmp_path / "two" / schedule)
+        np.testing.assert_allclose([r["loss"] for r in records(two)],
+                                   [r["loss"] for r in records(one)], rtol=1e-5, err_msg=schedule)
+        exported_one, exported_two = exported_params(one), exported_params(two)
+        assert exported_one.keys() == exported_two.keys()
+        for path, value in exported_one.items():
+            np.testing.assert_allclose(exported_two[path], value, rtol=2e-5, atol=1e-6,
+                                       err_msg=f"{schedule} {path}")

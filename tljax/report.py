@@ -8,33 +8,32 @@ trainable-parameter fraction, train-step FLOPs relative to full fine-tuning,
 and wall time. Failed or unfinished runs appear as such, with their error.
 """
 import csv
+import io
 import json
 import math
-import os
 import sys
 
 import numpy as np
+from etils import epath
 
-from tljax import config_lib
+from tljax import config_lib, paths
 
 KEY_IGNORED = {"seed", "data.data_dir", "data.manual_dir", "log_every", "checkpoint_every",
                "keep_checkpoints", "export_weights"}
 
 
 def load_runs(root):
-    """One dict per run directory (a directory holding config.json) under `root`."""
+    """One dict per run directory (a directory holding config.json) under `root` (local or URL)."""
     runs = []
-    for dirpath, _, filenames in sorted(os.walk(root)):
-        if "config.json" not in filenames:
-            continue
-        with open(os.path.join(dirpath, "config.json")) as f:
-            config = config_lib.flatten(json.load(f))
-        run = {"dir": dirpath, "config": config, "status": "incomplete"}
+    for config_path in sorted(epath.Path(root).glob("**/config.json")):
+        run_dir = config_path.parent
+        run = {"dir": str(run_dir), "config": config_lib.flatten(paths.read_json(config_path)),
+               "status": "incomplete"}
         for name in ("summary.json", "failed.json"):
-            path = os.path.join(dirpath, name)
-            if os.path.exists(path):
-                with open(path) as f:
-                    run.update(json.load(f))
+            if (run_dir / name).exists():
+                run.update(paths.read_json(run_dir / name))
+        if run["status"] == "running":  # A summary a run writes at each checkpoint.
+            run["status"] = "incomplete"
         runs.append(run)
     return runs
 
@@ -123,17 +122,18 @@ def write_csv(rows, path):
     fields = ["schedule", "setting", "runs", "done", "failed", "final_mean", "final_std",
               "final_ci95", "best_mean", "best_std", "best_ci95", "trainable_fraction",
               "flops", "flops_vs_full", "wall_time_s", "errors"]
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        for r in rows:
-            writer.writerow({
-                **{k: r[k] for k in ("schedule", "setting", "runs", "done", "failed",
-                                     "trainable_fraction", "flops", "flops_vs_full", "wall_time_s")},
-                "final_mean": r["final"]["mean"], "final_std": r["final"]["std"],
-                "final_ci95": r["final"]["ci95"], "best_mean": r["best"]["mean"],
-                "best_std": r["best"]["std"], "best_ci95": r["best"]["ci95"],
-                "errors": " | ".join(r["errors"])})
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=fields)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({
+            **{k: r[k] for k in ("schedule", "setting", "runs", "done", "failed",
+                                 "trainable_fraction", "flops", "flops_vs_full", "wall_time_s")},
+            "final_mean": r["final"]["mean"], "final_std": r["final"]["std"],
+            "final_ci95": r["final"]["ci95"], "best_mean": r["best"]["mean"],
+            "best_std": r["best"]["std"], "best_ci95": r["best"]["ci95"],
+            "errors": " | ".join(r["errors"])})
+    paths.write_text_atomic(path, text.getvalue())
 
 
 def plot(rows, root):
@@ -143,7 +143,7 @@ def plot(rows, root):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    paths = []
+    written = []
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for r in rows:
         if not r["histories"]:
@@ -157,8 +157,7 @@ def plot(rows, root):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    paths.append(os.path.join(root, "accuracy_curves.png"))
-    fig.savefig(paths[-1], dpi=120)
+    written.append(_save_figure(fig, epath.Path(root) / "accuracy_curves.png"))
     plt.close(fig)
 
     done = [r for r in rows if r["final"]["n"]]
@@ -175,10 +174,17 @@ def plot(rows, root):
     axes[0].set_ylabel("final test accuracy %")
     fig.suptitle("Accuracy against what trains and what it costs")
     fig.tight_layout()
-    paths.append(os.path.join(root, "tradeoff.png"))
-    fig.savefig(paths[-1], dpi=120)
+    written.append(_save_figure(fig, epath.Path(root) / "tradeoff.png"))
     plt.close(fig)
-    return paths
+    return written
+
+
+def _save_figure(fig, path):
+    """Saves a PNG through epath (so a sweep directory may be a bucket); returns its path."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    path.write_bytes(buffer.getvalue())
+    return str(path)
 
 
 def write_report(root):
@@ -188,9 +194,8 @@ def write_report(root):
         raise SystemExit(f"error: no runs (directories with config.json) under {root}")
     rows = summarize(runs)
     table = markdown(rows)
-    with open(os.path.join(root, "results.md"), "w") as f:
-        f.write(table + "\n")
-    write_csv(rows, os.path.join(root, "results.csv"))
+    paths.write_text_atomic(epath.Path(root) / "results.md", table + "\n")
+    write_csv(rows, epath.Path(root) / "results.csv")
     plot(rows, root)
     return table
 
