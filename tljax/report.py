@@ -25,9 +25,10 @@ KEY_IGNORED = {"seed", "data.data_dir", "data.manual_dir", "log_every", "checkpo
 def load_runs(root):
     """One dict per run directory (a directory holding config.json) under `root` (local or URL)."""
     runs = []
-    for config_path in sorted(epath.Path(root).glob("**/config.json")):
-        run_dir = config_path.parent
-        run = {"dir": str(run_dir), "config": config_lib.flatten(paths.read_json(config_path)),
+    for run_dir, _, filenames in sorted(epath.Path(root).walk()):
+        if "config.json" not in filenames:
+            continue
+        run = {"dir": str(run_dir), "config": config_lib.flatten(paths.read_json(run_dir / "config.json")),
                "status": "incomplete"}
         for name in ("summary.json", "failed.json"):
             if (run_dir / name).exists():
