@@ -14,10 +14,11 @@ real BiT/ViT weights take.
 import os
 
 from configs import common
+from tljax.config_lib import recipe_output
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SOURCE_WEIGHTS = os.path.join(os.path.expanduser("~"), ".cache", "tljax", "digits_source",
-                              "model.safetensors")
+RECIPE = os.path.join(HERE, "digits.py") + ":pretrain"
+SOURCE_WEIGHTS = recipe_output(RECIPE)  # ~/.cache/tljax/recipes/digits_pretrain/model.safetensors
 PP = "resize(16)|gray_to_rgb|value_range(-1,1)"
 
 
@@ -62,5 +63,5 @@ def get_config(arg=""):
     if arg:
         raise ValueError(f"unknown digits config argument {arg!r}; use '', 'pretrain' or 'scratch'")
     c.model.init = SOURCE_WEIGHTS
-    c.model.init_recipe = os.path.join(HERE, "digits.py") + ":pretrain"
+    c.model.init_recipe = RECIPE
     return c

@@ -2,6 +2,7 @@
 import ast
 import importlib.util
 import json
+import math
 import os
 
 import ml_collections as mlc
@@ -80,3 +81,43 @@ def check_same_run(saved, current):
         details = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:6])
         raise UserError(f"the workdir holds a run with a different config ({details}); "
                         f"use a new --workdir, or the same config to resume")
+
+
+def _check(condition, message):
+    if not condition:
+        raise UserError(message)
+
+
+def validate(config):
+    """Types and ranges of the keys every run uses: one clear line per problem, raised before
+    anything is written into the workdir."""
+    for key in ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints",
+                "accum_steps"):
+        _check(isinstance(config[key], int) and config[key] >= 1,
+               f"config.{key} must be a whole number >= 1, not {config[key]!r}")
+    _check(isinstance(config.eval_every, int) and config.eval_every >= 0,
+           f"config.eval_every must be a whole number >= 0 (0: only at the end), "
+           f"not {config.eval_every!r}")
+    for key in ("batch_size", "eval_batch_size"):
+        _check(isinstance(config.data[key], int) and config.data[key] >= 1,
+               f"config.data.{key} must be a whole number >= 1, not {config.data[key]!r}")
+    _check(isinstance(config.freeze, (str, list, tuple)),
+           f"config.freeze must be a strategy string or a list of phases, not {config.freeze!r}")
+    lr = config.optim.lr
+    _check(isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0,
+           f"config.optim.lr must be a finite number >= 0, not {lr!r}")
+    _check(config.model.num_classes == -1 or config.model.num_classes >= 1,
+           f"config.model.num_classes must be -1 (from the data) or >= 1, "
+           f"not {config.model.num_classes!r}")
+
+
+def recipe_output(spec):
+    """Where the init recipe "path/to/config.py:arg" writes its weights.
+
+    A recipe only ever runs to produce this file, so a mistyped model.init can never
+    start a recipe that writes into an unrelated directory.
+    """
+    path, _, arg = spec.partition(":")
+    name = os.path.splitext(os.path.basename(path))[0] + (f"_{arg}" if arg else "")
+    root = os.environ.get("TLJAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "tljax"))
+    return os.path.join(root, "recipes", name, "model.safetensors")

@@ -47,3 +47,13 @@ def barrier(name):
         from jax.experimental import multihost_utils
 
         multihost_utils.sync_global_devices(name)
+
+
+def process_zero_failed(failed):
+    """Every process learns whether process 0 failed a check only it can make (e.g. the lock)."""
+    if jax.process_count() == 1:
+        return failed
+    import numpy as np
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.int32(failed)))

@@ -57,7 +57,18 @@ class Plan:
 
 def resolve(rules, paths):
     """{path: mult} from ordered (regex, mult) rules; unmatched paths are an error."""
-    compiled = [(re.compile(regex), None if mult is None else float(mult)) for regex, mult in rules]
+    compiled = []
+    for regex, mult in rules:
+        try:
+            compiled.append((re.compile(regex), None if mult is None else float(mult)))
+        except re.error as e:
+            raise UserError(f"freeze rule {regex!r} is not a valid regular expression ({e})") from None
+        except (TypeError, ValueError):
+            raise UserError(f"freeze rule {regex!r} has multiplier {mult!r}; use a number "
+                            f"or None (frozen)") from None
+        if compiled[-1][1] is not None and not compiled[-1][1] >= 0:
+            raise UserError(f"freeze rule {regex!r} has learning-rate multiplier {mult}; "
+                            f"multipliers must be >= 0 (None freezes)")
     mults, uncovered = {}, []
     for path in paths:
         match = next((mult for regex, mult in compiled if regex.fullmatch(path)), "none")
@@ -102,7 +113,7 @@ def _linear_probe(args, group_list, paths):
 
 
 def _last_k(args, group_list, paths):
-    k = int(args.get("k", args.get("", 1)))
+    k = args.get("k", 1)
     body = _body_groups(group_list)
     if not 0 <= k <= len(body):
         raise UserError(f"last_k:{k} but the model has {len(body)} groups below the head: {body}")
@@ -110,14 +121,14 @@ def _last_k(args, group_list, paths):
 
 
 def _surgical(args, group_list, paths):
-    names = [n for n in re.split(r"[,;\s]+", args.get("groups", args.get("", ""))) if n]
+    names = [n for n in re.split(r"[,;\s]+", args.get("groups", "")) if n]
     if not names:
         raise UserError("surgical needs group names, e.g. surgical:stage1 or surgical:groups=stem;stage1")
     return [(0, _train_groups(group_list, names))]
 
 
 def _gradual(args, group_list, paths):
-    every = int(args.get("every", args.get("", 0)))
+    every = args.get("every", 0)
     if every <= 0:
         raise UserError("gradual needs a positive unfreezing interval, e.g. gradual:every=50")
     body = _body_groups(group_list)
@@ -126,7 +137,7 @@ def _gradual(args, group_list, paths):
 
 
 def _lp_ft(args, group_list, paths):
-    lp_steps = int(args.get("lp_steps", args.get("", 0)))
+    lp_steps = args.get("lp_steps", 0)
     if lp_steps <= 0:
         raise UserError("lp_ft needs the linear-probe length, e.g. lp_ft:lp_steps=100")
     return [(0, _train_groups(group_list, [])), (lp_steps, [(".*", 1.0)])]
@@ -158,28 +169,49 @@ def layer_decay_depths(group_list):
 
 
 def _layer_decay(args, group_list, paths):
-    decay = float(args.get("decay", args.get("", 0)))
+    decay = args.get("decay", 0.0)
     if not 0 < decay <= 1:
         raise UserError(f"layer_decay needs a decay in (0, 1], e.g. layer_decay:0.7 (got {decay})")
     depths = layer_decay_depths(group_list)
     return [(0, [(regex, decay ** depths[name]) for name, regex in group_list])]
 
 
+# name -> (strategy, its arguments and their types, in positional order)
 STRATEGIES = {
-    "full": _full, "linear_probe": _linear_probe, "last_k": _last_k, "surgical": _surgical,
-    "gradual": _gradual, "lp_ft": _lp_ft, "bitfit": _bitfit, "norm_only": _norm_only,
-    "layer_decay": _layer_decay, "l2sp": _full,
+    "full": (_full, {}), "linear_probe": (_linear_probe, {}), "last_k": (_last_k, {"k": int}),
+    "surgical": (_surgical, {"groups": str}), "gradual": (_gradual, {"every": int}),
+    "lp_ft": (_lp_ft, {"lp_steps": int}), "bitfit": (_bitfit, {}), "norm_only": (_norm_only, {}),
+    "layer_decay": (_layer_decay, {"decay": float}),
+    "l2sp": (_full, {"alpha": float, "beta": float}),
 }
+_TYPE_NAMES = {int: "an integer", float: "a number", str: "text"}
 
 
-def _parse_args(text):
-    """"k=2,every=3" -> {"k": "2", ...}; a bare value is stored under ""."""
+def _parse_args(name, text):
+    """Typed arguments of one strategy from "k=2" or the positional "2" (or "0.01,0.1")."""
+    types = STRATEGIES[name][1]
+    if not text:
+        return {}
+    if not types:
+        raise UserError(f"freezing strategy {name!r} takes no arguments, got {name}:{text}")
+    if "=" in text:
+        pairs = [item.partition("=")[::2] for item in filter(None, text.split(","))]
+    else:
+        values = [text] if len(types) == 1 else text.split(",")
+        if len(values) > len(types):
+            raise UserError(f"{name}:{text} has {len(values)} values but {name} takes "
+                            f"{len(types)}: {', '.join(types)}")
+        pairs = list(zip(types, values))
     args = {}
-    if "=" not in text:
-        return {"": text} if text else {}
-    for item in filter(None, text.split(",")):
-        key, _, value = item.partition("=")
-        args[key.strip()] = value.strip()
+    for key, value in ((k.strip(), v.strip()) for k, v in pairs):
+        if key not in types:
+            raise UserError(f"{name} has no argument {key!r} (in {name}:{text}); its arguments "
+                            f"are {', '.join(types) or 'none'}")
+        try:
+            args[key] = types[key](value)
+        except ValueError:
+            raise UserError(f"{name}:{text}: {key} must be {_TYPE_NAMES[types[key]]}, "
+                            f"not {value!r}") from None
     return args
 
 
@@ -191,12 +223,13 @@ def _phases_from_spec(spec, group_list, paths):
         if name not in STRATEGIES:
             raise UserError(f"unknown freezing strategy {name!r} in {spec!r} (config.freeze); "
                             f"known: {', '.join(sorted(STRATEGIES))}")
+        strategy, _ = STRATEGIES[name]
+        args = _parse_args(name, arg_text.strip())
         if name == "l2sp":
-            values = [float(v) for v in arg_text.split(",") if v] or [0.01]
-            l2sp = (values[0], values[1] if len(values) > 1 else values[0])
-        args = {} if name == "l2sp" else _parse_args(arg_text)
+            alpha = args.get("alpha", 0.01)
+            l2sp = (alpha, args.get("beta", alpha))
         components.append([(start, resolve(rules, paths))
-                           for start, rules in STRATEGIES[name](args, group_list, paths)])
+                           for start, rules in strategy(args, group_list, paths)])
     if not components:
         raise UserError("config.freeze is empty; use e.g. 'full' or 'linear_probe'")
     return components, l2sp
@@ -225,6 +258,10 @@ def make_plan(spec, group_list, paths, total_steps=None):
     if isinstance(spec, str):
         components, l2sp = _phases_from_spec(spec, group_list, paths)
     else:
+        starts = [int(start) for start, _ in spec]
+        if starts != sorted(set(starts)):
+            raise UserError(f"explicit freezing phases must have increasing start steps, "
+                            f"got {starts}")
         components = [[(int(start), resolve(rules, paths)) for start, rules in spec]]
     phases = _combine(components, paths)
     if phases[0].start_step != 0:

@@ -41,7 +41,7 @@ class MetricWriter:
             return
         record = {"step": int(step), "kind": kind, "time": time.time()}
         record.update({k: (float(v) if hasattr(v, "__float__") else v) for k, v in values.items()})
-        self._lines.append(json.dumps(record))
+        self._lines.append(paths.strict_json(record))
         paths.write_text_atomic(self._path, "\n".join(self._lines) + "\n")
         with self._tb.as_default(step=int(step)):
             for key, value in record.items():

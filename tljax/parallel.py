@@ -13,6 +13,7 @@ import jax.numpy as jnp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from tljax import distributed
+from tljax.state import is_finite
 from tljax.errors import UserError
 
 
@@ -64,6 +65,10 @@ class Jit:
 
     def from_restored(self, state):
         return state
+
+    def all_finite(self, state):
+        """Whether the whole (possibly sharded) state is finite: one reduction on the devices."""
+        return bool(jax.jit(is_finite, out_shardings=self.replicated)(state))
 
     def put_batch(self, batch):
         return {k: jax.make_array_from_process_local_data(self.sharded, v) for k, v in batch.items()}
@@ -117,6 +122,9 @@ class Pmap:
 
     def map_state(self, fn, state):
         return jax.pmap(fn, axis_name=self.axis_name, donate_argnums=(0,))(state)
+
+    def all_finite(self, state):
+        return bool(jax.jit(is_finite)(state))
 
     def restore_template(self, state):
         return jax.device_put(state, self.devices[0])

@@ -1,5 +1,6 @@
 """Workdir paths as `etils.epath.Path`, so runs may live on local disks or in buckets (gs://)."""
 import json
+import math
 import os
 
 from etils import epath
@@ -22,8 +23,24 @@ def write_text_atomic(path, text):
     tmp.replace(path)
 
 
+def _finite_or_text(value):
+    """Non-finite floats as the strings "nan", "inf", "-inf" (float() reads them back)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite_or_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_text(v) for v in value]
+    return value
+
+
+def strict_json(value, **kwargs):
+    """JSON that every parser accepts: no NaN/Infinity tokens."""
+    return json.dumps(_finite_or_text(value), allow_nan=False, **kwargs)
+
+
 def write_json(path, value):
-    write_text_atomic(path, json.dumps(value, indent=2) + "\n")
+    write_text_atomic(path, strict_json(value, indent=2) + "\n")
 
 
 def read_json(path):

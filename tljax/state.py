@@ -76,3 +76,10 @@ def next_phase(state, tx, trainable_paths):
     """
     fresh = init_opt_state(tx, state.params, trainable_paths)
     return state.replace(opt_state=optim.carry_over_state(state.opt_state, fresh))
+
+
+def is_finite(state):
+    """True when params, batch statistics and optimizer state hold no NaN or Inf (traceable)."""
+    leaves = [x for x in jax.tree.leaves((state.params, state.batch_stats, state.opt_state))
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))

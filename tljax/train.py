@@ -11,8 +11,8 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from tljax import (checkpoint, config_lib, data, distributed, freeze, hyperrule, metrics, models,
-                   optim, parallel, paths, steps, weights)
+from tljax import (checkpoint, config_lib, data, distributed, freeze, hyperrule, lock, metrics,
+                   models, optim, parallel, paths, steps, weights)
 from tljax import state as state_lib
 from tljax import summary as summary_lib
 from tljax.data import preprocess
@@ -35,19 +35,22 @@ def _with_hyperrule(config):
 
 
 def _prepare_init(config):
-    """Runs the init recipe when model.init is missing and a recipe is configured."""
-    init = config.model.init
-    if not init or os.path.exists(init) or not config.model.init_recipe:
+    """Runs the init recipe when model.init is the recipe's own (missing) output file."""
+    init, recipe = config.model.init, config.model.init_recipe
+    if not init or os.path.exists(init) or not recipe:
         return
-    recipe_workdir = os.path.dirname(os.path.abspath(init))
-    logging.info("model.init %s does not exist: producing it with %s in %s",
-                 init, config.model.init_recipe, recipe_workdir)
-    recipe = config_lib.load(config.model.init_recipe)
-    with recipe.unlocked():
-        recipe.data.data_dir = config.data.data_dir
-    run(recipe, recipe_workdir)
+    output = config_lib.recipe_output(recipe)
+    if os.path.abspath(os.path.expanduser(init)) != output:
+        raise UserError(f"model.init {init} does not exist; the init recipe {recipe} would "
+                        f"write {output}. Fix model.init, or set model.init_recipe=''")
+    logging.info("model.init %s does not exist: producing it with %s", init, recipe)
+    recipe_config = config_lib.load(recipe)
+    with recipe_config.unlocked():
+        recipe_config.data.data_dir = config.data.data_dir
+        recipe_config.export_weights = True
+    run(recipe_config, os.path.dirname(output))
     if not os.path.exists(init):
-        raise UserError(f"init recipe {config.model.init_recipe} did not write {init}")
+        raise UserError(f"init recipe {recipe} did not write {init}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,9 +62,12 @@ class _Model:
 
 
 def _load_model(config):
-    num_classes = config.model.num_classes
+    num_classes, data_classes = config.model.num_classes, data.num_classes(config.data)
     if num_classes <= 0:
-        num_classes = data.num_classes(config.data)
+        num_classes = data_classes
+    elif num_classes < data_classes:
+        raise UserError(f"model.num_classes={num_classes} but {config.data.name} has "
+                        f"{data_classes} classes; use -1 (from the data) or >= {data_classes}")
     return _Model(*_build_and_init(config, num_classes), num_classes)
 
 
@@ -127,20 +133,32 @@ def _check_batch_sizes(config):
 
 
 def _claim_workdir(workdir, config):
-    """Checks a resumed run's config on every process, then process 0 writes config.json.
+    """Checks the workdir, locks it (process 0) and writes config.json; returns the lock.
 
-    Every process reads before the barrier and process 0 writes (atomically) after it,
-    so no process reads a half-written file, and a mismatch fails on all of them.
+    Every check comes before the first write, so a refused start leaves the workdir as
+    it was; every process reads config.json before process 0 rewrites it (atomically),
+    and a refusal fails on every process.
     """
-    current = config_lib.to_dict(config)
     path = workdir / "config.json"
-    if jax.process_index() == 0:
-        workdir.mkdir(parents=True, exist_ok=True)
+    if workdir.exists() and not workdir.is_dir():
+        raise UserError(f"--workdir {workdir} is a file, not a directory; use another --workdir")
     if path.exists():
-        config_lib.check_same_run(paths.read_json(path), current)
-    distributed.barrier("tljax_config_checked")
+        config_lib.check_same_run(paths.read_json(path), config_lib.to_dict(config))
+    workdir_lock, error = lock.WorkdirLock(workdir), None
+    if jax.process_index() == 0:
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            workdir_lock.acquire()
+        except PermissionError:
+            error = UserError(f"cannot create workdir {workdir} (permission denied); use a "
+                              f"writable --workdir")
+        except UserError as e:
+            error = e
+    if distributed.process_zero_failed(error is not None):
+        raise error or UserError(f"process 0 could not claim workdir {workdir}; see its log")
     if jax.process_index() == 0:
         paths.write_text_atomic(path, config.to_json_best_effort(indent=2))
+    return workdir_lock
 
 
 class _PhaseRunner:
@@ -219,22 +237,27 @@ def _evaluate(run_, state):
             "count": int(totals["count"])}
 
 
-def _log_train(run_, fetched, done, runner, progress):
-    """Checks the losses are finite, and writes the train record when it is time."""
+def _check_and_log(run_, fetched, state, done, runner, progress, record):
+    """Stops on a non-finite train state (before it is saved), and writes the train record
+    when it is time."""
     config = run_.config
-    losses = [float(m["loss"]) for m in fetched]
-    if not np.all(np.isfinite(losses)):
-        raise UserError(f"training loss became {losses[-1]} by step {done}; lower optim.lr "
-                        f"(now {config.optim.lr}) or set optim.clip_norm. Checkpoints up to "
-                        f"step {run_.ckpt.latest_step()} are intact")
+    if not run_.par.all_finite(state):
+        latest = run_.ckpt.latest_step()
+        _write_summary(run_, record, status="failed")
+        raise UserError(
+            f"the train state became NaN/Inf by step {done} (loss {float(fetched[-1]['loss']):.3g}, "
+            f"grad_norm {float(fetched[-1]['grad_norm']):.3g}) and was not saved; "
+            + (f"checkpoints up to step {latest} are finite. " if latest else "")
+            + f"Use a lower optim.lr (now {config.optim.lr:g}) or set optim.clip_norm, in a new "
+            f"--workdir")
     if done % config.log_every and done != config.total_steps:
         return
-    record = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-    record.update(progress.line(done, record["loss"]))
-    record.update(phase=runner.index,
+    values = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+    values.update(progress.line(done, values["loss"]))
+    values.update(phase=runner.index,
                   trainable_fraction=freeze.trainable_fraction(runner.phase, run_.param_sizes),
                   lr=float(optim.lr_schedule(config.optim, config.total_steps)(done - 1)))
-    run_.writer.write(done, record)
+    run_.writer.write(done, values)
 
 
 def _next_phase(run_, state, done):
@@ -269,7 +292,7 @@ def _train(run_, runner, state, record, start_step, train_iter):
         save_now = done % config.checkpoint_every == 0 or last
         eval_now = (config.eval_every and done % config.eval_every == 0) or last
         if done % config.log_every == 0 or save_now or eval_now:
-            _log_train(run_, run_.par.fetch(pending), done, runner, progress)
+            _check_and_log(run_, run_.par.fetch(pending), state, done, runner, progress, record)
             pending = []
         if eval_now:
             result = _evaluate(run_, state)
@@ -296,8 +319,10 @@ def _prefetch_to_device(batches, par, depth=2):
 def run(config, workdir):
     """Trains and evaluates `config` in `workdir` (resuming if it holds checkpoints).
 
-    Returns the run summary (also written to workdir/summary.json).
+    Everything is checked before anything is written into the workdir. Returns the run
+    summary (also written to workdir/summary.json).
     """
+    config_lib.validate(config)
     _prepare_init(config)
     if config.hyperrule:
         config = _with_hyperrule(config)
@@ -310,13 +335,15 @@ def run(config, workdir):
     group_list = models.groups(model.module)
     plan = freeze.make_plan(config.freeze, group_list, list(flat_params), config.total_steps)
     _log_plan(plan, group_list, param_sizes)
-    _claim_workdir(workdir, config)
+    workdir_lock = _claim_workdir(workdir, config)
 
     run_ = _Run(config, workdir, par, model.module, plan, param_sizes,
                 checkpoint.Checkpoints(workdir, config.checkpoint_every, config.keep_checkpoints))
     try:  # On any failure, in-flight checkpoint saves (of finite states) still complete.
         runner, state, record, start_step = _start(run_, model)
         data_cfg = _data_config(config, model.normalization)
+        if start_step == config.total_steps:
+            return _finished(run_, state, record, model.num_classes, data_cfg)
         run_.writer = metrics.MetricWriter(workdir, jax.process_index() == 0, start_step)
         run_.eval_step = par.compile_eval(steps.make_eval_step(model.module, par.axis_name))
         run_.eval_data = data.eval_batches(  # Re-iterable: built once, read at every evaluation.
@@ -327,14 +354,27 @@ def run(config, workdir):
             process_index=jax.process_index(), process_count=jax.process_count(),
             start_step=start_step), par)
         state = _train(run_, runner, state, record, start_step, train_iter)
+        summary = _write_summary(run_, record, status="done")
+        if config.export_weights:
+            _export(run_, state, model.num_classes, data_cfg)
+        run_.writer.write(config.total_steps, summary, kind="summary")
+        run_.writer.close()
+        return summary
     finally:
         run_.ckpt.close()
-    summary = _write_summary(run_, record, status="done")
-    if config.export_weights:
-        _export(run_, state, model.num_classes, data_cfg)
-    run_.writer.write(config.total_steps, summary, kind="summary")
-    run_.writer.close()
-    return summary
+        workdir_lock.release()
+
+
+def _finished(run_, state, record, num_classes, data_cfg):
+    """A re-run of a finished run: the summary it had, and the export if it is asked for now."""
+    logging.info("the run in %s is finished already (step %d)", run_.workdir,
+                 run_.config.total_steps)
+    if run_.config.export_weights and not (run_.workdir / "model.safetensors").exists():
+        _export(run_, state, num_classes, data_cfg)
+    summary_path = run_.workdir / "summary.json"
+    if summary_path.exists() and paths.read_json(summary_path)["status"] == "done":
+        return paths.read_json(summary_path)
+    return _write_summary(run_, record, status="done")
 
 
 def _write_summary(run_, record, status):

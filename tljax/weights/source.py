@@ -1,5 +1,6 @@
 """Reading foreign weight files into numpy, with strict bookkeeping of which keys were used."""
 import os
+import pickle
 import zipfile
 
 import numpy as np
@@ -15,6 +16,9 @@ def read_arrays(path):
 
             return dict(load_file(path))
         if path.endswith(".npz"):
+            if not zipfile.is_zipfile(path):
+                raise UserError(f"{path} is not an .npz archive (not a zip file); it may be "
+                                f"truncated or mislabelled: download it again")
             with np.load(path, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
         if path.endswith((".pth", ".pt", ".bin")):
@@ -28,6 +32,10 @@ def read_arrays(path):
                     for k, v in state.items() if hasattr(v, "numpy")}
     except ImportError as e:
         raise UserError(f"reading {path} needs {e.name}; pip install it") from None
+    except pickle.UnpicklingError:
+        raise UserError(f"{path} holds pickled Python objects besides tensors, which tljax "
+                        f"does not execute; save just the weights (torch.save(model.state_dict())"
+                        f" or a .safetensors file) and load that") from None
     except (OSError, ValueError, zipfile.BadZipFile, RuntimeError, EOFError) as e:
         raise UserError(f"{path} is not a readable weights file ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:200]}); it may be truncated: download it again") from None

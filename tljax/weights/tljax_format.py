@@ -24,8 +24,20 @@ def save(path, variables, *, model, arch, num_classes, preprocessing):
             "num_classes": str(num_classes), "preprocessing": json.dumps(preprocessing)}
     path = epath.Path(path)
     tmp = path.parent / f".{path.name}.tmp"
-    tmp.write_bytes(safetensors_numpy.save(flat, metadata=meta))
+    tmp.write_bytes(_sorted_header(safetensors_numpy.save(flat, metadata=meta)))
     tmp.replace(path)
+
+
+def _sorted_header(blob):
+    """safetensors bytes with the JSON header's keys sorted, so equal weights give equal files
+    (safetensors writes the header from a hash map, whose order varies between processes).
+    The sorted header has the same length, so the data offsets stay valid."""
+    size = int.from_bytes(blob[:8], "little")
+    header = json.dumps(json.loads(blob[8:8 + size]), sort_keys=True, separators=(",", ":"))
+    header = header.encode().ljust(size, b" ")
+    if len(header) != size:  # Never expected; keep the original rather than break the file.
+        return blob
+    return blob[:8] + header + blob[8 + size:]
 
 
 def read_metadata(path):

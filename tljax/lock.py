@@ -1,0 +1,79 @@
+"""One run per workdir: an exclusive lock file holding the owner's host, pid and start time.
+
+A lock left behind by a process that no longer exists on this host (a SIGKILLed run)
+is stale and taken over; a lock held from another host cannot be checked from here,
+so the refusal says how to tell and what to do.
+"""
+import json
+import os
+import socket
+import time
+
+from etils import epath
+
+from tljax.errors import UserError
+
+LOCK_NAME = "lock.json"
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # Exists, owned by someone else.
+        return True
+    return True
+
+
+def _create_exclusive(path, text):
+    """Creates `path` only if it does not exist (atomic on local disks)."""
+    if "://" in str(path):  # Buckets have no O_EXCL: check, then write (best effort).
+        if path.exists():
+            raise FileExistsError(str(path))
+        path.write_text(text)
+        return
+    fd = os.open(os.fspath(path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+class WorkdirLock:
+    def __init__(self, workdir):
+        self.path = epath.Path(workdir) / LOCK_NAME
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid()}
+        self.held = False
+
+    def _stale(self, holder):
+        """A lock of a process gone from this host, or of this very process."""
+        same_host = holder.get("host") == self.owner["host"]
+        return same_host and (holder.get("pid") == os.getpid() or not _alive(holder.get("pid", 0)))
+
+    def acquire(self):
+        text = json.dumps({**self.owner, "since": time.strftime("%Y-%m-%d %H:%M:%S")})
+        for _ in range(2):
+            try:
+                _create_exclusive(self.path, text)
+                self.held = True
+                return self
+            except FileExistsError:
+                try:
+                    holder = json.loads(self.path.read_text())
+                except (OSError, ValueError):
+                    holder = {}
+                if not self._stale(holder):
+                    raise UserError(
+                        f"workdir {self.path.parent} is in use by pid {holder.get('pid')} on "
+                        f"{holder.get('host')} (since {holder.get('since')}); wait for that run "
+                        f"to end or use another --workdir. If that run is gone, delete "
+                        f"{self.path} and start again") from None
+                self.path.unlink(missing_ok=True)
+            except PermissionError:
+                raise UserError(f"cannot write into workdir {self.path.parent} (permission "
+                                f"denied); use a writable --workdir") from None
+        raise UserError(f"could not lock workdir {self.path.parent}; try again")
+
+    def release(self):
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
