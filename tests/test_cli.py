@@ -20,6 +20,13 @@ def _main(*args):
     (["--config=configs/digits.py"], "--workdir is required"),
     (["--config=configs/digits.py", "--workdir=/tmp/x", "--config.model.init=/no/such.safetensors",
       "--config.model.init_recipe="], "weights '/no/such.safetensors' do not exist"),
+    # A mistyped init path never starts the recipe (which would write next to the typo).
+    (["--config=configs/digits.py", "--workdir=/tmp/x", "--config.model.init=/no/such.safetensors"],
+     "model.init /no/such.safetensors does not exist; the init recipe"),
+    (["--config=configs/digits.py", "--workdir=/tmp/x", "--config.freeze=last_k:x"],
+     "last_k:x: k must be an integer, not 'x'"),
+    (["--config=configs/digits.py", "--workdir=/tmp/x", "--config.checkpoint_every=0"],
+     "config.checkpoint_every must be a whole number >= 1"),
 ])
 def test_user_mistakes_get_one_line_errors(args, expected, tmp_path):
     args = [a.replace("/tmp/x", str(tmp_path)) for a in args]
@@ -28,6 +35,8 @@ def test_user_mistakes_get_one_line_errors(args, expected, tmp_path):
     assert lines[-1].startswith("error: ") and expected in lines[-1], lines[-5:]
     assert not any(line.startswith("Traceback") for line in lines)
     assert not os.path.exists(tmp_path / "checkpoints")
+    assert not os.path.exists(tmp_path / "config.json")
+    assert not os.path.exists("/no")
 
 
 def test_resuming_with_a_config_that_changes_the_computation_is_refused():

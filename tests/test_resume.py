@@ -22,8 +22,10 @@ OVERRIDES = {"model.name": "resnet", "model.arch": {"depth": 18, "base_width": 4
              "checkpoint_every": 2, "log_every": 1, "export_weights": True,
              "optim.name": "adam", "optim.lr": 0.01}
 PHASE_BOUNDARY = 4
-# One kill at the phase boundary (just after the checkpoint saved there was started),
-# two at steps drawn at random (fixed seed, so a failure reproduces).
+# A kill at k comes once k steps are done: right after the (asynchronous) checkpoint save of
+# step k began when k is even. One kill at the phase boundary (the checkpoint of step 4,
+# the first of phase 1, is being written then), two at steps drawn at random (fixed seed,
+# so a failure reproduces).
 KILL_STEPS = [PHASE_BOUNDARY] + random.Random(0).sample([s for s in range(1, 10) if s != 4], 2)
 
 _KILL_SCRIPT = """
@@ -73,4 +75,6 @@ def test_sigkill_at_any_step_then_resume_equals_the_uninterrupted_run(make_confi
         for path, value in expected_params.items():
             np.testing.assert_array_equal(params[path], value, err_msg=f"kill at {kill_at}: {path}")
         assert _summary(workdir) == expected_summary, f"kill at {kill_at}"
+        export = os.path.join(workdir, "model.safetensors")
+        assert open(export, "rb").read() == open(os.path.join(whole, "model.safetensors"), "rb").read()
         assert [(r["step"], r["loss"]) for r in records(workdir)] == expected_losses, kill_at

@@ -46,7 +46,7 @@ def _phase_spans(plan, total_steps):
 def summarize(config, plan, param_sizes, record, status="done"):
     """The numbers the sweep report compares, from the run record alone."""
     spans = _phase_spans(plan, config.total_steps)
-    history = [(step, result["accuracy"]) for step, result in record.evals]
+    history = [[step, result["accuracy"]] for step, result in record.evals]
     flops = record.step_flops
     mean_flops = None
     if all(str(i) in flops for i in range(len(spans))):

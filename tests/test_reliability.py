@@ -1,0 +1,154 @@
+"""Bad input and failures: one clear line, an unchanged workdir, never a poisoned checkpoint."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from tests.helpers import records
+from tljax import freeze, paths, train, weights
+from tljax.errors import UserError
+from tljax.lock import LOCK_NAME
+
+BAD_CONFIGS = [
+    ({"freeze": "foo"}, "unknown freezing strategy 'foo'"),
+    ({"freeze": "last_k:x"}, "last_k:x: k must be an integer, not 'x'"),
+    ({"freeze": "bitfit:3"}, "freezing strategy 'bitfit' takes no arguments"),
+    ({"freeze": "last_k:k=2,foo=3"}, "last_k has no argument 'foo'"),
+    ({"freeze": "l2sp:0.1,0.2,0.3"}, "l2sp takes 2: alpha, beta"),
+    ({"freeze": "layer_decay:fast"}, "decay must be a number, not 'fast'"),
+    ({"checkpoint_every": 0}, "config.checkpoint_every must be a whole number >= 1"),
+    ({"log_every": 0}, "config.log_every must be a whole number >= 1"),
+    ({"total_steps": 0}, "config.total_steps must be a whole number >= 1"),
+    ({"data.batch_size": 0}, "config.data.batch_size must be a whole number >= 1"),
+    ({"optim.lr": -0.1}, "config.optim.lr must be a finite number >= 0"),
+    ({"model.num_classes": 3}, "model.num_classes=3 but tljax_digits has 5 classes"),
+    ({"model.init": "/no/such/model.safetensors"}, "do not exist"),
+    ({"model.init": "/no/such/model.safetensors", "model.init_recipe": "configs/digits.py:pretrain"},
+     "the init recipe configs/digits.py:pretrain would write"),
+]
+
+
+@pytest.mark.parametrize("overrides,message", BAD_CONFIGS)
+def test_bad_config_is_one_line_and_leaves_no_workdir(make_config, tmp_path, overrides, message):
+    workdir = tmp_path / "run"
+    with pytest.raises(UserError) as error:
+        train.run(make_config(**overrides), str(workdir))
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert not workdir.exists()
+    assert not os.path.exists("/no")
+
+
+@pytest.mark.parametrize("phases,message", [
+    ([(5, [(".*", 1.0)]), (0, [("head/.*", 1.0), (".*", None)])], "increasing start steps"),
+    ([(0, [("head/(", 1.0), (".*", None)])], "not a valid regular expression"),
+    ([(0, [(".*", -1.0)])], "multipliers must be >= 0"),
+    ([(0, [(".*", "fast")])], "use a number or None"),
+])
+def test_bad_explicit_phases_are_one_line_errors(phases, message):
+    groups = [("stem", "stem/.*"), ("head", "head/.*")]
+    with pytest.raises(UserError, match=message):
+        freeze.make_plan(phases, groups, ["stem/w", "head/kernel"])
+
+
+def test_a_workdir_that_is_a_file_is_refused(make_config, tmp_path):
+    path = tmp_path / "file"
+    path.write_text("notes")
+    with pytest.raises(UserError, match="is a file, not a directory"):
+        train.run(make_config(total_steps=2), str(path))
+    assert path.read_text() == "notes"
+
+
+def test_non_finite_state_is_never_saved_and_the_run_fails(make_config, tmp_path):
+    config = make_config(total_steps=12, checkpoint_every=1, log_every=4,
+                         **{"optim.lr": 1e30, "optim.warmup_steps": 0})
+    with pytest.raises(UserError, match=r"became NaN/Inf by step \d+ .* was not saved") as error:
+        train.run(config, str(tmp_path))
+    assert "\n" not in str(error.value)
+    assert paths.read_json(tmp_path / "summary.json")["status"] == "failed"
+    manager = ocp.CheckpointManager(str(tmp_path / "checkpoints"), item_names=("state", "meta"))
+    saved = manager.all_steps()
+    assert 0 < len(saved) < 12
+    for step in saved:
+        state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore()))
+        leaves = [np.asarray(x) for x in __import__("jax").tree.leaves(state["state"])]
+        assert all(np.all(np.isfinite(x)) for x in leaves if x.dtype.kind == "f"), step
+    manager.close()
+
+
+def test_a_second_run_in_a_locked_workdir_is_refused_and_a_stale_lock_taken_over(make_config,
+                                                                                tmp_path):
+    config = make_config(total_steps=2)
+    tmp_path.mkdir(exist_ok=True)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(),
+                                                      "pid": live.pid, "since": "now"}))
+        with pytest.raises(UserError, match=f"is in use by pid {live.pid}"):
+            train.run(config, str(tmp_path))
+        assert sorted(os.listdir(tmp_path)) == [LOCK_NAME]
+    finally:
+        live.kill()
+        live.wait()
+    # The holder is gone (as after a SIGKILL): its lock is stale and the run proceeds.
+    summary = train.run(config, str(tmp_path))
+    assert summary["status"] == "done" and not (tmp_path / LOCK_NAME).exists()
+
+
+def test_rerunning_a_finished_run_changes_nothing(make_config, tmp_path):
+    config = make_config(total_steps=2)
+    first = train.run(config, str(tmp_path))
+    metrics_text = (tmp_path / "metrics.jsonl").read_text()
+    second = train.run(config, str(tmp_path))
+    assert second == first
+    assert (tmp_path / "metrics.jsonl").read_text() == metrics_text
+    assert len(records(str(tmp_path), kind="summary")) == 1
+
+
+def test_metrics_are_strict_json():
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    text = paths.strict_json({"loss": float("nan"), "grad_norm": [float("inf"), 1.0]})
+    value = json.loads(text, parse_constant=refuse)
+    assert value == {"loss": "nan", "grad_norm": ["inf", 1.0]}
+    assert np.isnan(float(value["loss"]))
+
+
+def test_unreadable_weight_files_are_one_line_errors(tmp_path):
+    fake = tmp_path / "model.npz"
+    fake.write_text("not an archive")
+    with pytest.raises(UserError, match="is not an .npz archive") as error:
+        weights.load_model(str(fake))
+    assert "\n" not in str(error.value)
+
+    torch = pytest.importorskip("torch")
+    pickled = tmp_path / "model.pth"
+    torch.save({"weight": torch.zeros(2), "extra": _NotATensor()}, pickled)
+    with pytest.raises(UserError, match="pickled Python objects besides tensors") as error:
+        weights.load_model(str(pickled))
+    assert "\n" not in str(error.value)
+
+
+class _NotATensor:
+    """An arbitrary object: unpickling it would run code, so weights_only loading refuses it."""
+
+
+def test_equal_weights_export_to_equal_bytes(tmp_path):
+    from tljax.weights import tljax_format
+
+    variables = {"params": {f"block{i}": {"kernel": np.full((2, 3), i, np.float32)}
+                            for i in range(12)}}
+    meta = dict(model="vit", arch={"width": 3, "depth": 12}, num_classes=3,
+                preprocessing={"normalization": "value_range(-1,1)", "image_size": 8})
+    blobs = []
+    for name in ("a", "b", "c"):  # safetensors' own header order varies from call to call
+        tljax_format.save(tmp_path / f"{name}.safetensors", variables, **meta)
+        blobs.append((tmp_path / f"{name}.safetensors").read_bytes())
+    assert blobs[0] == blobs[1] == blobs[2]
+    loaded = tljax_format.load(str(tmp_path / "a.safetensors"))
+    np.testing.assert_array_equal(loaded[4]["params"]["block7"]["kernel"], 7)
