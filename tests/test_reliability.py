@@ -28,6 +28,7 @@ BAD_CONFIGS = [
     ({"optim.lr": -0.1}, "config.optim.lr must be a finite number >= 0"),
     ({"model.num_classes": 3}, "model.num_classes=3 but tljax_digits has 5 classes"),
     ({"model.init": "/no/such/model.safetensors"}, "do not exist"),
+    ({"data.name": "mnist", "data.data_dir": "/no/tfds"}, "dataset 'mnist' is not prepared"),
     ({"model.init": "/no/such/model.safetensors", "model.init_recipe": "configs/digits.py:pretrain"},
      "the init recipe configs/digits.py:pretrain would write"),
 ]

@@ -47,8 +47,9 @@ class Checkpoints:
     def _corrupt(self, step, error):
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
         return UserError(f"checkpoint {self.directory / str(step)} cannot be restored "
-                         f"({type(error).__name__}: {first_line}); delete that step directory to "
-                         f"resume from an earlier one, or use a new --workdir")
+                         f"({type(error).__name__}: {first_line}); to resume from an earlier checkpoint, "
+                         f"move that step directory out of {self.directory} (this run holds "
+                         f"the workdir lock, so no other run uses it), or use a new --workdir")
 
     def close(self):
         """Waits for in-flight (asynchronous) saves to finish, then closes."""

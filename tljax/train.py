@@ -335,20 +335,22 @@ def run(config, workdir):
     group_list = models.groups(model.module)
     plan = freeze.make_plan(config.freeze, group_list, list(flat_params), config.total_steps)
     _log_plan(plan, group_list, param_sizes)
+    data_cfg = _data_config(config, model.normalization)
+    data.examples(data_cfg, "train", config.seed)  # A split that is not there fails here,
+    eval_data = data.eval_batches(  # before the workdir is touched. Re-iterable: read at every eval.
+        data_cfg, seed=config.seed, global_batch=config.data.eval_batch_size,
+        process_index=jax.process_index(), process_count=jax.process_count())
     workdir_lock = _claim_workdir(workdir, config)
 
     run_ = _Run(config, workdir, par, model.module, plan, param_sizes,
-                checkpoint.Checkpoints(workdir, config.checkpoint_every, config.keep_checkpoints))
+                checkpoint.Checkpoints(workdir, config.checkpoint_every, config.keep_checkpoints),
+                eval_data=eval_data)
     try:  # On any failure, in-flight checkpoint saves (of finite states) still complete.
         runner, state, record, start_step = _start(run_, model)
-        data_cfg = _data_config(config, model.normalization)
         if start_step == config.total_steps:
             return _finished(run_, state, record, model.num_classes, data_cfg)
         run_.writer = metrics.MetricWriter(workdir, jax.process_index() == 0, start_step)
         run_.eval_step = par.compile_eval(steps.make_eval_step(model.module, par.axis_name))
-        run_.eval_data = data.eval_batches(  # Re-iterable: built once, read at every evaluation.
-            data_cfg, seed=config.seed, global_batch=config.data.eval_batch_size,
-            process_index=jax.process_index(), process_count=jax.process_count())
         train_iter = _prefetch_to_device(data.train_batches(
             data_cfg, seed=config.seed, global_batch=config.data.batch_size,
             process_index=jax.process_index(), process_count=jax.process_count(),

@@ -1,2 +1,3 @@
 """Input pipeline: TFDS datasets (local builders included) to per-process numpy batches."""
-from tljax.data.pipeline import eval_batches, get_builder, num_classes, train_batches  # noqa: F401
+from tljax.data.pipeline import (eval_batches, examples, get_builder, num_classes,  # noqa: F401
+                                 train_batches)
