@@ -11,6 +11,8 @@ def base():
     c.parallelism = "jit"       # "jit" (SPMD over a Mesh), "fsdp" (jit + sharded params/opt state),
     #                             or "pmap" (per-device replicas, one process)
     c.accum_steps = 1           # gradient accumulation: microbatches per optimizer step
+    c.accum_bn_microbatch_stats = False  # allow accum_steps > 1 while BatchNorm trains (each
+    #                                      microbatch then normalises with its own statistics)
     c.total_steps = 500
     c.log_every = 50            # progress line + metrics.jsonl train record
     c.eval_every = 100          # 0: only at the end
@@ -18,7 +20,9 @@ def base():
     c.keep_checkpoints = 2
     c.export_weights = False    # write workdir/model.safetensors at the end
     c.hyperrule = False         # BiT-HyperRule: resolution, schedule, lr and mixup from the data
-    c.freeze = "full"           # strategy string, or a list of (start_step, [(regex, mult|None)])
+    c.freeze = "full"           # freezing strategy string, e.g. "lp_ft:lp_steps=100"
+    c.freeze_phases = ()        # or explicit phases, used instead of freeze when set:
+    #                             ((start_step, ((regex, lr_mult or None), ...)), ...)
 
     c.model = mlc.ConfigDict()
     c.model.name = "bit"
@@ -27,6 +31,8 @@ def base():
     c.model.dtype = "float32"
     c.model.init = ""           # weights source (see tljax.weights.load_model); "" = from scratch
     c.model.init_head = "reset"  # "reset": zero head; "keep": load the head too
+    c.model.keep_pre_logits = False  # ViT i21k pre_logits layer: dropped with a new head, as
+    #                                  vit_jax does when fine-tuning
     c.model.init_recipe = ""    # config "path:arg" that produces model.init when it is missing
     c.model.check_preprocessing = True  # pp must normalise as the weights expect
 
@@ -35,8 +41,11 @@ def base():
     c.data.data_dir = ""        # "" = TFDS default (~/tensorflow_datasets)
     c.data.manual_dir = ""
     c.data.train_split = "train"
-    c.data.test_split = "test"
+    c.data.val_split = ""       # selection split (best step, best lr); "" = none: the final
+    #                             step is reported. Never the test split.
+    c.data.test_split = "test"  # evaluated once, at the end (final and validation-selected step)
     c.data.few_shot_k = 0       # >0: k examples per class of train_split
+    c.data.few_shot_val_k = 0   # validation examples per class when val_split is the train split
     c.data.few_shot_seed = -1   # <0: the run seed
     c.data.image_size = 224
     c.data.pp_train = "inception_crop(224)|flip_lr|value_range(-1,1)"
@@ -56,6 +65,11 @@ def base():
     c.optim.b2 = 0.999
     c.optim.mu_dtype = ""       # "" = parameter dtype (float32); "bfloat16" halves momentum memory
     c.optim.weight_decay = 0.0
+    c.optim.wd_rules = ((".*/kernel", 1.0),)  # (regex, multiplier), first match; big_vision
+    #                                           decays kernels only (config wd_mults)
+    c.optim.l2sp = ()           # (alpha, beta): L2-SP (Li et al. 2018), alpha/2 |w - w_pretrained|^2
+    #                             on trainable pretrained weights + beta/2 |w|^2 on the new head;
+    #                             a regulariser, so it combines with any freeze schedule
     c.optim.clip_norm = 0.0     # 0: no clipping; clips the trainable gradients only
     c.optim.schedule = "cosine"  # cosine | linear | steps | constant
     c.optim.warmup_steps = 0

@@ -48,10 +48,13 @@ def get_config(arg=""):
         c.export_weights = True
         return c
 
-    c.data.train_split = c.data.test_split = "target"
+    c.data.train_split = c.data.val_split = c.data.test_split = "target"
     # At 2 shots per class the source model helps (fine-tuning beats scratch); from
     # about 5 shots on, training from scratch catches up on this tiny task.
     c.data.few_shot_k = 2
+    # Selection (best step) on 10 validation examples per class, disjoint from the train
+    # shots; test is the rest of the target split, evaluated once at the end.
+    c.data.few_shot_val_k = 10
     c.data.batch_size = 10
     c.total_steps = 150
     c.eval_every = 50

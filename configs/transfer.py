@@ -16,8 +16,14 @@ MODELS = {
 NORM = "init_norm"  # the normalisation recorded with the checkpoint (value_range(-1,1) for these)
 
 
-def config(dataset, train_split, test_split, arg, **data):
-    """The config for `dataset` fine-tuned from model `arg` (see MODELS)."""
+def config(dataset, splits, arg, vit_recipe=None, **data):
+    """The config for `dataset` fine-tuned from model `arg` (see MODELS).
+
+    splits: (train, validation, test) TFDS split strings; validation selects, test reports.
+    vit_recipe: big_vision's ViT transfer recipe for this dataset (big_vision
+    configs/transfer.py, _set_dataset): dict(steps, warmup, lr, crop) with crop
+    "inception_crop" or "resmall_crop".
+    """
     arg = arg or "bit-m-r50x1"
     if arg not in MODELS:
         raise ValueError(f"unknown model {arg!r}; use one of {sorted(MODELS)}")
@@ -27,26 +33,30 @@ def config(dataset, train_split, test_split, arg, **data):
     c.model.arch = {}  # taken from the checkpoint
     c.model.init = f"catalog:{checkpoint}"
     c.data.name = dataset
-    c.data.train_split = train_split
-    c.data.test_split = test_split
+    c.data.train_split, c.data.val_split, c.data.test_split = splits
     c.data.batch_size = 512
     c.data.eval_batch_size = 256
     c.eval_every = 100
     c.checkpoint_every = 100
     c.optim.name = "sgd"
     c.optim.momentum = 0.9
-    c.optim.clip_norm = 1.0
     if family == "bit":
-        c.hyperrule = True  # sets resolution, steps, lr schedule and mixup from the dataset
+        # BiT-HyperRule (big_transfer bit_hyperrule.py) sets resolution, steps, lr schedule
+        # and mixup from the dataset; it has no gradient clipping.
+        c.hyperrule = True
         c.data.pp_eval = f"resize(480)|{NORM}"
     else:
+        recipe = vit_recipe or {"steps": 500, "warmup": 100, "lr": 0.003, "crop": "inception_crop"}
         c.data.image_size = 384
-        c.data.pp_train = f"inception_crop(384)|flip_lr|{NORM}"
-        c.data.pp_eval = f"resize(384)|{NORM}"
-        c.total_steps = 500
-        c.optim.lr = 0.003
+        crop = ("inception_crop(384)" if recipe["crop"] == "inception_crop"
+                else "resize_small(448)|random_crop(384)")
+        c.data.pp_train = f"{crop}|flip_lr|{NORM}"
+        c.data.pp_eval = f"resize_small(448)|central_crop(384)|{NORM}"
+        c.total_steps = recipe["steps"]
+        c.optim.lr = recipe["lr"]
         c.optim.schedule = "cosine"
-        c.optim.warmup_steps = 50
+        c.optim.warmup_steps = recipe["warmup"]
+        c.optim.clip_norm = 1.0  # big_vision transfer.py: grad_clip_norm = 1.0
     for key, value in data.items():
         c.data[key] = value
     return c

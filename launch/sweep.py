@@ -31,6 +31,7 @@ flags.DEFINE_multi_string("grid", [], "extra grid axis KEY=V1,V2,... (repeatable
 flags.DEFINE_multi_string("set", [], "fixed override KEY=VALUE for every run (repeatable)")
 flags.DEFINE_enum("emit", "", ["", "commands"], "'commands': print the commands instead of running")
 flags.DEFINE_string("python", "python", "interpreter named in emitted commands")
+flags.DEFINE_string("baseline", "full", "schedule the report's paired differences are taken to")
 FLAGS = flags.FLAGS
 
 
@@ -139,7 +140,7 @@ def main(argv):
     run_all(FLAGS.config, runs)
     from tljax import report
 
-    print(report.write_report(FLAGS.workdir))
+    print(report.write_report(FLAGS.workdir, FLAGS.baseline))
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ def tiny_config(data_dir, arg="scratch", **overrides):
     config.model.init_recipe = ""
     if config.data.few_shot_k:
         config.data.few_shot_k = 5
+        config.data.few_shot_val_k = 5
     for key, value in overrides.items():
         node = config
         *parents, leaf = key.split(".")

@@ -35,6 +35,8 @@ def _tiny(config_name, arg, tmp_path):
         config.data.data_dir = str(tmp_path / "tfds")
         config.data.image_size = 16
         config.data.pp_train = config.data.pp_train.replace("384", "16").replace("init_norm", "value_range(-1,1)")
+        config.data.pp_train = config.data.pp_train.replace("resize_small(448)|random_crop(16)",
+                                                            "inception_crop(16)")
         config.data.pp_eval = "resize(16)|value_range(-1,1)"
         config.data.batch_size, config.data.eval_batch_size = 4, 6
         config.total_steps, config.checkpoint_every, config.log_every = 2, 2, 1
@@ -51,8 +53,23 @@ def test_dataset_config_runs_on_mock_data(config_name, tmp_path):
     assert os.listdir(tmp_path / "run" / "checkpoints") == ["2"]
     with open(tmp_path / "run" / "metrics.jsonl") as f:
         evals = [r for r in map(json.loads, f) if r["kind"] == "eval"]
-    assert evals[-1]["count"] == 10  # every mock test example counted once
-    assert 0.0 <= summary["final_accuracy"] <= 1.0
+    assert {r["split"] for r in evals} == {"validation", "test"}
+    assert all(r["count"] == 10 for r in evals)  # every mock example counted once
+    assert 0.0 <= summary["test_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("config_name", ["flowers.py", "pets.py", "cifar10.py", "cifar100.py"])
+def test_vit_recipes_are_big_vision_transfer_recipes(config_name):
+    """big_vision configs/transfer.py (_set_dataset, _set_task): splits, steps, warmup,
+    evaluation crop; clipping at 1.0 for ViT, none under BiT-HyperRule."""
+    vit = config_lib.load(os.path.join(ROOT, "configs", config_name) + ":vit-b32")
+    small = config_name in ("flowers.py", "pets.py")
+    assert (vit.data.train_split, vit.data.val_split, vit.data.test_split) == (
+        ("train[:90%]", "train[90%:]", "test") if small else ("train[:98%]", "train[98%:]", "test"))
+    assert (vit.total_steps, vit.optim.warmup_steps) == ((500, 100) if small else (10_000, 500))
+    assert vit.data.pp_eval == "resize_small(448)|central_crop(384)|init_norm"
+    assert vit.optim.clip_norm == 1.0
+    assert config_lib.load(os.path.join(ROOT, "configs", config_name)).optim.clip_norm == 0.0
 
 
 def test_hyperrule_reads_size_and_resolution_from_the_dataset(tmp_path):

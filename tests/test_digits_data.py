@@ -37,17 +37,32 @@ def test_few_shot_indices_are_k_per_class_and_deterministic_per_seed():
         fewshot.few_shot_indices(labels, 31, seed=0)
 
 
-def test_few_shot_train_and_test_partition_the_target_split(make_config):
+def test_few_shot_train_validation_and_test_partition_the_target_split(make_config):
     cfg = make_config().data
-    train, n_train = data.pipeline.examples(cfg, "train", seed=7)
-    test, n_test = data.pipeline.examples(cfg, "test", seed=7)
-    assert n_train == 25 and n_train + n_test == 896
-    train_labels = [int(e["label"]) for e in train.as_numpy_iterator()]
-    assert np.array_equal(np.bincount(train_labels), [5] * 5)
-    again, _ = data.pipeline.examples(cfg, "train", seed=7)
+    parts = {which: data.pipeline.examples(cfg, which, seed=7)
+             for which in ("train", "validation", "test")}
+    counts = {which: n for which, (_, n) in parts.items()}
+    assert counts["train"] == 25 and counts["validation"] == 25
+    assert sum(counts.values()) == 896
+    labels = np.concatenate([np.repeat(np.arange(5), 40)])
+    masks = data.pipeline._few_shot_masks(cfg, labels, seed=7)
+    assert not np.any(masks["train"] & masks["validation"])
+    assert np.all(masks["train"] ^ masks["validation"] ^ masks["test"])  # each example once
+    for which in ("train", "validation"):
+        labels_seen = [int(e["label"]) for e in parts[which][0].as_numpy_iterator()]
+        assert np.array_equal(np.bincount(labels_seen), [5] * 5), which
+    first, _ = data.pipeline.examples(cfg, "validation", seed=7)
+    again, _ = data.pipeline.examples(cfg, "validation", seed=7)
     assert [e["image"].tobytes() for e in again.as_numpy_iterator()] == \
-        [e["image"].tobytes() for e in train.as_numpy_iterator()]
-    del test
+        [e["image"].tobytes() for e in first.as_numpy_iterator()]
+
+
+def test_a_validation_split_equal_to_the_train_split_is_refused(make_config):
+    cfg = make_config().data
+    with cfg.unlocked():
+        cfg.few_shot_k, cfg.train_split, cfg.val_split = 0, "source_train", "source_train"
+    with pytest.raises(UserError, match="is also the train split"):
+        data.pipeline.examples(cfg, "validation", seed=0)
 
 
 @pytest.mark.parametrize("batch_size,processes", [(7, 1), (64, 1), (1000, 1), (12, 3)])

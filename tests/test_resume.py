@@ -58,7 +58,8 @@ def test_sigkill_at_any_step_then_resume_equals_the_uninterrupted_run(make_confi
     train.run(config, whole)
     expected_params, expected_summary = exported_params(whole), _summary(whole)
     expected_losses = [(r["step"], r["loss"]) for r in records(whole)]
-    assert len(expected_summary["eval_history"]) == 5
+    assert len(expected_summary["val_history"]) == 5
+    assert expected_summary["test_accuracy"] is not None
     assert set(expected_summary["train_step_flops"]) == {"0", "1"}
 
     for kill_at in KILL_STEPS:

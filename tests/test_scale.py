@@ -5,7 +5,7 @@ import numpy as np
 from flax import traverse_util
 
 from configs import common
-from tljax import freeze, models, optim, steps, weights
+from tljax import freeze, models, optim, steps, train, weights
 from tljax import state as state_lib
 
 
@@ -97,3 +97,13 @@ def test_two_fsdp_processes_end_with_the_parameters_and_losses_of_one(tmp_path, 
         for path, value in exported_one.items():
             np.testing.assert_allclose(exported_two[path], value, rtol=2e-5, atol=1e-6,
                                        err_msg=f"{schedule} {path}")
+
+
+def test_accumulation_runs_with_frozen_batchnorm_or_when_microbatch_stats_are_accepted(
+        make_config, tmp_path):
+    arch = {"depth": 18, "base_width": 4, "stem": "small"}
+    for name, overrides in (("frozen", {"freeze": "linear_probe"}),
+                            ("accepted", {"accum_bn_microbatch_stats": True})):
+        config = make_config(accum_steps=2, total_steps=2, **overrides,
+                             **{"model.name": "resnet", "model.arch": arch})
+        assert train.run(config, str(tmp_path / name))["status"] == "done"

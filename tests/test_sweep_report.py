@@ -10,14 +10,14 @@ from launch import sweep
 from tljax import report
 
 
-def _write_run(root, schedule, seed, final, history, status="done", lr=0.1, flops=100.0, error=None):
+def _write_run(root, schedule, seed, test, history, status="done", lr=0.1, flops=100.0, error=None):
     run_dir = os.path.join(root, schedule.replace(":", "-"), f"lr{lr}", f"seed{seed}")
     os.makedirs(run_dir)
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump({"freeze": schedule, "seed": seed, "optim": {"lr": lr}}, f)
     if status == "done":
-        summary = {"status": "done", "final_accuracy": final, "best_accuracy": max(a for _, a in history),
-                   "eval_history": history, "trainable_fraction": 0.5 if schedule != "full" else 1.0,
+        summary = {"status": "done", "test_accuracy": test, "final_accuracy": test - 0.01,
+                   "val_history": history, "trainable_fraction": 0.5 if schedule != "full" else 1.0,
                    "mean_train_step_flops": flops, "wall_time_s": 10.0 + seed}
         with open(os.path.join(run_dir, "summary.json"), "w") as f:
             json.dump(summary, f)
@@ -28,28 +28,40 @@ def _write_run(root, schedule, seed, final, history, status="done", lr=0.1, flop
 
 def test_report_statistics_on_synthetic_runs(tmp_path):
     root = str(tmp_path)
-    finals = [0.80, 0.84, 0.86]
-    for seed, final in enumerate(finals):
-        _write_run(root, "full", seed, final, [(10, final - 0.1), (20, final)], flops=300.0)
-        _write_run(root, "linear_probe", seed, final - 0.2, [(10, 0.5), (20, final - 0.2)], flops=100.0)
+    tests = [0.80, 0.84, 0.86]
+    gaps = [0.20, 0.10, 0.15]  # linear_probe trails full by these, seed by seed
+    for seed, (test, gap) in enumerate(zip(tests, gaps)):
+        _write_run(root, "full", seed, test, [(10, test - 0.1), (20, test)], flops=300.0)
+        _write_run(root, "linear_probe", seed, test - gap, [(10, 0.5), (20, test - gap)],
+                   flops=100.0)
+    _write_run(root, "last_k:1", 0, 0.83, [(10, 0.8), (20, 0.83)])
     _write_run(root, "bitfit", 0, None, [], status="failed", error="UserError: loss became nan by step 7")
     _write_run(root, "bitfit", 1, None, [], status="incomplete")
     table = report.write_report(root)
 
-    rows = {r["schedule"]: r for r in report.summarize(report.load_runs(root))}
+    ranked = report.summarize(report.load_runs(root))
+    rows = {r["schedule"]: r for r in ranked}
+    assert [r["schedule"] for r in ranked[:3]] == ["full", "last_k:1", "linear_probe"]
     full = rows["full"]
-    assert full["final"]["n"] == 3
-    assert full["final"]["mean"] == pytest.approx(np.mean(finals))
-    assert full["final"]["std"] == pytest.approx(np.std(finals, ddof=1))
+    assert full["test"]["n"] == 3
+    assert full["test"]["mean"] == pytest.approx(np.mean(tests))
+    assert full["test"]["std"] == pytest.approx(np.std(tests, ddof=1))
     # 95% t-interval half-width with 2 degrees of freedom: t = 4.3027.
-    assert full["final"]["ci95"] == pytest.approx(4.302653 * np.std(finals, ddof=1) / np.sqrt(3), rel=1e-5)
+    assert full["test"]["ci95"] == pytest.approx(4.302653 * np.std(tests, ddof=1) / np.sqrt(3), rel=1e-5)
+    # Paired over seeds: mean -0.15, std 0.05 -> [-0.274, -0.026], excludes 0. Unpaired, the
+    # two groups' intervals (±0.075 and ±0.13) overlap: pairing is what resolves it.
+    paired = rows["linear_probe"]["paired"]
+    assert paired["mean"] == pytest.approx(-0.15) and paired["n"] == 3
+    assert paired["ci95"] == pytest.approx(4.302653 * 0.05 / np.sqrt(3), rel=1e-5)
+    assert "| linear_probe | – | 3 | 68.3 ± 8.1 [±20.1] | -15.0 [-27.4, -2.6] * |" in table
+    assert "+1.0 (1 seed: no interval)" in table  # last_k:1 seed 0 vs full seed 0
     assert rows["linear_probe"]["flops_vs_full"] == pytest.approx(1 / 3)
     assert rows["bitfit"]["failed"] == 1 and rows["bitfit"]["incomplete"] == 1
-    assert "| full | – | 3 | 83.3 ± 3.1" in table
+    assert "| full | – | 3 | 83.3 ± 3.1" in table and "| baseline |" in table
     assert "loss became nan by step 7" in table
     with open(tmp_path / "results.csv") as f:
         csv_rows = {r["schedule"]: r for r in csv.DictReader(f)}
-    assert float(csv_rows["linear_probe"]["final_mean"]) == pytest.approx(np.mean(finals) - 0.2)
+    assert float(csv_rows["linear_probe"]["test_mean"]) == pytest.approx(np.mean(tests) - 0.15)
     for name in ("accuracy_curves.png", "tradeoff.png"):
         assert os.path.getsize(tmp_path / name) > 10_000
 

@@ -132,3 +132,28 @@ def test_accumulation_must_divide_each_devices_share_of_the_batch(make_config, t
                                         "accum_steps=3"):
         train.run(config, str(tmp_path))
     assert not os.path.exists(tmp_path / "config.json")
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_vit_pre_logits_is_dropped_with_a_new_head_unless_kept(make_config, tmp_path, keep):
+    """vit_jax (checkpoint.py: load_pretrained) drops an i21k representation layer when it
+    fine-tunes with a new head."""
+    from flax import traverse_util
+
+    from tljax import models, weights
+
+    arch = {"size": "Ti", "width": 16, "depth": 1, "mlp_dim": 32, "heads": 2, "patch": 4,
+            "representation_size": 8}
+    module = models.build("vit", arch, 7)
+    source = tmp_path / "vit.safetensors"
+    tljax_format.save(source, weights.init_variables(module, (8, 8, 3)), model="vit", arch=arch,
+                      num_classes=7, preprocessing={"normalization": "value_range(-1,1)",
+                                                    "image_size": 8})
+    config = make_config(total_steps=1, export_weights=True,
+                         **{"model.name": "vit", "model.arch": {}, "model.init": str(source),
+                            "model.keep_pre_logits": keep})
+    train.run(config, str(tmp_path / "run"))
+    params = traverse_util.flatten_dict(
+        tljax_format.load(str(tmp_path / "run" / "model.safetensors"))[4]["params"], sep="/")
+    assert ("pre_logits/kernel" in params) == keep
+    assert params["head/kernel"].shape == ((8, 5) if keep else (16, 5))

@@ -13,8 +13,8 @@ from tljax.state import TrainState
 class Checkpoints:
     """Saves every `every` steps (and on demand), keeps the newest `keep`."""
 
-    def __init__(self, workdir, every, keep):
-        self.directory = paths.resolve(workdir) / "checkpoints"
+    def __init__(self, workdir, every, keep, name="checkpoints"):
+        self.directory = paths.resolve(workdir) / name
         options = ocp.CheckpointManagerOptions(
             save_interval_steps=max(every, 1), max_to_keep=keep, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options,
@@ -50,6 +50,10 @@ class Checkpoints:
                          f"({type(error).__name__}: {first_line}); to resume from an earlier checkpoint, "
                          f"move that step directory out of {self.directory} (this run holds "
                          f"the workdir lock, so no other run uses it), or use a new --workdir")
+
+    def wait(self):
+        """Waits for in-flight (asynchronous) saves to finish."""
+        self._manager.wait_until_finished()
 
     def close(self):
         """Waits for in-flight (asynchronous) saves to finish, then closes."""

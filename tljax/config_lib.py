@@ -101,11 +101,23 @@ def validate(config):
     for key in ("batch_size", "eval_batch_size"):
         _check(isinstance(config.data[key], int) and config.data[key] >= 1,
                f"config.data.{key} must be a whole number >= 1, not {config.data[key]!r}")
-    _check(isinstance(config.freeze, (str, list, tuple)),
-           f"config.freeze must be a strategy string or a list of phases, not {config.freeze!r}")
+    _check(isinstance(config.freeze, str),
+           f"config.freeze must be a strategy string (explicit phases go in config.freeze_phases), "
+           f"not {config.freeze!r}")
+    phases = config.freeze_phases
+    _check(isinstance(phases, (list, tuple)) and all(
+        isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], int)
+        and isinstance(p[1], (list, tuple)) and all(isinstance(r, (list, tuple)) and len(r) == 2
+                                                    for r in p[1]) for p in phases),
+           f"config.freeze_phases must be ((start_step, ((regex, lr_mult or None), ...)), ...), "
+           f"not {phases!r}")
     lr = config.optim.lr
     _check(isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0,
            f"config.optim.lr must be a finite number >= 0, not {lr!r}")
+    l2sp = tuple(config.optim.l2sp)
+    _check(l2sp == () or (len(l2sp) == 2 and all(isinstance(v, (int, float)) and v >= 0
+                                                for v in l2sp)),
+           f"config.optim.l2sp must be () or (alpha, beta) with both >= 0, not {l2sp!r}")
     _check(config.model.num_classes == -1 or config.model.num_classes >= 1,
            f"config.model.num_classes must be -1 (from the data) or >= 1, "
            f"not {config.model.num_classes!r}")
@@ -121,3 +133,26 @@ def recipe_output(spec):
     name = os.path.splitext(os.path.basename(path))[0] + (f"_{arg}" if arg else "")
     root = os.environ.get("TLJAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "tljax"))
     return os.path.join(root, "recipes", name, "model.safetensors")
+
+
+def phases_text(phases):
+    """Explicit freezing phases as one readable line, e.g.
+    "0: head/.*=1, .*=frozen | 100: .*=1" (for summaries and report rows)."""
+    def rule(regex, mult):
+        return f"{regex}={'frozen' if mult is None else format(float(mult), 'g')}"
+    return " | ".join(f"{int(start)}: " + ", ".join(rule(*r) for r in rules)
+                      for start, rules in phases)
+
+
+def freeze_spec(config):
+    """What config.freeze_phases or config.freeze asks for: explicit phases (a list of
+    (start_step, [(regex, lr multiplier or None)])) or a strategy string."""
+    if config.freeze_phases:
+        return [(start, [tuple(r) for r in rules]) for start, rules in config.freeze_phases]
+    return config.freeze
+
+
+def freeze_label(config_dict):
+    """The schedule's name in reports, from a (flattened or nested) config dict."""
+    phases = config_dict.get("freeze_phases")
+    return phases_text(phases) if phases else config_dict.get("freeze", "?")

@@ -18,16 +18,28 @@ import re
 from absl import logging
 
 from tljax.errors import UserError
-from tljax.models import HEAD, group_of
+from tljax.models import HEAD, depth_groups, group_of
+
+
+@dataclasses.dataclass(frozen=True, order=True)
+class Restart:
+    """A phase that starts a new fine-tuning run on the current weights (the FT of LP-FT):
+    every parameter it trains gets fresh optimizer state and its own lr schedule: `warmup`
+    steps of linear warmup to `lr`, then optim.schedule's decay over the remaining steps.
+    warmup < 0 means optim.warmup_steps; lr <= 0 means optim.lr."""
+    warmup: int = -1
+    lr: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True, order=True)
 class Label:
     """An optimizer group: parameters of one model group trained at one lr multiplier since
-    one step. Each label has its own optimizer state and step count."""
+    one step. Each label has its own optimizer state and step count; `restart` gives it its
+    own schedule (else it follows the run's global schedule from step `since`)."""
     group: str
     lr_mult: float
     since: int
+    restart: Restart = None
 
     @property
     def key(self):
@@ -39,6 +51,7 @@ class Label:
 class Phase:
     start_step: int
     mults: dict  # path -> lr multiplier (float) or None (frozen)
+    restart: Restart = None  # a new fine-tuning run starts here (see Restart)
 
     def trainable_paths(self):
         return sorted(p for p, m in self.mults.items() if m is not None)
@@ -48,7 +61,6 @@ class Phase:
 class Plan:
     phases: tuple  # Phase, sorted by start_step, first one starts at 0
     labels: tuple  # per phase: {path: Label} for trainable paths
-    l2sp: tuple | None = None  # (alpha, beta) of L2-SP regularisation, or None
 
     def phase_index(self, step):
         """Index of the phase that governs the update taken at `step`."""
@@ -85,11 +97,6 @@ def resolve(rules, paths):
 # ---------------------------------------------------------------- strategies
 # Each strategy gets (args, group_list, paths) and returns [(start_step, rules)].
 
-def _body_groups(group_list):
-    """Group names below the head, input to output."""
-    return [name for name, _ in group_list if name != HEAD]
-
-
 def _regex_of(group_list, names):
     by_name = dict(group_list)
     unknown = [n for n in names if n not in by_name]
@@ -112,12 +119,17 @@ def _linear_probe(args, group_list, paths):
     return [(0, _train_groups(group_list, []))]
 
 
+def _flat(units):
+    return [name for unit in units for name in unit]
+
+
 def _last_k(args, group_list, paths):
     k = args.get("k", 1)
-    body = _body_groups(group_list)
-    if not 0 <= k <= len(body):
-        raise UserError(f"last_k:{k} but the model has {len(body)} groups below the head: {body}")
-    return [(0, _train_groups(group_list, body[len(body) - k:]))]
+    units = depth_groups(group_list)
+    if not 0 <= k <= len(units):
+        raise UserError(f"last_k:{k} but the model has {len(units)} depth groups below the head: "
+                        f"{units}")
+    return [(0, _train_groups(group_list, _flat(units[len(units) - k:])))]
 
 
 def _surgical(args, group_list, paths):
@@ -131,16 +143,19 @@ def _gradual(args, group_list, paths):
     every = args.get("every", 0)
     if every <= 0:
         raise UserError("gradual needs a positive unfreezing interval, e.g. gradual:every=50")
-    body = _body_groups(group_list)
-    return [(i * every, _train_groups(group_list, body[len(body) - i:] if i else []))
-            for i in range(len(body) + 1)]
+    units = depth_groups(group_list)
+    return [(i * every, _train_groups(group_list, _flat(units[len(units) - i:]) if i else []))
+            for i in range(len(units) + 1)]
 
 
 def _lp_ft(args, group_list, paths):
+    """Kumar et al. 2022: a linear probe, then fine-tuning of everything as a new run on the
+    probed weights (fresh optimizer, its own warmup and peak lr: ft_warmup, ft_lr)."""
     lp_steps = args.get("lp_steps", 0)
     if lp_steps <= 0:
         raise UserError("lp_ft needs the linear-probe length, e.g. lp_ft:lp_steps=100")
-    return [(0, _train_groups(group_list, [])), (lp_steps, [(".*", 1.0)])]
+    restart = Restart(args.get("ft_warmup", -1), args.get("ft_lr", 0.0))
+    return [(0, _train_groups(group_list, [])), (lp_steps, [(".*", 1.0)], restart)]
 
 
 def _bitfit(args, group_list, paths):
@@ -156,15 +171,11 @@ def _norm_only(args, group_list, paths):
 
 
 def layer_decay_depths(group_list):
-    """Depth from the top per group: head (and a final norm) 0, the last block 1, ...
-
-    BEiT/timm convention: the pre-head norm shares the head's lr; embeddings are deepest.
-    """
-    names = [n for n, _ in group_list]
-    top = {HEAD, "norm"}
-    body = [n for n in names if n not in top]
-    depths = {n: 0 for n in names if n in top}
-    depths.update({n: len(body) - i for i, n in enumerate(body)})
+    """Depth from the top per group: head 0, the last depth group (block + final norm) 1, ...,
+    the embedding deepest: the same depth groups as last_k and gradual."""
+    units = depth_groups(group_list)
+    depths = {HEAD: 0}
+    depths.update({name: len(units) - i for i, unit in enumerate(units) for name in unit})
     return depths
 
 
@@ -180,15 +191,14 @@ def _layer_decay(args, group_list, paths):
 STRATEGIES = {
     "full": (_full, {}), "linear_probe": (_linear_probe, {}), "last_k": (_last_k, {"k": int}),
     "surgical": (_surgical, {"groups": str}), "gradual": (_gradual, {"every": int}),
-    "lp_ft": (_lp_ft, {"lp_steps": int}), "bitfit": (_bitfit, {}), "norm_only": (_norm_only, {}),
+    "lp_ft": (_lp_ft, {"lp_steps": int, "ft_warmup": int, "ft_lr": float}), "bitfit": (_bitfit, {}), "norm_only": (_norm_only, {}),
     "layer_decay": (_layer_decay, {"decay": float}),
-    "l2sp": (_full, {"alpha": float, "beta": float}),
 }
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "text"}
 
 
 def _parse_args(name, text):
-    """Typed arguments of one strategy from "k=2" or the positional "2" (or "0.01,0.1")."""
+    """Typed arguments of one strategy from "k=2" or the positional "2"."""
     types = STRATEGIES[name][1]
     if not text:
         return {}
@@ -196,12 +206,8 @@ def _parse_args(name, text):
         raise UserError(f"freezing strategy {name!r} takes no arguments, got {name}:{text}")
     if "=" in text:
         pairs = [item.partition("=")[::2] for item in filter(None, text.split(","))]
-    else:
-        values = [text] if len(types) == 1 else text.split(",")
-        if len(values) > len(types):
-            raise UserError(f"{name}:{text} has {len(values)} values but {name} takes "
-                            f"{len(types)}: {', '.join(types)}")
-        pairs = list(zip(types, values))
+    else:  # The positional form names the first argument: last_k:2 = last_k:k=2.
+        pairs = [(next(iter(types)), text)]
     args = {}
     for key, value in ((k.strip(), v.strip()) for k, v in pairs):
         if key not in types:
@@ -216,53 +222,56 @@ def _parse_args(name, text):
 
 
 def _phases_from_spec(spec, group_list, paths):
-    """[(start, mults)] per '+'-joined component, and the l2sp setting."""
-    components, l2sp = [], None
+    """[(start, mults)] per '+'-joined component."""
+    components = []
     for part in filter(None, (p.strip() for p in spec.split("+"))):
         name, _, arg_text = part.partition(":")
+        if name == "l2sp":
+            raise UserError("L2-SP is a regulariser, not a freezing schedule: set "
+                            "optim.l2sp=(alpha, beta), which combines with any config.freeze")
         if name not in STRATEGIES:
             raise UserError(f"unknown freezing strategy {name!r} in {spec!r} (config.freeze); "
                             f"known: {', '.join(sorted(STRATEGIES))}")
         strategy, _ = STRATEGIES[name]
         args = _parse_args(name, arg_text.strip())
-        if name == "l2sp":
-            alpha = args.get("alpha", 0.01)
-            l2sp = (alpha, args.get("beta", alpha))
-        components.append([(start, resolve(rules, paths))
-                           for start, rules in strategy(args, group_list, paths)])
+        components.append([(start, resolve(rules, paths), restart)
+                           for start, rules, *restart in strategy(args, group_list, paths)])
     if not components:
         raise UserError("config.freeze is empty; use e.g. 'full' or 'linear_probe'")
-    return components, l2sp
+    return components
 
 
 def _combine(components, paths):
-    """Multiplies the multipliers of all components at every phase start; None wins."""
-    starts = sorted({start for comp in components for start, _ in comp})
+    """Multiplies the multipliers of all components at every phase start; None wins.
+
+    Components are lists of (start, mults, [Restart] or []); a phase restarts when a
+    component's phase that starts there does."""
+    starts = sorted({start for comp in components for start, _, _ in comp})
     phases = []
     for start in starts:
         mults = {}
         for path in paths:
             mult = 1.0
             for comp in components:
-                active = [m for s, m in comp if s <= start][-1]
+                active = [m for s, m, _ in comp if s <= start][-1]
                 mult = None if mult is None or active[path] is None else mult * active[path]
             mults[path] = mult
-        phases.append(Phase(start, mults))
+        restarts = [r[0] for comp in components for s, _, r in comp if s == start and r]
+        phases.append(Phase(start, mults, restarts[0] if restarts else None))
     return phases
 
 
 def make_plan(spec, group_list, paths, total_steps=None):
     """The freezing Plan for a strategy string or an explicit list of phases."""
     paths = sorted(paths)
-    l2sp = None
     if isinstance(spec, str):
-        components, l2sp = _phases_from_spec(spec, group_list, paths)
+        components = _phases_from_spec(spec, group_list, paths)
     else:
         starts = [int(start) for start, _ in spec]
         if starts != sorted(set(starts)):
             raise UserError(f"explicit freezing phases must have increasing start steps, "
                             f"got {starts}")
-        components = [[(int(start), resolve(rules, paths)) for start, rules in spec]]
+        components = [[(int(start), resolve(rules, paths), []) for start, rules in spec]]
     phases = _combine(components, paths)
     if phases[0].start_step != 0:
         raise UserError(f"the first freezing phase must start at step 0, not {phases[0].start_step}")
@@ -275,15 +284,15 @@ def make_plan(spec, group_list, paths, total_steps=None):
         raise UserError(f"freezing schedule {spec!r} trains no parameter")
 
     group = {p: group_of(p, group_list) for p in paths}
-    labels, since = [], {}
+    labels, since = [], {}  # since: path -> (start step, Restart or None) of its current label
     for index, phase in enumerate(phases):
         previous = phases[index - 1].mults if index else {}
         for path, mult in phase.mults.items():
-            if mult is not None and previous.get(path) != mult:
-                since[path] = phase.start_step
-        labels.append({p: Label(group[p], m, since[p])
+            if mult is not None and (previous.get(path) != mult or phase.restart):
+                since[path] = (phase.start_step, phase.restart)
+        labels.append({p: Label(group[p], m, *since[p])
                        for p, m in phase.mults.items() if m is not None})
-    return Plan(tuple(phases), tuple(labels), l2sp)
+    return Plan(tuple(phases), tuple(labels))
 
 
 def summary_rows(plan, group_list, param_sizes):

@@ -47,8 +47,11 @@ def main(argv):
     except UserError as e:
         _fail(str(e))
     if jax.process_index() == 0:
-        print(f"final target test accuracy: {summary['final_accuracy']:.4f} "
-              f"(best {summary['best_accuracy']:.4f}, {summary['wall_time_s']:.0f}s)")
+        how = ("selected by validation" if summary["val_accuracy"] is not None
+               else "final step, no validation split")
+        print(f"test accuracy {summary['test_accuracy']:.4f} at step {summary['selected_step']} "
+              f"({how}; final step {summary['final_accuracy']:.4f}, "
+              f"{summary['wall_time_s']:.0f}s)")
 
 
 def _parse_flags(argv):

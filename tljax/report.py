@@ -1,11 +1,13 @@
 """Sweep results: many run workdirs -> results.md, results.csv and PNG plots.
 
-    python -m tljax.report /tmp/sweep
+    python -m tljax.report /tmp/sweep [--baseline=full]
 
-Runs are grouped by everything in their config except the seed; each group is
-one row: final and best test accuracy (mean ± std over seeds, 95% t-interval),
-trainable-parameter fraction, train-step FLOPs relative to full fine-tuning,
-and wall time. Failed or unfinished runs appear as such, with their error.
+Runs are grouped by everything in their config except the seed; each group is one
+row, ranked by test accuracy at the step validation selected (mean ± std over seeds,
+95% t-interval), with the paired difference to the baseline schedule (same seeds,
+hence the same init, few-shot subset and data order), the final-step test accuracy,
+trainable-parameter fraction, train-step FLOPs relative to full fine-tuning, and wall
+time. Failed or unfinished runs appear as such, with their error.
 """
 import csv
 import io
@@ -61,12 +63,21 @@ def _varying_keys(runs):
     return sorted(k for k in keys if len({json.dumps(r["config"].get(k)) for r in runs}) > 1)
 
 
-def summarize(runs):
-    """Rows, one per group of runs that differ only in seed, in first-seen order."""
-    varying = [k for k in _varying_keys(runs) if k != "freeze"]
+def _paired(row, base):
+    """Stats of row - base test accuracy over the seeds both finished."""
+    by_seed = {r["config"].get("seed"): r["test_accuracy"] for r in base["members"]}
+    return _stats(r["test_accuracy"] - by_seed[r["config"].get("seed")] for r in row["members"]
+                  if by_seed.get(r["config"].get("seed")) is not None
+                  and r["test_accuracy"] is not None)
+
+
+def summarize(runs, baseline="full"):
+    """Rows, one per group of runs that differ only in seed, best validation-selected test
+    accuracy first."""
+    varying = [k for k in _varying_keys(runs) if k not in ("freeze", "freeze_phases")]
     groups = {}
     for run in runs:
-        label = run["config"].get("freeze", "?")
+        label = config_lib.freeze_label(run["config"])
         extra = ", ".join(f"{k}={run['config'].get(k)}" for k in varying)
         groups.setdefault((label, extra), []).append(run)
     rows = []
@@ -76,19 +87,36 @@ def summarize(runs):
         rows.append({
             "schedule": schedule, "setting": extra, "runs": len(members), "done": len(done),
             "failed": len(failed), "incomplete": len(members) - len(done) - len(failed),
+            "test": _stats(r["test_accuracy"] for r in done),
             "final": _stats(r["final_accuracy"] for r in done),
-            "best": _stats(r["best_accuracy"] for r in done),
             "trainable_fraction": _stats(r["trainable_fraction"] for r in done)["mean"],
             "flops": _stats(r.get("mean_train_step_flops") for r in done)["mean"],
             "wall_time_s": _stats(r["wall_time_s"] for r in done)["mean"],
             "errors": sorted({r.get("error", "") for r in failed}),
-            "histories": [r["eval_history"] for r in done],
+            "histories": [r["val_history"] for r in done if r["val_history"]],
+            "members": done,
         })
-    for row in rows:  # FLOPs relative to full fine-tuning in the same setting.
+    for row in rows:  # FLOPs relative to full fine-tuning, difference to the baseline.
         full = [r for r in rows if r["schedule"] == "full" and r["setting"] == row["setting"]]
         base = full[0]["flops"] if full else float("nan")
         row["flops_vs_full"] = row["flops"] / base if base and not math.isnan(base) else float("nan")
-    return rows
+        bases = [r for r in rows if r["schedule"] == baseline and r["setting"] == row["setting"]]
+        row["baseline"] = baseline
+        row["paired"] = _paired(row, bases[0]) if bases and bases[0] is not row else None
+    return sorted(rows, key=lambda r: -r["test"]["mean"] if r["test"]["n"] else math.inf)
+
+
+def _fmt_paired(row):
+    stat = row["paired"]
+    if stat is None:
+        return "baseline" if row["schedule"] == row["baseline"] else "–"
+    if not stat["n"]:
+        return "–"
+    text = f"{100 * stat['mean']:+.1f}"
+    if stat["n"] < 2:
+        return text + " (1 seed: no interval)"
+    low, high = stat["mean"] - stat["ci95"], stat["mean"] + stat["ci95"]
+    return text + f" [{100 * low:+.1f}, {100 * high:+.1f}]" + (" *" if low > 0 or high < 0 else "")
 
 
 def _fmt(stat, scale=100):
@@ -101,28 +129,33 @@ def _fmt(stat, scale=100):
 
 
 def markdown(rows):
-    lines = ["| schedule | setting | seeds | final test acc % | best test acc % | trainable % "
+    baseline = rows[0]["baseline"] if rows else "full"
+    lines = ["| schedule | setting | seeds | test acc % (val-selected step) "
+             f"| Δ vs {baseline} (paired) | final-step test acc % | trainable % "
              "| step FLOPs vs full | wall s | status |",
-             "|---|---|---:|---|---|---:|---:|---:|---|"]
+             "|---|---|---:|---|---|---|---:|---:|---:|---|"]
     for r in rows:
         status = "ok" if r["done"] == r["runs"] else ", ".join(
             f"{n} {k}" for k, n in (("done", r["done"]), ("failed", r["failed"]),
                                     ("incomplete", r["incomplete"])) if n)
         if r["errors"]:
             status += ": " + "; ".join(e.splitlines()[0][:160] for e in r["errors"])
-        lines.append(f"| {r['schedule']} | {r['setting'] or '–'} | {r['done']} | {_fmt(r['final'])} "
-                     f"| {_fmt(r['best'])} | {100 * r['trainable_fraction']:.1f} "
+        lines.append(f"| {r['schedule']} | {r['setting'] or '–'} | {r['done']} | {_fmt(r['test'])} "
+                     f"| {_fmt_paired(r)} | {_fmt(r['final'])} | {100 * r['trainable_fraction']:.1f} "
                      f"| {r['flops_vs_full']:.2f} | {r['wall_time_s']:.0f} | {status} |")
     lines.append("")
-    lines.append("mean ± std over seeds [95% t-interval half-width]; trainable % and FLOPs are "
-                 "step-weighted over the schedule's phases.")
+    lines.append("Test accuracy of the state that validation selected (the final state for runs "
+                 "without a validation split); test data never selects. mean ± std over seeds "
+                 "[95% t-interval half-width]. Δ: mean paired difference to the baseline over "
+                 "the same seeds [95% t-interval]; * = the interval excludes 0. Trainable % and "
+                 "FLOPs are step-weighted over the schedule's phases.")
     return "\n".join(lines)
 
 
 def write_csv(rows, path):
-    fields = ["schedule", "setting", "runs", "done", "failed", "final_mean", "final_std",
-              "final_ci95", "best_mean", "best_std", "best_ci95", "trainable_fraction",
-              "flops", "flops_vs_full", "wall_time_s", "errors"]
+    fields = ["schedule", "setting", "runs", "done", "failed", "test_mean", "test_std",
+              "test_ci95", "paired_mean", "paired_ci95", "final_mean", "final_std", "final_ci95",
+              "trainable_fraction", "flops", "flops_vs_full", "wall_time_s", "errors"]
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=fields)
     writer.writeheader()
@@ -130,9 +163,12 @@ def write_csv(rows, path):
         writer.writerow({
             **{k: r[k] for k in ("schedule", "setting", "runs", "done", "failed",
                                  "trainable_fraction", "flops", "flops_vs_full", "wall_time_s")},
+            "test_mean": r["test"]["mean"], "test_std": r["test"]["std"],
+            "test_ci95": r["test"]["ci95"],
+            "paired_mean": r["paired"]["mean"] if r["paired"] else "",
+            "paired_ci95": r["paired"]["ci95"] if r["paired"] else "",
             "final_mean": r["final"]["mean"], "final_std": r["final"]["std"],
-            "final_ci95": r["final"]["ci95"], "best_mean": r["best"]["mean"],
-            "best_std": r["best"]["std"], "best_ci95": r["best"]["ci95"],
+            "final_ci95": r["final"]["ci95"],
             "errors": " | ".join(r["errors"])})
     paths.write_text_atomic(path, text.getvalue())
 
@@ -154,25 +190,26 @@ def plot(rows, root):
         label = r["schedule"] + (f" ({r['setting']})" if r["setting"] else "")
         ax.plot(steps, acc.mean(0), marker="o", ms=3, label=label)
         ax.fill_between(steps, acc.mean(0) - acc.std(0), acc.mean(0) + acc.std(0), alpha=0.2)
-    ax.set(xlabel="train step", ylabel="test accuracy %", title="Test accuracy (mean ± std over seeds)")
+    ax.set(xlabel="train step", ylabel="validation accuracy %",
+           title="Validation accuracy (mean ± std over seeds)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     written.append(_save_figure(fig, epath.Path(root) / "accuracy_curves.png"))
     plt.close(fig)
 
-    done = [r for r in rows if r["final"]["n"]]
+    done = [r for r in rows if r["test"]["n"]]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
     for ax, key, xlabel in ((axes[0], "trainable_fraction", "trainable parameters %"),
                             (axes[1], "flops_vs_full", "train-step FLOPs vs full fine-tuning")):
         for r in done:
             x = r[key] * (100 if key == "trainable_fraction" else 1)
-            ax.errorbar(x, 100 * r["final"]["mean"], yerr=100 * r["final"]["std"], fmt="o", capsize=3)
-            ax.annotate(r["schedule"], (x, 100 * r["final"]["mean"]), fontsize=7,
+            ax.errorbar(x, 100 * r["test"]["mean"], yerr=100 * r["test"]["std"], fmt="o", capsize=3)
+            ax.annotate(r["schedule"], (x, 100 * r["test"]["mean"]), fontsize=7,
                         xytext=(4, 4), textcoords="offset points")
         ax.set(xlabel=xlabel)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("final test accuracy %")
+    axes[0].set_ylabel("test accuracy % (val-selected)")
     fig.suptitle("Accuracy against what trains and what it costs")
     fig.tight_layout()
     written.append(_save_figure(fig, epath.Path(root) / "tradeoff.png"))
@@ -188,12 +225,12 @@ def _save_figure(fig, path):
     return str(path)
 
 
-def write_report(root):
+def write_report(root, baseline="full"):
     """Writes results.md, results.csv and plots into `root`; returns the markdown table."""
     runs = load_runs(root)
     if not runs:
         raise SystemExit(f"error: no runs (directories with config.json) under {root}")
-    rows = summarize(runs)
+    rows = summarize(runs, baseline)
     table = markdown(rows)
     paths.write_text_atomic(epath.Path(root) / "results.md", table + "\n")
     write_csv(rows, epath.Path(root) / "results.csv")
@@ -203,9 +240,11 @@ def write_report(root):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        raise SystemExit("usage: python -m tljax.report SWEEP_DIR")
-    print(write_report(argv[0]))
+    options = dict(a[2:].partition("=")[::2] for a in argv if a.startswith("--"))
+    positional = [a for a in argv if not a.startswith("--")]
+    if len(positional) != 1 or set(options) - {"baseline"}:
+        raise SystemExit("usage: python -m tljax.report SWEEP_DIR [--baseline=SCHEDULE]")
+    print(write_report(positional[0], options.get("baseline", "full")))
 
 
 if __name__ == "__main__":

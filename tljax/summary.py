@@ -7,18 +7,28 @@ resumed from its newest checkpoint reports what an uninterrupted run reports
 import dataclasses
 import time
 
-from tljax import freeze
+from tljax import config_lib, freeze
 
 
 @dataclasses.dataclass
 class RunRecord:
-    evals: list = dataclasses.field(default_factory=list)   # [[step, {accuracy, loss, count}]]
+    evals: list = dataclasses.field(default_factory=list)  # [[step, split, {accuracy, loss, count}]]
+    selected: list = None      # [step, test result] of the state validation selected
     step_flops: dict = dataclasses.field(default_factory=dict)  # "phase index" -> compiled FLOPs
     wall_time_s: float = 0.0   # accumulated over earlier sessions, up to their last checkpoint
     _session_start: float = dataclasses.field(default_factory=time.monotonic, repr=False)
 
-    def add_eval(self, step, result):
-        self.evals.append([int(step), dict(result)])
+    def add_eval(self, step, split, result):
+        self.evals.append([int(step), split, dict(result)])
+
+    def history(self, split):
+        """[[step, accuracy]] of one split."""
+        return [[step, result["accuracy"]] for step, name, result in self.evals if name == split]
+
+    def best(self, split):
+        """(step, accuracy) of the first evaluation with the highest accuracy, or None."""
+        history = self.history(split)
+        return tuple(max(history, key=lambda h: (h[1], -h[0]))) if history else None
 
     def set_flops(self, phase_index, flops):
         if flops is not None:
@@ -29,12 +39,14 @@ class RunRecord:
         return self.wall_time_s + time.monotonic() - self._session_start
 
     def to_json(self):
-        return {"evals": self.evals, "step_flops": self.step_flops, "wall_time_s": self.elapsed()}
+        return {"evals": self.evals, "selected": self.selected, "step_flops": self.step_flops,
+                "wall_time_s": self.elapsed()}
 
     @classmethod
     def from_json(cls, value):
-        return cls(evals=[[int(s), dict(r)] for s, r in value["evals"]],
-                   step_flops=dict(value["step_flops"]), wall_time_s=float(value["wall_time_s"]))
+        return cls(evals=[[int(s), split, dict(r)] for s, split, r in value["evals"]],
+                   selected=value.get("selected"), step_flops=dict(value["step_flops"]),
+                   wall_time_s=float(value["wall_time_s"]))
 
 
 def _phase_spans(plan, total_steps):
@@ -44,9 +56,14 @@ def _phase_spans(plan, total_steps):
 
 
 def summarize(config, plan, param_sizes, record, status="done"):
-    """The numbers the sweep report compares, from the run record alone."""
+    """The numbers the sweep report compares, from the run record alone.
+
+    `test_accuracy` is the test accuracy of the state validation selected (the final state
+    without a validation split): the number to compare. Test never selects anything.
+    """
     spans = _phase_spans(plan, config.total_steps)
-    history = [[step, result["accuracy"]] for step, result in record.evals]
+    tests = record.history("test")
+    best_val = record.best("validation")
     flops = record.step_flops
     mean_flops = None
     if all(str(i) in flops for i in range(len(spans))):
@@ -54,11 +71,13 @@ def summarize(config, plan, param_sizes, record, status="done"):
                          for i, (start, end) in enumerate(spans)) / config.total_steps
     return {
         "status": status,
-        "freeze": config.freeze if isinstance(config.freeze, str) else "explicit",
+        "freeze": config_lib.freeze_label(config),
         "seed": config.seed,
-        "final_accuracy": history[-1][1] if history else None,
-        "best_accuracy": max(a for _, a in history) if history else None,
-        "eval_history": history,
+        "test_accuracy": record.selected[1]["accuracy"] if record.selected else None,
+        "selected_step": record.selected[0] if record.selected else None,
+        "val_accuracy": best_val[1] if best_val else None,
+        "final_accuracy": tests[-1][1] if tests else None,
+        "val_history": record.history("validation"),
         "trainable_fraction": sum(freeze.trainable_fraction(p, param_sizes) * (end - start)
                                   for p, (start, end) in zip(plan.phases, spans))
                               / config.total_steps,

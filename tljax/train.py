@@ -88,6 +88,13 @@ def _build_and_init(config, num_classes):
         module = models.build(config.model.name, config.model.arch, num_classes, config.model.dtype)
     else:
         module = source_module.clone(num_classes=num_classes, dtype=jnp.dtype(config.model.dtype))
+    reset = config.model.init_head == "reset"
+    if reset and getattr(module, "representation_size", None) and not config.model.keep_pre_logits:
+        # vit_jax (checkpoint.py: load_pretrained) drops the i21k pre_logits layer when
+        # fine-tuning with a new head: features go straight from the encoder to the head.
+        module = module.clone(representation_size=None)
+        loaded = dict(loaded, params={k: v for k, v in loaded["params"].items()
+                                      if k != "pre_logits"})
     expected = preprocessing.get("normalization", "")
     if config.model.check_preprocessing and expected:
         for key in ("pp_train", "pp_eval"):
@@ -97,8 +104,7 @@ def _build_and_init(config, num_classes):
                                 f"{expected!r} but data.{key} uses {got or 'nothing'!r}; fix "
                                 f"data.{key} or set model.check_preprocessing=False")
     variables = weights.init_variables(module, (size, size, 3), seed=config.seed)
-    variables = merge_lib.merge(variables, loaded, reset_head=config.model.init_head == "reset",
-                                source=config.model.init)
+    variables = merge_lib.merge(variables, loaded, reset_head=reset, source=config.model.init)
     return module, variables, expected
 
 
@@ -130,6 +136,21 @@ def _check_batch_sizes(config):
     if config.accum_steps < 1 or per_device % config.accum_steps:
         raise UserError(f"data.batch_size={config.data.batch_size} gives {per_device} examples per "
                         f"device, which must be a multiple of accum_steps={config.accum_steps}")
+
+
+def _check_accumulation(config, variables, plan):
+    """Accumulation equals the full-batch update only without training BatchNorm: refuse
+    unless the user accepts microbatch statistics."""
+    if config.accum_steps == 1 or config.accum_bn_microbatch_stats:
+        return
+    norms = sorted({p.rsplit("/", 1)[0] for p in traverse_util.flatten_dict(
+        variables.get("batch_stats", {}), sep="/")})
+    training = [m for m in norms if any(ph.mults.get(f"{m}/scale") is not None for ph in plan.phases)]
+    if training:
+        raise UserError(f"accum_steps={config.accum_steps} while BatchNorm trains ({training[0]} "
+                        f"and {len(training) - 1} more) is not the full-batch update: each "
+                        f"microbatch is normalised with its own statistics. Use accum_steps=1, "
+                        f"freeze those layers, or set accum_bn_microbatch_stats=True to accept it")
 
 
 def _claim_workdir(workdir, config):
@@ -171,7 +192,8 @@ class _PhaseRunner:
         self.tx = optim.build(config.optim, plan, index, config.total_steps)
         frozen = [p for p, mult in self.phase.mults.items() if mult is None]
         step = steps.make_train_step(
-            models.with_frozen_norms(module, frozen), self.tx, self.trainable, l2sp=plan.l2sp,
+            models.with_frozen_norms(module, frozen), self.tx, self.trainable,
+            l2sp=tuple(config.optim.l2sp) or None,
             accum_steps=config.accum_steps, axis_name=par.axis_name,
             mixup_alpha=config.data.mixup_alpha)
         self._jitted = par.compile_train(step)
@@ -197,7 +219,8 @@ class _Run:
     ckpt: checkpoint.Checkpoints
     writer: metrics.MetricWriter = None
     eval_step: object = None
-    eval_data: object = None
+    eval_data: dict = None      # split ("validation", "test") -> (batches, count)
+    best: checkpoint.Checkpoints = None  # the best-by-validation state (None: no validation)
 
     def runner(self, index):
         return _PhaseRunner(self.config, self.module, self.plan, index, self.par)
@@ -209,7 +232,7 @@ def _start(run_, model):
     start_step = run_.ckpt.latest_step() or 0
     runner = run_.runner(plan.phase_index(start_step))
     initial = state_lib.create(model.variables, runner.tx, runner.trainable, config.seed,
-                               with_anchor=plan.l2sp is not None)
+                               with_anchor=bool(config.optim.l2sp))
     if not start_step:
         return runner, par.put_state(initial), summary_lib.RunRecord(), 0
     meta = run_.ckpt.restore_meta(start_step)
@@ -223,9 +246,9 @@ def _start(run_, model):
     return runner, state, record, start_step
 
 
-def _evaluate(run_, state):
-    """Accuracy and loss over the whole test split (padded batches, masked)."""
-    batches, count = run_.eval_data
+def _evaluate(run_, state, which, step):
+    """Accuracy and loss over the whole `which` split (padded batches, masked)."""
+    batches, count = run_.eval_data[which]
     totals = None
     for batch in batches:
         sums = run_.eval_step(state.params, state.batch_stats, run_.par.put_batch(batch))
@@ -233,8 +256,40 @@ def _evaluate(run_, state):
     totals = run_.par.fetch(totals)
     if int(totals["count"]) != count:
         raise RuntimeError(f"eval counted {totals['count']} examples, the split has {count}")
-    return {"accuracy": float(totals["correct"] / count), "loss": float(totals["loss"] / count),
-            "count": int(totals["count"])}
+    result = {"accuracy": float(totals["correct"] / count), "loss": float(totals["loss"] / count),
+              "count": int(totals["count"])}
+    logging.info("%s at step %d: accuracy %.4f  loss %.4f  (%d examples)", which, step,
+                 result["accuracy"], result["loss"], count)
+    return result
+
+
+def _validate(run_, state, done, record):
+    """Evaluates the validation split; keeps the state when it is the best so far."""
+    result = _evaluate(run_, state, "validation", done)
+    best = record.best("validation")
+    record.add_eval(done, "validation", result)
+    run_.writer.write(done, dict(result, split="validation"), kind="eval")
+    newest_best = run_.best.latest_step()
+    if (best is None or result["accuracy"] > best[1]) and not (newest_best or 0) >= done:
+        # (A resumed run redoes the same steps: a best saved then at this step or later stands.)
+        run_.best.save(done, run_.par.one_copy(state), {"step": done, "validation": result},
+                       force=True)
+
+
+def _test(run_, state, done, record):
+    """The test split, evaluated only now, at the end: for the final state and for the state
+    validation selected. Test never chooses anything."""
+    final = _evaluate(run_, state, "test", done)
+    record.add_eval(done, "test", final)
+    run_.writer.write(done, dict(final, split="test"), kind="eval")
+    best = record.best("validation")
+    if best is None or best[0] == done:
+        record.selected = [done, final]
+        return
+    run_.best.wait()
+    selected = run_.par.from_restored(run_.best.restore_state(best[0], run_.par.one_copy(state)))
+    record.selected = [best[0], _evaluate(run_, selected, "test", best[0])]
+    run_.writer.write(best[0], dict(record.selected[1], split="test", selected=True), kind="eval")
 
 
 def _check_and_log(run_, fetched, state, done, runner, progress, record):
@@ -294,12 +349,10 @@ def _train(run_, runner, state, record, start_step, train_iter):
         if done % config.log_every == 0 or save_now or eval_now:
             _check_and_log(run_, run_.par.fetch(pending), state, done, runner, progress, record)
             pending = []
-        if eval_now:
-            result = _evaluate(run_, state)
-            record.add_eval(done, result)
-            logging.info("eval at step %d: accuracy %.4f  loss %.4f  (%d examples)",
-                         done, result["accuracy"], result["loss"], result["count"])
-            run_.writer.write(done, result, kind="eval")
+        if eval_now and run_.best is not None:
+            _validate(run_, state, done, record)
+        if last:
+            _test(run_, state, done, record)
         if not last and run_.plan.phase_index(done) != runner.index:
             runner, state = _next_phase(run_, state, done)
         if save_now:
@@ -333,18 +386,25 @@ def run(config, workdir):
     flat_params = traverse_util.flatten_dict(model.variables["params"], sep="/")
     param_sizes = {p: int(np.prod(v.shape)) for p, v in flat_params.items()}
     group_list = models.groups(model.module)
-    plan = freeze.make_plan(config.freeze, group_list, list(flat_params), config.total_steps)
+    plan = freeze.make_plan(config_lib.freeze_spec(config), group_list, list(flat_params),
+                            config.total_steps)
     _log_plan(plan, group_list, param_sizes)
+    _check_accumulation(config, model.variables, plan)
     data_cfg = _data_config(config, model.normalization)
     data.examples(data_cfg, "train", config.seed)  # A split that is not there fails here,
-    eval_data = data.eval_batches(  # before the workdir is touched. Re-iterable: read at every eval.
-        data_cfg, seed=config.seed, global_batch=config.data.eval_batch_size,
-        process_index=jax.process_index(), process_count=jax.process_count())
+    eval_data = {  # before the workdir is touched. Re-iterable: read at every evaluation.
+        which: data.eval_batches(data_cfg, seed=config.seed, which=which,
+                                 global_batch=config.data.eval_batch_size,
+                                 process_index=jax.process_index(),
+                                 process_count=jax.process_count())
+        for which in (("validation", "test") if config.data.val_split else ("test",))}
     workdir_lock = _claim_workdir(workdir, config)
 
     run_ = _Run(config, workdir, par, model.module, plan, param_sizes,
                 checkpoint.Checkpoints(workdir, config.checkpoint_every, config.keep_checkpoints),
                 eval_data=eval_data)
+    if config.data.val_split:
+        run_.best = checkpoint.Checkpoints(workdir, 1, 1, name="best")
     try:  # On any failure, in-flight checkpoint saves (of finite states) still complete.
         runner, state, record, start_step = _start(run_, model)
         if start_step == config.total_steps:
@@ -364,6 +424,8 @@ def run(config, workdir):
         return summary
     finally:
         run_.ckpt.close()
+        if run_.best is not None:
+            run_.best.close()
         workdir_lock.release()
 
 
@@ -384,9 +446,10 @@ def _write_summary(run_, record, status):
     if jax.process_index() == 0:
         paths.write_json(run_.workdir / "summary.json", summary)
     if status == "done":
-        logging.info("final test accuracy %.4f (best %.4f) after %d steps",
-                     summary["final_accuracy"] or 0.0, summary["best_accuracy"] or 0.0,
-                     run_.config.total_steps)
+        logging.info("test accuracy %.4f at step %d (selected by validation: %s); final step "
+                     "%.4f", summary["test_accuracy"], summary["selected_step"],
+                     "yes" if summary["val_accuracy"] is not None else "no validation split",
+                     summary["final_accuracy"])
     return summary
 
 

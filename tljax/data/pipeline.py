@@ -74,28 +74,50 @@ def _select(cfg, builder, split, keep):
     return ds.filter(_no_autograph(lambda i, ex: tf.gather(keep_t, i))).map(_drop_index)
 
 
-def examples(cfg, which, seed):
-    """(dataset of raw examples, count) for `which` in {"train", "test"}.
+SPLIT_KEYS = {"train": "train_split", "validation": "val_split", "test": "test_split"}
 
-    With data.few_shot_k > 0 the train set is k examples per class of
-    data.train_split (chosen by data.few_shot_seed, or the run seed when it is
-    negative); if data.test_split is the same split, the test set is the rest.
+
+def _few_shot_masks(cfg, labels, seed):
+    """{which: mask over data.train_split}: k-shot train, disjoint k-shot validation (when
+    data.val_split is the train split) and the rest (the test set when data.test_split is
+    the train split). Chosen by data.few_shot_seed, or the run seed when it is negative."""
+    shot_seed = cfg.few_shot_seed if cfg.few_shot_seed >= 0 else seed
+    masks = {"train": np.zeros(len(labels), bool)}
+    masks["train"][fewshot.few_shot_indices(labels, cfg.few_shot_k, shot_seed)] = True
+    rest = np.flatnonzero(~masks["train"])
+    masks["validation"] = np.zeros(len(labels), bool)
+    if cfg.val_split == cfg.train_split:
+        if cfg.few_shot_val_k <= 0:
+            raise UserError("data.val_split is the few-shot train split: set data.few_shot_val_k "
+                            "(validation examples per class, disjoint from the train shots)")
+        chosen = fewshot.few_shot_indices(labels[rest], cfg.few_shot_val_k, shot_seed + 1)
+        masks["validation"][rest[chosen]] = True
+    masks["test"] = ~(masks["train"] | masks["validation"])
+    return masks
+
+
+def examples(cfg, which, seed):
+    """(dataset of raw examples, count) for `which` in {"train", "validation", "test"}.
+
+    With data.few_shot_k > 0 the train set is k examples per class of data.train_split;
+    validation and test sets drawn from the same split are disjoint from it and from each
+    other (see _few_shot_masks). A split other than the train split is used whole.
     """
+    split = cfg[SPLIT_KEYS[which]]
+    if not split:
+        raise UserError(f"no {which} split configured (data.{SPLIT_KEYS[which]})")
+    if which != "train" and split == cfg.train_split and cfg.few_shot_k <= 0:
+        raise UserError(f"data.{SPLIT_KEYS[which]}={split!r} is also the train split; use "
+                        f"disjoint slices such as train[:90%] / train[90%:]")
     builder = get_builder(cfg)
-    split = cfg.train_split if which == "train" else cfg.test_split
-    if cfg.few_shot_k <= 0 or (which == "test" and cfg.test_split != cfg.train_split):
+    if cfg.few_shot_k <= 0 or split != cfg.train_split:
         ds = _as_dataset(cfg, builder, split)
         try:
             count = builder.info.splits[split].num_examples
         except KeyError:  # Split metadata missing (e.g. under tfds.testing.mock_data): count.
             count = len(_split_labels(cfg, builder, split))
         return ds, count
-    labels = _split_labels(cfg, builder, cfg.train_split)
-    shot_seed = cfg.few_shot_seed if cfg.few_shot_seed >= 0 else seed
-    keep = np.zeros(len(labels), bool)
-    keep[fewshot.few_shot_indices(labels, cfg.few_shot_k, shot_seed)] = True
-    if which == "test":
-        keep = ~keep
+    keep = _few_shot_masks(cfg, _split_labels(cfg, builder, cfg.train_split), seed)[which]
     return _select(cfg, builder, cfg.train_split, keep), int(keep.sum())
 
 
@@ -136,8 +158,9 @@ def train_batches(cfg, *, seed, global_batch, process_index=0, process_count=1, 
     return tfds.as_numpy(ds.prefetch(2))
 
 
-def eval_batches(cfg, *, seed, global_batch, process_index=0, process_count=1):
-    """(list-like iterable of this process's padded numpy eval batches, total example count).
+def eval_batches(cfg, *, seed, global_batch, process_index=0, process_count=1, which="test"):
+    """(list-like iterable of this process's padded numpy eval batches, total example count)
+    of the `which` split ("validation" or "test").
 
     Every batch has a float `mask`; padded examples have mask 0.
     """
@@ -145,7 +168,7 @@ def eval_batches(cfg, *, seed, global_batch, process_index=0, process_count=1):
         raise UserError(f"data.eval_batch_size={global_batch} is not divisible by the "
                         f"{process_count} processes")
     local_batch = global_batch // process_count
-    ds, count = examples(cfg, "test", seed)
+    ds, count = examples(cfg, which, seed)
     num_batches = math.ceil(math.ceil(count / process_count) / local_batch)
     pp = preprocess.build(cfg.pp_eval)
 

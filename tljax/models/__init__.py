@@ -13,6 +13,7 @@ from tljax.models import resnet, resnetv2, vit
 # The top group of every family, and the module name of its classifier (the layer a
 # transfer run resets). Every strategy, merge rule and regulariser uses these names.
 HEAD = "head"
+FINAL_NORM = "norm"  # the group of a family's norm after the last block (BiT, ViT)
 
 _FAMILIES = {
     "bit": resnetv2.ResNetV2,
@@ -39,15 +40,31 @@ def groups(module):
     """Ordered [(group_name, regex)] from input to output; regexes fullmatch '/'-joined paths."""
     if isinstance(module, resnetv2.ResNetV2):
         stages = [(f"stage{i + 1}", rf"stage{i + 1}/.*") for i in range(len(module.block_counts))]
-        return [("stem", "stem/.*"), *stages, ("norm", "norm/.*"), (HEAD, "head/.*")]
+        return [("stem", "stem/.*"), *stages, (FINAL_NORM, "norm/.*"), (HEAD, "head/.*")]
     if isinstance(module, resnet.ResNet):
         stages = [(f"stage{i + 1}", rf"stage{i + 1}/.*") for i in range(len(module.block_counts))]
         return [("stem", "stem/.*"), *stages, (HEAD, "head/.*")]
     if isinstance(module, vit.ViT):
         blocks = [(f"block{i}", rf"encoder/block{i}/.*") for i in range(module.dims()[1])]
-        return [("embed", "embed/.*"), *blocks, ("norm", "encoder/norm/.*"),
+        return [("embed", "embed/.*"), *blocks, (FINAL_NORM, "encoder/norm/.*"),
                 (HEAD, "(pre_logits|head)/.*")]
     raise TypeError(f"no parameter groups defined for {type(module).__name__}")
+
+
+def depth_groups(group_list):
+    """Group names below the head as depth units, input to output: every group is one unit,
+    except that a final norm belongs to the block it normalises (the top one). So `last_k:1`
+    trains the last block, its norm and the head on every family, and gradual unfreezing and
+    layer-wise lr decay count the same depths."""
+    units = []
+    for name, _ in group_list:
+        if name == HEAD:
+            continue
+        if name == FINAL_NORM and units:
+            units[-1].append(name)
+        else:
+            units.append([name])
+    return units
 
 
 def is_classifier(path):

@@ -11,9 +11,13 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-# Official BiT JAX: variance epsilon of weight standardization and GroupNorm.
+# Variance epsilons of the published BiT models. Weight standardisation: 1e-10
+# (google-research/big_transfer bit_jax/models.py and bit_pytorch/models.py,
+# `/ sqrt(var + 1e-10)`). GroupNorm: 1e-5 in every published implementation
+# (big_transfer bit_jax/models.py, bit_pytorch/models.py via nn.GroupNorm's default,
+# bit_tf2/normalization.py; big_vision big_vision/models/bit_paper.py).
 BIT_WS_EPS = 1e-10
-BIT_GN_EPS = 1e-6
+BIT_GN_EPS = 1e-5
 
 
 def fixed_pad(x, kernel_size):

@@ -100,6 +100,11 @@ def _read_source(path, model):
     if wanted is not None and wanted != family:
         raise UserError(f"weights {path} hold a {family!r} model, not {model!r}")
     arch = {**arch, **overrides}
+    width, groups = arch.get("base_width", 0) * arch.get("width_factor", 1), arch.get("gn_groups", 32)
+    if family == "bit" and width % groups:
+        raise UserError(f"{path}: BiT width {width} does not split into {groups} GroupNorm groups; "
+                        f"is it an unmodified official checkpoint? (a custom one: pass "
+                        f"model='bit:gn_groups=N')")
     module = models.build(family, arch, max(classes, 1))
     expected = _expected_shapes(module, pp["image_size"])
     if classes == 0:  # A backbone without a classifier: the head stays to be filled in.

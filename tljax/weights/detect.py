@@ -118,10 +118,6 @@ def from_file(path, model=None):
         counts = _stage_counts(keys, r"resnet/block(\d+)/unit(\d+)/a/standardized_conv2d/kernel")
         arch = {"block_counts": counts, "base_width": raw["resnet/root_block/standardized_conv2d/kernel"].shape[-1],
                 "stem": "bit"}
-        if arch["base_width"] % 32:  # BiT normalises with 32 GroupNorm groups at every width.
-            raise UserError(f"{path} looks like a BiT .npz but its width {arch['base_width']} does "
-                            f"not split into BiT's 32 GroupNorm groups; is it an official BiT "
-                            f"checkpoint, unmodified?")
         return ("bit", arch, raw["resnet/head/conv2d/kernel"].shape[-1],
                 {"normalization": source.MINUS_ONE_ONE, "image_size": 224},
                 source.Arrays(raw, path), layouts.bit_npz)

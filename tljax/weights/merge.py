@@ -1,8 +1,8 @@
 """Merging loaded weights into a freshly initialised model: strict keys and shapes, head reset."""
 import math
 
-import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import traverse_util
 
 from tljax.errors import UserError
@@ -14,19 +14,22 @@ def _flat(tree):
 
 
 def resample_pos_embedding(posemb, new_shape):
-    """Bilinear resampling of a square (1, [cls +] g*g, D) position grid to `new_shape`.
-
-    Extra leading tokens (the class token) are kept as they are.
+    """Resamples a square (1, [cls +] g*g, D) position grid to `new_shape` as vit_jax does:
+    `scipy.ndimage.zoom(grid, (new/old, new/old, 1), order=1)` on the grid tokens, extra
+    leading tokens (the class token) kept (vit_jax/checkpoint.py: interpolate_posembed).
     """
+    from scipy import ndimage
+
     old_tokens, new_tokens = posemb.shape[1], new_shape[1]
     old_grid, new_grid = int(math.isqrt(old_tokens)), int(math.isqrt(new_tokens))
     old_extra, new_extra = old_tokens - old_grid**2, new_tokens - new_grid**2
     if old_extra != new_extra or posemb.shape[2] != new_shape[2]:
         return posemb  # Not a resolution change: reported as a shape mismatch.
-    extra, grid = posemb[:, :old_extra], posemb[0, old_extra:]
-    grid = jax.image.resize(jnp.asarray(grid).reshape(old_grid, old_grid, -1),
-                            (new_grid, new_grid, grid.shape[-1]), method="bilinear")
-    return jnp.concatenate([jnp.asarray(extra), grid.reshape(1, new_grid**2, -1)], axis=1)
+    posemb = np.asarray(posemb)
+    extra, grid = posemb[:, :old_extra], posemb[0, old_extra:].reshape(old_grid, old_grid, -1)
+    zoom = new_grid / old_grid
+    grid = ndimage.zoom(grid, (zoom, zoom, 1), order=1)
+    return np.concatenate([extra, grid.reshape(1, new_grid**2, -1)], axis=1)
 
 
 def merge(init_variables, loaded_variables, *, reset_head, source):
