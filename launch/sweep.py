@@ -36,7 +36,7 @@ FLAGS = flags.FLAGS
 
 
 def split_schedules(text):
-    """Splits on commas that start a new strategy ("l2sp:0.01,0.1" stays whole)."""
+    """Splits on commas that start a new strategy ("lp_ft:lp_steps=9,ft_warmup=3" stays whole)."""
     pieces = []
     for piece in text.split(","):
         name = re.match(r"\s*([a-z_0-9]+)", piece)

@@ -78,8 +78,8 @@ def test_eval_counts_every_example_exactly_once(make_config, batch_size, process
     # Every process yields the same number of batches (collectives need it).
     assert len({len(b) for b in seen}) == 1
     images = np.concatenate([b["image"][b["mask"] > 0] for bs in seen for b in bs])
-    assert len(images) == count == 871
-    full, _ = data.eval_batches(cfg, seed=0, global_batch=871)
+    assert len(images) == count == 896 - 25 - 25  # the target split less train and validation shots
+    full, _ = data.eval_batches(cfg, seed=0, global_batch=846)
     expected = sorted(x.tobytes() for b in full for x in b["image"])
     assert sorted(x.tobytes() for x in images) == expected
 

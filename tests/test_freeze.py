@@ -173,12 +173,13 @@ def _optim_cfg(name="adam", **kw):
 
 
 def test_frozen_parameters_hold_no_optimizer_state():
-    plan, paths = _plan("last_k:1")
+    plan, paths = _plan("last_k:1")  # stage3 + norm + head train
     _, variables = _tiny()
     trainable, _ = state_lib.split_params(variables["params"], plan.phases[0].trainable_paths())
     state = optim.build(_optim_cfg(), plan, 0, 100).init(trainable)
     state_paths = {jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(state)[0]}
-    assert not any("'stem'" in p or "'stage" in p for p in state_paths)
+    assert not any("'stem'" in p or "'stage1'" in p or "'stage2'" in p for p in state_paths)
+    assert any("'stage3'" in p for p in state_paths)
     n_params = sum(x.size for x in jax.tree.leaves(trainable))
     n_state = sum(x.size for x in jax.tree.leaves(state) if x.ndim > 0)
     assert n_state == 2 * n_params  # Adam: mu and nu of the trainable parameters only.

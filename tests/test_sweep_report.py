@@ -53,8 +53,8 @@ def test_report_statistics_on_synthetic_runs(tmp_path):
     paired = rows["linear_probe"]["paired"]
     assert paired["mean"] == pytest.approx(-0.15) and paired["n"] == 3
     assert paired["ci95"] == pytest.approx(4.302653 * 0.05 / np.sqrt(3), rel=1e-5)
-    assert "| linear_probe | – | 3 | 68.3 ± 8.1 [±20.1] | -15.0 [-27.4, -2.6] * |" in table
-    assert "+1.0 (1 seed: no interval)" in table  # last_k:1 seed 0 vs full seed 0
+    assert "| linear_probe | – | 3 | 68.3 ± 7.4 [±18.3] | -15.0 [-27.4, -2.6] * |" in table
+    assert "+3.0 (1 seed: no interval)" in table  # last_k:1 seed 0 (83) vs full seed 0 (80)
     assert rows["linear_probe"]["flops_vs_full"] == pytest.approx(1 / 3)
     assert rows["bitfit"]["failed"] == 1 and rows["bitfit"]["incomplete"] == 1
     assert "| full | – | 3 | 83.3 ± 3.1" in table and "| baseline |" in table
@@ -67,8 +67,9 @@ def test_report_statistics_on_synthetic_runs(tmp_path):
 
 
 def test_schedule_list_keeps_commas_inside_a_strategy():
-    assert sweep.split_schedules("full,l2sp:0.01,0.1,last_k:2,surgical:groups=stem;stage1") == \
-        ["full", "l2sp:0.01,0.1", "last_k:2", "surgical:groups=stem;stage1"]
+    assert sweep.split_schedules("full,lp_ft:lp_steps=100,ft_warmup=20,last_k:2,"
+                                 "surgical:groups=stem;stage1") == \
+        ["full", "lp_ft:lp_steps=100,ft_warmup=20", "last_k:2", "surgical:groups=stem;stage1"]
 
 
 def test_emitted_commands_for_the_real_case(tmp_path):

@@ -29,9 +29,10 @@ def _interrupt_after(monkeypatch, batches):
     monkeypatch.setattr(train.data, "train_batches", limited)
 
 
-@pytest.mark.parametrize("freeze", ["full", "lp_ft:lp_steps=6"])
-def test_resume_ends_bit_identical_to_uninterrupted_run(make_config, tmp_path, monkeypatch,
-                                                        source_weights, freeze):
+def test_resume_after_an_exception_ends_bit_identical_to_uninterrupted_run(
+        make_config, tmp_path, monkeypatch, source_weights, freeze="full"):
+    """An exception mid-run (in-flight checkpoint saves still complete); tests/test_resume.py
+    covers SIGKILL and multi-phase schedules."""
     config = make_config("", freeze=freeze, export_weights=True, checkpoint_every=4,
                          **{"model.init": source_weights, "optim.name": "adam",
                             "optim.lr": 0.01})

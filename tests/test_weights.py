@@ -262,7 +262,7 @@ def test_bad_sources_give_one_clear_error(tmp_path):
     with pytest.raises(UserError, match="model.safetensors is not a readable"):
         weights.load_model(str(truncated))
     (tmp_path / "notes.npz").write_text("not weights")
-    with pytest.raises(UserError, match="notes.npz is not a readable weights file"):
+    with pytest.raises(UserError, match="notes.npz is not an .npz archive"):
         weights.load_model(str(tmp_path / "notes.npz"))
 
 
