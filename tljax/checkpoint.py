@@ -29,6 +29,19 @@ class Checkpoints:
             state=ocp.args.StandardSave(state.to_checkpoint()), meta=ocp.args.JsonSave(meta)),
             force=force)
 
+    def save_variables(self, step, variables, meta):
+        """Saves model variables ({'params', 'batch_stats'}) alone: a model to evaluate or
+        export (e.g. the best-by-validation one), not a state to resume."""
+        self._manager.save(step, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(variables), meta=ocp.args.JsonSave(meta)), force=True)
+
+    def restore_variables(self, step, template):
+        try:
+            return self._manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(template)))["state"]
+        except Exception as e:  # noqa: BLE001
+            raise self._corrupt(step, e) from None
+
     def restore_meta(self, step):
         try:
             return self._manager.restore(step, args=ocp.args.Composite(

@@ -272,8 +272,9 @@ def _validate(run_, state, done, record):
     newest_best = run_.best.latest_step()
     if (best is None or result["accuracy"] > best[1]) and not (newest_best or 0) >= done:
         # (A resumed run redoes the same steps: a best saved then at this step or later stands.)
-        run_.best.save(done, run_.par.one_copy(state), {"step": done, "validation": result},
-                       force=True)
+        one = run_.par.one_copy(state)
+        run_.best.save_variables(done, {"params": one.params, "batch_stats": one.batch_stats},
+                                 {"step": done, "validation": result})
 
 
 def _test(run_, state, done, record):
@@ -287,7 +288,10 @@ def _test(run_, state, done, record):
         record.selected = [done, final]
         return
     run_.best.wait()
-    selected = run_.par.from_restored(run_.best.restore_state(best[0], run_.par.one_copy(state)))
+    one = run_.par.one_copy(state)
+    variables = run_.best.restore_variables(
+        best[0], {"params": one.params, "batch_stats": one.batch_stats})
+    selected = state.replace(**run_.par.from_restored(variables))
     record.selected = [best[0], _evaluate(run_, selected, "test", best[0])]
     run_.writer.write(best[0], dict(record.selected[1], split="test", selected=True), kind="eval")
 
