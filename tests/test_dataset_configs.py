@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tljax import config_lib, train
+from tljax import config_lib, run_init, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"block_counts": (1,), "base_width": 4, "gn_groups": 4, "stem": "small"}
@@ -77,7 +77,7 @@ def test_hyperrule_reads_size_and_resolution_from_the_dataset(tmp_path):
     with config.unlocked():
         config.hyperrule = True
     with _mock():
-        config = train._with_hyperrule(config)
+        config = run_init.with_hyperrule(config)
     assert config.total_steps == 500 and config.data.image_size == 128  # 10 examples of 32x32 (cifar's spec)
     assert config.data.pp_train == "resize(160)|random_crop(128)|flip_lr|value_range(-1,1)"
 

@@ -1,0 +1,110 @@
+"""What a run starts from: the config after BiT-HyperRule, the init weights (produced by
+their recipe when missing), the model with pretrained weights merged in, and the data
+config with the normalisation those weights expect."""
+import dataclasses
+import os
+
+import jax.numpy as jnp
+from absl import logging
+
+from tljax import config_lib, data, hyperrule, models, weights
+from tljax.data import preprocess
+from tljax.errors import UserError
+from tljax.weights import merge as merge_lib
+
+
+def with_hyperrule(config):
+    """A copy of `config` with BiT-HyperRule choices, from the train-set size and image area."""
+    _, count = data.pipeline.examples(config.data, "train", config.seed)
+    shape = data.get_builder(config.data).info.features["image"].shape
+    area = shape[0] * shape[1] if shape[0] and shape[1] else None
+    config = config_lib.copy(config)
+    with config.unlocked():
+        hyperrule.apply(config, count, area)
+    logging.info("BiT-HyperRule for %d train examples, image area %s: %d steps, lr %g, %s",
+                 count, area, config.total_steps, config.optim.lr, config.data.pp_train)
+    return config
+
+
+def prepare_init(config, run):
+    """Runs the init recipe with `run` (tljax.train.run) when model.init is the recipe's own
+    (missing) output file."""
+    init, recipe = config.model.init, config.model.init_recipe
+    if not init or os.path.exists(init) or not recipe:
+        return
+    output = config_lib.recipe_output(recipe)
+    if os.path.abspath(os.path.expanduser(init)) != output:
+        raise UserError(f"model.init {init} does not exist; the init recipe {recipe} would "
+                        f"write {output}. Fix model.init, or set model.init_recipe=''")
+    logging.info("model.init %s does not exist: producing it with %s", init, recipe)
+    recipe_config = config_lib.load(recipe)
+    with recipe_config.unlocked():
+        recipe_config.data.data_dir = config.data.data_dir
+        recipe_config.export_weights = True
+    run(recipe_config, os.path.dirname(output))
+    if not os.path.exists(init):
+        raise UserError(f"init recipe {recipe} did not write {init}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Model:
+    module: object
+    variables: dict        # initial variables (pretrained weights merged in)
+    normalization: str     # the normalisation op the init weights expect, or ""
+    num_classes: int
+
+
+def load_model(config):
+    num_classes, data_classes = config.model.num_classes, data.num_classes(config.data)
+    if num_classes <= 0:
+        num_classes = data_classes
+    elif num_classes < data_classes:
+        raise UserError(f"model.num_classes={num_classes} but {config.data.name} has "
+                        f"{data_classes} classes; use -1 (from the data) or >= {data_classes}")
+    return Model(*_build_and_init(config, num_classes), num_classes)
+
+
+def _build_and_init(config, num_classes):
+    """(module, variables, normalisation op the weights expect or "").
+
+    The architecture comes from model.arch, or from the init weights when it is empty.
+    """
+    size = config.data.image_size
+    if not config.model.init:
+        module = models.build(config.model.name, config.model.arch, num_classes, config.model.dtype)
+        return module, weights.init_variables(module, (size, size, 3), seed=config.seed), ""
+    if config.model.init_head not in ("reset", "keep"):
+        raise UserError(f"model.init_head must be 'reset' or 'keep', not {config.model.init_head!r}")
+    source_module, loaded, preprocessing = weights.load_model_with_meta(
+        config.model.init, model=config.model.name)
+    if config.model.arch:
+        module = models.build(config.model.name, config.model.arch, num_classes, config.model.dtype)
+    else:
+        module = source_module.clone(num_classes=num_classes, dtype=jnp.dtype(config.model.dtype))
+    reset = config.model.init_head == "reset"
+    if reset and getattr(module, "representation_size", None) and not config.model.keep_pre_logits:
+        # vit_jax (checkpoint.py: load_pretrained) drops the i21k pre_logits layer when
+        # fine-tuning with a new head: features go straight from the encoder to the head.
+        module = module.clone(representation_size=None)
+        loaded = dict(loaded, params={k: v for k, v in loaded["params"].items()
+                                      if k != "pre_logits"})
+    expected = preprocessing.get("normalization", "")
+    if config.model.check_preprocessing and expected:
+        for key in ("pp_train", "pp_eval"):
+            got = preprocess.normalization_op(config.data[key])
+            if got != "init_norm" and got.replace(" ", "") != expected.replace(" ", ""):
+                raise UserError(f"weights {config.model.init} expect inputs normalised by "
+                                f"{expected!r} but data.{key} uses {got or 'nothing'!r}; fix "
+                                f"data.{key} or set model.check_preprocessing=False")
+    variables = weights.init_variables(module, (size, size, 3), seed=config.seed)
+    variables = merge_lib.merge(variables, loaded, reset_head=reset, source=config.model.init)
+    return module, variables, expected
+
+
+def data_config(config, normalization):
+    """config.data with the init_norm placeholder replaced by the weights' normalisation."""
+    data_cfg = config_lib.copy(config).data
+    with data_cfg.unlocked():
+        for key in ("pp_train", "pp_eval"):
+            data_cfg[key] = preprocess.with_init_norm(data_cfg[key], normalization)
+    return data_cfg
