@@ -9,6 +9,8 @@ from typing import Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+# LayerNorm epsilon: flax's default 1e-6, as vit_jax/models_vit.py uses (HF/timm ports use
+# other values; converters set `ln_eps` to match them).
 # Size name -> (width, depth, mlp_dim, heads).
 SIZES = {"Ti": (192, 12, 768, 3), "S": (384, 12, 1536, 6), "B": (768, 12, 3072, 12),
          "L": (1024, 24, 4096, 16), "H": (1280, 32, 5120, 16)}
