@@ -32,6 +32,7 @@ class Jit:
         mesh = jax.make_mesh((jax.device_count(),), ("data",), axis_types=(AxisType.Auto,))
         self.replicated = NamedSharding(mesh, P())
         self.sharded = NamedSharding(mesh, P("data"))
+        self._is_finite = jax.jit(is_finite, out_shardings=self.replicated)  # compiled once
 
     def _state_sharding(self, x):
         """Where a state leaf (an array or a ShapeDtypeStruct) lives."""
@@ -68,7 +69,7 @@ class Jit:
 
     def all_finite(self, state):
         """Whether the whole (possibly sharded) state is finite: one reduction on the devices."""
-        return bool(jax.jit(is_finite, out_shardings=self.replicated)(state))
+        return bool(self._is_finite(state))
 
     def put_batch(self, batch):
         return {k: jax.make_array_from_process_local_data(self.sharded, v) for k, v in batch.items()}
@@ -111,6 +112,7 @@ class Pmap:
         # pmap takes arrays whose leading axis is split over the devices.
         mesh = jax.make_mesh((len(self.devices),), ("batch",), axis_types=(AxisType.Auto,))
         self.per_device = NamedSharding(mesh, P("batch"))
+        self._is_finite = jax.jit(is_finite)
 
     def put_state(self, state):
         n = len(self.devices)
@@ -124,7 +126,7 @@ class Pmap:
         return jax.pmap(fn, axis_name=self.axis_name, donate_argnums=(0,))(state)
 
     def all_finite(self, state):
-        return bool(jax.jit(is_finite)(state))
+        return bool(self._is_finite(state))
 
     def restore_template(self, state):
         return jax.device_put(state, self.devices[0])

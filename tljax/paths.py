@@ -15,12 +15,16 @@ def resolve(path):
     return epath.Path(os.path.abspath(os.path.expanduser(text)))
 
 
-def write_text_atomic(path, text):
+def write_bytes_atomic(path, data):
     """Writes via a temporary file and a rename, so a reader never sees half a file."""
     path = epath.Path(path)
     tmp = path.parent / f".{path.name}.tmp"
-    tmp.write_text(text)
+    tmp.write_bytes(data)
     tmp.replace(path)
+
+
+def write_text_atomic(path, text):
+    write_bytes_atomic(path, text.encode())
 
 
 def _finite_or_text(value):

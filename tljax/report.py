@@ -221,7 +221,7 @@ def _save_figure(fig, path):
     """Saves a PNG through epath (so a sweep directory may be a bucket); returns its path."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)
-    path.write_bytes(buffer.getvalue())
+    paths.write_bytes_atomic(path, buffer.getvalue())
     return str(path)
 
 

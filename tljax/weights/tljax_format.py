@@ -6,12 +6,12 @@ model family, architecture kwargs, number of classes and preprocessing.
 import json
 
 import numpy as np
-from etils import epath
 from flax import traverse_util
 from safetensors import SafetensorError
 from safetensors import numpy as safetensors_numpy
 from safetensors.numpy import load_file
 
+from tljax import paths
 from tljax.errors import UserError
 
 FORMAT = "tljax"
@@ -22,10 +22,7 @@ def save(path, variables, *, model, arch, num_classes, preprocessing):
     flat = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(variables, sep="/").items()}
     meta = {"format": FORMAT, "model": model, "arch": json.dumps(arch),
             "num_classes": str(num_classes), "preprocessing": json.dumps(preprocessing)}
-    path = epath.Path(path)
-    tmp = path.parent / f".{path.name}.tmp"
-    tmp.write_bytes(_sorted_header(safetensors_numpy.save(flat, metadata=meta)))
-    tmp.replace(path)
+    paths.write_bytes_atomic(path, _sorted_header(safetensors_numpy.save(flat, metadata=meta)))
 
 
 def _sorted_header(blob):
