@@ -18,7 +18,8 @@ def base():
     c.eval_every = 100          # 0: only at the end
     c.checkpoint_every = 100
     c.keep_checkpoints = 2
-    c.export_weights = False    # write workdir/model.safetensors at the end
+    c.export_weights = True     # at the end: workdir/model.safetensors (final weights) and,
+    #                             with a validation split, best.safetensors (selected weights)
     c.hyperrule = False         # BiT-HyperRule: resolution, schedule, lr and mixup from the data
     c.freeze = "full"           # freezing strategy string, e.g. "lp_ft:lp_steps=100"
     c.freeze_phases = ()        # or explicit phases, used instead of freeze when set:
@@ -37,7 +38,10 @@ def base():
     c.model.check_preprocessing = True  # pp must normalise as the weights expect
 
     c.data = mlc.ConfigDict()
-    c.data.name = "tljax_digits"
+    c.data.name = "tljax_digits"   # a TFDS name, or "folder:/path" for a folder of images
+    #                                 (see tljax/data/folder.py for the layouts)
+    c.data.folder_fractions = (0.8, 0.1, 0.1)  # a one-tree image folder's train/validation/test
+    c.data.folder_split_seed = 0  # fixed across run seeds: every seed sees the same test images
     c.data.data_dir = ""        # "" = TFDS default (~/tensorflow_datasets)
     c.data.manual_dir = ""
     c.data.train_split = "train"
@@ -47,9 +51,9 @@ def base():
     c.data.few_shot_k = 0       # >0: k examples per class of train_split
     c.data.few_shot_val_k = 0   # validation examples per class when val_split is the train split
     c.data.few_shot_seed = -1   # <0: the run seed
-    c.data.image_size = 224
-    c.data.pp_train = "inception_crop(224)|flip_lr|value_range(-1,1)"
-    c.data.pp_eval = "resize(224)|value_range(-1,1)"
+    c.data.image_size = 224     # the model's input resolution; {size} in pp strings stands for it
+    c.data.pp_train = "inception_crop({size})|flip_lr|value_range(-1,1)"
+    c.data.pp_eval = "resize({size})|value_range(-1,1)"
     c.data.batch_size = 512
     c.data.eval_batch_size = 512
     c.data.shuffle_buffer = 10_000

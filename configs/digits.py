@@ -19,7 +19,7 @@ from tljax.config_lib import recipe_output
 HERE = os.path.dirname(os.path.abspath(__file__))
 RECIPE = os.path.join(HERE, "digits.py") + ":pretrain"
 SOURCE_WEIGHTS = recipe_output(RECIPE)  # ~/.cache/tljax/recipes/digits_pretrain/model.safetensors
-PP = "resize(16)|gray_to_rgb|value_range(-1,1)"
+PP = "resize({size})|gray_to_rgb|value_range(-1,1)"
 
 
 def get_config(arg=""):
@@ -28,7 +28,7 @@ def get_config(arg=""):
     c.model.arch = {"block_counts": (1, 1, 1), "base_width": 16, "gn_groups": 8, "stem": "small"}
     c.data.name = "tljax_digits"
     c.data.image_size = 16
-    c.data.pp_train = "resize(16)|gray_to_rgb|random_crop(16, 1)|value_range(-1,1)"
+    c.data.pp_train = "resize({size})|gray_to_rgb|random_crop({size}, 1)|value_range(-1,1)"
     c.data.pp_eval = PP
     c.data.cache = True
     c.data.eval_batch_size = 256

@@ -44,14 +44,14 @@ def config(dataset, splits, arg, vit_recipe=None, **data):
         # BiT-HyperRule (big_transfer bit_hyperrule.py) sets resolution, steps, lr schedule
         # and mixup from the dataset; it has no gradient clipping.
         c.hyperrule = True
-        c.data.pp_eval = f"resize(480)|{NORM}"
+        c.data.pp_eval = f"resize({{size}})|{NORM}"  # size and pp_train: from the HyperRule
     else:
         recipe = vit_recipe or {"steps": 500, "warmup": 100, "lr": 0.003, "crop": "inception_crop"}
         c.data.image_size = 384
-        crop = ("inception_crop(384)" if recipe["crop"] == "inception_crop"
-                else "resize_small(448)|random_crop(384)")
+        crop = ("inception_crop({size})" if recipe["crop"] == "inception_crop"
+                else "resize_small(448)|random_crop({size})")
         c.data.pp_train = f"{crop}|flip_lr|{NORM}"
-        c.data.pp_eval = f"resize_small(448)|central_crop(384)|{NORM}"
+        c.data.pp_eval = f"resize_small(448)|central_crop({{size}})|{NORM}"
         c.total_steps = recipe["steps"]
         c.optim.lr = recipe["lr"]
         c.optim.schedule = "cosine"

@@ -15,8 +15,10 @@ import os
 import re
 import shlex
 import sys
+import time
 import traceback
 
+from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
 from absl import app, flags, logging
 from etils import epath
 
@@ -105,16 +107,29 @@ def run_one(config_spec, run_dir, overrides):
     return True
 
 
+def _eta(seconds_per_run, runs_left):
+    if seconds_per_run is None:
+        return "ETA after the first run"
+    seconds = int(seconds_per_run * runs_left)
+    return f"ETA {seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else (
+        f"ETA {seconds // 60}m{seconds % 60:02d}s")
+
+
 def run_all(config_spec, runs):
-    """Runs every unfinished run in order, skipping finished ones; returns the dirs it ran."""
-    ran = []
-    for index, (run_dir, overrides) in enumerate(runs):
-        if is_finished(run_dir):
-            logging.info("[%d/%d] %s finished already, skipped", index + 1, len(runs), run_dir)
-            continue
-        logging.info("[%d/%d] %s: %s", index + 1, len(runs), run_dir, " ".join(overrides))
+    """Runs every unfinished run in order, skipping finished ones; returns the dirs it ran.
+    Logs sweep progress with an ETA from the mean time of the runs done so far."""
+    todo = [(d, o) for d, o in runs if not is_finished(d)]
+    if len(todo) < len(runs):
+        logging.info("sweep: %d of %d runs finished already, skipped", len(runs) - len(todo),
+                     len(runs))
+    ran, started = [], time.monotonic()
+    for index, (run_dir, overrides) in enumerate(todo):
+        per_run = (time.monotonic() - started) / index if index else None
+        logging.info("sweep: run %d/%d (%s) %s: %s", index + 1, len(todo),
+                     _eta(per_run, len(todo) - index), run_dir, " ".join(overrides))
         run_one(config_spec, run_dir, overrides)
         ran.append(run_dir)
+    logging.info("sweep: %d runs done in %.0fs", len(ran), time.monotonic() - started)
     return ran
 
 
@@ -136,11 +151,12 @@ def main(argv):
         paths.write_text_atomic(epath.Path(FLAGS.workdir) / "commands.txt", "\n".join(lines) + "\n")
         print("\n".join(lines))
         return
-    logging.set_verbosity(logging.INFO)
+    logs.setup()
     run_all(FLAGS.config, runs)
     from tljax import report
 
-    print(report.write_report(FLAGS.workdir, FLAGS.baseline))
+    print(report.write_report(FLAGS.workdir, FLAGS.baseline,
+                              order=split_schedules(FLAGS.schedules)))
 
 
 if __name__ == "__main__":

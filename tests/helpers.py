@@ -9,7 +9,7 @@ from tljax.weights import tljax_format
 
 def exported_params(workdir):
     """Flat {path: array} of the params a run exported to workdir/model.safetensors."""
-    _, _, _, _, variables = tljax_format.load(os.path.join(workdir, "model.safetensors"))
+    variables = tljax_format.load(os.path.join(workdir, "model.safetensors")).variables
     return traverse_util.flatten_dict(variables["params"], sep="/")
 
 

@@ -34,9 +34,9 @@ def _tiny(config_name, arg, tmp_path):
         config.model.name, config.model.arch, config.model.init = "bit", TINY, ""
         config.data.data_dir = str(tmp_path / "tfds")
         config.data.image_size = 16
-        config.data.pp_train = config.data.pp_train.replace("384", "16").replace("init_norm", "value_range(-1,1)")
-        config.data.pp_train = config.data.pp_train.replace("resize_small(448)|random_crop(16)",
-                                                            "inception_crop(16)")
+        config.data.pp_train = config.data.pp_train.replace("init_norm", "value_range(-1,1)")
+        config.data.pp_train = config.data.pp_train.replace("resize_small(448)|random_crop({size})",
+                                                            "inception_crop({size})")
         config.data.pp_eval = "resize(16)|value_range(-1,1)"
         config.data.batch_size, config.data.eval_batch_size = 4, 6
         config.total_steps, config.checkpoint_every, config.log_every = 2, 2, 1
@@ -47,7 +47,7 @@ def _tiny(config_name, arg, tmp_path):
 @pytest.mark.parametrize("config_name", ["flowers.py", "pets.py", "cifar10.py", "cifar100.py", "dtd.py"])
 def test_dataset_config_runs_on_mock_data(config_name, tmp_path):
     config = _tiny(config_name, "vit-b16", tmp_path)
-    assert config.data.pp_train == "inception_crop(16)|flip_lr|value_range(-1,1)"
+    assert config.data.pp_train == "inception_crop({size})|flip_lr|value_range(-1,1)"
     with _mock():
         summary = train.run(config, str(tmp_path / "run"))
     assert os.listdir(tmp_path / "run" / "checkpoints") == ["2"]
@@ -67,7 +67,7 @@ def test_vit_recipes_are_big_vision_transfer_recipes(config_name):
     assert (vit.data.train_split, vit.data.val_split, vit.data.test_split) == (
         ("train[:90%]", "train[90%:]", "test") if small else ("train[:98%]", "train[98%:]", "test"))
     assert (vit.total_steps, vit.optim.warmup_steps) == ((500, 100) if small else (10_000, 500))
-    assert vit.data.pp_eval == "resize_small(448)|central_crop(384)|init_norm"
+    assert vit.data.pp_eval == "resize_small(448)|central_crop({size})|init_norm"
     assert vit.optim.clip_norm == 1.0
     assert config_lib.load(os.path.join(ROOT, "configs", config_name)).optim.clip_norm == 0.0
 

@@ -105,9 +105,11 @@ def test_init_norm_takes_the_normalisation_of_the_weights(make_config, tmp_path,
 
 
 def test_exported_weights_carry_architecture_and_preprocessing(source_weights):
-    name, arch, num_classes, pp, _ = tljax_format.load(source_weights)
+    name, arch, num_classes, pp, _, class_names = tljax_format.load(source_weights)
     assert name == "bit" and num_classes == 5 and arch["stem"] == "small"
-    assert pp == {"normalization": "value_range(-1,1)", "image_size": 8}
+    assert pp == {"normalization": "value_range(-1,1)", "image_size": 8,
+                  "pp_eval": "resize(8)|gray_to_rgb|value_range(-1,1)"}
+    assert class_names == ["0", "1", "2", "3", "4"]
 
 
 @pytest.mark.parametrize("parallelism", ["jit", "pmap"])

@@ -81,14 +81,14 @@ def _hf_resnet(tmp_path, layer_type="basic"):
 
 def test_hf_vit_logits_match(tmp_path):
     reference = _hf_vit(tmp_path)
-    module, variables = weights.load_model(str(tmp_path))
+    module, variables, *_ = weights.load_model(str(tmp_path))
     images = _images(32, 32)
     _assert_close(module.apply(variables, images, train=False), _torch_logits(reference, images))
 
 
 def test_hf_bit_logits_match_on_square_and_non_square_images(tmp_path):
     reference = _hf_bit(tmp_path)
-    module, variables = weights.load_model(str(tmp_path))
+    module, variables, *_ = weights.load_model(str(tmp_path))
     for h, w in ((32, 32), (40, 56)):
         images = _images(h, w)
         _assert_close(module.apply(variables, images, train=False), _torch_logits(reference, images))
@@ -97,7 +97,7 @@ def test_hf_bit_logits_match_on_square_and_non_square_images(tmp_path):
 @pytest.mark.parametrize("layer_type", ["basic", "bottleneck"])
 def test_hf_resnet_logits_match(tmp_path, layer_type):
     reference = _hf_resnet(tmp_path, layer_type)
-    module, variables = weights.load_model(str(tmp_path))
+    module, variables, *_ = weights.load_model(str(tmp_path))
     assert module.depth == (18 if layer_type == "basic" else 50)
     for h, w in ((32, 32), (48, 40)):
         images = _images(h, w)
@@ -106,8 +106,8 @@ def test_hf_resnet_logits_match(tmp_path, layer_type):
 
 def test_new_num_classes_resets_the_head_and_keeps_the_backbone(tmp_path):
     _hf_bit(tmp_path)
-    _, original = weights.load_model(str(tmp_path))
-    module, variables = weights.load_model(str(tmp_path), num_classes=3)
+    _, original, *_ = weights.load_model(str(tmp_path))
+    module, variables, *_ = weights.load_model(str(tmp_path), num_classes=3)
     assert variables["params"]["head"]["kernel"].shape == (64, 3)
     assert not np.any(variables["params"]["head"]["kernel"])
     np.testing.assert_array_equal(variables["params"]["stage2"]["unit2"]["conv2"]["kernel"],
@@ -121,7 +121,7 @@ def test_backbone_only_hf_model_loads_with_a_new_head(tmp_path):
     transformers.ViTModel(cfg).save_pretrained(tmp_path)
     with pytest.raises(UserError, match="no classifier: pass num_classes"):
         weights.load_model(str(tmp_path))
-    module, variables = weights.load_model(str(tmp_path), num_classes=4)
+    module, variables, *_ = weights.load_model(str(tmp_path), num_classes=4)
     assert module.apply(variables, _images(16, 16), train=False).shape == (2, 4)
 
 
@@ -129,7 +129,7 @@ def test_preprocessing_metadata_travels_with_hf_weights(tmp_path):
     _hf_resnet(tmp_path)
     transformers.ConvNextImageProcessor(image_mean=[0.485, 0.456, 0.406],
                                         image_std=[0.229, 0.224, 0.225]).save_pretrained(tmp_path)
-    _, _, pp = weights.load_model_with_meta(str(tmp_path))
+    _, _, pp, _ = weights.load_model(str(tmp_path))
     assert pp["normalization"] == "normalize([0.485,0.456,0.406],[0.229,0.224,0.225])"
 
 
@@ -177,7 +177,7 @@ def test_official_vit_npz_layout_and_position_embedding_resampling(tmp_path):
     reference = _hf_vit(tmp_path / "hf", hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6)
     npz = str(tmp_path / "ViT-tiny.npz")
     _vit_npz_from_hf(reference, tmp_path / "hf", npz)
-    module, variables = weights.load_model(npz)
+    module, variables, *_ = weights.load_model(npz)
     assert module.gelu_approximate and module.dims() == (32, 2, 64, 4)
     images = _images(32, 32)
     _assert_close(module.apply(variables, images, train=False), _torch_logits(reference, images))
@@ -186,7 +186,7 @@ def test_official_vit_npz_layout_and_position_embedding_resampling(tmp_path):
     # interpolate_posembed): scipy.ndimage.zoom(order=1) on the grid, class token kept.
     from scipy import ndimage
 
-    _, resized, _ = weights.load_model_with_meta(npz, image_shape=(48, 48, 3))
+    _, resized, _, _ = weights.load_model(npz, image_shape=(48, 48, 3))
     pos = np.asarray(resized["params"]["embed"]["pos_embedding"])
     original = np.asarray(variables["params"]["embed"]["pos_embedding"])
     assert pos.shape == (1, 37, 32)
@@ -224,7 +224,7 @@ def test_official_bit_npz_layout(tmp_path):
     npz = str(tmp_path / "BiT-tiny.npz")
     _bit_npz_from_hf(reference, tmp_path / "hf", npz)
     # Official files always use 32 groups; this tiny one has 8 channels, hence the override.
-    module, variables = weights.load_model(npz, model="bit:gn_groups=4")
+    module, variables, *_ = weights.load_model(npz, model="bit:gn_groups=4")
     # The official numerics (big_transfer bit_jax/models.py): WS eps 1e-10, GroupNorm eps 1e-5.
     assert (module.ws_eps, module.gn_eps) == (1e-10, 1e-5)
     images = _images(32, 32)
@@ -276,7 +276,7 @@ def test_timm_logits_match(tmp_path, name, size):
     model = _randomize(timm.create_model(name, pretrained=False, num_classes=10))
     path = str(tmp_path / f"{name}.safetensors")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, path)
-    module, variables = weights.load_model(path)
+    module, variables, *_ = weights.load_model(path)
     images = _images(size, size)
     with torch.no_grad():
         expected = model(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()

@@ -1,9 +1,8 @@
 """Entry point: python -m tljax.main --config=configs/digits.py[:arg] --workdir=DIR [--config.a.b=v]."""
 import sys
 
-import logging as py_logging
-
-from absl import app, flags, logging
+from tljax import logs  # noqa: F401  (first: sets TF's log level before TF loads)
+from absl import app, flags
 from ml_collections import config_flags
 
 from tljax.errors import UserError
@@ -38,10 +37,7 @@ def main(argv):
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                            _CPU_COLLECTIVES.value)
 
-    logging.set_verbosity(logging.INFO)
-    # Orbax logs every file it writes at INFO; keep its warnings only.
-    logging.get_absl_handler().addFilter(
-        lambda r: r.levelno >= py_logging.WARNING or "/orbax/" not in r.pathname)
+    logs.setup()
     try:
         summary = train.run(_CONFIG.value, _WORKDIR.value)
     except UserError as e:

@@ -1,4 +1,5 @@
 """Metric writers (metrics.jsonl + TensorBoard) and the progress line (step, loss, images/s, ETA)."""
+import contextlib
 import json
 import time
 
@@ -54,18 +55,31 @@ class MetricWriter:
 
 
 class Progress:
-    """Turns (step, images seen) into images/s and an ETA for the log line."""
+    """Turns (step, images seen) into images/s and an ETA for the log line.
+
+    Time spent in `paused()` blocks (compiling, evaluating, checkpointing) is left out, so
+    images/s is the train step's throughput and the ETA is what the remaining steps take.
+    """
 
     def __init__(self, start_step, total_steps, global_batch):
         self.total_steps = total_steps
         self.global_batch = global_batch
         self._last_step, self._last_time = start_step, time.monotonic()
+        self._paused = 0.0
+
+    @contextlib.contextmanager
+    def paused(self):
+        begin = time.monotonic()
+        try:
+            yield
+        finally:
+            self._paused += time.monotonic() - begin
 
     def line(self, step, loss):
         now = time.monotonic()
         steps = max(step - self._last_step, 1)
-        elapsed = max(now - self._last_time, 1e-9)
-        self._last_step, self._last_time = step, now
+        elapsed = max(now - self._last_time - self._paused, 1e-9)
+        self._last_step, self._last_time, self._paused = step, now, 0.0
         images_per_s = steps * self.global_batch / elapsed
         eta = (self.total_steps - step) * elapsed / steps
         text = (f"step {step}/{self.total_steps}  loss {loss:.4f}  {images_per_s:.1f} img/s  "

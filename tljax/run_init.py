@@ -75,7 +75,7 @@ def _build_and_init(config, num_classes):
         return module, weights.init_variables(module, (size, size, 3), seed=config.seed), ""
     if config.model.init_head not in ("reset", "keep"):
         raise UserError(f"model.init_head must be 'reset' or 'keep', not {config.model.init_head!r}")
-    source_module, loaded, preprocessing = weights.load_model_with_meta(
+    source_module, loaded, preprocessing, _ = weights.load_model(
         config.model.init, model=config.model.name)
     if config.model.arch:
         module = models.build(config.model.name, config.model.arch, num_classes, config.model.dtype)
@@ -102,9 +102,13 @@ def _build_and_init(config, num_classes):
 
 
 def data_config(config, normalization):
-    """config.data with the init_norm placeholder replaced by the weights' normalisation."""
+    """config.data with the placeholders filled in: {size} by data.image_size (the one
+    source of the resolution, checked against what the pp strings make) and init_norm by
+    the weights' normalisation."""
     data_cfg = config_lib.copy(config).data
     with data_cfg.unlocked():
         for key in ("pp_train", "pp_eval"):
-            data_cfg[key] = preprocess.with_init_norm(data_cfg[key], normalization)
+            spec = preprocess.with_size(data_cfg[key], data_cfg.image_size)
+            data_cfg[key] = preprocess.with_init_norm(spec, normalization)
+            preprocess.check_output_size(data_cfg[key], data_cfg.image_size, key)
     return data_cfg

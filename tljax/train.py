@@ -3,6 +3,7 @@ checkpoints and metrics together. It owns no math."""
 import collections
 import dataclasses
 import functools
+import time
 
 import jax
 import numpy as np
@@ -17,6 +18,8 @@ from tljax import summary as summary_lib
 from tljax.data import preprocess
 from tljax.errors import UserError
 from tljax.weights import tljax_format
+
+_EVAL_LOG_SECONDS = 30  # a long evaluation logs how far it got this often
 
 
 def _log_plan(plan, group_list, param_sizes):
@@ -102,10 +105,21 @@ class _PhaseRunner:
         self._compiled = None
         self.flops = None
 
+    @property
+    def compiled(self):
+        return self._compiled is not None
+
+    def compile(self, state, batch):
+        logging.info("compiling the train step of phase %d...", self.index)
+        begin = time.monotonic()
+        self._compiled = self._jitted.lower(state, batch).compile()
+        self.flops = metrics.compiled_cost(self._compiled).get("flops")
+        logging.info("compiled in %.1fs (%s per step)", time.monotonic() - begin,
+                     f"{self.flops / 1e9:.3g} GFLOP" if self.flops else "FLOPs unknown")
+
     def __call__(self, state, batch):
         if self._compiled is None:
-            self._compiled = self._jitted.lower(state, batch).compile()
-            self.flops = metrics.compiled_cost(self._compiled).get("flops")
+            self.compile(state, batch)
         return self._compiled(state, batch)
 
 
@@ -151,10 +165,13 @@ def _start(run_, model):
 def _evaluate(run_, state, which, step):
     """Accuracy and loss over the whole `which` split (padded batches, masked)."""
     batches, count = run_.eval_data[which]
-    totals = None
-    for batch in batches:
+    totals, last_log = None, time.monotonic()
+    for index, batch in enumerate(batches):
         sums = run_.eval_step(state.params, state.batch_stats, run_.par.put_batch(batch))
         totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
+        if time.monotonic() - last_log > _EVAL_LOG_SECONDS:
+            last_log = time.monotonic()
+            logging.info("evaluating %s at step %d: %d batches done", which, step, index + 1)
     totals = run_.par.fetch(totals)
     if int(totals["count"]) != count:
         raise RuntimeError(f"eval counted {totals['count']} examples, the split has {count}")
@@ -245,7 +262,11 @@ def _train(run_, runner, state, record, start_step, train_iter):
     progress = metrics.Progress(start_step, config.total_steps, config.data.batch_size)
     pending = []
     for step in range(start_step, config.total_steps):
-        state, step_metrics = runner(state, next(train_iter))
+        batch = next(train_iter)
+        if not runner.compiled:
+            with progress.paused():
+                runner.compile(state, batch)
+        state, step_metrics = runner(state, batch)
         record.set_flops(runner.index, runner.flops)
         pending.append(step_metrics)
         done = step + 1
@@ -255,14 +276,15 @@ def _train(run_, runner, state, record, start_step, train_iter):
         if done % config.log_every == 0 or save_now or eval_now:
             _check_and_log(run_, run_.par.fetch(pending), state, done, runner, progress, record)
             pending = []
-        if eval_now and run_.best is not None:
-            _validate(run_, state, done, record)
-        if last:
-            _test(run_, state, done, record)
-        if not last and run_.plan.phase_index(done) != runner.index:
-            runner, state = _next_phase(run_, state, done)
-        if save_now:
-            _save(run_, done, state, runner, record, last)
+        with progress.paused():  # Evaluation and checkpoints are not train throughput.
+            if eval_now and run_.best is not None:
+                _validate(run_, state, done, record)
+            if last:
+                _test(run_, state, done, record)
+            if not last and run_.plan.phase_index(done) != runner.index:
+                runner, state = _next_phase(run_, state, done)
+            if save_now:
+                _save(run_, done, state, runner, record, last)
     return state
 
 
@@ -360,18 +382,32 @@ def _write_summary(run_, record, status):
 
 
 def _export(run_, state, num_classes, data_cfg):
-    """Gathers the final weights on every process (a collective under multi-process fsdp);
-    process 0 writes workdir/model.safetensors."""
-    final = run_.par.to_host(run_.par.one_copy(state))
+    """Writes workdir/model.safetensors (the final weights) and, with a validation split,
+    workdir/best.safetensors (the weights validation selected), each with what is needed to
+    use it: architecture, class names, eval preprocessing. Every process gathers (a
+    collective under multi-process fsdp); process 0 writes."""
+    one = run_.par.one_copy(state)
+    exports = {"model.safetensors": {"params": one.params, "batch_stats": one.batch_stats}}
+    best_step = run_.best.latest_step() if run_.best is not None else None
+    if best_step is not None:
+        run_.best.wait()
+        exports["best.safetensors"] = run_.best.restore_variables(
+            best_step, {"params": one.params, "batch_stats": one.batch_stats})
+    exports = {name: run_.par.to_host(v) for name, v in exports.items()}
     if jax.process_index() != 0:
         return
-    out = {"params": final.params}
-    if final.batch_stats:
-        out["batch_stats"] = final.batch_stats
-    tljax_format.save(run_.workdir / "model.safetensors", out, model=run_.config.model.name,
-                      arch=_arch_of(run_.module), num_classes=num_classes,
-                      preprocessing={"normalization": preprocess.normalization_op(data_cfg.pp_eval),
-                                     "image_size": run_.config.data.image_size})
+    preprocessing = {"normalization": preprocess.normalization_op(data_cfg.pp_eval),
+                     "image_size": data_cfg.image_size, "pp_eval": data_cfg.pp_eval}
+    for name, variables in exports.items():
+        tljax_format.save(run_.workdir / name, {k: v for k, v in variables.items() if v},
+                          model=run_.config.model.name, arch=_arch_of(run_.module),
+                          num_classes=num_classes, preprocessing=preprocessing,
+                          class_names=_class_names(data_cfg, num_classes))
+
+
+def _class_names(data_cfg, num_classes):
+    names = data.class_names(data_cfg)
+    return names + [f"class{i}" for i in range(len(names), num_classes)]
 
 
 def _arch_of(module):

@@ -1,3 +1,3 @@
-"""Input pipeline: TFDS datasets (local builders included) to per-process numpy batches."""
-from tljax.data.pipeline import (eval_batches, examples, get_builder, num_classes,  # noqa: F401
-                                 train_batches)
+"""Input pipeline: TFDS datasets (local builders, image folders) to per-process numpy batches."""
+from tljax.data.pipeline import (class_names, eval_batches, examples, get_builder,  # noqa: F401
+                                 num_classes, train_batches)

@@ -16,7 +16,9 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tljax.data import digits, fewshot, preprocess
+from etils import epath
+
+from tljax.data import digits, fewshot, folder, preprocess
 from tljax.errors import UserError
 
 # Datasets whose data ships with a package: prepared locally on first use.
@@ -24,17 +26,42 @@ LOCAL_BUILDERS = {"tljax_digits": digits.TljaxDigits}
 
 
 def get_builder(cfg):
-    """The TFDS builder (local builders are prepared on first use)."""
+    """The TFDS builder of data.name: an image folder ("folder:/path"), a dataset that ships
+    with a package (prepared on first use) or a TFDS dataset in data.data_dir."""
+    if folder.is_folder_name(cfg.name):
+        return folder.builder(cfg.name, tuple(cfg.folder_fractions), cfg.folder_split_seed)
     kwargs = {"data_dir": cfg.data_dir or None}
     if cfg.name in LOCAL_BUILDERS:
         builder = LOCAL_BUILDERS[cfg.name](**kwargs)
         if not builder.is_prepared():
+            _check_writable_data_dir(cfg)
             builder.download_and_prepare()
         return builder
+    if epath.Path(cfg.name).expanduser().is_dir():
+        raise UserError(f"data.name={cfg.name!r} is a directory; for a folder of images use "
+                        f"data.name='folder:{cfg.name}'")
     try:
         return tfds.builder(cfg.name, **kwargs)
     except tfds.core.registered.DatasetNotFoundError as e:
         raise UserError(f"unknown TFDS dataset {cfg.name!r} (data.name): {str(e).splitlines()[0]}") from None
+    except ValueError as e:
+        raise UserError(f"data.name={cfg.name!r} is not a TFDS name like 'oxford_flowers102' or "
+                        f"'cifar10:3.0.2', nor 'folder:/path' ({str(e).splitlines()[0]})") from None
+
+
+def _check_writable_data_dir(cfg):
+    """A local builder prepares its files in data.data_dir only when that is a TFDS data
+    directory (missing, empty or holding prepared datasets), never into other folders."""
+    if not cfg.data_dir:
+        return
+    root = epath.Path(cfg.data_dir).expanduser()
+    if not root.exists() or not any(root.iterdir()):
+        return
+    if not (list(root.glob("*/*/dataset_info.json")) or list(root.glob("*/*/*/dataset_info.json"))):
+        raise UserError(f"data.data_dir={cfg.data_dir} holds files but no TFDS dataset, so "
+                        f"{cfg.name} is not prepared there; for a folder of images use "
+                        f"data.name='folder:{cfg.data_dir}' (data.data_dir is where TFDS keeps "
+                        f"prepared datasets)")
 
 
 def _not_prepared(cfg, builder):
@@ -60,6 +87,11 @@ def _as_dataset(cfg, builder, split, **kwargs):
 
 def num_classes(cfg):
     return get_builder(cfg).info.features["label"].num_classes
+
+
+def class_names(cfg):
+    """The label names of the dataset, index i naming label i."""
+    return list(get_builder(cfg).info.features["label"].names)
 
 
 def _split_labels(cfg, builder, split):

@@ -116,6 +116,25 @@ def with_init_norm(spec, normalization):
     return "|".join(normalization if op.strip() == "init_norm" else op for op in spec.split("|"))
 
 
+SIZE = "{size}"  # stands for data.image_size in a pp string, e.g. "inception_crop({size})"
+
+
+def with_size(spec, image_size):
+    """`spec` with every {size} replaced by data.image_size."""
+    return spec.replace(SIZE, str(int(image_size)))
+
+
+def check_output_size(spec, image_size, key):
+    """Refuses a pp string whose images are not image_size x image_size (the size the model
+    is built and exported for), e.g. after --config.data.image_size=32 with resize(16)."""
+    probe = tf.zeros([image_size * 2 + 3, image_size * 2 + 5, 3], tf.uint8)
+    shape = tuple(build(spec)(probe, tf.zeros([2], tf.int64)).shape[:2])
+    if shape != (image_size, image_size):
+        raise UserError(f"data.{key}={spec!r} makes {shape[0]}x{shape[1]} images but "
+                        f"data.image_size={image_size}; write the size as {SIZE} in the pp string "
+                        f"(e.g. resize({SIZE})) so it follows data.image_size, or make them agree")
+
+
 def parse(spec):
     """Turns "op(args)|op|..." into a list of (name, fn); unknown ops are a UserError."""
     ops = []

@@ -1,19 +1,24 @@
 """Pretrained weights: load any supported source into (module, variables) in tljax layout.
 
-Contract: `load_model(source, *, model=None, num_classes=None)` returns
-`(module, variables)` with `module.apply(variables, images_nhwc, train=False)`
-giving logits. Sources:
+Contract: `load_model(source, *, model=None, num_classes=None)` returns a LoadedModel
+(module, variables, preprocessing, class_names) with
+`module.apply(variables, images_nhwc, train=False)` giving logits for images prepared
+as `preprocessing` says (its "pp_eval" string when the source records one, else its
+"normalization" op at "image_size"). Sources:
   - a Hugging Face model folder (config.json + model.safetensors / pytorch_model.bin)
     of ViT, BiT or ResNet (*ForImageClassification or the bare *Model);
   - an official BiT or ViT/AugReg .npz;
   - a timm `resnetv2_*_bit`, `vit_*` or torchvision/timm `resnet*` state dict
     (.safetensors / .pth);
-  - a tljax .safetensors export, or a tljax run directory (its latest checkpoint).
+  - a tljax .safetensors export, or a tljax run directory: `which="best"` (default) is its
+    validation-selected model, `which="final"` its last one (exports when written, else
+    its checkpoints).
 `num_classes` different from the source's gives a zero-initialised head.
 """
 import ast
 import json
 import os
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -38,16 +43,37 @@ def _expected_shapes(module, image_size):
     return {p: v.shape for p, v in traverse_util.flatten_dict(abstract, sep="/").items()}
 
 
-def _from_tljax_run(workdir):
-    """(name, arch, num_classes, preprocessing, variables) of a tljax run's latest checkpoint."""
+class LoadedModel(NamedTuple):
+    module: object
+    variables: dict
+    preprocessing: dict          # normalization, image_size and (tljax exports) pp_eval
+    class_names: Optional[list]  # label i is class_names[i]; None when the source has none
+
+
+def _from_tljax_run(workdir, which):
+    """The Export of a tljax run directory: its exported file, or else its checkpoint."""
+    if which not in ("best", "final"):
+        raise UserError(f"which={which!r}: use 'best' (selected by validation) or 'final'")
+    exported = [os.path.join(workdir, "best.safetensors")] if which == "best" else []
+    for path in exported + [os.path.join(workdir, "model.safetensors")]:
+        if os.path.exists(path):
+            return tljax_format.load(path)
+    return _from_checkpoint(workdir, which)
+
+
+def _from_checkpoint(workdir, which):
+    """The Export of a run without exported weights (export_weights=False): the best/ or
+    the newest checkpoints/ entry, with the eval pp of its config (no class names)."""
     import orbax.checkpoint as ocp
 
-    from tljax.data.preprocess import normalization_op
+    from tljax.data import preprocess
 
     with open(os.path.join(workdir, "config.json")) as f:
         config = json.load(f)
-    manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")),
-                                    item_names=("state", "meta"))
+    folder = os.path.join(workdir, "best")
+    if which == "final" or not os.path.isdir(folder):
+        folder = os.path.join(workdir, "checkpoints")
+    manager = ocp.CheckpointManager(os.path.abspath(folder), item_names=("state", "meta"))
     step = manager.latest_step()
     if step is None:
         raise UserError(f"tljax run {workdir} has no checkpoint yet")
@@ -57,9 +83,13 @@ def _from_tljax_run(workdir):
     if state.get("batch_stats"):
         variables["batch_stats"] = state["batch_stats"]
     num_classes = np.shape(state["params"]["head"]["kernel"])[-1]
-    pp = {"normalization": normalization_op(config["data"]["pp_eval"]),
-          "image_size": config["data"]["image_size"]}
-    return config["model"]["name"], config["model"]["arch"], num_classes, pp, variables
+    size = config["data"]["image_size"]
+    pp_eval = preprocess.with_size(config["data"]["pp_eval"], size)
+    pp = {"normalization": preprocess.normalization_op(pp_eval), "image_size": size}
+    if "init_norm" not in pp_eval:  # Otherwise the weights' normalisation is not known here.
+        pp["pp_eval"] = pp_eval
+    return tljax_format.Export(config["model"]["name"], config["model"]["arch"], num_classes,
+                               pp, variables, None)
 
 
 def parse_model_spec(model):
@@ -77,8 +107,8 @@ def parse_model_spec(model):
     return family, overrides
 
 
-def _read_source(path, model):
-    """(family, arch, num_classes, preprocessing, variables) from any supported source."""
+def _read_source(path, model, which):
+    """The source as a tljax_format.Export, whatever its format."""
     if not os.path.exists(path):
         raise UserError(f"weights {path!r} do not exist; check the path (model.init), or see "
                         f"`python -m tljax.weights.catalog` for downloadable checkpoints")
@@ -88,10 +118,13 @@ def _read_source(path, model):
             raise UserError(f"{path} is a directory without config.json: expected a Hugging Face "
                             f"model folder or a tljax run directory")
         with open(config_path) as f:
-            is_tljax = "model_type" not in json.load(f)
-        if is_tljax:
-            return _from_tljax_run(path)
+            hf_config = json.load(f)
+        if "model_type" not in hf_config:
+            return _from_tljax_run(path, which)
         family, arch, classes, pp, arrays, layout = detect.from_hf(path)
+        labels = hf_config.get("id2label") or {}
+        if classes and len(labels) == classes:
+            pp = dict(pp, class_names=[labels.get(str(i), str(i)) for i in range(classes)])
     elif tljax_format.is_tljax_file(path):
         return tljax_format.load(path)
     else:
@@ -110,13 +143,17 @@ def _read_source(path, model):
     if classes == 0:  # A backbone without a classifier: the head stays to be filled in.
         expected = {p: s for p, s in expected.items() if not p.startswith("params/head/")}
     flat = layouts.convert(arrays, layout, expected)
-    return family, arch, classes, pp, traverse_util.unflatten_dict(flat, sep="/")
+    names = pp.pop("class_names", None)
+    return tljax_format.Export(family, arch, classes, pp, traverse_util.unflatten_dict(flat, sep="/"),
+                               names)
 
 
-def load_model_with_meta(source, *, model=None, num_classes=None, image_shape=None):
-    """(module, variables, preprocessing dict). A new `num_classes` gets a zero head."""
+def load_model(source, *, model=None, num_classes=None, image_shape=None, which="best"):
+    """The LoadedModel of `source`. A new `num_classes` gets a zero head (and no class
+    names); `image_shape` re-initialises for another resolution (ViT position embeddings)."""
     source = catalog.resolve(str(source))
-    name, arch, source_classes, preprocessing, variables = _read_source(source, model)
+    name, arch, source_classes, preprocessing, variables, class_names = _read_source(
+        source, model, which)
     classes = num_classes or source_classes
     if not classes:
         raise UserError(f"weights {source} have no classifier: pass num_classes")
@@ -128,9 +165,6 @@ def load_model_with_meta(source, *, model=None, num_classes=None, image_shape=No
                                     source=source)
     else:
         variables = jax.tree.map(jnp.asarray, variables)
-    return module, variables, preprocessing
-
-
-def load_model(source, *, model=None, num_classes=None):
-    module, variables, _ = load_model_with_meta(source, model=model, num_classes=num_classes)
-    return module, variables
+    if classes != source_classes:
+        class_names = None
+    return LoadedModel(module, variables, preprocessing, class_names)

@@ -4,6 +4,7 @@ Metadata holds everything needed to rebuild the model and feed it correctly:
 model family, architecture kwargs, number of classes and preprocessing.
 """
 import json
+from typing import NamedTuple, Optional
 
 import numpy as np
 from flax import traverse_util
@@ -17,11 +18,22 @@ from tljax.errors import UserError
 FORMAT = "tljax"
 
 
-def save(path, variables, *, model, arch, num_classes, preprocessing):
+class Export(NamedTuple):
+    model: str             # family name for tljax.models.build
+    arch: dict             # architecture kwargs
+    num_classes: int
+    preprocessing: dict    # normalization (op), image_size and pp_eval (the run's eval pp)
+    variables: dict
+    class_names: Optional[list]  # label i is class_names[i]; None when not recorded
+
+
+def save(path, variables, *, model, arch, num_classes, preprocessing, class_names=None):
     """Writes `variables` ({'params': ..., 'batch_stats': ...}) atomically to `path` (local or URL)."""
     flat = {k: np.asarray(v) for k, v in traverse_util.flatten_dict(variables, sep="/").items()}
     meta = {"format": FORMAT, "model": model, "arch": json.dumps(arch),
             "num_classes": str(num_classes), "preprocessing": json.dumps(preprocessing)}
+    if class_names is not None:
+        meta["class_names"] = json.dumps(list(class_names))
     paths.write_bytes_atomic(path, _sorted_header(safetensors_numpy.save(flat, metadata=meta)))
 
 
@@ -53,12 +65,13 @@ def is_tljax_file(path):
 
 
 def load(path):
-    """(model name, arch dict, num_classes, preprocessing dict, variables)."""
+    """The Export in `path`."""
     meta = read_metadata(path)
     try:
         arrays = load_file(path)
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{path} is not a readable safetensors file ({e})") from None
     variables = traverse_util.unflatten_dict(arrays, sep="/")
-    return (meta["model"], json.loads(meta["arch"]), int(meta["num_classes"]),
-            json.loads(meta["preprocessing"]), variables)
+    names = json.loads(meta["class_names"]) if "class_names" in meta else None
+    return Export(meta["model"], json.loads(meta["arch"]), int(meta["num_classes"]),
+                  json.loads(meta["preprocessing"]), variables, names)

@@ -1,0 +1,111 @@
+"""A folder of the user's images as a TFDS dataset: data.name="folder:/path/to/images".
+
+Two layouts (class names are folder names, sorted; label i is the i-th name):
+  - split folders: ROOT/{train,validation,test}/<class>/*.png (`val` also names validation);
+  - one tree: ROOT/<class>/*.png, split per class into train / validation / test by
+    data.folder_fractions with the fixed data.folder_split_seed (the same split for every
+    run seed, so seeds are compared on the same test images).
+
+Built on tfds.folder_dataset.ImageFolder, which reads the files as they are: nothing is
+ever written into the folder.
+"""
+import random
+
+import tensorflow_datasets as tfds
+from etils import epath
+from tensorflow_datasets.core import splits as split_lib
+from tensorflow_datasets.core.folder_dataset import image_folder
+
+from tljax.errors import UserError
+
+PREFIX = "folder:"
+SPLITS = ("train", "validation", "test")
+_SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+
+def is_folder_name(name):
+    return name.startswith(PREFIX)
+
+
+def _images(directory):
+    return sorted(str(p) for p in directory.iterdir()
+                  if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+
+
+def _class_dirs(directory):
+    return sorted((p for p in directory.iterdir() if p.is_dir()), key=lambda p: p.name)
+
+
+def _from_split_folders(root, split_dirs):
+    examples = {}
+    for split_dir in split_dirs:
+        split = _SPLIT_ALIASES[split_dir.name]
+        if split in examples:
+            raise UserError(f"image folder {root} has both 'val' and 'validation'; keep one")
+        examples[split] = [image_folder._Example(image_path=path, label=class_dir.name)
+                           for class_dir in _class_dirs(split_dir) for path in _images(class_dir)]
+    return examples
+
+
+def _from_one_tree(root, fractions, seed):
+    """Each class's images shuffled with `seed` and cut by `fractions` (train, val, test)."""
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise UserError(f"data.folder_fractions={tuple(fractions)} must be three non-negative "
+                        f"fractions (train, validation, test) summing to 1")
+    examples = {split: [] for split, fraction in zip(SPLITS, fractions) if fraction > 0}
+    for class_dir in _class_dirs(root):
+        paths = _images(class_dir)
+        random.Random(f"{seed}/{class_dir.name}").shuffle(paths)
+        cut_train = round(fractions[0] * len(paths))
+        cut_val = cut_train + round(fractions[1] * len(paths))
+        for split, part in zip(SPLITS, (paths[:cut_train], paths[cut_train:cut_val],
+                                        paths[cut_val:])):
+            if split in examples:
+                examples[split] += [image_folder._Example(image_path=p, label=class_dir.name)
+                                    for p in part]
+    return examples
+
+
+def _not_a_dataset(root, why):
+    return UserError(f"data.name={PREFIX}{root}: {why}. Expected {root}/<class>/*.png, or "
+                     f"{root}/train/<class>/*.png with test/ (and optionally validation/) beside it")
+
+
+def builder(name, fractions=(0.8, 0.1, 0.1), seed=0):
+    """The ImageFolderSplits of data.name "folder:/path"."""
+    root = epath.Path(name[len(PREFIX):]).expanduser()
+    if not root.is_dir():
+        raise _not_a_dataset(root, "no such directory")
+    subdirs = _class_dirs(root)
+    split_dirs = [d for d in subdirs if d.name in _SPLIT_ALIASES]
+    if split_dirs:
+        others = [d.name for d in subdirs if d.name not in _SPLIT_ALIASES]
+        if others:
+            raise _not_a_dataset(root, f"it mixes split folders ({', '.join(d.name for d in split_dirs)})"
+                                       f" with other folders ({', '.join(others[:3])})")
+        examples = _from_split_folders(root, split_dirs)
+    else:
+        examples = _from_one_tree(root, fractions, seed)
+    train = examples.get("train", [])
+    if not train:
+        raise _not_a_dataset(root, "it has no training images")
+    classes = sorted({e.label for split in examples.values() for e in split})
+    missing = sorted(set(classes) - {e.label for e in train})
+    if missing:
+        raise _not_a_dataset(root, f"classes {missing[:3]} have no training image")
+    return ImageFolderSplits(str(root), examples, classes)
+
+
+class ImageFolderSplits(image_folder.ImageFolder):
+    """tfds ImageFolder over given (split -> image files) lists instead of its own scan."""
+
+    def __init__(self, root, split_examples, classes):  # pylint: disable=super-init-not-called
+        self._image_shape, self._image_dtype = None, None  # any size; decoded as RGB
+        tfds.core.DatasetBuilder.__init__(self, data_dir=root)
+        self._data_dir = root
+        self._split_examples = split_examples
+        self.info.features["label"].names = classes
+        self.info.set_splits(split_lib.SplitDict([
+            split_lib.SplitInfo(name=split, shard_lengths=[len(items)], num_bytes=0)
+            for split, items in split_examples.items()]))

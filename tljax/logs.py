@@ -1,0 +1,37 @@
+"""One readable log for every entry point: library chatter filtered, no progress-bar escapes.
+
+Import this module before anything that loads TensorFlow: TF reads its C++ log level
+from the environment when it loads. A user's own setting of these variables wins.
+"""
+import logging as py_logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TF C++ INFO/WARNING (e.g. cache notes)
+# TF only reads and preprocesses data here (no TF matmuls or convolutions, the ops oneDNN
+# changes), so its oneDNN kernels only add a start-up notice; batches are bit-identical.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+# Libraries whose INFO lines say what they do, not what the run does: orbax (every
+# file written), TFDS (every dataset constructed), JAX's backend probing (libtpu).
+_QUIET_INFO = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge", "/clu/")
+
+
+def _wanted(record):
+    return record.levelno >= py_logging.WARNING or not any(
+        part in record.pathname for part in _QUIET_INFO)
+
+
+def setup():
+    """INFO logging for tljax, warnings only from the libraries above; TFDS progress
+    bars only on a terminal (redirected logs get no escape codes)."""
+    from absl import logging
+
+    logging.set_verbosity(logging.INFO)
+    handler = logging.get_absl_handler()
+    if _wanted not in handler.filters:
+        handler.addFilter(_wanted)
+    if not sys.stderr.isatty():
+        import tensorflow_datasets as tfds
+
+        tfds.disable_progress_bar()
