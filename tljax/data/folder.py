@@ -53,7 +53,8 @@ def _from_one_tree(root, fractions, seed):
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
         raise UserError(f"data.folder_fractions={tuple(fractions)} must be three non-negative "
                         f"fractions (train, validation, test) summing to 1")
-    examples = {split: [] for split, fraction in zip(SPLITS, fractions) if fraction > 0}
+    examples = {split: [] for split, fraction in zip(SPLITS, fractions) if fraction > 0}  # e.g.
+    #                                           (0, 0, 1): every image is test (to evaluate on)
     for class_dir in _class_dirs(root):
         paths = _images(class_dir)
         random.Random(f"{seed}/{class_dir.name}").shuffle(paths)
@@ -72,11 +73,21 @@ def _not_a_dataset(root, why):
                      f"{root}/train/<class>/*.png with test/ (and optionally validation/) beside it")
 
 
-def builder(name, fractions=(0.8, 0.1, 0.1), seed=0):
-    """The ImageFolderSplits of data.name "folder:/path"."""
+def _root(name):
     root = epath.Path(name[len(PREFIX):]).expanduser()
     if not root.is_dir():
         raise _not_a_dataset(root, "no such directory")
+    return root
+
+
+def is_one_tree(name):
+    """True for ROOT/<class>/*.png (no split folders)."""
+    return not any(d.name in _SPLIT_ALIASES for d in _class_dirs(_root(name)))
+
+
+def builder(name, fractions=(0.8, 0.1, 0.1), seed=0):
+    """The ImageFolderSplits of data.name "folder:/path"."""
+    root = _root(name)
     subdirs = _class_dirs(root)
     split_dirs = [d for d in subdirs if d.name in _SPLIT_ALIASES]
     if split_dirs:
@@ -87,13 +98,13 @@ def builder(name, fractions=(0.8, 0.1, 0.1), seed=0):
         examples = _from_split_folders(root, split_dirs)
     else:
         examples = _from_one_tree(root, fractions, seed)
-    train = examples.get("train", [])
-    if not train:
-        raise _not_a_dataset(root, "it has no training images")
     classes = sorted({e.label for split in examples.values() for e in split})
-    missing = sorted(set(classes) - {e.label for e in train})
-    if missing:
-        raise _not_a_dataset(root, f"classes {missing[:3]} have no training image")
+    if not classes:
+        raise _not_a_dataset(root, "it holds no images in class folders")
+    if "train" in examples:  # (A folder to evaluate on may have no train split.)
+        missing = sorted(set(classes) - {e.label for e in examples["train"]})
+        if missing:
+            raise _not_a_dataset(root, f"classes {missing[:3]} have no training image")
     return ImageFolderSplits(str(root), examples, classes)
 
 

@@ -1,0 +1,49 @@
+"""Top-k classes of image files, with the preprocessing the run evaluated with.
+
+    python -m tljax.predict --model=/tmp/run photo1.png photos/ [--top_k=3] [--output=preds.csv]
+
+--model is a run directory (its validation-selected model, or --which=final) or an
+exported .safetensors (or any weights tljax.weights.load_model reads). Prints one line per
+image; --output writes CSV or JSON (by suffix) as well.
+"""
+import sys
+
+from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
+from absl import app, flags
+
+from tljax.errors import UserError
+
+_MODEL = flags.DEFINE_string("model", None, "run directory or weights file")
+_WHICH = flags.DEFINE_enum("which", "best", ["best", "final"],
+                           "for a run directory: the validation-selected or the final model")
+_TOP_K = flags.DEFINE_integer("top_k", 5, "classes per image")
+_BATCH = flags.DEFINE_integer("batch_size", 64, "images per forward pass")
+_OUTPUT = flags.DEFINE_string("output", "", "also write predictions to this .csv or .json")
+
+
+def main(argv):
+    if not _MODEL.value or len(argv) < 2:
+        raise UserError("usage: python -m tljax.predict --model=RUN_DIR_OR_WEIGHTS IMAGE_OR_FOLDER...")
+    logs.setup()
+    from tljax import inference
+
+    if _OUTPUT.value and not _OUTPUT.value.endswith((".csv", ".json")):
+        raise UserError(f"--output={_OUTPUT.value}: use a .csv or .json file name")
+    predictor = inference.Predictor.load(_MODEL.value, _WHICH.value)
+    results = inference.predict(predictor, inference.list_images(argv[1:]), _TOP_K.value, _BATCH.value)
+    for r in results:
+        print(r["image"] + "  " + "  ".join(f"{name} {prob:.3f}" for name, prob in r["top"]))
+    if _OUTPUT.value:
+        inference.write_predictions(results, _OUTPUT.value)
+
+
+def run():
+    try:
+        app.run(main)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()
