@@ -1,5 +1,7 @@
 """Freezing schedules: plans, optimizer state, cost, fresh state on unfreezing, frozen BN."""
 import functools
+import os
+import re
 
 import jax
 import jax.numpy as jnp
@@ -354,3 +356,33 @@ def test_explicit_phases_can_be_given_on_the_command_line():
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == repr(EXPLICIT)
+
+
+def _readme_strategies():
+    """Every spec of README.md's freezing-schedule table, placeholders filled in (K=1, N=3,
+    D=0.7); the `A+B` row runs the combination its own row gives as the example."""
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "README.md")) as f:
+        text = f.read()
+    table = text.split("## Freezing schedules", 1)[1].split("\n\n", 2)[2].split("\n\n")[0]
+    specs = []
+    for row in table.splitlines()[2:]:
+        spec_cell, what_cell = row.split("|")[1:3]
+        for spec in re.findall(r"`([^`]+)`", spec_cell):
+            if spec == "A+B":
+                spec = re.findall(r"`([^`]+)`", what_cell)[0]
+            specs.append(spec.replace(":K", ":1").replace("=N", "=3").replace(":D", ":0.7"))
+    return specs
+
+
+def test_readme_lists_every_strategy_and_each_runs_end_to_end_under_jit(make_config, tmp_path,
+                                                                        source_weights):
+    specs = _readme_strategies()
+    names = {re.match(r"[a-z_]+", part).group() for spec in specs for part in spec.split("+")}
+    assert names == set(freeze.STRATEGIES), "README table and freeze.STRATEGIES differ"
+    for index, spec in enumerate(specs):
+        summary = train.run(make_config("", freeze=spec, total_steps=4, parallelism="jit",
+                                        checkpoint_every=4, export_weights=False,
+                                        **{"model.init": source_weights}),
+                            str(tmp_path / str(index)))
+        assert summary["status"] == "done" and np.isfinite(summary["test_accuracy"]), spec

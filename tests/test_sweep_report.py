@@ -58,6 +58,8 @@ def test_report_statistics_on_synthetic_runs(tmp_path):
     assert rows["linear_probe"]["flops_vs_full"] == pytest.approx(1 / 3)
     assert rows["bitfit"]["failed"] == 1 and rows["bitfit"]["incomplete"] == 1
     assert "| full | – | 3 | 83.3 ± 3.1" in table and "| baseline |" in table
+    asked = ["linear_probe", "bitfit", "full", "last_k:1"]  # e.g. the sweep's --schedules
+    assert [r["schedule"] for r in report.summarize(report.load_runs(root), order=asked)] == asked
     assert "loss became nan by step 7" in table
     with open(tmp_path / "results.csv") as f:
         csv_rows = {r["schedule"]: r for r in csv.DictReader(f)}

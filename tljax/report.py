@@ -71,9 +71,10 @@ def _paired(row, base):
                   and r["test_accuracy"] is not None)
 
 
-def summarize(runs, baseline="full"):
-    """Rows, one per group of runs that differ only in seed, best validation-selected test
-    accuracy first."""
+def summarize(runs, baseline="full", order=None):
+    """Rows, one per group of runs that differ only in seed: in the order of the schedules
+    in `order` when given (e.g. the sweep's --schedules), else best validation-selected
+    test accuracy first."""
     varying = [k for k in _varying_keys(runs) if k not in ("freeze", "freeze_phases")]
     groups = {}
     for run in runs:
@@ -103,7 +104,11 @@ def summarize(runs, baseline="full"):
         bases = [r for r in rows if r["schedule"] == baseline and r["setting"] == row["setting"]]
         row["baseline"] = baseline
         row["paired"] = _paired(row, bases[0]) if bases and bases[0] is not row else None
-    return sorted(rows, key=lambda r: -r["test"]["mean"] if r["test"]["n"] else math.inf)
+    ranked = sorted(rows, key=lambda r: -r["test"]["mean"] if r["test"]["n"] else math.inf)
+    if not order:
+        return ranked
+    position = {spec: i for i, spec in enumerate(order)}
+    return sorted(ranked, key=lambda r: position.get(r["schedule"], len(position)))
 
 
 def _fmt_paired(row):
@@ -173,48 +178,85 @@ def write_csv(rows, path):
     paths.write_text_atomic(path, text.getvalue())
 
 
+STYLES = [dict(color=c, marker=m) for c, m in zip(
+    ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
+     "#7f7f7f", "#bcbd22"], "osD^vP*Xhp")]
+
+
+def _label(row):
+    return row["schedule"] + (f" ({row['setting']})" if row["setting"] else "")
+
+
 def plot(rows, root):
-    """accuracy_curves.png (mean ± std band per schedule) and tradeoff.png."""
+    """accuracy_curves.png (one panel per schedule, the baseline dashed in each) and
+    tradeoff.png (accuracy against trainable fraction and step FLOPs, 95% intervals)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
-        if not r["histories"]:
-            continue
-        steps = sorted(set.intersection(*(set(s for s, _ in h) for h in r["histories"])))
-        acc = np.array([[dict(h)[s] for s in steps] for h in r["histories"]]) * 100
-        label = r["schedule"] + (f" ({r['setting']})" if r["setting"] else "")
-        ax.plot(steps, acc.mean(0), marker="o", ms=3, label=label)
-        ax.fill_between(steps, acc.mean(0) - acc.std(0), acc.mean(0) + acc.std(0), alpha=0.2)
-    ax.set(xlabel="train step", ylabel="validation accuracy %",
-           title="Validation accuracy (mean ± std over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    written.append(_save_figure(fig, epath.Path(root) / "accuracy_curves.png"))
-    plt.close(fig)
-
+    curves = [r for r in rows if r["histories"]]
+    if curves:
+        written.append(_plot_curves(plt, curves, root))
     done = [r for r in rows if r["test"]["n"]]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
-    for ax, key, xlabel in ((axes[0], "trainable_fraction", "trainable parameters %"),
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    for ax, key, xlabel in ((axes[0], "trainable_fraction", "trainable parameters % (log)"),
                             (axes[1], "flops_vs_full", "train-step FLOPs vs full fine-tuning")):
-        for r in done:
+        for index, r in enumerate(done):
             x = r[key] * (100 if key == "trainable_fraction" else 1)
-            ax.errorbar(x, 100 * r["test"]["mean"], yerr=100 * r["test"]["std"], fmt="o", capsize=3)
-            ax.annotate(r["schedule"], (x, 100 * r["test"]["mean"]), fontsize=7,
-                        xytext=(4, 4), textcoords="offset points")
+            interval = 100 * r["test"]["ci95"] if r["test"]["n"] > 1 else None
+            ax.errorbar(x, 100 * r["test"]["mean"], yerr=interval, capsize=3, linestyle="none",
+                        ms=7, label=_label(r), **STYLES[index % len(STYLES)])
         ax.set(xlabel=xlabel)
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test accuracy % (val-selected)")
-    fig.suptitle("Accuracy against what trains and what it costs")
+    axes[0].set_xscale("log")
+    seeds = sorted({r["test"]["n"] for r in done})
+    axes[0].set_ylabel("test accuracy % (val-selected step)")
+    fig.suptitle("Accuracy against what trains and what it costs (mean over "
+                 f"{'/'.join(map(str, seeds))} seeds; bars: 95% t-interval of the mean)")
+    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.tight_layout()
     written.append(_save_figure(fig, epath.Path(root) / "tradeoff.png"))
     plt.close(fig)
     return written
+
+
+def _plot_curves(plt, rows, root):
+    """Small multiples: each schedule's validation curve (mean, band = ±std over seeds) in
+    its own panel, with the baseline's mean dashed in grey for reference."""
+    def mean_std(row):
+        steps = sorted(set.intersection(*(set(s for s, _ in h) for h in row["histories"])))
+        acc = np.array([[dict(h)[s] for s in steps] for h in row["histories"]]) * 100
+        return steps, acc.mean(0), acc.std(0)
+
+    base = next((r for r in rows if r["schedule"] == r["baseline"]), None)
+    columns = min(len(rows), 4)
+    lines = math.ceil(len(rows) / columns)
+    fig, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 2.6 * lines + 0.6),
+                             sharex=True, sharey=True, squeeze=False)
+    for index, (ax, row) in enumerate(zip(axes.flat, rows)):
+        style = STYLES[index % len(STYLES)]
+        if base is not None and base is not row:
+            steps, mean, _ = mean_std(base)
+            ax.plot(steps, mean, color="0.55", linestyle="--", lw=1, label=f"{base['schedule']} (baseline)")
+            ax.legend(fontsize=7, loc="lower right", frameon=False)
+        steps, mean, std = mean_std(row)
+        ax.plot(steps, mean, color=style["color"], marker=style["marker"], ms=3)
+        ax.fill_between(steps, mean - std, mean + std, color=style["color"], alpha=0.18, lw=0)
+        ax.set_title(_label(row), fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.flat[len(rows):]:
+        ax.axis("off")
+    for ax in axes[-1]:
+        ax.set_xlabel("train step")
+    for ax in axes[:, 0]:
+        ax.set_ylabel("validation acc %")
+    fig.suptitle("Validation accuracy during training (mean, band ±std over seeds)", fontsize=10)
+    fig.tight_layout()
+    path = _save_figure(fig, epath.Path(root) / "accuracy_curves.png")
+    plt.close(fig)
+    return path
 
 
 def _save_figure(fig, path):
@@ -225,12 +267,13 @@ def _save_figure(fig, path):
     return str(path)
 
 
-def write_report(root, baseline="full"):
-    """Writes results.md, results.csv and plots into `root`; returns the markdown table."""
+def write_report(root, baseline="full", order=None):
+    """Writes results.md, results.csv and plots into `root`; returns the markdown table.
+    Rows follow `order` (schedule specs) when given, else rank by test accuracy."""
     runs = load_runs(root)
     if not runs:
         raise SystemExit(f"error: no runs (directories with config.json) under {root}")
-    rows = summarize(runs, baseline)
+    rows = summarize(runs, baseline, order)
     table = markdown(rows)
     paths.write_text_atomic(epath.Path(root) / "results.md", table + "\n")
     write_csv(rows, epath.Path(root) / "results.csv")
@@ -242,9 +285,15 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     options = dict(a[2:].partition("=")[::2] for a in argv if a.startswith("--"))
     positional = [a for a in argv if not a.startswith("--")]
-    if len(positional) != 1 or set(options) - {"baseline"}:
-        raise SystemExit("usage: python -m tljax.report SWEEP_DIR [--baseline=SCHEDULE]")
-    print(write_report(positional[0], options.get("baseline", "full")))
+    if len(positional) != 1 or set(options) - {"baseline", "order"}:
+        raise SystemExit("usage: python -m tljax.report SWEEP_DIR [--baseline=SCHEDULE] "
+                         "[--order=SCHEDULE,SCHEDULE,...]")
+    order = None
+    if options.get("order"):
+        from launch.sweep import split_schedules
+
+        order = split_schedules(options["order"])
+    print(write_report(positional[0], options.get("baseline", "full"), order))
 
 
 if __name__ == "__main__":
