@@ -8,7 +8,7 @@ setup(
     packages=find_packages(include=["tljax", "tljax.*", "launch", "configs"]),
     python_requires=">=3.10",
     install_requires=[
-        "jax[cpu]>=0.10,<0.11",
+        "jax>=0.10,<0.11",  # CPU jaxlib; GPU/TPU: the cuda12 / tpu extras below
         "flax>=0.12,<0.13",
         "optax>=0.2.8,<0.3",
         "orbax-checkpoint>=0.12,<0.13",
@@ -23,9 +23,13 @@ setup(
         "safetensors>=0.4",
         "matplotlib>=3.8",
         "tensorboard>=2.20",
+        "clu>=0.0.12",  # metric writers (TensorBoard scalars + hparams)
+        "etils[epath]",
     ],
     extras_require={
         # torch is pinned to the CPU wheel: an unpinned torch pulls CUDA packages.
         "test": ["pytest>=8", "torch==2.13.0", "transformers>=5.0,<6"],
+        "cuda12": ["jax[cuda12]>=0.10,<0.11"],  # NVIDIA GPUs: pip install -e ".[cuda12]"
+        "tpu": ["jax[tpu]>=0.10,<0.11"],
     },
 )

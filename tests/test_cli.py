@@ -45,3 +45,16 @@ def test_resuming_with_a_config_that_changes_the_computation_is_refused():
     config_lib.check_same_run(saved, {"total_steps": 10, "log_every": 1, "optim": {"lr": 0.1}})
     with pytest.raises(UserError, match=r"optim.lr: 0.1 -> 0.2, total_steps: 10 -> 20"):
         config_lib.check_same_run(saved, {"total_steps": 20, "log_every": 5, "optim": {"lr": 0.2}})
+
+
+def test_a_run_logs_what_the_run_does_and_not_library_chatter(data_dir, tmp_path):
+    code, lines = _main("--config=configs/digits.py:scratch", f"--workdir={tmp_path}",
+                        f"--config.data.data_dir={data_dir}", "--config.total_steps=4",
+                        "--config.log_every=2", "--config.eval_every=0",
+                        "--config.model.arch.block_counts=(1,)", "--config.data.batch_size=4")
+    assert code == 0, lines[-5:]
+    text = "\n".join(lines)
+    assert "compiling the train step of phase 0" in text and "step 4/4" in text
+    for chatter in ("oneDNN", "orbax", "dataset_info.py", "reader.py", "libtpu", "\x1b["):
+        assert chatter not in text, chatter
+    assert len(lines) < 30, text

@@ -1,4 +1,4 @@
-"""Metric writers (metrics.jsonl + TensorBoard) and the progress line (step, loss, images/s, ETA)."""
+"""Metric writers (metrics.jsonl + TensorBoard through clu) and the progress line (step, loss, images/s, ETA)."""
 import contextlib
 import json
 import time
@@ -26,16 +26,19 @@ class MetricWriter:
     writes; others get a writer that does nothing.
     """
 
-    def __init__(self, workdir, enabled=True, resume_step=0):
+    def __init__(self, workdir, enabled=True, resume_step=0, hparams=None):
+        """`hparams`: a flat {name: value} config shown in TensorBoard's HPARAMS tab."""
         self.enabled = enabled
         if not enabled:
             return
-        import tensorflow as tf  # Heavy import, and only process 0 needs it.
+        from clu import metric_writers  # Heavy import (TF), and only process 0 needs it.
 
-        self._tf = tf
         self._path = epath.Path(workdir) / "metrics.jsonl"
         self._lines = [json.dumps(r) for r in read_records(workdir) if r["step"] <= resume_step]
-        self._tb = tf.summary.create_file_writer(str(epath.Path(workdir) / "tensorboard"))
+        self._tb = metric_writers.SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
+        if hparams:
+            self._tb.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v)
+                                    for k, v in hparams.items()})
 
     def write(self, step, values, kind="train"):
         if not self.enabled:
@@ -44,13 +47,13 @@ class MetricWriter:
         record.update({k: (float(v) if hasattr(v, "__float__") else v) for k, v in values.items()})
         self._lines.append(paths.strict_json(record))
         paths.write_text_atomic(self._path, "\n".join(self._lines) + "\n")
-        with self._tb.as_default(step=int(step)):
-            for key, value in record.items():
-                if key not in ("step", "time", "kind") and isinstance(value, (int, float)):
-                    self._tf.summary.scalar(f"{kind}/{key}", value)
+        self._tb.write_scalars(int(step), {
+            f"{kind}/{key}": value for key, value in record.items()
+            if key not in ("step", "time", "kind") and isinstance(value, (int, float))})
 
     def close(self):
         if self.enabled:
+            self._tb.flush()
             self._tb.close()
 
 

@@ -337,7 +337,8 @@ def run(config, workdir):
         runner, state, record, start_step = _start(run_, model)
         if start_step == config.total_steps:
             return _finished(run_, state, record, model.num_classes, data_cfg)
-        run_.writer = metrics.MetricWriter(workdir, jax.process_index() == 0, start_step)
+        run_.writer = metrics.MetricWriter(workdir, jax.process_index() == 0, start_step,
+                                           hparams=config_lib.flatten(config_lib.to_dict(config)))
         run_.eval_step = par.compile_eval(steps.make_eval_step(model.module, par.axis_name))
         train_iter = _prefetch_to_device(data.train_batches(
             data_cfg, seed=config.seed, global_batch=config.data.batch_size,
