@@ -60,6 +60,19 @@ def base():
     c.data.cache = False
     c.data.mixup_alpha = 0.0    # >0: mixup with Beta(alpha, alpha) per batch
 
+    c.probe = mlc.ConfigDict()  # the pretrained model as a fixed feature extractor (tljax/features.py)
+    c.probe.method = ""         # "ridge" | "logreg" | "knn": fit this on cached pre-logits features
+    #                             instead of training ("" = train as configured)
+    c.probe.l2_regs = tuple(2.0**k for k in range(-4, 15, 2))  # ridge: chosen on validation
+    c.probe.shots = (1, 5, 10, 25)  # ridge few-shot table (big_vision common_fewshot.py)
+    c.probe.few_shot_l2 = 2.0**10  # its fixed l2 (big_vision common_fewshot.py: l2_reg = 2**10)
+    c.probe.few_shot_seeds = 3
+    c.probe.lrs = (0.001, 0.003, 0.01, 0.03, 0.1)  # logreg: heads trained at once, lr x wd,
+    c.probe.wds = (0.0, 1e-4, 1e-3, 1e-2)          # the best on validation reported
+    c.probe.epochs = 100
+    c.probe.batch_size = 256
+    c.probe.knn_ks = (1, 5, 10, 20)  # k-NN: k chosen on validation (DINO eval_knn.py: 20)
+
     c.optim = mlc.ConfigDict()
     c.optim.name = "sgd"        # sgd | adam | adamw
     c.optim.lr = 0.003

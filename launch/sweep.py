@@ -1,4 +1,5 @@
 """Runs (or emits the commands of) every freezing schedule x seed x grid value, then reports.
+A schedule `probe:ridge` / `probe:logreg` / `probe:knn` is a feature probe (config.probe).
 
     python -m launch.sweep --config=configs/digits.py \\
         --schedules=full,linear_probe,last_k:1,gradual:every=50,lp_ft:lp_steps=100,bitfit,layer_decay:0.7 \\
@@ -42,7 +43,7 @@ def split_schedules(text):
     pieces = []
     for piece in text.split(","):
         name = re.match(r"\s*([a-z_0-9]+)", piece)
-        if pieces and not (name and name.group(1) in freeze.STRATEGIES):
+        if pieces and not (name and (name.group(1) in freeze.STRATEGIES or name.group(1) == "probe")):
             pieces[-1] += "," + piece
         else:
             pieces.append(piece.strip())
@@ -71,7 +72,9 @@ def plan_runs(config_spec, schedules, seeds, workdir, grid=(), fixed=()):
             grid_dir = "_".join(_slug(p) for p in point) or "default"
             for seed in range(seeds):
                 run_dir = os.path.join(workdir, _slug(schedule), grid_dir, f"seed{seed}")
-                overrides = [*fixed, f"freeze={schedule}", f"seed={seed}", *point]
+                method = schedule.startswith("probe:") and schedule[len("probe:"):]
+                how = f"probe.method={method}" if method else f"freeze={schedule}"
+                overrides = [*fixed, how, f"seed={seed}", *point]
                 runs.append((run_dir, overrides))
     return runs
 

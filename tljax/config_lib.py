@@ -154,5 +154,8 @@ def freeze_spec(config):
 
 def freeze_label(config_dict):
     """The schedule's name in reports, from a (flattened or nested) config dict."""
+    probe = config_dict.get("probe.method") or (config_dict.get("probe") or {}).get("method")
+    if probe:
+        return f"probe:{probe}"
     phases = config_dict.get("freeze_phases")
     return phases_text(phases) if phases else config_dict.get("freeze", "?")

@@ -43,11 +43,18 @@ def main(argv):
     except UserError as e:
         _fail(str(e))
     if jax.process_index() == 0:
-        how = ("selected by validation" if summary["val_accuracy"] is not None
-               else "final step, no validation split")
-        print(f"test accuracy {summary['test_accuracy']:.4f} at step {summary['selected_step']} "
-              f"({how}; final step {summary['final_accuracy']:.4f}, "
-              f"{summary['wall_time_s']:.0f}s)")
+        print(_result_line(summary))
+
+
+def _result_line(summary):
+    if summary["freeze"].startswith("probe:"):
+        return (f"{summary['freeze']}: test accuracy {summary['test_accuracy']:.4f} (its "
+                f"hyperparameter chosen on validation, {summary['val_accuracy']:.4f}; "
+                f"{summary['wall_time_s']:.0f}s)")
+    how = ("selected by validation" if summary["val_accuracy"] is not None
+           else "final step, no validation split")
+    return (f"test accuracy {summary['test_accuracy']:.4f} at step {summary['selected_step']} "
+            f"({how}; final step {summary['final_accuracy']:.4f}, {summary['wall_time_s']:.0f}s)")
 
 
 def _parse_flags(argv):

@@ -92,6 +92,7 @@ def summarize(runs, baseline="full", order=None):
             "final": _stats(r["final_accuracy"] for r in done),
             "trainable_fraction": _stats(r["trainable_fraction"] for r in done)["mean"],
             "flops": _stats(r.get("mean_train_step_flops") for r in done)["mean"],
+            "train_flops": _stats(r.get("train_flops") for r in done)["mean"],
             "wall_time_s": _stats(r["wall_time_s"] for r in done)["mean"],
             "errors": sorted({r.get("error", "") for r in failed}),
             "histories": [r["val_history"] for r in done if r["val_history"]],
@@ -101,6 +102,9 @@ def summarize(runs, baseline="full", order=None):
         full = [r for r in rows if r["schedule"] == "full" and r["setting"] == row["setting"]]
         base = full[0]["flops"] if full else float("nan")
         row["flops_vs_full"] = row["flops"] / base if base and not math.isnan(base) else float("nan")
+        total = full[0]["train_flops"] if full else float("nan")
+        row["train_flops_vs_full"] = (row["train_flops"] / total if total and not math.isnan(total)
+                                      else float("nan"))
         bases = [r for r in rows if r["schedule"] == baseline and r["setting"] == row["setting"]]
         row["baseline"] = baseline
         row["paired"] = _paired(row, bases[0]) if bases and bases[0] is not row else None
@@ -124,6 +128,11 @@ def _fmt_paired(row):
     return text + f" [{100 * low:+.1f}, {100 * high:+.1f}]" + (" *" if low > 0 or high < 0 else "")
 
 
+def _fmt_ratio(value):
+    return "–" if value is None or math.isnan(value) else (f"{value:.2f}" if value >= 0.01
+                                                          else f"{value:.1e}")
+
+
 def _fmt(stat, scale=100):
     if not stat["n"]:
         return "–"
@@ -137,8 +146,8 @@ def markdown(rows):
     baseline = rows[0]["baseline"] if rows else "full"
     lines = ["| schedule | setting | seeds | test acc % (val-selected step) "
              f"| Δ vs {baseline} (paired) | final-step test acc % | trainable % "
-             "| step FLOPs vs full | wall s | status |",
-             "|---|---|---:|---|---|---|---:|---:|---:|---|"]
+             "| step FLOPs vs full | train FLOPs vs full | wall s | status |",
+             "|---|---|---:|---|---|---|---:|---:|---:|---:|---|"]
     for r in rows:
         status = "ok" if r["done"] == r["runs"] else ", ".join(
             f"{n} {k}" for k, n in (("done", r["done"]), ("failed", r["failed"]),
@@ -147,27 +156,32 @@ def markdown(rows):
             status += ": " + "; ".join(e.splitlines()[0][:160] for e in r["errors"])
         lines.append(f"| {r['schedule']} | {r['setting'] or '–'} | {r['done']} | {_fmt(r['test'])} "
                      f"| {_fmt_paired(r)} | {_fmt(r['final'])} | {100 * r['trainable_fraction']:.1f} "
-                     f"| {r['flops_vs_full']:.2f} | {r['wall_time_s']:.0f} | {status} |")
+                     f"| {_fmt_ratio(r['flops_vs_full'])} | {_fmt_ratio(r['train_flops_vs_full'])} "
+                     f"| {r['wall_time_s']:.0f} | {status} |")
     lines.append("")
     lines.append("Test accuracy of the state that validation selected (the final state for runs "
                  "without a validation split); test data never selects. mean ± std over seeds "
                  "[95% t-interval half-width]. Δ: mean paired difference to the baseline over "
                  "the same seeds [95% t-interval]; * = the interval excludes 0. Trainable % and "
-                 "FLOPs are step-weighted over the schedule's phases.")
+                 "step FLOPs are step-weighted over the schedule's phases; train FLOPs are all "
+                 "the compute of training and choosing (train steps; for probes: forward passes "
+                 "over train + validation and the probe fit), test evaluation excluded.")
     return "\n".join(lines)
 
 
 def write_csv(rows, path):
     fields = ["schedule", "setting", "runs", "done", "failed", "test_mean", "test_std",
               "test_ci95", "paired_mean", "paired_ci95", "final_mean", "final_std", "final_ci95",
-              "trainable_fraction", "flops", "flops_vs_full", "wall_time_s", "errors"]
+              "trainable_fraction", "flops", "flops_vs_full", "train_flops", "train_flops_vs_full",
+              "wall_time_s", "errors"]
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=fields)
     writer.writeheader()
     for r in rows:
         writer.writerow({
             **{k: r[k] for k in ("schedule", "setting", "runs", "done", "failed",
-                                 "trainable_fraction", "flops", "flops_vs_full", "wall_time_s")},
+                                 "trainable_fraction", "flops", "flops_vs_full", "train_flops",
+                                 "train_flops_vs_full", "wall_time_s")},
             "test_mean": r["test"]["mean"], "test_std": r["test"]["std"],
             "test_ci95": r["test"]["ci95"],
             "paired_mean": r["paired"]["mean"] if r["paired"] else "",
@@ -189,7 +203,7 @@ def _label(row):
 
 def plot(rows, root):
     """accuracy_curves.png (one panel per schedule, the baseline dashed in each) and
-    tradeoff.png (accuracy against trainable fraction and step FLOPs, 95% intervals)."""
+    tradeoff.png (accuracy against trainable fraction and training compute, 95% intervals)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -201,8 +215,12 @@ def plot(rows, root):
         written.append(_plot_curves(plt, curves, root))
     done = [r for r in rows if r["test"]["n"]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
+    cost = ("train_flops_vs_full" if any(not math.isnan(r["train_flops_vs_full"]) for r in done)
+            else "flops_vs_full")
     for ax, key, xlabel in ((axes[0], "trainable_fraction", "trainable parameters % (log)"),
-                            (axes[1], "flops_vs_full", "train-step FLOPs vs full fine-tuning")):
+                            (axes[1], cost, "training compute vs full fine-tuning (log)"
+                             if cost == "train_flops_vs_full" else
+                             "train-step FLOPs vs full fine-tuning (log)")):
         for index, r in enumerate(done):
             x = r[key] * (100 if key == "trainable_fraction" else 1)
             interval = 100 * r["test"]["ci95"] if r["test"]["n"] > 1 else None
@@ -211,6 +229,7 @@ def plot(rows, root):
         ax.set(xlabel=xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_xscale("log")
+    axes[1].set_xscale("log")
     seeds = sorted({r["test"]["n"] for r in done})
     axes[0].set_ylabel("test accuracy % (val-selected step)")
     fig.suptitle("Accuracy against what trains and what it costs (mean over "

@@ -4,10 +4,11 @@ config with the normalisation those weights expect."""
 import dataclasses
 import os
 
+import jax
 import jax.numpy as jnp
 from absl import logging
 
-from tljax import config_lib, data, hyperrule, models, weights
+from tljax import config_lib, data, distributed, hyperrule, lock, models, paths, weights
 from tljax.data import preprocess
 from tljax.errors import UserError
 from tljax.weights import merge as merge_lib
@@ -112,3 +113,32 @@ def data_config(config, normalization):
             data_cfg[key] = preprocess.with_init_norm(spec, normalization)
             preprocess.check_output_size(data_cfg[key], data_cfg.image_size, key)
     return data_cfg
+
+
+def claim_workdir(workdir, config):
+    """Checks the workdir, locks it (process 0) and writes config.json; returns the lock.
+
+    Every check comes before the first write, so a refused start leaves the workdir as
+    it was; every process reads config.json before process 0 rewrites it (atomically),
+    and a refusal fails on every process.
+    """
+    path = workdir / "config.json"
+    if workdir.exists() and not workdir.is_dir():
+        raise UserError(f"--workdir {workdir} is a file, not a directory; use another --workdir")
+    if path.exists():
+        config_lib.check_same_run(paths.read_json(path), config_lib.to_dict(config))
+    workdir_lock, error = lock.WorkdirLock(workdir), None
+    if jax.process_index() == 0:
+        try:
+            workdir.mkdir(parents=True, exist_ok=True)
+            workdir_lock.acquire()
+        except PermissionError:
+            error = UserError(f"cannot create workdir {workdir} (permission denied); use a "
+                              f"writable --workdir")
+        except UserError as e:
+            error = e
+    if distributed.process_zero_failed(error is not None):
+        raise error or UserError(f"process 0 could not claim workdir {workdir}; see its log")
+    if jax.process_index() == 0:
+        paths.write_text_atomic(path, config.to_json_best_effort(indent=2))
+    return workdir_lock

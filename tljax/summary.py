@@ -83,6 +83,7 @@ def summarize(config, plan, param_sizes, record, status="done"):
                               / config.total_steps,
         "train_step_flops": dict(flops),
         "mean_train_step_flops": mean_flops,
+        "train_flops": mean_flops * config.total_steps if mean_flops else None,
         "num_params": int(sum(param_sizes.values())),
         "wall_time_s": record.elapsed(),
         "total_steps": config.total_steps,

@@ -10,8 +10,8 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from tljax import (checkpoint, config_lib, data, distributed, freeze, lock, metrics, models, optim,
-                   parallel, paths, steps)
+from tljax import (checkpoint, config_lib, data, freeze, metrics, models, optim, parallel, paths,
+                   steps)
 from tljax import run_init
 from tljax import state as state_lib
 from tljax import summary as summary_lib
@@ -56,35 +56,6 @@ def _check_accumulation(config, variables, plan):
                         f"and {len(training) - 1} more) is not the full-batch update: each "
                         f"microbatch is normalised with its own statistics. Use accum_steps=1, "
                         f"freeze those layers, or set accum_bn_microbatch_stats=True to accept it")
-
-
-def _claim_workdir(workdir, config):
-    """Checks the workdir, locks it (process 0) and writes config.json; returns the lock.
-
-    Every check comes before the first write, so a refused start leaves the workdir as
-    it was; every process reads config.json before process 0 rewrites it (atomically),
-    and a refusal fails on every process.
-    """
-    path = workdir / "config.json"
-    if workdir.exists() and not workdir.is_dir():
-        raise UserError(f"--workdir {workdir} is a file, not a directory; use another --workdir")
-    if path.exists():
-        config_lib.check_same_run(paths.read_json(path), config_lib.to_dict(config))
-    workdir_lock, error = lock.WorkdirLock(workdir), None
-    if jax.process_index() == 0:
-        try:
-            workdir.mkdir(parents=True, exist_ok=True)
-            workdir_lock.acquire()
-        except PermissionError:
-            error = UserError(f"cannot create workdir {workdir} (permission denied); use a "
-                              f"writable --workdir")
-        except UserError as e:
-            error = e
-    if distributed.process_zero_failed(error is not None):
-        raise error or UserError(f"process 0 could not claim workdir {workdir}; see its log")
-    if jax.process_index() == 0:
-        paths.write_text_atomic(path, config.to_json_best_effort(indent=2))
-    return workdir_lock
 
 
 class _PhaseRunner:
@@ -304,6 +275,10 @@ def run(config, workdir):
     summary (also written to workdir/summary.json).
     """
     config_lib.validate(config)
+    if config.probe.method:  # A fixed feature extractor and a probe, not a training run.
+        from tljax import features
+
+        return features.run(config, workdir)
     run_init.prepare_init(config, run)
     if config.hyperrule:
         config = run_init.with_hyperrule(config)
@@ -326,7 +301,7 @@ def run(config, workdir):
                                  process_index=jax.process_index(),
                                  process_count=jax.process_count())
         for which in (("validation", "test") if config.data.val_split else ("test",))}
-    workdir_lock = _claim_workdir(workdir, config)
+    workdir_lock = run_init.claim_workdir(workdir, config)
 
     run_ = _Run(config, workdir, par, model.module, plan, param_sizes,
                 checkpoint.Checkpoints(workdir, config.checkpoint_every, config.keep_checkpoints),

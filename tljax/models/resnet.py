@@ -12,6 +12,8 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from tljax.models import names
+
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
           50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3)),
           152: ("bottleneck", (3, 8, 36, 3))}
@@ -136,5 +138,6 @@ class ResNet(nn.Module):
             x = _Stage(self.base_width * 2**i, count, 1 if i == 0 else 2, kind, *bn,
                        name=f"stage{i + 1}")(x, train)
         x = jnp.mean(x, axis=(1, 2))
+        self.sow(names.INTERMEDIATES, names.HEAD_INPUT, x)  # the head's input, for feature probes
         return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
                         name="head")(x).astype(jnp.float32)

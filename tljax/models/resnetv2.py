@@ -11,6 +11,8 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from tljax.models import names
+
 # Variance epsilons of the published BiT models. Weight standardisation: 1e-10
 # (google-research/big_transfer bit_jax/models.py and bit_pytorch/models.py,
 # `/ sqrt(var + 1e-10)`). GroupNorm: 1e-5 in every published implementation
@@ -142,6 +144,7 @@ class ResNetV2(nn.Module):
         x = nn.relu(nn.GroupNorm(num_groups=self.gn_groups, epsilon=self.gn_eps,
                                  dtype=self.dtype, name="norm")(x))
         features = jnp.mean(x, axis=(1, 2))
+        self.sow(names.INTERMEDIATES, names.HEAD_INPUT, features)  # the head's input, for feature probes
         logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
                           dtype=self.dtype, name="head")(features)
         return logits.astype(jnp.float32)

@@ -9,6 +9,8 @@ from typing import Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
+from tljax.models import names
+
 # LayerNorm epsilon: flax's default 1e-6, as vit_jax/models_vit.py uses (HF/timm ports use
 # other values; converters set `ln_eps` to match them).
 # Size name -> (width, depth, mlp_dim, heads).
@@ -112,5 +114,6 @@ class ViT(nn.Module):
         x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
         if self.representation_size:
             x = jnp.tanh(nn.Dense(self.representation_size, dtype=self.dtype, name="pre_logits")(x))
+        self.sow(names.INTERMEDIATES, names.HEAD_INPUT, x)  # the head's input, for feature probes
         return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
                         name="head")(x).astype(jnp.float32)
