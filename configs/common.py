@@ -73,6 +73,14 @@ def base():
     c.probe.batch_size = 256
     c.probe.knn_ks = (1, 5, 10, 20)  # k-NN: k chosen on validation (DINO eval_knn.py: 20)
 
+    c.fewshot = mlc.ConfigDict()  # few-shot monitoring during fine-tuning (tljax/fewshot_monitor.py)
+    c.fewshot.name = ""         # dataset whose ridge few-shot accuracy is logged at every evaluation
+    c.fewshot.train_split = "train"
+    c.fewshot.test_split = "test"
+    c.fewshot.shots = (1, 5)
+    c.fewshot.seeds = 1
+    c.fewshot.l2 = 2.0**10      # big_vision common_fewshot.py: l2_reg = 2**10
+
     c.optim = mlc.ConfigDict()
     c.optim.name = "sgd"        # sgd | adam | adamw
     c.optim.lr = 0.003

@@ -133,3 +133,33 @@ def test_probe_run_caches_resumes_refuses_stale_cache_and_joins_the_report(make_
     train.run(config("knn"), str(tmp_path / "sweep" / "probe-knn" / "default" / "seed0"))
     rows = report.summarize(report.load_runs(str(tmp_path / "sweep")), baseline="probe:ridge")
     assert sorted(r["schedule"] for r in rows) == ["probe:knn", "probe:ridge"]
+
+
+def test_few_shot_monitor_logs_the_source_tasks_ridge_accuracy_of_the_current_model(
+        make_config, tmp_path, source_weights):
+    from tests.helpers import records
+    from tljax.weights import tljax_format
+
+    config = make_config("", total_steps=4, eval_every=2, **{
+        "model.init": source_weights, "fewshot.name": "tljax_digits",
+        "fewshot.train_split": "source_train", "fewshot.test_split": "source_test",
+        "fewshot.shots": (1, 3), "fewshot.seeds": 2})
+    train.run(config, str(tmp_path))
+    logged = records(str(tmp_path), "fewshot")
+    assert [r["step"] for r in logged] == [2, 4] and set(logged[0]) >= {"1shot", "3shot"}
+    # The last record, recomputed from the exported final model by the probe code alone.
+    from tljax import run_init
+    from tljax.data import pipeline
+
+    export = tljax_format.load(str(tmp_path / "model.safetensors"))
+    module = models.build(export.model, export.arch, export.num_classes)
+    data_cfg = run_init.data_config(config, "")
+    with data_cfg.unlocked():
+        data_cfg.update(train_split="source_train", val_split="", test_split="source_test",
+                        few_shot_k=3, few_shot_val_k=0, few_shot_seed=0)
+    sets = {w: features.extract(features.feature_fn(module), export.variables, data_cfg, w, 0, 64)[0]
+            for w in ("train", "test")}
+    table = probes.few_shot_ridge(sets["train"], sets["test"], pipeline.num_classes(data_cfg),
+                                  (1, 3), 2, 2.0**10)
+    assert logged[-1]["1shot"] == pytest.approx(np.mean(table[1]))
+    assert logged[-1]["3shot"] == pytest.approx(np.mean(table[3]))

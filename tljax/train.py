@@ -108,6 +108,7 @@ class _Run:
     eval_step: object = None
     eval_data: dict = None      # split ("validation", "test") -> (batches, count)
     best: checkpoint.Checkpoints = None  # the best-by-validation state (None: no validation)
+    fewshot: object = None      # FewShotMonitor, or None
 
     def runner(self, index):
         return _PhaseRunner(self.config, self.module, self.plan, index, self.par)
@@ -250,6 +251,9 @@ def _train(run_, runner, state, record, start_step, train_iter):
         with progress.paused():  # Evaluation and checkpoints are not train throughput.
             if eval_now and run_.best is not None:
                 _validate(run_, state, done, record)
+            if eval_now and run_.fewshot is not None:
+                run_.writer.write(done, dict(run_.fewshot(state), dataset=config.fewshot.name),
+                                  kind="fewshot")
             if last:
                 _test(run_, state, done, record)
             if not last and run_.plan.phase_index(done) != runner.index:
@@ -308,6 +312,10 @@ def run(config, workdir):
                 eval_data=eval_data)
     if config.data.val_split:
         run_.best = checkpoint.Checkpoints(workdir, 1, 1, name="best")
+    if config.fewshot.name:
+        from tljax import fewshot_monitor
+
+        run_.fewshot = fewshot_monitor.FewShotMonitor(config, data_cfg, model.module, par)
     try:  # On any failure, in-flight checkpoint saves (of finite states) still complete.
         runner, state, record, start_step = _start(run_, model)
         if start_step == config.total_steps:
