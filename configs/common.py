@@ -63,6 +63,10 @@ def base():
     c.probe = mlc.ConfigDict()  # the pretrained model as a fixed feature extractor (tljax/features.py)
     c.probe.method = ""         # "ridge" | "logreg" | "knn": fit this on cached pre-logits features
     #                             instead of training ("" = train as configured)
+    c.probe.groups = ()         # also the pooled outputs of these depth groups, e.g. ("block10",
+    #                             "block11"): a ViT's class token + mean patch token, a ResNet
+    #                             stage's mean (DINOv2 probes the last 4 ViT blocks)
+    c.probe.pre_logits = True   # the head's input (what the head of a fine-tuned model sees)
     c.probe.l2_regs = tuple(2.0**k for k in range(-4, 15, 2))  # ridge: chosen on validation
     c.probe.shots = (1, 5, 10, 25)  # ridge few-shot table (big_vision common_fewshot.py)
     c.probe.few_shot_l2 = 2.0**10  # its fixed l2 (big_vision common_fewshot.py: l2_reg = 2**10)

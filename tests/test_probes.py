@@ -163,3 +163,21 @@ def test_few_shot_monitor_logs_the_source_tasks_ridge_accuracy_of_the_current_mo
                                   (1, 3), 2, 2.0**10)
     assert logged[-1]["1shot"] == pytest.approx(np.mean(table[1]))
     assert logged[-1]["3shot"] == pytest.approx(np.mean(table[3]))
+
+
+def test_group_features_pool_the_named_groups():
+    from tljax import weights
+
+    resnet = models.build("resnet", {"depth": 18, "base_width": 4}, 5)
+    variables = weights.init_variables(resnet, (16, 16, 3))
+    images = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
+    # ResNet's pre-logits are the spatial mean of stage4's output: the same numbers.
+    np.testing.assert_allclose(features.feature_fn(resnet, ("stage4",), pre_logits=False)(variables, images),
+                               features.feature_fn(resnet)(variables, images), rtol=1e-6)
+    vit = models.build("vit", {"size": "Ti", "patch": 4, "width": 16, "depth": 3, "mlp_dim": 32,
+                               "heads": 2}, 5)
+    variables = weights.init_variables(vit, (16, 16, 3))
+    both = features.feature_fn(vit, ("block1", "block2"))(variables, images)
+    assert both.shape == (2, 2 * (16 + 16) + 16)  # (class token + mean patch token) x 2 + pre-logits
+    with pytest.raises(UserError, match="choose groups among embed, block0, block1, block2"):
+        features.feature_fn(vit, ("head",))

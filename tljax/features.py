@@ -13,6 +13,7 @@ import io
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from flax import traverse_util
@@ -26,14 +27,43 @@ SETS = ("train", "validation", "test")
 FINGERPRINT_KEYS = ("model.name", "model.arch", "model.init", "model.dtype", "model.keep_pre_logits",
                     "data.name", "data.train_split", "data.val_split", "data.test_split",
                     "data.few_shot_k", "data.few_shot_val_k", "data.few_shot_seed",
-                    "data.folder_fractions", "data.folder_split_seed", "data.image_size")
+                    "data.folder_fractions", "data.folder_split_seed", "data.image_size",
+                    "probe.groups", "probe.pre_logits")
 
 
-def feature_fn(module):
-    """(variables, images) -> the head's input (pre-logits features), float32."""
+def feature_fn(module, groups=(), pre_logits=True):
+    """(variables, images) -> float32 features: the pooled outputs of the named depth groups
+    (e.g. ("block10", "block11") of a ViT, or ("stage3",) of a ResNet), in that order,
+    followed by the head's input (pre-logits) when `pre_logits`. Pooling: the mean over
+    positions of a feature map; for ViT tokens, the class token and the mean of the patch
+    tokens (DINOv2's linear-probe features)."""
+    groups = tuple(groups)
+    known = [name for name, _ in models.groups(module)
+             if name not in (models.HEAD, models.FINAL_NORM)]
+    unknown = [g for g in groups if g not in known]
+    if unknown or not (groups or pre_logits):
+        raise UserError(f"probe.groups={groups}: choose groups among {', '.join(known)} "
+                        f"(or keep probe.pre_logits=True)")
+    token = getattr(module, "classifier", "") == "token"
+
+    def pool(x):
+        if x.ndim == 4:
+            return x.mean(axis=(1, 2))
+        return jnp.concatenate([x[:, 0], x[:, 1:].mean(1)], -1) if token else x.mean(1)
+
+    def capture(mdl, method_name):
+        return method_name == "__call__" and mdl.name in groups
+
     def features(variables, images):
-        _, state = module.apply(variables, images, train=False, mutable=[names.INTERMEDIATES])
-        return state[names.INTERMEDIATES][names.HEAD_INPUT][0].astype(np.float32)
+        _, state = module.apply(variables, images, train=False, mutable=[names.INTERMEDIATES],
+                                capture_intermediates=capture if groups else False)
+        flat = traverse_util.flatten_dict(state[names.INTERMEDIATES])
+        pooled = {path[-2]: pool(value[0]) for path, value in flat.items()
+                  if len(path) >= 2 and path[-1] == "__call__"}
+        parts = [pooled[g] for g in groups]
+        if pre_logits:
+            parts.append(state[names.INTERMEDIATES][names.HEAD_INPUT][0])
+        return jnp.concatenate(parts, -1).astype(jnp.float32)
     return jax.jit(features)
 
 
@@ -131,7 +161,7 @@ def run(config, workdir):
     workdir = paths.resolve(workdir)
     model = run_init.load_model(config)
     data_cfg = run_init.data_config(config, model.normalization)
-    fn = feature_fn(model.module)
+    fn = feature_fn(model.module, config.probe.groups, config.probe.pre_logits)
     workdir_lock = run_init.claim_workdir(workdir, config)
     try:
         cache = Cache(workdir, _fingerprint(config, data_cfg))
