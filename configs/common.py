@@ -34,6 +34,11 @@ def base():
     c.model.init_head = "reset"  # "reset": zero head; "keep": load the head too
     c.model.keep_pre_logits = False  # ViT i21k pre_logits layer: dropped with a new head, as
     #                                  vit_jax does when fine-tuning
+    c.model.dropout = 0.0       # train-time only: ViT embeddings/attention output/MLP + head input
+    #                             (vit_jax placement); BiT/ResNet head input
+    c.model.attention_dropout = 0.0  # ViT attention probabilities
+    c.model.drop_path = 0.0     # stochastic depth, linear over residual blocks: 0 first, this last
+    #                             (timm's rule), ViT blocks and BiT/ResNet units
     c.model.init_recipe = ""    # config "path:arg" that produces model.init when it is missing
     c.model.check_preprocessing = True  # pp must normalise as the weights expect
 
@@ -59,6 +64,16 @@ def base():
     c.data.shuffle_buffer = 10_000
     c.data.cache = False
     c.data.mixup_alpha = 0.0    # >0: mixup with Beta(alpha, alpha) per batch
+    c.data.cutmix_alpha = 0.0   # >0: CutMix (box side sqrt(1 - lam), lam ~ Beta(alpha, alpha))
+    c.data.mix_prob = 1.0       # probability that a batch is mixed at all (timm Mixup `prob`)
+    c.data.mix_switch_prob = 0.5  # with both alphas: probability of CutMix over mixup (timm)
+    # Both pair example i with B-1-i of the global batch, in the train step.
+
+    c.label_smoothing = 0.0     # targets (1 - e) one_hot + e / K (also on mixed labels)
+    c.ema = mlc.ConfigDict()    # exponential moving average of the trainable parameters
+    c.ema.decay = 0.0           # > 0: kept in the train state, evaluated next to the raw weights
+    c.ema.warmup = False        # decay min(decay, (1 + step) / (10 + step)) (TF num_updates)
+    c.ema.export = False        # also write workdir/ema.safetensors at the end
 
     c.probe = mlc.ConfigDict()  # the pretrained model as a fixed feature extractor (tljax/features.py)
     c.probe.method = ""         # "ridge" | "logreg" | "knn": fit this on cached pre-logits features

@@ -7,9 +7,9 @@ from flax import traverse_util
 from tljax.weights import tljax_format
 
 
-def exported_params(workdir):
-    """Flat {path: array} of the params a run exported to workdir/model.safetensors."""
-    variables = tljax_format.load(os.path.join(workdir, "model.safetensors")).variables
+def exported_params(workdir, name="model.safetensors"):
+    """Flat {path: array} of the params a run exported to workdir/NAME."""
+    variables = tljax_format.load(os.path.join(workdir, name)).variables
     return traverse_util.flatten_dict(variables["params"], sep="/")
 
 

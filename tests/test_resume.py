@@ -20,7 +20,12 @@ from tljax import train
 OVERRIDES = {"model.name": "resnet", "model.arch": {"depth": 18, "base_width": 4, "stem": "small"},
              "freeze": "lp_ft:lp_steps=4", "total_steps": 10, "eval_every": 2,
              "checkpoint_every": 2, "log_every": 1, "export_weights": True,
-             "optim.name": "adam", "optim.lr": 0.01}
+             "optim.name": "adam", "optim.lr": 0.01,
+             # Every augmentation and regulariser on: their random numbers and the EMA
+             # (state) must resume exactly too.
+             "data.mixup_alpha": 0.4, "data.cutmix_alpha": 1.0, "label_smoothing": 0.1,
+             "model.drop_path": 0.2, "model.dropout": 0.1, "ema.decay": 0.9, "ema.warmup": True,
+             "data.pp_train": "resize(8)|gray_to_rgb|randaug(2, 9)|value_range(-1,1)"}
 PHASE_BOUNDARY = 4
 # A kill at k comes once k steps are done: right after the (asynchronous) checkpoint save of
 # step k began when k is even. One kill at the phase boundary (the checkpoint of step 4,
@@ -60,6 +65,7 @@ def test_sigkill_at_any_step_then_resume_equals_the_uninterrupted_run(make_confi
     expected_losses = [(r["step"], r["loss"]) for r in records(whole)]
     assert len(expected_summary["val_history"]) == 5
     assert expected_summary["test_accuracy"] is not None
+    assert expected_summary["ema_test_accuracy"] is not None  # the EMA is on, and resumes
     assert set(expected_summary["train_step_flops"]) == {"0", "1"}
 
     for kill_at in KILL_STEPS:

@@ -53,9 +53,14 @@ for freeze, extra in SCHEDULES:
                           checkpoint_every=3, parallelism="fsdp",
                           **{{"model.init": {init!r}, **extra}}), {workdir!r} + "/" + freeze)
 """
-# Multi-phase schedules change phase on state sharded across processes; gradual also mixes
-# up examples across the two processes' halves of the batch.
-SCHEDULES = [("lp_ft:lp_steps=3", {}), ("gradual:every=2", {"data.mixup_alpha": 0.4})]
+# Multi-phase schedules change phase on state sharded across processes; gradual also runs
+# every augmentation and regulariser: mixup/CutMix pairs examples across the two processes'
+# halves of the batch, RandAugment, dropout and drop path draw random numbers, EMA is state.
+EVERY_REGULARISER = {"data.mixup_alpha": 0.4, "data.cutmix_alpha": 1.0, "label_smoothing": 0.1,
+                     "model.drop_path": 0.2, "model.dropout": 0.1, "ema.decay": 0.9,
+                     "ema.warmup": True, "ema.export": True,
+                     "data.pp_train": "resize(8)|gray_to_rgb|randaug(2, 9)|value_range(-1,1)"}
+SCHEDULES = [("lp_ft:lp_steps=3", {}), ("gradual:every=2", EVERY_REGULARISER)]
 
 
 def _launch(num_processes, workdir, data_dir, init):
@@ -97,6 +102,10 @@ def test_two_fsdp_processes_end_with_the_parameters_and_losses_of_one(tmp_path, 
         for path, value in exported_one.items():
             np.testing.assert_allclose(exported_two[path], value, rtol=2e-5, atol=1e-6,
                                        err_msg=f"{schedule} {path}")
+    ema_one = exported_params(str(tmp_path / "one" / "gradual:every=2"), "ema.safetensors")
+    ema_two = exported_params(str(tmp_path / "two" / "gradual:every=2"), "ema.safetensors")
+    for path, value in ema_one.items():
+        np.testing.assert_allclose(ema_two[path], value, rtol=2e-5, atol=1e-6, err_msg=path)
 
 
 def test_accumulation_runs_with_frozen_batchnorm_or_when_microbatch_stats_are_accepted(

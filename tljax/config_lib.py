@@ -121,6 +121,13 @@ def validate(config):
     _check(config.model.num_classes == -1 or config.model.num_classes >= 1,
            f"config.model.num_classes must be -1 (from the data) or >= 1, "
            f"not {config.model.num_classes!r}")
+    for key in ("mixup_alpha", "cutmix_alpha"):
+        _check(config.data[key] >= 0, f"config.data.{key} must be >= 0 (0 = off), not {config.data[key]!r}")
+    for key in ("mix_prob", "mix_switch_prob"):
+        _check(0 <= config.data[key] <= 1, f"config.data.{key} must be in [0, 1], not {config.data[key]!r}")
+    _check(0 <= config.label_smoothing < 1,
+           f"config.label_smoothing must be in [0, 1), not {config.label_smoothing!r}")
+    _check(0 <= config.ema.decay < 1, f"config.ema.decay must be in [0, 1) (0 = off), not {config.ema.decay!r}")
 
 
 def recipe_output(spec):

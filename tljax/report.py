@@ -28,10 +28,13 @@ def load_runs(root):
     """One dict per run directory (a directory holding config.json) under `root` (local or URL)."""
     runs = []
     for run_dir, _, filenames in sorted(epath.Path(root).walk()):
-        if "config.json" not in filenames:
+        if "config.json" in filenames:
+            config = config_lib.flatten(paths.read_json(run_dir / "config.json"))
+        elif "failed.json" in filenames:  # Failed before its workdir was claimed: the
+            config = _config_of_overrides(paths.read_json(run_dir / "failed.json"))  # sweep's overrides
+        else:
             continue
-        run = {"dir": str(run_dir), "config": config_lib.flatten(paths.read_json(run_dir / "config.json")),
-               "status": "incomplete"}
+        run = {"dir": str(run_dir), "config": config, "status": "incomplete"}
         for name in ("summary.json", "failed.json"):
             if (run_dir / name).exists():
                 run.update(paths.read_json(run_dir / name))
@@ -39,6 +42,20 @@ def load_runs(root):
             run["status"] = "incomplete"
         runs.append(run)
     return runs
+
+
+def _config_of_overrides(failed):
+    """A flat config dict from a failed run's sweep overrides ("key=value"), enough to group it."""
+    import ast
+
+    config = {}
+    for override in failed.get("overrides", []):
+        key, _, value = override.partition("=")
+        try:
+            config[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            config[key] = value
+    return config
 
 
 def _t_quantile(n):

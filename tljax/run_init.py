@@ -62,7 +62,24 @@ def load_model(config):
     elif num_classes < data_classes:
         raise UserError(f"model.num_classes={num_classes} but {config.data.name} has "
                         f"{data_classes} classes; use -1 (from the data) or >= {data_classes}")
-    return Model(*_build_and_init(config, num_classes), num_classes)
+    module, variables, normalization = _build_and_init(config, num_classes)
+    return Model(with_regularisation(module, config.model), variables, normalization, num_classes)
+
+
+REGULARISATION = ("dropout", "attention_dropout", "drop_path")  # model.* keys, module fields
+
+
+def with_regularisation(module, model_cfg):
+    """`module` with the train-time regularisers of model.dropout / attention_dropout /
+    drop_path (each off at eval); one a family lacks is refused when set."""
+    rates = {k: float(model_cfg[k]) for k in REGULARISATION if model_cfg[k]}
+    for key, rate in rates.items():
+        if key not in module.__dataclass_fields__:
+            raise UserError(f"model.{key}={rate:g}: {type(module).__name__} has no {key}; "
+                            f"set it to 0")
+        if not 0 <= rate < 1:
+            raise UserError(f"model.{key}={rate:g} must be in [0, 1)")
+    return module.clone(**rates) if rates else module
 
 
 def _build_and_init(config, num_classes):

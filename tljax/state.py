@@ -20,6 +20,7 @@ class TrainState:
     opt_state: Any          # optimizer state of the trainable subtree only
     rng: jax.Array          # base key; each step folds in its step number
     anchor: Any = None      # L2-SP reference weights (a copy of the initial params), or None
+    ema: Any = None         # moving average of the trainable subtree (frozen params: none), or None
 
     def to_checkpoint(self):
         """A dict for orbax (which saves dicts of arrays; None leaves are left out)."""
@@ -52,11 +53,11 @@ def init_opt_state(tx, params, trainable_paths):
     return tx.init(trainable)
 
 
-def create(variables, tx, trainable_paths, seed, with_anchor=False):
+def create(variables, tx, trainable_paths, seed, with_anchor=False, with_ema=False):
     """The state at step 0: `variables` ({'params', optional 'batch_stats'}) and a fresh optimizer.
 
-    The L2-SP anchor is a copy, not an alias, of the params: the train step donates the
-    state, and one buffer cannot be donated twice.
+    The L2-SP anchor and the EMA are copies, not aliases, of the params: the train step
+    donates the state, and one buffer cannot be donated twice.
     """
     params = variables["params"]
     return TrainState(
@@ -64,7 +65,24 @@ def create(variables, tx, trainable_paths, seed, with_anchor=False):
         batch_stats=variables.get("batch_stats", {}),
         opt_state=init_opt_state(tx, params, trainable_paths),
         rng=jax.random.PRNGKey(seed),
-        anchor=jax.tree.map(jnp.array, params) if with_anchor else None)
+        anchor=jax.tree.map(jnp.array, params) if with_anchor else None,
+        ema=ema_for(None, params, trainable_paths) if with_ema else None)
+
+
+def ema_for(ema, params, trainable_paths):
+    """The EMA of a phase's trainable paths: kept where it exists, started from the current
+    weights for parameters that start training; none for frozen ones."""
+    old = traverse_util.flatten_dict(ema, sep="/") if ema else {}
+    flat = traverse_util.flatten_dict(params, sep="/")
+    return traverse_util.unflatten_dict(
+        {p: old[p] if p in old else jnp.array(flat[p]) for p in trainable_paths}, sep="/")
+
+
+def ema_params(state):
+    """The full parameter tree with the trainable parameters replaced by their EMA."""
+    flat = traverse_util.flatten_dict(state.params, sep="/")
+    flat.update(traverse_util.flatten_dict(state.ema, sep="/"))
+    return traverse_util.unflatten_dict(flat, sep="/")
 
 
 def next_phase(state, tx, trainable_paths):
@@ -75,11 +93,12 @@ def next_phase(state, tx, trainable_paths):
     surgery runs on the devices and never fetches a global array to the host.
     """
     fresh = init_opt_state(tx, state.params, trainable_paths)
-    return state.replace(opt_state=optim.carry_over_state(state.opt_state, fresh))
+    ema = ema_for(state.ema, state.params, trainable_paths) if state.ema is not None else None
+    return state.replace(opt_state=optim.carry_over_state(state.opt_state, fresh), ema=ema)
 
 
 def is_finite(state):
     """True when params, batch statistics and optimizer state hold no NaN or Inf (traceable)."""
-    leaves = [x for x in jax.tree.leaves((state.params, state.batch_stats, state.opt_state))
+    leaves = [x for x in jax.tree.leaves((state.params, state.batch_stats, state.opt_state, state.ema))
               if jnp.issubdtype(x.dtype, jnp.inexact)]
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))

@@ -1,9 +1,13 @@
-"""Pure train and eval step factories: loss, gradients of the trainable subtree only, metrics.
+"""Pure train and eval step factories: loss, gradients of the trainable subtree only, metrics,
+and the in-step regularisers that act on the global batch (mixup, CutMix, label smoothing)
+or on the weights (EMA).
 
 Gradients are taken with respect to the trainable parameters alone; frozen ones
 enter the forward pass as constants, so XLA never builds their backward pass
 (a linear-probe step costs about one forward pass).
 """
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -13,10 +17,14 @@ from tljax import models
 from tljax.state import merge_params, split_params
 
 
-def cross_entropy(logits, labels):
-    """Mean softmax cross-entropy; labels are class ids or (mixup) probability vectors."""
+def cross_entropy(logits, labels, label_smoothing=0.0):
+    """Mean softmax cross-entropy; labels are class ids or (mixed) probability vectors.
+    Label smoothing (Szegedy et al. 2016) targets (1 - e) y + e / K; on mixed labels it
+    equals smoothing each label before mixing (mixing is linear), as timm does."""
     if labels.ndim == 1:
         labels = jax.nn.one_hot(labels, logits.shape[-1])
+    if label_smoothing:
+        labels = (1.0 - label_smoothing) * labels + label_smoothing / logits.shape[-1]
     return optax.softmax_cross_entropy(logits, labels).mean()
 
 
@@ -28,31 +36,101 @@ def _microbatches(batch, accum_steps):
     return jax.tree.map(split, batch)
 
 
+def _reversed_global(x, axis_name):
+    """Rows of the global batch in reverse order: example i's partner is B-1-i. Under pmap
+    device d's partner rows live on device n-1-d and are fetched with a ppermute."""
+    if axis_name:
+        n = jax.lax.axis_size(axis_name)
+        x = jax.lax.ppermute(x, axis_name, [(i, n - 1 - i) for i in range(n)])
+    return jnp.flip(x, 0)
+
+
+def _one_hot(labels, num_classes):
+    return jax.nn.one_hot(labels, num_classes) if labels.ndim == 1 else labels
+
+
 def mixup(batch, rng, alpha, num_classes, axis_name=None):
     """Mixup (Zhang et al. 2018) over the global batch: example i mixes with example B-1-i.
 
     Pairing by global position makes the mixed batch the same however the batch is
-    split over devices and processes: under jit the flip is of the global array;
-    under pmap device d's partner rows live on device n-1-d and are fetched with a
-    ppermute. One weight lam ~ Beta(alpha, alpha) per batch; labels become probabilities.
+    split over devices and processes. One weight lam ~ Beta(alpha, alpha) per batch;
+    labels become probabilities.
     """
     lam = jax.random.beta(rng, alpha, alpha)
-    labels = batch["label"]
-    if labels.ndim == 1:
-        labels = jax.nn.one_hot(labels, num_classes)
+    labels = _one_hot(batch["label"], num_classes)
+    return dict(batch, image=lam * batch["image"] + (1 - lam) * _reversed_global(batch["image"], axis_name),
+                label=lam * labels + (1 - lam) * _reversed_global(labels, axis_name))
 
-    def reversed_global(x):
-        if axis_name:
-            n = jax.lax.axis_size(axis_name)
-            x = jax.lax.ppermute(x, axis_name, [(i, n - 1 - i) for i in range(n)])
-        return jnp.flip(x, 0)
 
-    return dict(batch, image=lam * batch["image"] + (1 - lam) * reversed_global(batch["image"]),
-                label=lam * labels + (1 - lam) * reversed_global(labels))
+def cutmix_box(rng, height, width, alpha):
+    """((top, bottom, left, right), label weight of the kept image) of one CutMix box
+    (Yun et al. 2019): side ratio sqrt(1 - lam), lam ~ Beta(alpha, alpha), centre uniform,
+    clipped to the image; the weight is 1 - box area / image area after clipping (timm's
+    `correct_lam`), so labels match the pixels actually pasted."""
+    lam_rng, y_rng, x_rng = jax.random.split(rng, 3)
+    cut = jnp.sqrt(1.0 - jax.random.beta(lam_rng, alpha, alpha))
+    cut_h, cut_w = (cut * height).astype(jnp.int32), (cut * width).astype(jnp.int32)
+    cy = jax.random.randint(y_rng, (), 0, height)
+    cx = jax.random.randint(x_rng, (), 0, width)
+    top, bottom = jnp.clip(cy - cut_h // 2, 0, height), jnp.clip(cy + cut_h // 2, 0, height)
+    left, right = jnp.clip(cx - cut_w // 2, 0, width), jnp.clip(cx + cut_w // 2, 0, width)
+    kept = 1.0 - (bottom - top) * (right - left) / (height * width)
+    return (top, bottom, left, right), kept
+
+
+def cutmix(batch, rng, alpha, num_classes, axis_name=None):
+    """CutMix over the global batch, paired like mixup (i with B-1-i), one box per batch."""
+    _, height, width, _ = batch["image"].shape
+    (top, bottom, left, right), kept = cutmix_box(rng, height, width, alpha)
+    rows, cols = jnp.arange(height)[:, None], jnp.arange(width)[None, :]
+    box = ((rows >= top) & (rows < bottom) & (cols >= left) & (cols < right))[None, :, :, None]
+    labels = _one_hot(batch["label"], num_classes)
+    return dict(batch, image=jnp.where(box, _reversed_global(batch["image"], axis_name), batch["image"]),
+                label=kept * labels + (1 - kept) * _reversed_global(labels, axis_name))
+
+
+@dataclasses.dataclass(frozen=True)
+class Mixing:
+    """timm's Mixup choice per batch: with probability `prob` the batch is mixed, by CutMix
+    with probability `switch_prob` when both alphas are set, else by the one that is set."""
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    prob: float = 1.0
+    switch_prob: float = 0.5
+
+    @property
+    def active(self):
+        return self.mixup_alpha > 0 or self.cutmix_alpha > 0
+
+    def __call__(self, batch, rng, num_classes, axis_name=None):
+        if self.cutmix_alpha <= 0 and self.prob >= 1:  # Mixup alone: the draws runs made
+            return mixup(batch, rng, self.mixup_alpha, num_classes, axis_name)  # before CutMix
+        apply_rng, switch_rng, mix_rng = jax.random.split(rng, 3)
+        apply = jax.random.uniform(apply_rng) < self.prob
+        use_cutmix = self.cutmix_alpha > 0 and (
+            self.mixup_alpha <= 0 or jax.random.uniform(switch_rng) < self.switch_prob)
+        plain = dict(batch, label=_one_hot(batch["label"], num_classes))
+        candidates = []
+        if self.mixup_alpha > 0:
+            candidates.append(mixup(batch, mix_rng, self.mixup_alpha, num_classes, axis_name))
+        if self.cutmix_alpha > 0:
+            candidates.append(cutmix(batch, mix_rng, self.cutmix_alpha, num_classes, axis_name))
+        mixed = candidates[0] if len(candidates) == 1 else jax.tree.map(
+            lambda a, b: jnp.where(use_cutmix, b, a), *candidates)
+        return jax.tree.map(lambda m, p: jnp.where(apply, m, p), mixed, plain)
+
+
+def ema_decay_at(step, decay, warmup):
+    """EMA decay at `step` (updates done before this one): `decay`, or with warmup
+    min(decay, (1 + step) / (10 + step)) as in TF's ExponentialMovingAverage num_updates."""
+    if not warmup:
+        return jnp.asarray(decay, jnp.float32)
+    step = step.astype(jnp.float32)
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
 def make_train_step(module, tx, trainable_paths, *, l2sp=None, accum_steps=1, axis_name=None,
-                    mixup_alpha=0.0):
+                    mixing=None, label_smoothing=0.0, ema_decay=0.0, ema_warmup=False):
     """step(state, batch) -> (state, metrics) for one phase (fixed trainable set and optimizer).
 
     `state` is a `tljax.state.TrainState`. With accum_steps > 1 the batch is processed
@@ -60,8 +138,9 @@ def make_train_step(module, tx, trainable_paths, *, l2sp=None, accum_steps=1, ax
     (the same update as the full batch for models without batch statistics). Under
     pmap, `axis_name` averages gradients, metrics and BatchNorm statistics (inside the
     layers, so every device normalises with global-batch statistics) over the devices.
-    Random numbers come from (state.rng, step): mixup's are shared by all devices,
-    dropout's are folded with the device and microbatch index.
+    Random numbers come from (state.rng, step): mixing's are shared by all devices,
+    dropout's are folded with the device and microbatch index. With `state.ema` (a copy of
+    the trainable subtree) the step also updates its exponential moving average.
     """
     module = models.for_device_axis(module, axis_name)
 
@@ -71,7 +150,7 @@ def make_train_step(module, tx, trainable_paths, *, l2sp=None, accum_steps=1, ax
             variables["batch_stats"] = batch_stats
         logits, mutated = module.apply(variables, batch["image"], train=True,
                                        mutable=["batch_stats"], rngs={"dropout": rng})
-        loss = cross_entropy(logits, batch["label"])
+        loss = cross_entropy(logits, batch["label"], label_smoothing)
         total = loss
         if l2sp is not None:
             total = total + l2sp_penalty(trainable, anchor, *l2sp)
@@ -101,8 +180,8 @@ def make_train_step(module, tx, trainable_paths, *, l2sp=None, accum_steps=1, ax
 
     def step(state, batch):
         mix_rng, dropout_rng = jax.random.split(jax.random.fold_in(state.rng, state.step))
-        if mixup_alpha > 0:
-            batch = mixup(batch, mix_rng, mixup_alpha, module.num_classes, axis_name)
+        if mixing is not None and mixing.active:
+            batch = mixing(batch, mix_rng, module.num_classes, axis_name)
         if axis_name:
             dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
         trainable, frozen = split_params(state.params, trainable_paths)
@@ -120,9 +199,13 @@ def make_train_step(module, tx, trainable_paths, *, l2sp=None, accum_steps=1, ax
         }
         if axis_name:
             metrics = jax.lax.pmean(metrics, axis_name)
+        ema = state.ema
+        if ema is not None:
+            decay = ema_decay_at(state.step, ema_decay, ema_warmup)
+            ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema, trainable)
         new_state = state.replace(step=state.step + 1, opt_state=opt_state,
                                   params=merge_params(trainable, frozen),
-                                  batch_stats=batch_stats or state.batch_stats)
+                                  batch_stats=batch_stats or state.batch_stats, ema=ema)
         return new_state, metrics
 
     return step

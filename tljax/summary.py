@@ -55,6 +55,10 @@ def _phase_spans(plan, total_steps):
     return list(zip(starts, starts[1:] + [total_steps]))
 
 
+def _last(history):
+    return history[-1][1] if history else None
+
+
 def summarize(config, plan, param_sizes, record, status="done"):
     """The numbers the sweep report compares, from the run record alone.
 
@@ -84,6 +88,8 @@ def summarize(config, plan, param_sizes, record, status="done"):
         "train_step_flops": dict(flops),
         "mean_train_step_flops": mean_flops,
         "train_flops": mean_flops * config.total_steps if mean_flops else None,
+        "ema_val_accuracy": _last(record.history("validation_ema")),
+        "ema_test_accuracy": _last(record.history("test_ema")),
         "num_params": int(sum(param_sizes.values())),
         "wall_time_s": record.elapsed(),
         "total_steps": config.total_steps,

@@ -71,7 +71,10 @@ class _PhaseRunner:
             models.with_frozen_norms(module, frozen), self.tx, self.trainable,
             l2sp=tuple(config.optim.l2sp) or None,
             accum_steps=config.accum_steps, axis_name=par.axis_name,
-            mixup_alpha=config.data.mixup_alpha)
+            mixing=steps.Mixing(config.data.mixup_alpha, config.data.cutmix_alpha,
+                                config.data.mix_prob, config.data.mix_switch_prob),
+            label_smoothing=config.label_smoothing,
+            ema_decay=config.ema.decay, ema_warmup=config.ema.warmup)
         self._jitted = par.compile_train(step)
         self._compiled = None
         self.flops = None
@@ -120,7 +123,7 @@ def _start(run_, model):
     start_step = run_.ckpt.latest_step() or 0
     runner = run_.runner(plan.phase_index(start_step))
     initial = state_lib.create(model.variables, runner.tx, runner.trainable, config.seed,
-                               with_anchor=bool(config.optim.l2sp))
+                               with_anchor=bool(config.optim.l2sp), with_ema=config.ema.decay > 0)
     if not start_step:
         return runner, par.put_state(initial), summary_lib.RunRecord(), 0
     meta = run_.ckpt.restore_meta(start_step)
@@ -134,7 +137,7 @@ def _start(run_, model):
     return runner, state, record, start_step
 
 
-def _evaluate(run_, state, which, step):
+def _evaluate(run_, state, which, step, label=None):
     """Accuracy and loss over the whole `which` split (padded batches, masked)."""
     batches, count = run_.eval_data[which]
     totals, last_log = None, time.monotonic()
@@ -149,13 +152,24 @@ def _evaluate(run_, state, which, step):
         raise RuntimeError(f"eval counted {totals['count']} examples, the split has {count}")
     result = {"accuracy": float(totals["correct"] / count), "loss": float(totals["loss"] / count),
               "count": int(totals["count"])}
-    logging.info("%s at step %d: accuracy %.4f  loss %.4f  (%d examples)", which, step,
+    logging.info("%s at step %d: accuracy %.4f  loss %.4f  (%d examples)", label or which, step,
                  result["accuracy"], result["loss"], count)
     return result
 
 
+def _evaluate_ema(run_, state, which, step, record):
+    """The EMA weights on `which`, recorded as split "<which>_ema" next to the raw weights."""
+    if state.ema is None:
+        return
+    result = _evaluate(run_, state.replace(params=state_lib.ema_params(state)), which, step,
+                       label=f"{which} (EMA weights)")
+    record.add_eval(step, f"{which}_ema", result)
+    run_.writer.write(step, dict(result, split=which, weights="ema"), kind="eval")
+
+
 def _validate(run_, state, done, record):
     """Evaluates the validation split; keeps the state when it is the best so far."""
+    _evaluate_ema(run_, state, "validation", done, record)
     result = _evaluate(run_, state, "validation", done)
     best = record.best("validation")
     record.add_eval(done, "validation", result)
@@ -171,6 +185,7 @@ def _validate(run_, state, done, record):
 def _test(run_, state, done, record):
     """The test split, evaluated only now, at the end: for the final state and for the state
     validation selected. Test never chooses anything."""
+    _evaluate_ema(run_, state, "test", done, record)
     final = _evaluate(run_, state, "test", done)
     record.add_eval(done, "test", final)
     run_.writer.write(done, dict(final, split="test"), kind="eval")
@@ -366,8 +381,9 @@ def _write_summary(run_, record, status):
 
 
 def _export(run_, state, num_classes, data_cfg):
-    """Writes workdir/model.safetensors (the final weights) and, with a validation split,
-    workdir/best.safetensors (the weights validation selected), each with what is needed to
+    """Writes workdir/model.safetensors (the final weights), with a validation split
+    workdir/best.safetensors (the weights validation selected) and, with ema.export,
+    workdir/ema.safetensors (the final EMA weights), each with what is needed to
     use it: architecture, class names, eval preprocessing. Every process gathers (a
     collective under multi-process fsdp); process 0 writes."""
     one = run_.par.one_copy(state)
@@ -377,6 +393,8 @@ def _export(run_, state, num_classes, data_cfg):
         run_.best.wait()
         exports["best.safetensors"] = run_.best.restore_variables(
             best_step, {"params": one.params, "batch_stats": one.batch_stats})
+    if run_.config.ema.export and state.ema is not None:
+        exports["ema.safetensors"] = {"params": state_lib.ema_params(one), "batch_stats": one.batch_stats}
     exports = {name: run_.par.to_host(v) for name, v in exports.items()}
     if jax.process_index() != 0:
         return
@@ -396,5 +414,6 @@ def _class_names(data_cfg, num_classes):
 
 def _arch_of(module):
     """The architecture kwargs of a built module (what tljax_format stores)."""
-    skip = {"num_classes", "dtype", "parent", "name", "frozen_norms", "bn_axis_name"}
+    skip = {"num_classes", "dtype", "parent", "name", "frozen_norms", "bn_axis_name",
+            *run_init.REGULARISATION}
     return {k: getattr(module, k) for k in module.__dataclass_fields__ if k not in skip}

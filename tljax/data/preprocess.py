@@ -86,6 +86,16 @@ def gray_to_rgb():
 
 
 @_op
+def randaug(num_layers=2, magnitude=10):
+    """RandAugment (Cubuk et al. 2020): `num_layers` of 14 ops at `magnitude` (0..10 scale)
+    per example; see tljax/data/randaugment.py for the reference each range follows.
+    Place it before the normalising op (it works on 0..255 images)."""
+    from tljax.data import randaugment
+
+    return lambda image, seed: randaugment.randaugment(image, seed, num_layers, magnitude)
+
+
+@_op
 def value_range(low, high):
     """Maps 0..255 linearly to low..high (BiT and ViT use -1..1)."""
     return lambda image, seed: image * ((high - low) / 255.0) + low

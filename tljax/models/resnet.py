@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from tljax.models import names
+from tljax.models import layers, names
 
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
           50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3)),
@@ -45,6 +45,7 @@ class _Unit(nn.Module):
     bn_eps: float = 1e-5
     bn_axis_name: Optional[str] = None
     dtype: jnp.dtype = jnp.float32
+    drop_path: float = 0.0
 
     def _bn(self, name, train):
         return _batch_norm(self, name, train)
@@ -66,7 +67,7 @@ class _Unit(nn.Module):
         else:
             y = nn.relu(self._bn("bn1", train)(conv(self.width, 3, self.stride, "conv1")(x)))
             y = self._bn("bn2", train)(conv(out_ch, 3, 1, "conv2")(y))
-        return nn.relu(y + shortcut)
+        return nn.relu(layers.DropPath(self.drop_path)(y, deterministic=not train) + shortcut)
 
 
 class _Stem(nn.Module):
@@ -100,12 +101,15 @@ class _Stage(nn.Module):
     bn_eps: float = 1e-5
     bn_axis_name: Optional[str] = None
     dtype: jnp.dtype = jnp.float32
+    drop_path: Sequence[float] = ()  # per unit; () = none
 
     @nn.compact
     def __call__(self, x, train):
         for j in range(self.count):
             x = _Unit(self.width, self.stride if j == 0 else 1, self.kind, self.frozen_norms,
-                      self.bn_eps, self.bn_axis_name, self.dtype, name=f"unit{j + 1}")(x, train)
+                      self.bn_eps, self.bn_axis_name, self.dtype,
+                      drop_path=self.drop_path[j] if self.drop_path else 0.0,
+                      name=f"unit{j + 1}")(x, train)
         return x
 
 
@@ -120,6 +124,8 @@ class ResNet(nn.Module):
     bn_eps: float = 1e-5
     bn_axis_name: Optional[str] = None
     dtype: jnp.dtype = jnp.float32
+    drop_path: float = 0.0  # regularisation (config.model.drop_path etc.), not architecture
+    dropout: float = 0.0    # on the head's input
 
     @property
     def block_counts(self):
@@ -134,10 +140,13 @@ class ResNet(nn.Module):
         frozen = tuple(self.frozen_norms)
         bn = (frozen, self.bn_eps, self.bn_axis_name, self.dtype)
         x = _Stem(self.base_width, self.stem, *bn, name="stem")(x, train)
+        rates = layers.drop_path_rates(self.drop_path, sum(counts))
         for i, count in enumerate(counts):
+            first = sum(counts[:i])
             x = _Stage(self.base_width * 2**i, count, 1 if i == 0 else 2, kind, *bn,
-                       name=f"stage{i + 1}")(x, train)
+                       drop_path=tuple(rates[first:first + count]), name=f"stage{i + 1}")(x, train)
         x = jnp.mean(x, axis=(1, 2))
         self.sow(names.INTERMEDIATES, names.HEAD_INPUT, x)  # the head's input, for feature probes
+        x = nn.Dropout(self.dropout)(x, deterministic=not train)
         return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
                         name="head")(x).astype(jnp.float32)

@@ -11,7 +11,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from tljax.models import names
+from tljax.models import layers, names
 
 # Variance epsilons of the published BiT models. Weight standardisation: 1e-10
 # (google-research/big_transfer bit_jax/models.py and bit_pytorch/models.py,
@@ -52,9 +52,10 @@ class PreActBottleneck(nn.Module):
     gn_eps: float = BIT_GN_EPS
     ws_eps: float = BIT_WS_EPS
     dtype: jnp.dtype = jnp.float32
+    drop_path: float = 0.0
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, train=False):
         out_ch = self.width * 4
         conv = lambda feat, k, s, name: StdConv(  # noqa: E731
             feat, (k, k), (s, s), padding="VALID", use_bias=False, ws_eps=self.ws_eps,
@@ -71,7 +72,7 @@ class PreActBottleneck(nn.Module):
         y = conv(self.width, 3, self.stride, "conv2")(fixed_pad(y, 3))
         y = nn.relu(norm("gn3")(y))
         y = conv(out_ch, 1, 1, "conv3")(y)
-        return y + shortcut
+        return layers.DropPath(self.drop_path)(y, deterministic=not train) + shortcut
 
 
 class Stem(nn.Module):
@@ -104,12 +105,15 @@ class Stage(nn.Module):
     gn_eps: float = BIT_GN_EPS
     ws_eps: float = BIT_WS_EPS
     dtype: jnp.dtype = jnp.float32
+    drop_path: Sequence[float] = ()  # per unit; () = none
 
     @nn.compact
-    def __call__(self, x):
+    def __call__(self, x, train=False):
         for j in range(self.count):
             x = PreActBottleneck(self.width, self.stride if j == 0 else 1, self.gn_groups,
-                                 self.gn_eps, self.ws_eps, self.dtype, name=f"unit{j + 1}")(x)
+                                 self.gn_eps, self.ws_eps, self.dtype,
+                                 drop_path=self.drop_path[j] if self.drop_path else 0.0,
+                                 name=f"unit{j + 1}")(x, train)
         return x
 
 
@@ -130,21 +134,28 @@ class ResNetV2(nn.Module):
     ws_eps: float = BIT_WS_EPS
     stem: str = "bit"
     dtype: jnp.dtype = jnp.float32
+    drop_path: float = 0.0  # regularisation (config.model.drop_path etc.), not architecture
+    dropout: float = 0.0    # on the head's input
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        del train  # GroupNorm behaves the same in training and inference.
+        # (GroupNorm behaves the same in training and inference; `train` drives drop path
+        # and dropout only.)
         x = x.astype(self.dtype)
         root_width = self.base_width * self.width_factor
         x = Stem(root_width, self.stem, self.ws_eps, self.dtype, name="stem")(x)
+        rates = layers.drop_path_rates(self.drop_path, sum(self.block_counts))
         for i, count in enumerate(self.block_counts):
+            first = sum(self.block_counts[:i])
             x = Stage(width=root_width * 2**i, count=count, stride=1 if i == 0 else 2,
                       gn_groups=self.gn_groups, gn_eps=self.gn_eps, ws_eps=self.ws_eps,
-                      dtype=self.dtype, name=f"stage{i + 1}")(x)
+                      dtype=self.dtype, drop_path=tuple(rates[first:first + count]),
+                      name=f"stage{i + 1}")(x, train)
         x = nn.relu(nn.GroupNorm(num_groups=self.gn_groups, epsilon=self.gn_eps,
                                  dtype=self.dtype, name="norm")(x))
         features = jnp.mean(x, axis=(1, 2))
         self.sow(names.INTERMEDIATES, names.HEAD_INPUT, features)  # the head's input, for feature probes
+        features = nn.Dropout(self.dropout)(features, deterministic=not train)
         logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
                           dtype=self.dtype, name="head")(features)
         return logits.astype(jnp.float32)

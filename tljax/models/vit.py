@@ -9,7 +9,7 @@ from typing import Optional
 import flax.linen as nn
 import jax.numpy as jnp
 
-from tljax.models import names
+from tljax.models import layers, names
 
 # LayerNorm epsilon: flax's default 1e-6, as vit_jax/models_vit.py uses (HF/timm ports use
 # other values; converters set `ln_eps` to match them).
@@ -22,31 +22,42 @@ class Mlp(nn.Module):
     mlp_dim: int
     gelu_approximate: bool = False
     dtype: jnp.dtype = jnp.float32
+    dropout: float = 0.0
 
     @nn.compact
     def __call__(self, x, train):
         width = x.shape[-1]
         x = nn.Dense(self.mlp_dim, dtype=self.dtype, name="fc1")(x)
         x = nn.gelu(x, approximate=self.gelu_approximate)
-        x = nn.Dropout(0.0)(x, deterministic=not train)
-        return nn.Dense(width, dtype=self.dtype, name="fc2")(x)
+        x = nn.Dropout(self.dropout)(x, deterministic=not train)
+        x = nn.Dense(width, dtype=self.dtype, name="fc2")(x)
+        return nn.Dropout(self.dropout)(x, deterministic=not train)
 
 
 class Block(nn.Module):
+    """Pre-norm block; dropout placed as vit_jax models_vit.py Encoder1DBlock does (attention
+    output, MLP hidden and output, attention probabilities), drop path on both branches."""
+
     heads: int
     mlp_dim: int
     ln_eps: float = 1e-6
     gelu_approximate: bool = False
     dtype: jnp.dtype = jnp.float32
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    drop_path: float = 0.0
 
     @nn.compact
     def __call__(self, x, train):
         y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm1")(x)
         y = nn.MultiHeadDotProductAttention(num_heads=self.heads, dtype=self.dtype,
-                                            name="attn")(y, y, deterministic=True)
-        x = x + y
+                                            dropout_rate=self.attention_dropout,
+                                            name="attn")(y, y, deterministic=not train)
+        y = nn.Dropout(self.dropout)(y, deterministic=not train)
+        x = x + layers.DropPath(self.drop_path)(y, deterministic=not train)
         y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm2")(x)
-        return x + Mlp(self.mlp_dim, self.gelu_approximate, self.dtype, name="mlp")(y, train)
+        y = Mlp(self.mlp_dim, self.gelu_approximate, self.dtype, self.dropout, name="mlp")(y, train)
+        return x + layers.DropPath(self.drop_path)(y, deterministic=not train)
 
 
 class Embed(nn.Module):
@@ -75,12 +86,16 @@ class Encoder(nn.Module):
     ln_eps: float = 1e-6
     gelu_approximate: bool = False
     dtype: jnp.dtype = jnp.float32
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    drop_path: float = 0.0
 
     @nn.compact
     def __call__(self, x, train):
-        for i in range(self.depth):
+        x = nn.Dropout(self.dropout)(x, deterministic=not train)  # on the embeddings (vit_jax)
+        for i, rate in enumerate(layers.drop_path_rates(self.drop_path, self.depth)):
             x = Block(self.heads, self.mlp_dim, self.ln_eps, self.gelu_approximate, self.dtype,
-                      name=f"block{i}")(x, train)
+                      self.dropout, self.attention_dropout, rate, name=f"block{i}")(x, train)
         return nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm")(x)
 
 
@@ -98,6 +113,9 @@ class ViT(nn.Module):
     representation_size: Optional[int] = None
     ln_eps: float = 1e-6
     gelu_approximate: bool = False
+    dropout: float = 0.0  # regularisation (config.model.dropout etc.), not architecture
+    attention_dropout: float = 0.0
+    drop_path: float = 0.0
     dtype: jnp.dtype = jnp.float32
 
     def dims(self):
@@ -110,10 +128,11 @@ class ViT(nn.Module):
         width, depth, mlp_dim, heads = self.dims()
         x = Embed(width, self.patch, self.classifier, self.dtype, name="embed")(x.astype(self.dtype))
         x = Encoder(depth, heads, mlp_dim, self.ln_eps, self.gelu_approximate, self.dtype,
-                    name="encoder")(x, train)
+                    self.dropout, self.attention_dropout, self.drop_path, name="encoder")(x, train)
         x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
         if self.representation_size:
             x = jnp.tanh(nn.Dense(self.representation_size, dtype=self.dtype, name="pre_logits")(x))
         self.sow(names.INTERMEDIATES, names.HEAD_INPUT, x)  # the head's input, for feature probes
+        x = nn.Dropout(self.dropout)(x, deterministic=not train)
         return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
                         name="head")(x).astype(jnp.float32)
