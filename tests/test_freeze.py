@@ -383,6 +383,6 @@ def test_readme_lists_every_strategy_and_each_runs_end_to_end_under_jit(make_con
     for index, spec in enumerate(specs):
         summary = train.run(make_config("", freeze=spec, total_steps=4, parallelism="jit",
                                         checkpoint_every=4, export_weights=False,
-                                        **{"model.init": source_weights}),
+                                        **{"model.init": source_weights, "data.val_split": ""}),
                             str(tmp_path / str(index)))
         assert summary["status"] == "done" and np.isfinite(summary["test_accuracy"]), spec

@@ -110,3 +110,17 @@ def test_a_failing_schedule_is_recorded_not_fatal(tmp_path, data_dir, monkeypatc
     assert not sweep.run_one("digits", run_dir, ["freeze=surgical:stage9", "seed=0"])
     with open(os.path.join(run_dir, "failed.json")) as f:
         assert "unknown model groups" in json.load(f)["error"]
+
+
+def test_a_run_that_failed_before_its_workdir_existed_is_reported(tmp_path):
+    root = str(tmp_path)
+    _write_run(root, "full", 0, 0.8, [(10, 0.8)], lr=0.1)
+    _write_run(root, "full", 0, 0.7, [(10, 0.7)], lr=0.2)
+    failed_dir = os.path.join(root, "bitfit", "seed0")
+    os.makedirs(failed_dir)
+    with open(os.path.join(failed_dir, "failed.json"), "w") as f:
+        json.dump({"status": "failed", "error": "UserError: data.name is not a TFDS name",
+                   "overrides": ["freeze=bitfit", "seed=0"]}, f)
+    rows = {(r["schedule"], r["setting"]): r for r in report.summarize(report.load_runs(root))}
+    assert rows[("bitfit", "optim.lr=None")]["failed"] == 1
+    assert {("full", "optim.lr=0.1"), ("full", "optim.lr=0.2")} <= set(rows)  # lr still varies

@@ -6,3 +6,16 @@ class UserError(Exception):
 
     `tljax.main` prints these as one line (no traceback) and exits non-zero.
     """
+
+
+def run_main(main):
+    """absl's app.run(main) for a command-line tool: a UserError is one line, exit status 1."""
+    import sys
+
+    from absl import app
+
+    try:
+        app.run(main)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)

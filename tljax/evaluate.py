@@ -11,12 +11,11 @@ split folders is evaluated whole). Writes evaluation.json and confusion.png into
 (default: RUN/eval_<which>_<split>, or ./tljax_eval).
 """
 import os
-import sys
 
 from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
-from absl import app, flags
+from absl import flags
 
-from tljax.errors import UserError
+from tljax.errors import UserError, run_main
 
 _MODEL = flags.DEFINE_string("model", None, "run directory or weights file")
 _WHICH = flags.DEFINE_enum("which", "best", ["best", "final"],
@@ -50,13 +49,5 @@ def main(argv):
           + ", ".join(f"{n} {a:.2f}" for a, n in worst) + f"; written to {output}")
 
 
-def run():
-    try:
-        app.run(main)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-
-
 if __name__ == "__main__":
-    run()
+    run_main(main)

@@ -111,20 +111,19 @@ class Cache:
 
 def extract(fn, variables, data_cfg, which, seed, batch_size):
     """(Features of every example of `which`, counted once, in split order per process;
-    forward FLOPs spent)."""
+    forward FLOPs of its examples, the padding of the last batch left out)."""
     batches, count = data.eval_batches(data_cfg, seed=seed, which=which, global_batch=batch_size,
                                        process_index=jax.process_index(),
                                        process_count=jax.process_count())
-    xs, ys, flops = [], [], 0.0
+    xs, ys = [], []
     compiled = None
     for batch in batches:
         if compiled is None:
             compiled = fn.lower(variables, batch["image"]).compile()
-            per_batch = metrics.compiled_cost(compiled).get("flops") or 0.0
+            per_image = (metrics.compiled_cost(compiled).get("flops") or 0.0) / len(batch["mask"])
         keep = batch["mask"] > 0
         xs.append(np.asarray(compiled(variables, batch["image"]))[keep])
         ys.append(batch["label"][keep])
-        flops += per_batch * jax.process_count()
     x, y = np.concatenate(xs), np.concatenate(ys).astype(np.int64)
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
@@ -133,7 +132,7 @@ def extract(fn, variables, data_cfg, which, seed, batch_size):
         x, y = (np.concatenate(list(gathered[k])) for k in ("x", "y"))
     if len(y) != count:
         raise RuntimeError(f"extracted {len(y)} {which} features, the set has {count}")
-    return probes.Features(x, y), flops
+    return probes.Features(x, y), per_image * count
 
 
 def _fit(config, sets, num_classes):
@@ -151,8 +150,8 @@ def _fit(config, sets, num_classes):
 
 
 def run(config, workdir):
-    """Extracts (or reuses) the features, fits config.probe.method, writes summary.json."""
-    started = time.monotonic()
+    """Extracts (or reuses) the features, fits config.probe.method, writes summary.json.
+    Wall time counts from the loaded model on, as a training run's does."""
     if config.probe.method not in ("ridge", "logreg", "knn"):
         raise UserError(f"probe.method={config.probe.method!r}: use ridge, logreg or knn")
     if not config.data.val_split:
@@ -160,6 +159,7 @@ def run(config, workdir):
     run_init.prepare_init(config, train.run)
     workdir = paths.resolve(workdir)
     model = run_init.load_model(config)
+    started = time.monotonic()
     data_cfg = run_init.data_config(config, model.normalization)
     fn = feature_fn(model.module, config.probe.groups, config.probe.pre_logits)
     workdir_lock = run_init.claim_workdir(workdir, config)
@@ -188,12 +188,13 @@ def run(config, workdir):
 
 
 def _summary(config, model, result, forward_flops, sets, wall):
-    """summary.json in the training runs' format, so sweeps and reports mix both. Costs:
-    forward passes over train + validation (what fitting and choosing need) plus the fit."""
+    """summary.json in the training runs' format, so sweeps and reports mix both. Cost, as
+    for training runs (their train steps, evaluations left out): the forward pass over the
+    train set plus the fit."""
     sizes = {p: int(np.prod(v.shape)) for p, v in traverse_util.flatten_dict(
         model.variables["params"], sep="/").items()}
     head = sum(v for p, v in sizes.items() if models.is_classifier(p))
-    forward = forward_flops["train"] + forward_flops["validation"]
+    forward = forward_flops["train"]
     fit = result.get("fit_flops") or 0.0
     return {
         "status": "done", "freeze": config_lib.freeze_label(config), "seed": config.seed,

@@ -6,12 +6,11 @@
 exported .safetensors (or any weights tljax.weights.load_model reads). Prints one line per
 image; --output writes CSV or JSON (by suffix) as well.
 """
-import sys
 
 from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
-from absl import app, flags
+from absl import flags
 
-from tljax.errors import UserError
+from tljax.errors import UserError, run_main
 
 _MODEL = flags.DEFINE_string("model", None, "run directory or weights file")
 _WHICH = flags.DEFINE_enum("which", "best", ["best", "final"],
@@ -37,13 +36,5 @@ def main(argv):
         inference.write_predictions(results, _OUTPUT.value)
 
 
-def run():
-    try:
-        app.run(main)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
-
-
 if __name__ == "__main__":
-    run()
+    run_main(main)

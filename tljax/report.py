@@ -34,7 +34,8 @@ def load_runs(root):
             config = _config_of_overrides(paths.read_json(run_dir / "failed.json"))  # sweep's overrides
         else:
             continue
-        run = {"dir": str(run_dir), "config": config, "status": "incomplete"}
+        run = {"dir": str(run_dir), "config": config, "status": "incomplete",
+               "partial_config": "config.json" not in filenames}
         for name in ("summary.json", "failed.json"):
             if (run_dir / name).exists():
                 run.update(paths.read_json(run_dir / name))
@@ -76,8 +77,11 @@ def _stats(values):
 
 
 def _varying_keys(runs):
-    keys = set().union(*(r["config"] for r in runs)) - KEY_IGNORED
-    return sorted(k for k in keys if len({json.dumps(r["config"].get(k)) for r in runs}) > 1)
+    """Config keys whose values differ between runs. A key that some runs lack (written
+    before the key existed, or a failed run known only by its overrides) is not compared."""
+    full = [r for r in runs if not r.get("partial_config")] or runs
+    keys = set.intersection(*(set(r["config"]) for r in full)) - KEY_IGNORED
+    return sorted(k for k in keys if len({json.dumps(r["config"].get(k)) for r in full}) > 1)
 
 
 def _paired(row, base):
@@ -92,7 +96,7 @@ def summarize(runs, baseline="full", order=None):
     """Rows, one per group of runs that differ only in seed: in the order of the schedules
     in `order` when given (e.g. the sweep's --schedules), else best validation-selected
     test accuracy first."""
-    varying = [k for k in _varying_keys(runs) if k not in ("freeze", "freeze_phases")]
+    varying = [k for k in _varying_keys(runs) if k not in ("freeze", "freeze_phases", "probe.method")]
     groups = {}
     for run in runs:
         label = config_lib.freeze_label(run["config"])
@@ -180,9 +184,9 @@ def markdown(rows):
                  "without a validation split); test data never selects. mean ± std over seeds "
                  "[95% t-interval half-width]. Δ: mean paired difference to the baseline over "
                  "the same seeds [95% t-interval]; * = the interval excludes 0. Trainable % and "
-                 "step FLOPs are step-weighted over the schedule's phases; train FLOPs are all "
-                 "the compute of training and choosing (train steps; for probes: forward passes "
-                 "over train + validation and the probe fit), test evaluation excluded.")
+                 "step FLOPs are step-weighted over the schedule's phases; train FLOPs are the "
+                 "compute spent on the train set (all train steps; for probes: one forward pass "
+                 "over it and the probe fit); evaluations are left out of both.")
     return "\n".join(lines)
 
 
