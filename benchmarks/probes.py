@@ -89,9 +89,13 @@ def main(argv):
           f"| {e2e['train_flops'] / forward_flops:.1f} | {e2e['wall_time_s']:.2f} "
           f"| {e2e['wall_time_s'] / forward_s:.1f} |")
 
+    grid = (train_set, val, test, classes, tuple(config.probe.lrs), tuple(config.probe.wds),
+            config.probe.epochs, config.probe.batch_size)
+    compile_begin = time.perf_counter()
+    probes.logreg(*grid)  # compiles once per shape and setting
+    compile_s = time.perf_counter() - compile_begin
     grid_begin = time.perf_counter()
-    ours = probes.logreg(train_set, val, test, classes, tuple(config.probe.lrs),
-                         tuple(config.probe.wds), config.probe.epochs, config.probe.batch_size)
+    ours = probes.logreg(*grid)
     grid_s = time.perf_counter() - grid_begin
     mean, std = train_set.x.mean(0), train_set.x.std(0) + probes.RIDGE_STD_EPS
     begin, best = time.perf_counter(), None
@@ -102,8 +106,8 @@ def main(argv):
             best = (score, clf.score((test.x - mean) / std, test.y), c)
     sk_s = time.perf_counter() - begin
     print(f"\nlogistic grid ({len(config.probe.lrs) * len(config.probe.wds)} heads, "
-          f"{config.probe.epochs} epochs, one compiled scan; compile included): test "
-          f"{100 * ours['test_accuracy']:.1f}% in {grid_s:.2f}s; scikit-learn "
+          f"{config.probe.epochs} epochs, one compiled scan; compiling once took "
+          f"{compile_s:.2f}s): test {100 * ours['test_accuracy']:.1f}% in {grid_s:.2f}s; scikit-learn "
           f"LogisticRegression, 9 C values, C={best[2]:g} chosen on validation: test "
           f"{100 * best[1]:.1f}% in {sk_s:.2f}s")
 

@@ -95,24 +95,19 @@ def few_shot_ridge(train, test, num_classes, shots, seeds, l2):
     return out
 
 
-def _logreg_grid_fit(x, y, num_classes, lrs, wds, epochs, batch_size, seed):
+@functools.partial(jax.jit, static_argnames=("num_classes", "epochs", "batch_size"))
+def _logreg_grid_fit(x, y, key, lrs, wds, *, num_classes, epochs, batch_size):
     """Trains one softmax-regression head per (lr, wd) pair at once: vmap over heads inside
-    one jitted scan over minibatch steps (Adam, cosine decay). Returns (W, b) of shape
-    (H, D, C), (H, C) and the compiled cost."""
-    heads = [(lr, wd) for lr in lrs for wd in wds]
-    lr_arr = jnp.array([h[0] for h in heads], jnp.float32)
-    wd_arr = jnp.array([h[1] for h in heads], jnp.float32)
+    one scan over minibatch steps (Adam, cosine decay). Returns W (H, D, C) and b (H, C).
+    Jitted once per shape and setting: a grid of many heads costs one compilation."""
     n, d = x.shape
-    batch_size = min(batch_size, n)
     steps_per_epoch = max(n // batch_size, 1)
     total = epochs * steps_per_epoch
-    schedule = optax.cosine_decay_schedule(1.0, total)
-    tx = optax.adam(schedule)
+    tx = optax.adam(optax.cosine_decay_schedule(1.0, total))
 
     def loss_fn(params, wd, xb, yb):
         w, b = params
-        logits = xb @ w + b
-        ce = optax.softmax_cross_entropy_with_integer_labels(logits, yb).mean()
+        ce = optax.softmax_cross_entropy_with_integer_labels(xb @ w + b, yb).mean()
         return ce + 0.5 * wd * jnp.sum(w * w)
 
     def one_head_step(params, opt_state, lr, wd, xb, yb):
@@ -120,36 +115,43 @@ def _logreg_grid_fit(x, y, num_classes, lrs, wds, epochs, batch_size, seed):
         updates, opt_state = tx.update(grads, opt_state)
         return optax.apply_updates(params, jax.tree.map(lambda u: lr * u, updates)), opt_state
 
-    def fit(x, y, key):
-        params = (jnp.zeros((len(heads), d, num_classes)), jnp.zeros((len(heads), num_classes)))
-        opt_state = jax.vmap(tx.init)(params)
+    def step(carry, index):
+        params, opt_state = carry
+        epoch, within = index // steps_per_epoch, index % steps_per_epoch
+        order = jax.random.permutation(jax.random.fold_in(key, epoch), n)
+        batch = jax.lax.dynamic_slice_in_dim(order, within * batch_size, batch_size)
+        params, opt_state = jax.vmap(one_head_step, in_axes=(0, 0, 0, 0, None, None))(
+            params, opt_state, lrs, wds, x[batch], y[batch])
+        return (params, opt_state), None
 
-        def step(carry, index):
-            params, opt_state = carry
-            epoch, within = index // steps_per_epoch, index % steps_per_epoch
-            order = jax.random.permutation(jax.random.fold_in(key, epoch), n)
-            batch = jax.lax.dynamic_slice_in_dim(order, within * batch_size, batch_size)
-            params, opt_state = jax.vmap(one_head_step, in_axes=(0, 0, 0, 0, None, None))(
-                params, opt_state, lr_arr, wd_arr, x[batch], y[batch])
-            return (params, opt_state), None
+    params = (jnp.zeros((len(lrs), d, num_classes)), jnp.zeros((len(lrs), num_classes)))
+    (params, _), _ = jax.lax.scan(step, (params, jax.vmap(tx.init)(params)), jnp.arange(total))
+    return params
 
-        (params, _), _ = jax.lax.scan(step, (params, opt_state), jnp.arange(total))
-        return params
 
-    args = (jnp.asarray(x), jnp.asarray(y), jax.random.PRNGKey(seed))
-    compiled = jax.jit(fit).lower(*args).compile()
-    from tljax import metrics
+_COMPILED_FITS = {}  # (shapes, settings) -> (executable, its FLOPs): one compilation each
 
-    return compiled(*args), heads, metrics.compiled_cost(compiled).get("flops")
+
+def _compiled_fit(args, static):
+    key = (tuple(a.shape for a in args), tuple(sorted(static.items())))
+    if key not in _COMPILED_FITS:
+        from tljax import metrics
+
+        compiled = _logreg_grid_fit.lower(*args, **static).compile()
+        _COMPILED_FITS[key] = compiled, metrics.compiled_cost(compiled).get("flops")
+    return _COMPILED_FITS[key]
 
 
 def logreg(train, val, test, num_classes, lrs, wds, epochs, batch_size=256, seed=0):
     """{"test_accuracy", "val_accuracy", "lr", "wd", "fit_flops"}: the grid of heads trained
     at once on standardised features, the head with the best validation accuracy reported."""
     x_train, x_val, x_test = _standardise(train.x, val.x, test.x)
-    (w, b), heads, flops = _logreg_grid_fit(x_train, train.y, num_classes, lrs, wds, epochs,
-                                            batch_size, seed)
-    w, b = np.asarray(w), np.asarray(b)
+    heads = [(lr, wd) for lr in lrs for wd in wds]
+    args = (jnp.asarray(x_train), jnp.asarray(train.y), jax.random.PRNGKey(seed),
+            jnp.array([h[0] for h in heads], jnp.float32), jnp.array([h[1] for h in heads], jnp.float32))
+    static = dict(num_classes=num_classes, epochs=epochs, batch_size=min(batch_size, len(train.y)))
+    compiled, flops = _compiled_fit(args, static)
+    w, b = (np.asarray(a) for a in compiled(*args))
 
     def accuracy(x, y):
         return ((np.einsum("nd,hdc->hnc", x, w) + b[:, None]).argmax(-1) == y).mean(1)
