@@ -147,6 +147,9 @@ def test_bad_folders_and_names_are_one_clear_line(make_config, split_folder, tmp
              ({"data.name": f"folder:{tmp_path / 'empty'}"}, "holds no images"),
              ({"data.name": split_folder}, f"use data.name='folder:{split_folder}'"),
              ({"data.name": "not a name!"}, "is not a TFDS name"),
+             ({"data.name": f"folder:{split_folder}", "data.few_shot_k": 0,
+               "data.train_split": "train[:90%]", "data.val_split": "", "data.test_split": "test"},
+              "an image folder's splits are whole folders"),
              # data.data_dir pointing at images: refused, never prepared into.
              ({"data.data_dir": split_folder, "data.name": "tljax_digits"}, "holds files but no TFDS dataset")]
     before = _listing(split_folder)

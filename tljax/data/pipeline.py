@@ -77,6 +77,9 @@ def _not_prepared(cfg, builder):
 
 def _as_dataset(cfg, builder, split, **kwargs):
     """builder.as_dataset, with "not prepared" turned into a UserError that says what to do."""
+    if folder.is_folder_name(cfg.name) and ("[" in split or "+" in split):
+        raise UserError(f"data split {split!r}: an image folder's splits are whole folders "
+                        f"(train, validation, test); split one tree with data.folder_fractions")
     known = list(builder.info.splits.keys())
     if known and any(part.split("[")[0].strip() not in known for part in split.split("+")):
         raise UserError(f"{cfg.name} has no split {split!r}; its splits: {', '.join(sorted(known))}")
