@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, cpu_devices_flags
 from tests.helpers import exported_params, records
 from tljax import steps
 
@@ -44,7 +44,7 @@ for name, (arch, extra) in {models!r}.items():
 
 
 def _run_on(devices, modes, data_dir, root_dir):
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+    env = dict(os.environ, XLA_FLAGS=cpu_devices_flags(devices),
                JAX_PLATFORMS="cpu")
     script = _SCRIPT.format(root=ROOT, devices=devices, models=MODELS, modes=modes,
                             data_dir=data_dir, root_dir=root_dir)

@@ -52,6 +52,9 @@ for freeze, extra in SCHEDULES:
     train.run(tiny_config({data_dir!r}, "", freeze=freeze, total_steps=6, export_weights=True,
                           checkpoint_every=3, parallelism="fsdp",
                           **{{"model.init": {init!r}, **extra}}), {workdir!r} + "/" + freeze)
+# A feature probe: each process extracts its shard of every set, process 0 writes the cache.
+train.run(tiny_config({data_dir!r}, "", **{{"model.init": {init!r}, "probe.method": "ridge"}}),
+          {workdir!r} + "/probe")
 """
 # Multi-phase schedules change phase on state sharded across processes; gradual also runs
 # every augmentation and regulariser: mixup/CutMix pairs examples across the two processes'
@@ -69,13 +72,13 @@ def _launch(num_processes, workdir, data_dir, init):
     import subprocess
     import sys
 
-    from tests.conftest import ROOT
+    from tests.conftest import ROOT, cpu_devices_flags
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{s.getsockname()[1]}"
     env = dict(os.environ, JAX_PLATFORMS="cpu",
-               XLA_FLAGS=f"--xla_force_host_platform_device_count={4 // num_processes}")
+               XLA_FLAGS=cpu_devices_flags(4 // num_processes))
     procs = [subprocess.Popen(
         [sys.executable, "-c", f"SCHEDULES = {SCHEDULES!r}\n" + _PROCESS_SCRIPT.format(
             root=ROOT, num_processes=num_processes, address=address, process_id=i,
@@ -102,6 +105,11 @@ def test_two_fsdp_processes_end_with_the_parameters_and_losses_of_one(tmp_path, 
         for path, value in exported_one.items():
             np.testing.assert_allclose(exported_two[path], value, rtol=2e-5, atol=1e-6,
                                        err_msg=f"{schedule} {path}")
+    for which in ("train", "validation", "test"):  # features gathered from both processes
+        with np.load(tmp_path / "one" / "probe" / "features" / f"{which}.npz") as one, \
+                np.load(tmp_path / "two" / "probe" / "features" / f"{which}.npz") as two:
+            np.testing.assert_array_equal(two["y"], one["y"], err_msg=which)  # same order
+            np.testing.assert_allclose(two["x"], one["x"], rtol=1e-5, atol=1e-6, err_msg=which)
     ema_one = exported_params(str(tmp_path / "one" / "gradual:every=2"), "ema.safetensors")
     ema_two = exported_params(str(tmp_path / "two" / "gradual:every=2"), "ema.safetensors")
     for path, value in ema_one.items():

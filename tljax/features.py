@@ -110,8 +110,8 @@ class Cache:
 
 
 def extract(fn, variables, data_cfg, which, seed, batch_size):
-    """(Features of every example of `which`, counted once, in split order per process;
-    forward FLOPs of its examples, the padding of the last batch left out)."""
+    """(Features of every example of `which`, counted once, in split order for any number of
+    processes; forward FLOPs of its examples, the padding of the last batch left out)."""
     batches, count = data.eval_batches(data_cfg, seed=seed, which=which, global_batch=batch_size,
                                        process_index=jax.process_index(),
                                        process_count=jax.process_count())
@@ -125,11 +125,19 @@ def extract(fn, variables, data_cfg, which, seed, batch_size):
         xs.append(np.asarray(compiled(variables, batch["image"]))[keep])
         ys.append(batch["label"][keep])
     x, y = np.concatenate(xs), np.concatenate(ys).astype(np.int64)
-    if jax.process_count() > 1:
+    if jax.process_count() > 1:  # Process p holds examples p, p + P, p + 2P, ... (ds.shard).
         from jax.experimental import multihost_utils
 
-        gathered = multihost_utils.process_allgather({"x": x, "y": y})
-        x, y = (np.concatenate(list(gathered[k])) for k in ("x", "y"))
+        index = jax.process_index() + jax.process_count() * np.arange(len(y))
+        padded = -(-count // jax.process_count())  # equal shapes for the gather
+        pad = padded - len(y)
+        gathered = multihost_utils.process_allgather({
+            "x": np.pad(x, ((0, pad), (0, 0))), "y": np.pad(y, (0, pad)),
+            "index": np.pad(index, (0, pad), constant_values=-1)})
+        flat = {k: np.concatenate(list(v)) for k, v in gathered.items()}
+        real = flat["index"] >= 0  # padding rows carry index -1
+        order = np.argsort(flat["index"][real])
+        x, y = flat["x"][real][order], flat["y"][real][order]  # split order, any process count
     if len(y) != count:
         raise RuntimeError(f"extracted {len(y)} {which} features, the set has {count}")
     return probes.Features(x, y), per_image * count
