@@ -14,7 +14,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 # Libraries whose INFO lines say what they do, not what the run does: orbax (every
 # file written), TFDS (every dataset constructed), JAX's backend probing (libtpu).
-_QUIET_INFO = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge", "/clu/")
+_QUIET_INFO = ("/orbax/", "/tensorflow_datasets/", "/jax/_src/xla_bridge", "/clu/", "/matplotlib/")
 
 
 def _wanted(record):
