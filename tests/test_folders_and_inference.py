@@ -194,3 +194,18 @@ def test_predict_cli_writes_csv_and_fails_in_one_line(folder_run, split_folder, 
     assert failed.returncode == 1
     assert failed.stderr.strip().splitlines()[-1] == (
         f"error: {tmp_path / 'nothing.png'} is neither an image file nor a folder")
+
+
+def test_evaluate_cli_writes_json_and_confusion_png(folder_run, tmp_path):
+    import json
+
+    workdir, summary = folder_run
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    done = subprocess.run([sys.executable, "-m", "tljax.evaluate", f"--model={workdir}",
+                           f"--output={tmp_path}"], capture_output=True, text=True, env=env,
+                          cwd=ROOT, check=True)
+    assert done.stdout.startswith(f"accuracy {summary['test_accuracy']:.4f} on 40 images")
+    with open(tmp_path / "evaluation.json") as f:
+        result = json.load(f)
+    assert result["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
+    assert (tmp_path / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
