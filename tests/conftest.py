@@ -8,9 +8,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def cpu_devices_flags(count):
-    """XLA_FLAGS for a subprocess with `count` CPU devices. Tests run in parallel (one
-    pytest-xdist worker per core), so a device thread may wait long for a core: XLA's CPU
-    collectives would give up after 40 s ("system can be overloaded"); allow 10 minutes."""
+    """XLA_FLAGS for a subprocess with `count` CPU devices. On a loaded 2-core machine a
+    device thread may wait long for a core, and XLA's CPU collectives give up after 40 s
+    ("system can be overloaded"): allow 10 minutes."""
     return (f"--xla_force_host_platform_device_count={count} "
             "--xla_cpu_collective_call_warn_stuck_timeout_seconds=120 "
             "--xla_cpu_collective_call_terminate_timeout_seconds=600")

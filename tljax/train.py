@@ -10,14 +10,12 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from tljax import (checkpoint, config_lib, data, freeze, metrics, models, optim, parallel, paths,
-                   steps)
+from tljax import (checkpoint, config_lib, data, export, freeze, metrics, models, optim, parallel,
+                   paths, steps)
 from tljax import run_init
 from tljax import state as state_lib
 from tljax import summary as summary_lib
-from tljax.data import preprocess
 from tljax.errors import UserError
-from tljax.weights import tljax_format
 
 _EVAL_LOG_SECONDS = 30  # a long evaluation logs how far it got this often
 
@@ -381,39 +379,5 @@ def _write_summary(run_, record, status):
 
 
 def _export(run_, state, num_classes, data_cfg):
-    """Writes workdir/model.safetensors (the final weights), with a validation split
-    workdir/best.safetensors (the weights validation selected) and, with ema.export,
-    workdir/ema.safetensors (the final EMA weights), each with what is needed to
-    use it: architecture, class names, eval preprocessing. Every process gathers (a
-    collective under multi-process fsdp); process 0 writes."""
-    one = run_.par.one_copy(state)
-    exports = {"model.safetensors": {"params": one.params, "batch_stats": one.batch_stats}}
-    best_step = run_.best.latest_step() if run_.best is not None else None
-    if best_step is not None:
-        run_.best.wait()
-        exports["best.safetensors"] = run_.best.restore_variables(
-            best_step, {"params": one.params, "batch_stats": one.batch_stats})
-    if run_.config.ema.export and state.ema is not None:
-        exports["ema.safetensors"] = {"params": state_lib.ema_params(one), "batch_stats": one.batch_stats}
-    exports = {name: run_.par.to_host(v) for name, v in exports.items()}
-    if jax.process_index() != 0:
-        return
-    preprocessing = {"normalization": preprocess.normalization_op(data_cfg.pp_eval),
-                     "image_size": data_cfg.image_size, "pp_eval": data_cfg.pp_eval}
-    for name, variables in exports.items():
-        tljax_format.save(run_.workdir / name, {k: v for k, v in variables.items() if v},
-                          model=run_.config.model.name, arch=_arch_of(run_.module),
-                          num_classes=num_classes, preprocessing=preprocessing,
-                          class_names=_class_names(data_cfg, num_classes))
-
-
-def _class_names(data_cfg, num_classes):
-    names = data.class_names(data_cfg)
-    return names + [f"class{i}" for i in range(len(names), num_classes)]
-
-
-def _arch_of(module):
-    """The architecture kwargs of a built module (what tljax_format stores)."""
-    skip = {"num_classes", "dtype", "parent", "name", "frozen_norms", "bn_axis_name",
-            *run_init.REGULARISATION}
-    return {k: getattr(module, k) for k in module.__dataclass_fields__ if k not in skip}
+    exports = export.gather(run_.par, state, run_.best, run_.config.ema.export)
+    export.write(run_.workdir, exports, run_.module, run_.config.model.name, num_classes, data_cfg)

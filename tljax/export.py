@@ -1,0 +1,48 @@
+"""What a finished run leaves to use: its final, validation-selected and (on request) EMA
+weights as tljax .safetensors files, each with what is needed to apply it: architecture,
+class names and the eval preprocessing."""
+import jax
+
+from tljax import data, run_init
+from tljax import state as state_lib
+from tljax.data import preprocess
+from tljax.weights import tljax_format
+
+
+def gather(par, state, best, with_ema):
+    """{file name: host variables}: model.safetensors (final), best.safetensors (when a
+    `best` checkpoint manager holds one) and ema.safetensors (`with_ema`). Every process
+    calls it (a collective under multi-process fsdp)."""
+    one = par.one_copy(state)
+    exports = {"model.safetensors": {"params": one.params, "batch_stats": one.batch_stats}}
+    best_step = best.latest_step() if best is not None else None
+    if best_step is not None:
+        best.wait()
+        exports["best.safetensors"] = best.restore_variables(
+            best_step, {"params": one.params, "batch_stats": one.batch_stats})
+    if with_ema and state.ema is not None:
+        exports["ema.safetensors"] = {"params": state_lib.ema_params(one),
+                                      "batch_stats": one.batch_stats}
+    return {name: par.to_host(v) for name, v in exports.items()}
+
+
+def write(workdir, exports, module, model_name, num_classes, data_cfg):
+    """Writes each of `exports` into `workdir` (process 0 only)."""
+    if jax.process_index() != 0:
+        return
+    preprocessing = {"normalization": preprocess.normalization_op(data_cfg.pp_eval),
+                     "image_size": data_cfg.image_size, "pp_eval": data_cfg.pp_eval}
+    names = data.class_names(data_cfg)
+    names += [f"class{i}" for i in range(len(names), num_classes)]
+    for name, variables in exports.items():
+        tljax_format.save(workdir / name, {k: v for k, v in variables.items() if v},
+                          model=model_name, arch=arch_of(module), num_classes=num_classes,
+                          preprocessing=preprocessing, class_names=names)
+
+
+def arch_of(module):
+    """The architecture kwargs of a built module (what tljax_format stores); train-time
+    regularisers are not architecture."""
+    skip = {"num_classes", "dtype", "parent", "name", "frozen_norms", "bn_axis_name",
+            *run_init.REGULARISATION}
+    return {k: getattr(module, k) for k in module.__dataclass_fields__ if k not in skip}
