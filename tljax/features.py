@@ -109,20 +109,21 @@ class Cache:
         paths.write_bytes_atomic(self.directory / f"{which}.npz", buffer.getvalue())
 
 
-def extract(fn, variables, data_cfg, which, seed, batch_size):
+def extract(fn, variables, data_cfg, which, seed, batch_size, count_flops=True):
     """(Features of every example of `which`, counted once, in split order for any number of
-    processes; forward FLOPs of its examples, the padding of the last batch left out)."""
+    processes; forward FLOPs of its examples, the padding of the last batch left out, or
+    None without `count_flops`, which reuses jax.jit's compilation instead, as repeated
+    callers such as the few-shot monitor want)."""
     batches, count = data.eval_batches(data_cfg, seed=seed, which=which, global_batch=batch_size,
                                        process_index=jax.process_index(),
                                        process_count=jax.process_count())
-    xs, ys = [], []
-    compiled = None
+    xs, ys, run, per_image = [], [], fn, None
     for batch in batches:
-        if compiled is None:
-            compiled = fn.lower(variables, batch["image"]).compile()
-            per_image = (metrics.compiled_cost(compiled).get("flops") or 0.0) / len(batch["mask"])
+        if count_flops and per_image is None:  # XLA's exact count of the compiled forward
+            run = fn.lower(variables, batch["image"]).compile()
+            per_image = (metrics.compiled_cost(run).get("flops") or 0.0) / len(batch["mask"])
         keep = batch["mask"] > 0
-        xs.append(np.asarray(compiled(variables, batch["image"]))[keep])
+        xs.append(np.asarray(run(variables, batch["image"]))[keep])
         ys.append(batch["label"][keep])
     x, y = np.concatenate(xs), np.concatenate(ys).astype(np.int64)
     if jax.process_count() > 1:  # Process p holds examples p, p + P, p + 2P, ... (ds.shard).
@@ -140,7 +141,7 @@ def extract(fn, variables, data_cfg, which, seed, batch_size):
         x, y = flat["x"][real][order], flat["y"][real][order]  # split order, any process count
     if len(y) != count:
         raise RuntimeError(f"extracted {len(y)} {which} features, the set has {count}")
-    return probes.Features(x, y), per_image * count
+    return probes.Features(x, y), per_image * count if count_flops else None
 
 
 def _fit(config, sets, num_classes):

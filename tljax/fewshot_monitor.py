@@ -30,7 +30,8 @@ class FewShotMonitor:
         """{"{k}shot": mean test accuracy over seeds} of ridge on the current features."""
         one = self._par.to_host(self._par.one_copy(state))
         variables = {"params": one.params, **({"batch_stats": one.batch_stats} if one.batch_stats else {})}
-        sets = {which: features.extract(self._fn, variables, self._cfg, which, 0, self._batch)[0]
+        sets = {which: features.extract(self._fn, variables, self._cfg, which, 0, self._batch,
+                                        count_flops=False)[0]
                 for which in ("train", "test")}
         table = probes.few_shot_ridge(sets["train"], sets["test"], self._num_classes, self._shots,
                                       self._seeds, self._l2)

@@ -13,9 +13,8 @@ from etils import epath
 
 from tljax import paths, weights
 from tljax.data import preprocess
+from tljax.data.folder import IMAGE_SUFFIXES
 from tljax.errors import UserError
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 def eval_pp(preprocessing):

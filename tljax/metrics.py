@@ -92,9 +92,9 @@ class Progress:
 
 
 def compiled_cost(compiled):
-    """XLA's cost analysis of a compiled computation as a dict ('flops', 'bytes accessed', ...).
-
-    Exact for the compiled program; some backends return one dict per device program.
+    """XLA's cost analysis of a compiled (or lowered, not yet compiled) computation as a dict
+    ('flops', 'bytes accessed', ...). Exact for the compiled program; a lowered one is
+    counted before optimisation. Some backends return one dict per device program.
     """
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost

@@ -137,8 +137,9 @@ def logreg(train, val, test, num_classes, lrs, wds, epochs, batch_size=256, seed
     args = (jnp.asarray(x_train), jnp.asarray(train.y), jax.random.PRNGKey(seed),
             jnp.array([h[0] for h in heads], jnp.float32), jnp.array([h[1] for h in heads], jnp.float32))
     static = dict(num_classes=num_classes, epochs=epochs, batch_size=min(batch_size, len(train.y)))
-    cost = _logreg_grid_fit.lower(*args, **static).cost_analysis()  # XLA's count, no compile
-    flops = float((cost[0] if isinstance(cost, (list, tuple)) else cost or {}).get("flops", 0.0))
+    from tljax import metrics
+
+    flops = metrics.compiled_cost(_logreg_grid_fit.lower(*args, **static)).get("flops")
     w, b = (np.asarray(a) for a in _logreg_grid_fit(*args, **static))
 
     def accuracy(x, y):

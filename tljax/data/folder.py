@@ -21,7 +21,7 @@ from tljax.errors import UserError
 PREFIX = "folder:"
 SPLITS = ("train", "validation", "test")
 _SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 
 def is_folder_name(name):
@@ -30,7 +30,7 @@ def is_folder_name(name):
 
 def _images(directory):
     return sorted(str(p) for p in directory.iterdir()
-                  if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _class_dirs(directory):
