@@ -39,6 +39,8 @@ def base():
     c.model.attention_dropout = 0.0  # ViT attention probabilities
     c.model.drop_path = 0.0     # stochastic depth, linear over residual blocks: 0 first, this last
     #                             (timm's rule), ViT blocks and BiT/ResNet units
+    c.model.peft = ""           # parameter-efficient modules to add beyond those config.freeze
+    #                             names, e.g. "lora:r=8" for explicit freeze_phases to train
     c.model.init_recipe = ""    # config "path:arg" that produces model.init when it is missing
     c.model.check_preprocessing = True  # pp must normalise as the weights expect
 

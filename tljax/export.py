@@ -3,9 +3,10 @@ weights as tljax .safetensors files, each with what is needed to apply it: archi
 class names and the eval preprocessing."""
 import jax
 
-from tljax import data, run_init
+from tljax import data, models, run_init
 from tljax import state as state_lib
 from tljax.data import preprocess
+from tljax.models import peft
 from tljax.weights import tljax_format
 
 
@@ -35,14 +36,20 @@ def write(workdir, exports, module, model_name, num_classes, data_cfg):
     names = data.class_names(data_cfg)
     names += [f"class{i}" for i in range(len(names), num_classes)]
     for name, variables in exports.items():
+        # LoRA/DoRA and SSF are folded into the weights they adapt; adapters and prompts
+        # are exported as modules (their settings go into `arch`).
+        merged_module, variables = peft.merged(module, variables, models.mergeable_lora(module))
         tljax_format.save(workdir / name, {k: v for k, v in variables.items() if v},
-                          model=model_name, arch=arch_of(module), num_classes=num_classes,
+                          model=model_name, arch=arch_of(merged_module), num_classes=num_classes,
                           preprocessing=preprocessing, class_names=names)
 
 
 def arch_of(module):
     """The architecture kwargs of a built module (what tljax_format stores); train-time
-    regularisers are not architecture."""
+    regularisers are not architecture, and parameter-efficient modules are stored only
+    when present."""
     skip = {"num_classes", "dtype", "parent", "name", "frozen_norms", "bn_axis_name",
             *run_init.REGULARISATION}
-    return {k: getattr(module, k) for k in module.__dataclass_fields__ if k not in skip}
+    arch = {k: getattr(module, k) for k in module.__dataclass_fields__ if k not in skip}
+    methods = arch.pop("peft", peft.NONE)
+    return {**arch, "peft": methods.to_dict()} if methods else arch

@@ -17,8 +17,9 @@ import re
 
 from absl import logging
 
+from tljax import peft_methods
 from tljax.errors import UserError
-from tljax.models import HEAD, depth_groups, group_of
+from tljax.models import HEAD, depth_groups, group_of, peft
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -197,9 +198,8 @@ STRATEGIES = {
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "text"}
 
 
-def _parse_args(name, text):
+def _parse_args(name, text, types):
     """Typed arguments of one strategy from "k=2" or the positional "2"."""
-    types = STRATEGIES[name][1]
     if not text:
         return {}
     if not types:
@@ -221,24 +221,47 @@ def _parse_args(name, text):
     return args
 
 
-def _phases_from_spec(spec, group_list, paths):
-    """[(start, mults)] per '+'-joined component."""
-    components = []
+def _parts(spec):
+    """([(strategy, args)], [(PEFT method, args)]) of a '+'-joined spec."""
+    strategies, methods = [], []
     for part in filter(None, (p.strip() for p in spec.split("+"))):
         name, _, arg_text = part.partition(":")
         if name == "l2sp":
             raise UserError("L2-SP is a regulariser, not a freezing schedule: set "
                             "optim.l2sp=(alpha, beta), which combines with any config.freeze")
-        if name not in STRATEGIES:
+        if name in peft_methods.METHODS:
+            methods.append((name, _parse_args(name, arg_text.strip(), peft_methods.arg_types(name))))
+        elif name in STRATEGIES:
+            strategies.append((name, _parse_args(name, arg_text.strip(), STRATEGIES[name][1])))
+        else:
             raise UserError(f"unknown freezing strategy {name!r} in {spec!r} (config.freeze); "
-                            f"known: {', '.join(sorted(STRATEGIES))}")
-        strategy, _ = STRATEGIES[name]
-        args = _parse_args(name, arg_text.strip())
-        components.append([(start, resolve(rules, paths), restart)
-                           for start, rules, *restart in strategy(args, group_list, paths)])
-    if not components:
+                            f"known: {', '.join(sorted(STRATEGIES))}; parameter-efficient "
+                            f"methods: {', '.join(sorted(peft_methods.METHODS))}")
+    if not strategies and not methods:
         raise UserError("config.freeze is empty; use e.g. 'full' or 'linear_probe'")
-    return components
+    return strategies, methods
+
+
+def peft_of(spec):
+    """The parameter-efficient modules (models.peft.Peft) a freezing spec adds to the model."""
+    if not isinstance(spec, str):
+        return peft.NONE
+    return peft_methods.modules(_parts(spec)[1])
+
+
+def _phases_from_spec(spec, group_list, paths):
+    """[(start, mults, [Restart] or [])] per '+'-joined component. Freezing strategies decide
+    the backbone (a linear probe's when only PEFT methods are given); each method decides
+    its own added parameters."""
+    strategies, methods = _parts(spec)
+    backbone = [p for p in paths if not peft.is_added(p)]
+    neutral = {p: 1.0 for p in paths if peft.is_added(p)}
+    components = []
+    for name, args in strategies or [("linear_probe", {})]:
+        strategy, _ = STRATEGIES[name]
+        components.append([(start, {**resolve(rules, backbone), **neutral}, restart)
+                           for start, rules, *restart in strategy(args, group_list, backbone)])
+    return components + peft_methods.components(methods, paths)
 
 
 def _combine(components, paths):

@@ -8,9 +8,10 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from tljax import config_lib, data, distributed, hyperrule, lock, models, paths, weights
+from tljax import config_lib, data, distributed, freeze, hyperrule, lock, models, paths, weights
 from tljax.data import preprocess
 from tljax.errors import UserError
+from tljax.models import peft
 from tljax.weights import merge as merge_lib
 
 
@@ -63,7 +64,21 @@ def load_model(config):
         raise UserError(f"model.num_classes={num_classes} but {config.data.name} has "
                         f"{data_classes} classes; use -1 (from the data) or >= {data_classes}")
     module, variables, normalization = _build_and_init(config, num_classes)
+    size = config.data.image_size
+    module, variables = peft.add(module, variables, peft_of(config, module), (size, size, 3),
+                                 seed=config.seed)
     return Model(with_regularisation(module, config.model), variables, normalization, num_classes)
+
+
+def peft_of(config, module):
+    """The parameter-efficient modules the run adds: those its freezing spec names, and
+    model.peft (for explicit freeze_phases, whose rules then train them)."""
+    methods = freeze.peft_of(config_lib.freeze_spec(config))
+    try:
+        methods = methods.union(freeze.peft_of(config.model.peft) if config.model.peft else peft.NONE)
+    except ValueError as e:
+        raise UserError(f"config.freeze and config.model.peft: {e}; give each method once") from None
+    return models.with_peft(type(module), methods)
 
 
 REGULARISATION = ("dropout", "attention_dropout", "drop_path")  # model.* keys, module fields
@@ -114,7 +129,7 @@ def _build_and_init(config, num_classes):
                 raise UserError(f"weights {config.model.init} expect inputs normalised by "
                                 f"{expected!r} but data.{key} uses {got or 'nothing'!r}; fix "
                                 f"data.{key} or set model.check_preprocessing=False")
-    variables = weights.init_variables(module, (size, size, 3), seed=config.seed)
+    variables = weights.init_variables(module.clone(peft=peft.NONE), (size, size, 3), seed=config.seed)
     variables = merge_lib.merge(variables, loaded, reset_head=reset, source=config.model.init)
     return module, variables, expected
 

@@ -8,7 +8,7 @@ import re
 import jax.numpy as jnp
 
 from tljax.errors import UserError
-from tljax.models import resnet, resnetv2, vit
+from tljax.models import peft, resnet, resnetv2, vit
 
 # The top group of every family, and the module name of its classifier (the layer a
 # transfer run resets). Every strategy, merge rule and regulariser uses these names.
@@ -33,7 +33,18 @@ def build(name, arch, num_classes, dtype="float32"):
         raise UserError(f"model {name!r} has no architecture options {sorted(unknown)} (model.arch)")
     if "block_counts" in arch:
         arch["block_counts"] = tuple(arch["block_counts"])
+    if "peft" in arch:  # stored as a dict in exports (see export.arch_of)
+        arch["peft"] = with_peft(cls, peft.Peft.from_dict(arch["peft"]))
     return cls(num_classes=num_classes, dtype=jnp.dtype(dtype), **arch)
+
+
+def with_peft(family, methods):
+    """`methods` (a peft.Peft) if model class `family` supports them, else a UserError."""
+    tokens = [name for name in ("prompts", "adaptformer") if getattr(methods, name)]
+    if tokens and family is not vit.ViT:
+        raise UserError(f"{' and '.join(tokens)} need a ViT (VPT prompts are tokens; AdaptFormer "
+                        f"adapts a transformer MLP); {family.__name__} supports lora, adapter and ssf")
+    return methods
 
 
 def groups(module):
@@ -89,6 +100,12 @@ def with_frozen_norms(module, frozen_param_paths):
         return module
     norms = tuple(sorted(p[: -len("/scale")] for p in frozen_param_paths if p.endswith("/scale")))
     return module.clone(frozen_norms=norms)
+
+
+def mergeable_lora(module):
+    """False for BiT: weight standardisation is not linear in the kernel, so W + ΔW cannot
+    be folded into one stored kernel."""
+    return not isinstance(module, resnetv2.ResNetV2)
 
 
 def group_of(path, group_list):

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from tljax.models import layers, names
+from tljax.models import layers, names, peft as peft_lib
 
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
           50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3)),
@@ -126,6 +126,7 @@ class ResNet(nn.Module):
     dtype: jnp.dtype = jnp.float32
     drop_path: float = 0.0  # regularisation (config.model.drop_path etc.), not architecture
     dropout: float = 0.0    # on the head's input
+    peft: peft_lib.Peft = peft_lib.NONE  # added parameter-efficient modules (models/peft.py)
 
     @property
     def block_counts(self):
@@ -139,12 +140,13 @@ class ResNet(nn.Module):
         x = x.astype(self.dtype)
         frozen = tuple(self.frozen_norms)
         bn = (frozen, self.bn_eps, self.bn_axis_name, self.dtype)
-        x = _Stem(self.base_width, self.stem, *bn, name="stem")(x, train)
-        rates = layers.drop_path_rates(self.drop_path, sum(counts))
-        for i, count in enumerate(counts):
-            first = sum(counts[:i])
-            x = _Stage(self.base_width * 2**i, count, 1 if i == 0 else 2, kind, *bn,
-                       drop_path=tuple(rates[first:first + count]), name=f"stage{i + 1}")(x, train)
+        with peft_lib.intercept(self.peft, train, units=_Unit, lora_default="c"):
+            x = _Stem(self.base_width, self.stem, *bn, name="stem")(x, train)
+            rates = layers.drop_path_rates(self.drop_path, sum(counts))
+            for i, count in enumerate(counts):
+                first = sum(counts[:i])
+                x = _Stage(self.base_width * 2**i, count, 1 if i == 0 else 2, kind, *bn,
+                           drop_path=tuple(rates[first:first + count]), name=f"stage{i + 1}")(x, train)
         x = jnp.mean(x, axis=(1, 2))
         self.sow(names.INTERMEDIATES, names.HEAD_INPUT, x)  # the head's input, for feature probes
         x = nn.Dropout(self.dropout)(x, deterministic=not train)

@@ -11,7 +11,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from tljax.models import layers, names
+from tljax.models import layers, names, peft as peft_lib
 
 # Variance epsilons of the published BiT models. Weight standardisation: 1e-10
 # (google-research/big_transfer bit_jax/models.py and bit_pytorch/models.py,
@@ -34,13 +34,14 @@ class StdConv(nn.Conv):
 
     ws_eps: float = BIT_WS_EPS
 
+    def standardized(self, kernel):
+        mean = jnp.mean(kernel, axis=(0, 1, 2), keepdims=True)
+        var = jnp.var(kernel, axis=(0, 1, 2), keepdims=True)
+        return (kernel - mean) / jnp.sqrt(var + self.ws_eps)
+
     def param(self, name, init_fn, *args, **kwargs):
         value = super().param(name, init_fn, *args, **kwargs)
-        if name != "kernel":
-            return value
-        mean = jnp.mean(value, axis=(0, 1, 2), keepdims=True)
-        var = jnp.var(value, axis=(0, 1, 2), keepdims=True)
-        return (value - mean) / jnp.sqrt(var + self.ws_eps)
+        return self.standardized(value) if name == "kernel" else value
 
 
 class PreActBottleneck(nn.Module):
@@ -136,6 +137,7 @@ class ResNetV2(nn.Module):
     dtype: jnp.dtype = jnp.float32
     drop_path: float = 0.0  # regularisation (config.model.drop_path etc.), not architecture
     dropout: float = 0.0    # on the head's input
+    peft: peft_lib.Peft = peft_lib.NONE  # added parameter-efficient modules (models/peft.py)
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -143,16 +145,17 @@ class ResNetV2(nn.Module):
         # and dropout only.)
         x = x.astype(self.dtype)
         root_width = self.base_width * self.width_factor
-        x = Stem(root_width, self.stem, self.ws_eps, self.dtype, name="stem")(x)
-        rates = layers.drop_path_rates(self.drop_path, sum(self.block_counts))
-        for i, count in enumerate(self.block_counts):
-            first = sum(self.block_counts[:i])
-            x = Stage(width=root_width * 2**i, count=count, stride=1 if i == 0 else 2,
-                      gn_groups=self.gn_groups, gn_eps=self.gn_eps, ws_eps=self.ws_eps,
-                      dtype=self.dtype, drop_path=tuple(rates[first:first + count]),
-                      name=f"stage{i + 1}")(x, train)
-        x = nn.relu(nn.GroupNorm(num_groups=self.gn_groups, epsilon=self.gn_eps,
-                                 dtype=self.dtype, name="norm")(x))
+        with peft_lib.intercept(self.peft, train, units=PreActBottleneck, lora_default="c"):
+            x = Stem(root_width, self.stem, self.ws_eps, self.dtype, name="stem")(x)
+            rates = layers.drop_path_rates(self.drop_path, sum(self.block_counts))
+            for i, count in enumerate(self.block_counts):
+                first = sum(self.block_counts[:i])
+                x = Stage(width=root_width * 2**i, count=count, stride=1 if i == 0 else 2,
+                          gn_groups=self.gn_groups, gn_eps=self.gn_eps, ws_eps=self.ws_eps,
+                          dtype=self.dtype, drop_path=tuple(rates[first:first + count]),
+                          name=f"stage{i + 1}")(x, train)
+            x = nn.relu(nn.GroupNorm(num_groups=self.gn_groups, epsilon=self.gn_eps,
+                                     dtype=self.dtype, name="norm")(x))
         features = jnp.mean(x, axis=(1, 2))
         self.sow(names.INTERMEDIATES, names.HEAD_INPUT, features)  # the head's input, for feature probes
         features = nn.Dropout(self.dropout)(features, deterministic=not train)

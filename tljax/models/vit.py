@@ -4,12 +4,13 @@ Names: embed/{patch,cls,pos_embedding}, encoder/block{i}/{norm1,attn,norm2,mlp/{
 encoder/norm, optional pre_logits (representation layer), head.
 Epsilon and GELU flavour are attributes so converters can match other implementations.
 """
+import math
 from typing import Optional
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from tljax.models import layers, names
+from tljax.models import layers, names, peft as peft_lib
 
 # LayerNorm epsilon: flax's default 1e-6, as vit_jax/models_vit.py uses (HF/timm ports use
 # other values; converters set `ln_eps` to match them).
@@ -46,17 +47,47 @@ class Block(nn.Module):
     dropout: float = 0.0
     attention_dropout: float = 0.0
     drop_path: float = 0.0
+    adapter: Optional[peft_lib.Adapter] = None      # Houlsby adapters (see models/peft.py)
+    adaptformer: Optional[peft_lib.Adapter] = None
+    prompts: int = 0           # VPT tokens this block adds (first block) or replaces (deep)
+    prompts_replace: bool = False
+    prompt_bound: float = 0.0  # their uniform init range
+    lead_tokens: int = 1       # tokens before the prompts: the class token, if any
+
+    def _prompted(self, x):
+        """VPT: `prompts` learned tokens right after the class token, inserted by the first
+        block, and by each deeper block in place of the previous block's prompt outputs."""
+        bound = self.prompt_bound
+        prompts = self.param(peft_lib.PROMPTS, nn.initializers.uniform(2 * bound),
+                             (self.prompts, x.shape[-1]))
+        prompts = jnp.broadcast_to(prompts.astype(x.dtype) - bound, (x.shape[0], *prompts.shape))
+        rest = x[:, self.lead_tokens + (self.prompts if self.prompts_replace else 0):]
+        return jnp.concatenate([x[:, :self.lead_tokens], prompts, rest], axis=1)
+
+    def _adapted(self, y, name, adapter):
+        if adapter is None:
+            return y
+        return y + peft_lib.UnitAdapter(adapter.dim, "gelu", self.dtype, name=name)(y)
 
     @nn.compact
     def __call__(self, x, train):
+        if self.prompts:
+            x = self._prompted(x)
         y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm1")(x)
         y = nn.MultiHeadDotProductAttention(num_heads=self.heads, dtype=self.dtype,
                                             dropout_rate=self.attention_dropout,
                                             name="attn")(y, y, deterministic=not train)
         y = nn.Dropout(self.dropout)(y, deterministic=not train)
+        if self.adapter and self.adapter.where == "both":
+            y = self._adapted(y, "adapter_attn", self.adapter)
         x = x + layers.DropPath(self.drop_path)(y, deterministic=not train)
         y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm2")(x)
         y = Mlp(self.mlp_dim, self.gelu_approximate, self.dtype, self.dropout, name="mlp")(y, train)
+        y = self._adapted(y, "adapter_mlp", self.adapter)
+        if self.adaptformer:  # parallel branch on the residual stream (AdaptFormer's "parallel")
+            branch = peft_lib.UnitAdapter(self.adaptformer.dim, "relu", self.dtype,
+                                          name=peft_lib.ADAPTFORMER_MODULE)(x)
+            y = y + self.adaptformer.scale * branch
         return x + layers.DropPath(self.drop_path)(y, deterministic=not train)
 
 
@@ -89,13 +120,23 @@ class Encoder(nn.Module):
     dropout: float = 0.0
     attention_dropout: float = 0.0
     drop_path: float = 0.0
+    peft: peft_lib.Peft = peft_lib.NONE
+    lead_tokens: int = 1
+    prompt_bound: float = 0.0
 
     @nn.compact
     def __call__(self, x, train):
         x = nn.Dropout(self.dropout)(x, deterministic=not train)  # on the embeddings (vit_jax)
+        prompts = self.peft.prompts
         for i, rate in enumerate(layers.drop_path_rates(self.drop_path, self.depth)):
+            tokens = prompts.tokens if prompts and (i == 0 or prompts.deep) else 0
             x = Block(self.heads, self.mlp_dim, self.ln_eps, self.gelu_approximate, self.dtype,
-                      self.dropout, self.attention_dropout, rate, name=f"block{i}")(x, train)
+                      self.dropout, self.attention_dropout, rate, adapter=self.peft.adapter,
+                      adaptformer=self.peft.adaptformer, prompts=tokens, prompts_replace=i > 0,
+                      prompt_bound=self.prompt_bound, lead_tokens=self.lead_tokens,
+                      name=f"block{i}")(x, train)
+        if prompts:  # The classifier reads the class token or the mean patch token.
+            x = jnp.concatenate([x[:, :self.lead_tokens], x[:, self.lead_tokens + prompts.tokens:]], 1)
         return nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm")(x)
 
 
@@ -117,6 +158,7 @@ class ViT(nn.Module):
     attention_dropout: float = 0.0
     drop_path: float = 0.0
     dtype: jnp.dtype = jnp.float32
+    peft: peft_lib.Peft = peft_lib.NONE  # added parameter-efficient modules (models/peft.py)
 
     def dims(self):
         width, depth, mlp_dim, heads = SIZES[self.size]
@@ -126,12 +168,18 @@ class ViT(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         width, depth, mlp_dim, heads = self.dims()
-        x = Embed(width, self.patch, self.classifier, self.dtype, name="embed")(x.astype(self.dtype))
-        x = Encoder(depth, heads, mlp_dim, self.ln_eps, self.gelu_approximate, self.dtype,
-                    self.dropout, self.attention_dropout, self.drop_path, name="encoder")(x, train)
-        x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
-        if self.representation_size:
-            x = jnp.tanh(nn.Dense(self.representation_size, dtype=self.dtype, name="pre_logits")(x))
+        # VPT's prompt init (KMnP/vpt src/models/vit_prompt/vit.py): uniform within
+        # ±sqrt(6 / (3·patch² + width)), Xavier's range for the patch projection.
+        bound = math.sqrt(6.0 / (3 * self.patch**2 + width))
+        with peft_lib.intercept(self.peft, train):
+            x = Embed(width, self.patch, self.classifier, self.dtype, name="embed")(x.astype(self.dtype))
+            x = Encoder(depth, heads, mlp_dim, self.ln_eps, self.gelu_approximate, self.dtype,
+                        self.dropout, self.attention_dropout, self.drop_path, self.peft,
+                        lead_tokens=1 if self.classifier == "token" else 0, prompt_bound=bound,
+                        name="encoder")(x, train)
+            x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
+            if self.representation_size:
+                x = jnp.tanh(nn.Dense(self.representation_size, dtype=self.dtype, name="pre_logits")(x))
         self.sow(names.INTERMEDIATES, names.HEAD_INPUT, x)  # the head's input, for feature probes
         x = nn.Dropout(self.dropout)(x, deterministic=not train)
         return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,

@@ -1,0 +1,98 @@
+"""Parameter-efficient methods as components of a freezing spec.
+
+`lora:r=8,targets=qv`, `adapter:dim=8`, `adaptformer:dim=8`, `vpt:tokens=10`, `ssf` each add
+modules to the model (tljax/models/peft.py) and train them. They combine with '+': with
+freezing strategies, which then decide the backbone's parameters (`lora:r=8+bitfit` trains
+LoRA, every bias and the head), and with each other. Without a freezing strategy the
+backbone is frozen and the head trains, as in the papers. `start` and `stop` (steps)
+bound when a method trains, so a run can switch methods:
+`adapter:dim=8,stop=200+lora:r=8,start=200`; outside its window a method's modules stay in
+the model, frozen.
+"""
+import re
+
+from tljax.errors import UserError
+from tljax.models import peft
+
+_WINDOW = {"start": int, "stop": int}
+
+
+def _lora(args):
+    rank = args.get("r", 8)
+    if rank < 1:
+        raise UserError(f"lora:r={rank}; the rank must be >= 1")
+    return peft.Peft(lora=peft.Lora(rank, args.get("alpha", float(rank)), args.get("targets", ""),
+                                    args.get("dropout", 0.0), bool(args.get("dora", 0))))
+
+
+def _adapter(args):
+    where = args.get("where", "both")
+    if where not in ("both", "mlp"):
+        raise UserError(f"adapter:where={where}; use both (after attention and MLP, Houlsby) "
+                        f"or mlp (after the MLP only)")
+    return peft.Peft(adapter=peft.Adapter(args.get("dim", 8), where))
+
+
+def _adaptformer(args):
+    return peft.Peft(adaptformer=peft.Adapter(args.get("dim", 8), scale=args.get("scale", 0.1)))
+
+
+def _vpt(args):
+    return peft.Peft(prompts=peft.Prompts(args.get("tokens", 10), bool(args.get("deep", 1))))
+
+
+def _ssf(args):
+    return peft.Peft(ssf=True)
+
+
+# name -> (its modules from its arguments, regex of the parameters it trains, argument types)
+METHODS = {
+    "lora": (_lora, rf".*/({'|'.join(peft.LORA_PARAMS)})",
+             {"r": int, "alpha": float, "targets": str, "dropout": float, "dora": int}),
+    "adapter": (_adapter, rf"(.*/)?({'|'.join(peft.ADAPTER_MODULES)})/.*", {"dim": int, "where": str}),
+    "adaptformer": (_adaptformer, rf".*/{peft.ADAPTFORMER_MODULE}/.*", {"dim": int, "scale": float}),
+    "vpt": (_vpt, rf".*/{peft.PROMPTS}", {"tokens": int, "deep": int}),
+    "ssf": (_ssf, rf".*/({'|'.join(peft.SSF_PARAMS)})", {}),
+}
+
+
+def arg_types(name):
+    return {**METHODS[name][2], **_WINDOW}
+
+
+def modules(parts):
+    """The peft.Peft that the method parts [(name, args)] add."""
+    methods = peft.NONE
+    for name, args in parts:
+        try:
+            methods = methods.union(METHODS[name][0](args))
+        except ValueError as e:
+            raise UserError(f"config.freeze: {e}; give each method once") from None
+    return methods
+
+
+def components(parts, paths):
+    """Per method, its phases [(start, {path: mult}, [])]: its own added parameters train in
+    its window and are frozen outside it; every other parameter is left to the other
+    components (multiplier 1). Added parameters no method trains stay frozen."""
+    added = [p for p in paths if peft.is_added(p)]
+    owned, result = set(), []
+    for name, args in parts:
+        regex = re.compile(METHODS[name][1])
+        mine = {p for p in added if regex.fullmatch(p)}
+        if not mine:
+            raise UserError(f"{name} adds no parameters to this model (check its targets, "
+                            f"e.g. lora:targets=qv for ViT attention or targets=c for 1x1 convs)")
+        owned |= mine
+        start, stop = args.get("start", 0), args.get("stop")
+        if start < 0 or (stop is not None and stop <= start):
+            raise UserError(f"{name}: start={start}, stop={stop}; need 0 <= start < stop")
+        phases = {0: None, start: 1.0}  # frozen until `start` (start 0 overrides)
+        if stop is not None:
+            phases[stop] = None
+        result.append([(s, {p: (m if p in mine else 1.0) for p in paths}, [])
+                       for s, m in sorted(phases.items())])
+    unowned = set(added) - owned
+    if unowned:
+        result.append([(0, {p: None if p in unowned else 1.0 for p in paths}, [])])
+    return result
