@@ -248,8 +248,9 @@ def add(module, variables, peft, image_shape, seed=0):
     merged = {p: base.get(p, v) for p, v in flat.items() if not p.endswith("/dora_magnitude")}
     params = traverse_util.unflatten_dict(merged, sep="/")
     if len(merged) < len(flat):  # Let flax create the missing magnitudes from the loaded W.
-        _, created = module.apply({**variables, "params": params}, dummy,
-                                  rngs={"params": jax.random.PRNGKey(seed)}, mutable=["params"])
+        create = jax.jit(lambda v, key: module.apply(v, dummy, rngs={"params": key},
+                                                     mutable=["params"]))
+        _, created = create({**variables, "params": params}, jax.random.PRNGKey(seed))
         params = created["params"]
     return module, {**variables, "params": params}
 

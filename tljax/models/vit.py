@@ -8,6 +8,7 @@ import math
 from typing import Optional
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from tljax.models import layers, names, peft as peft_lib
@@ -58,9 +59,10 @@ class Block(nn.Module):
         """VPT: `prompts` learned tokens right after the class token, inserted by the first
         block, and by each deeper block in place of the previous block's prompt outputs."""
         bound = self.prompt_bound
-        prompts = self.param(peft_lib.PROMPTS, nn.initializers.uniform(2 * bound),
-                             (self.prompts, x.shape[-1]))
-        prompts = jnp.broadcast_to(prompts.astype(x.dtype) - bound, (x.shape[0], *prompts.shape))
+        init = lambda key, shape, dtype=jnp.float32: jax.random.uniform(  # noqa: E731
+            key, shape, dtype, -bound, bound)
+        prompts = self.param(peft_lib.PROMPTS, init, (self.prompts, x.shape[-1]))
+        prompts = jnp.broadcast_to(prompts.astype(x.dtype), (x.shape[0], *prompts.shape))
         rest = x[:, self.lead_tokens + (self.prompts if self.prompts_replace else 0):]
         return jnp.concatenate([x[:, :self.lead_tokens], prompts, rest], axis=1)
 

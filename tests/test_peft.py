@@ -1,0 +1,278 @@
+"""Parameter-efficient methods: identity at init, merged exports, published parameter counts,
+their place in freezing plans, and frozen backbones that stay frozen and cost no backward."""
+import functools
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from tljax import evaluation, freeze, inference, models, optim, steps, train, weights
+from tljax import state as state_lib
+from tljax.errors import UserError
+from tljax.models import peft
+from tljax.weights import tljax_format
+from configs import common
+
+ARCH = {
+    "vit": {"size": "Ti", "patch": 4, "width": 16, "depth": 2, "mlp_dim": 32, "heads": 2},
+    "bit": {"block_counts": (1, 1), "base_width": 8, "gn_groups": 4, "stem": "small"},
+    "resnet": {"depth": 18, "base_width": 4, "stem": "small"},  # 1x1 convs: the projections
+}
+SHAPE = (16, 16, 3)
+METHODS = {  # spec -> families it applies to
+    "lora:r=4": ("vit", "bit", "resnet"),
+    "lora:r=4,targets=qkvom,dora=1": ("vit",),
+    "lora:r=4,dora=1": ("bit", "resnet"),
+    "adapter:dim=4": ("vit", "bit", "resnet"),
+    "adapter:dim=4,where=mlp": ("vit",),
+    "adaptformer:dim=4": ("vit",),
+    "ssf": ("vit", "bit", "resnet"),
+    "lora:r=4,targets=qkvom,dora=1+adapter:dim=4+ssf": ("vit",),
+}
+CASES = [(family, spec) for spec, families in METHODS.items() for family in families]
+
+
+def _apply(module, variables, images):
+    return jax.jit(module.apply)(variables, images)
+
+
+@functools.lru_cache(maxsize=None)
+def _pretrained(family):
+    """A model with random, non-trivial weights everywhere (head and BN statistics too)."""
+    module = models.build(family, ARCH[family], 5)
+    variables = weights.init_variables(module, SHAPE)
+    leaves, tree = jax.tree.flatten(variables)
+    keys = jax.random.split(jax.random.PRNGKey(7), len(leaves))
+    noisy = [x + 0.1 * jax.random.normal(k, x.shape) if "var" not in str(x.shape) else x
+             for x, k in zip(leaves, keys)]
+    variables = jax.tree.unflatten(tree, noisy)
+    if "batch_stats" in variables:  # positive running variances
+        variables["batch_stats"] = jax.tree_util.tree_map_with_path(
+            lambda p, x: jnp.abs(x) + 0.5 if "var" in jax.tree_util.keystr(p) else x,
+            variables["batch_stats"])
+    return module, variables
+
+
+def _images(seed=1):
+    return jax.random.normal(jax.random.PRNGKey(seed), (4, *SHAPE))
+
+
+def _with(family, spec):
+    module, variables = _pretrained(family)
+    return peft.add(module, variables, models.with_peft(type(module), freeze.peft_of(spec)), SHAPE)
+
+
+def _added(variables):
+    return sorted(p for p in traverse_util.flatten_dict(variables["params"], sep="/") if peft.is_added(p))
+
+
+def _perturbed(variables, scale=0.3):
+    """Added parameters moved off their identity init, as training would."""
+    flat = traverse_util.flatten_dict(variables["params"], sep="/")
+    key = jax.random.PRNGKey(3)
+    for index, path in enumerate(sorted(flat)):
+        if peft.is_added(path):
+            flat[path] = flat[path] + scale * jax.random.normal(jax.random.fold_in(key, index),
+                                                                flat[path].shape)
+    return {**variables, "params": traverse_util.unflatten_dict(flat, sep="/")}
+
+
+@pytest.mark.parametrize("family,spec", CASES)
+def test_added_modules_start_as_the_pretrained_model_and_merge_into_it(family, spec):
+    module, variables = _pretrained(family)
+    pretrained = _apply(module, variables, _images())
+    adapted, adapted_vars = _with(family, spec)
+    assert _added(adapted_vars), "no parameters were added"
+    base = traverse_util.flatten_dict(variables["params"], sep="/")
+    flat = traverse_util.flatten_dict(adapted_vars["params"], sep="/")
+    assert all(np.array_equal(flat[p], v) for p, v in base.items())  # base weights untouched
+    at_init = _apply(adapted, adapted_vars, _images())
+    if "dora" in spec:  # magnitude / ||W|| is 1 up to rounding
+        np.testing.assert_allclose(at_init, pretrained, rtol=1e-5, atol=1e-5)
+    else:
+        np.testing.assert_array_equal(at_init, pretrained)
+
+    # Trained (perturbed) modules fold into the weights: the same logits from the plain model.
+    trained = _perturbed(adapted_vars)
+    expected = _apply(adapted, trained, _images())
+    assert not np.allclose(expected, pretrained)
+    merged_module, merged = peft.merged(adapted, trained, models.mergeable_lora(adapted))
+    np.testing.assert_allclose(_apply(merged_module, merged, _images()), expected, atol=1e-5, rtol=1e-5)
+    if family != "bit":  # LoRA and SSF leave nothing behind
+        assert not merged_module.peft.lora and not merged_module.peft.ssf
+    else:  # BiT: weight standardisation keeps LoRA unmerged; SSF (on GroupNorm) merges
+        assert not merged_module.peft.ssf and bool(merged_module.peft.lora) == ("lora" in spec)
+    kept = [p for p in _added(trained) if re.search("adapt|prompts", p)
+            or (family == "bit" and re.search("lora_|dora_", p))]
+    assert _added(merged) == kept
+
+
+def _head_input(module, variables):
+    _, state = jax.jit(lambda v, x: module.apply(v, x, capture_intermediates=True,
+                                                 mutable=["intermediates"]))(variables, _images())
+    return state["intermediates"]
+
+
+def test_vpt_adds_the_configured_prompts_shallow_or_deep():
+    for deep, blocks in ((False, ["block0"]), (True, ["block0", "block1"])):
+        for classifier in ("token", "gap"):
+            module = models.build("vit", {**ARCH["vit"], "classifier": classifier}, 5)
+            variables = weights.init_variables(module, SHAPE)
+            spec = f"vpt:tokens=3,deep={int(deep)}"
+            adapted, adapted_vars = peft.add(module, variables, freeze.peft_of(spec), SHAPE)
+            assert _added(adapted_vars) == [f"encoder/{b}/prompts" for b in blocks]
+            for path in _added(adapted_vars):
+                prompts = traverse_util.flatten_dict(adapted_vars["params"], sep="/")[path]
+                bound = np.sqrt(6 / (3 * 4**2 + 16))  # VPT's init range for 4x4 patches, width 16
+                assert prompts.shape == (3, 16) and np.abs(prompts).max() <= bound
+            features = _head_input(adapted, adapted_vars)
+            tokens = features["encoder"]["block1"]["__call__"][0].shape[1]
+            assert tokens == 16 + 3 + (classifier == "token")  # patches + prompts + class token
+            assert features["head_input"][0].shape == (4, 16)
+            # The prompts change the features: they are attended to.
+            moved = _head_input(adapted, _perturbed(adapted_vars))["head_input"][0]
+            assert not np.allclose(moved, features["head_input"][0])
+
+
+def test_vpt_and_adaptformer_need_a_vit():
+    module, _ = _pretrained("bit")
+    for spec in ("vpt:tokens=4", "adaptformer:dim=4"):
+        with pytest.raises(UserError, match="need a ViT"):
+            models.with_peft(type(module), freeze.peft_of(spec))
+
+
+# V-PETL-Bench README (ViT-B/16, VTAB-1k): trainable parameters without the head, in M.
+PUBLISHED = {"lora:r=8,targets=qv": 0.29, "adapter:dim=8,where=mlp": 0.16,
+             "adaptformer:dim=8": 0.16, "ssf": 0.21, "bitfit": 0.10}
+
+
+def test_trainable_parameter_counts_of_vit_b16_match_the_published_ones():
+    module = models.build("vit", {"size": "B", "patch": 16}, 100)
+    dummy = jnp.zeros((1, 224, 224, 3))
+    counts = {}
+    for spec in list(PUBLISHED) + ["vpt:tokens=10,deep=1", "adapter:dim=8"]:
+        adapted = module.clone(peft=freeze.peft_of(spec))
+        shapes = jax.eval_shape(adapted.init, jax.random.PRNGKey(0), dummy)["params"]
+        sizes = {p: int(np.prod(s.shape)) for p, s in traverse_util.flatten_dict(shapes, sep="/").items()}
+        plan = freeze.make_plan(spec, models.groups(adapted), list(sizes))
+        counts[spec] = sum(sizes[p] for p in plan.phases[0].trainable_paths()
+                           if not models.is_classifier(p)) / 1e6
+    for spec, published in PUBLISHED.items():
+        assert abs(counts[spec] - published) <= 0.05 * published, (spec, counts[spec], published)
+    # VPT-deep: depth x tokens x width exactly (V-PETL's 0.56M averages per-task prompt
+    # lengths, not 10 tokens); Houlsby's two adapters per block are twice the one after the MLP.
+    assert counts["vpt:tokens=10,deep=1"] == 12 * 10 * 768 / 1e6
+    assert counts["adapter:dim=8"] == pytest.approx(2 * counts["adapter:dim=8,where=mlp"])
+
+
+def _plan(spec, family="vit"):
+    module, variables = _with(family, spec)
+    paths = list(traverse_util.flatten_dict(variables["params"], sep="/"))
+    return freeze.make_plan(spec, models.groups(module), paths), paths
+
+
+@pytest.mark.parametrize("spec,trains", [
+    ("lora:r=4", lambda p: "lora_" in p),
+    ("lora:r=4+bitfit", lambda p: "lora_" in p or p.endswith("/bias")),
+    ("lora:r=4+full", lambda p: True),
+    ("adapter:dim=4+ssf", lambda p: "adapter" in p or "ssf_" in p),
+    ("vpt:tokens=2", lambda p: p.endswith("/prompts")),
+])
+def test_methods_train_their_modules_and_the_head_and_compose_with_strategies(spec, trains):
+    plan, paths = _plan(spec)
+    expected = sorted(p for p in paths if trains(p) or models.is_classifier(p))
+    assert plan.phases[0].trainable_paths() == expected
+
+
+def test_a_run_can_switch_methods_at_a_step():
+    spec = "adapter:dim=4,stop=5+lora:r=4,start=5"
+    plan, paths = _plan(spec)
+    assert [p.start_step for p in plan.phases] == [0, 5]
+    first, second = (set(p.trainable_paths()) for p in plan.phases)
+    assert {p for p in first if not models.is_classifier(p)} == {p for p in paths if "adapter" in p}
+    assert {p for p in second if not models.is_classifier(p)} == {p for p in paths if "lora_" in p}
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("lora:rank=4", "has no argument 'rank'"),
+    ("lora:r=4,targets=zz", "adds no parameters"),
+    ("adapter:where=top", "use both"),
+    ("lora:r=4,start=6,stop=3", "need 0 <= start < stop"),
+    ("lora:r=4+lora:r=8", "configured twice"),
+])
+def test_bad_method_specs_are_one_clear_error(spec, message):
+    with pytest.raises(UserError, match=message):
+        _plan(spec)
+
+
+def test_frozen_backbone_holds_no_optimizer_state_and_costs_no_weight_gradients():
+    module, variables = _with("vit", "lora:r=4")
+    paths = list(traverse_util.flatten_dict(variables["params"], sep="/"))
+    batch = {"image": _images(), "label": jnp.arange(4) % 5}
+    cfg = common.base().optim
+    flops = {}
+    for spec in ("linear_probe", "lora:r=4", "full"):
+        plan = freeze.make_plan(spec, models.groups(module), paths)
+        trainable = plan.phases[0].trainable_paths()
+        tx = optim.build(cfg, plan, 0, 100)
+        state = state_lib.create(variables, tx, trainable, seed=0)
+        step = jax.jit(steps.make_train_step(module, tx, trainable))
+        flops[spec] = step.lower(state, batch).compile().cost_analysis()
+        flops[spec] = (flops[spec][0] if isinstance(flops[spec], list) else flops[spec])["flops"]
+        if spec == "lora:r=4":
+            suffixes = tuple("".join(f"['{k}']" for k in p.split("/")) for p in trainable)
+            opt_leaves = [jax.tree_util.keystr(p) for p, x in jax.tree_util.tree_flatten_with_path(
+                state.opt_state)[0] if x.ndim]
+            assert opt_leaves and all(p.endswith(suffixes) for p in opt_leaves)
+            new_state, _ = step(state, batch)
+            before = traverse_util.flatten_dict(state.params, sep="/")
+            after = traverse_util.flatten_dict(new_state.params, sep="/")
+            assert all(np.array_equal(before[p], after[p]) for p in before if p not in trainable)
+            assert any(not np.array_equal(before[p], after[p]) for p in trainable if "lora_b" in p)
+    # LoRA backpropagates through the blocks (activations) but computes no weight gradients
+    # of the frozen matrices: well under full fine-tuning.
+    assert flops["linear_probe"] < flops["lora:r=4"] < 0.8 * flops["full"], flops
+
+
+def test_a_peft_run_keeps_the_batchnorm_backbone_bit_identical_and_exports_merged(make_config, tmp_path):
+    arch = {"depth": 50, "base_width": 4, "stem": "small"}
+    config = make_config(freeze="lora:r=4+ssf", total_steps=6, export_weights=True,
+                         **{"model.name": "resnet", "model.arch": arch})
+    summary = train.run(config, str(tmp_path))
+    assert summary["status"] == "done"
+    module = models.build("resnet", arch, 5)
+    start = traverse_util.flatten_dict(weights.init_variables(module, (8, 8, 3)), sep="/")
+    export = tljax_format.load(str(tmp_path / "model.safetensors"))
+    assert "peft" not in export.arch  # LoRA and SSF were merged
+    end = traverse_util.flatten_dict(export.variables, sep="/")
+    assert set(end) == set(start)
+    stats = [p for p in start if p.startswith("batch_stats")]
+    assert stats and all(np.array_equal(start[p], end[p]) for p in stats)  # frozen BN
+    untouched = [p for p in start if p.endswith("/kernel") and "proj_conv" not in p and "head" not in p]
+    assert untouched and all(np.array_equal(start[p], end[p]) for p in untouched)  # 3x3 convs
+    merged_into = [p for p in start if "proj_conv/kernel" in p or re.search(r"bn\d?/(scale|bias)", p)]
+    assert merged_into and all(not np.array_equal(start[p], end[p]) for p in merged_into)
+    assert weights.load_model(str(tmp_path / "model.safetensors")).module.peft == peft.NONE
+    _assert_export_reproduces_the_final_accuracy(tmp_path, summary)
+
+
+def test_unmergeable_methods_export_their_modules_and_load_back(make_config, tmp_path):
+    config = make_config(freeze="adapter:dim=4+vpt:tokens=2+lora:r=2", total_steps=4,
+                         export_weights=True, **{"model.name": "vit", "model.arch": ARCH["vit"]})
+    summary = train.run(config, str(tmp_path))
+    loaded = weights.load_model(str(tmp_path / "model.safetensors"))
+    assert loaded.module.peft.adapter and loaded.module.peft.prompts and not loaded.module.peft.lora
+    assert any(p.endswith("/prompts") for p in _added(loaded.variables))
+    _assert_export_reproduces_the_final_accuracy(tmp_path, summary)
+
+
+def _assert_export_reproduces_the_final_accuracy(workdir, summary):
+    """The exported (merged where possible) model, through the run's eval pipeline, scores
+    the run's own final test accuracy."""
+    predictor = inference.Predictor.load(str(workdir), "final")
+    cfg, split, seed = evaluation.data_config(str(workdir), "", "test")
+    result = evaluation.evaluate(predictor, cfg, split, seed, batch_size=64)
+    assert result["accuracy"] == pytest.approx(summary["final_accuracy"], abs=1e-6)
