@@ -238,7 +238,7 @@ def test_frozen_backbone_holds_no_optimizer_state_and_costs_no_weight_gradients(
 
 
 def test_a_peft_run_keeps_the_batchnorm_backbone_bit_identical_and_exports_merged(make_config, tmp_path):
-    arch = {"depth": 50, "base_width": 4, "stem": "small"}
+    arch = ARCH["resnet"]  # ResNet-18: its 1x1 convs are the projections LoRA targets
     config = make_config(freeze="lora:r=4+ssf", total_steps=6, export_weights=True,
                          **{"model.name": "resnet", "model.arch": arch})
     summary = train.run(config, str(tmp_path))
