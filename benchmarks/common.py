@@ -5,6 +5,7 @@ from flax import traverse_util
 
 from configs import common
 from tljax import freeze, models, optim, steps
+from tljax.models import peft
 from tljax import state as state_lib
 
 PRESETS = {
@@ -24,17 +25,34 @@ def build_model(model, image_size, dtype="float32"):
     return module, jax.jit(lambda r: module.init(r, dummy))(jax.random.PRNGKey(0))
 
 
-def build_step(module, variables, spec, optimizer="sgd", accum_steps=1, axis_name=None):
-    """(train step function, initial state, trainable fraction) for freezing `spec`."""
+def build_step(module, variables, image_size, spec, optimizer="sgd", accum_steps=1,
+               axis_name=None, total_steps=1000, phase=0):
+    """(train step function, initial state, trainable fraction, steps in the phase) of phase
+    `phase` of freezing `spec` over `total_steps`, with the spec's parameter-efficient
+    modules added to the model."""
+    module, variables = _with_peft(module, variables, image_size, spec)
     params = variables["params"]
     sizes = {p: v.size for p, v in traverse_util.flatten_dict(params, sep="/").items()}
-    plan = freeze.make_plan(spec, models.groups(module), list(sizes))
-    trainable_paths = plan.phases[0].trainable_paths()
+    plan = freeze.make_plan(spec, models.groups(module), list(sizes), total_steps)
+    current = plan.phases[phase]
+    end = plan.phases[phase + 1].start_step if phase + 1 < len(plan.phases) else total_steps
+    trainable_paths = current.trainable_paths()
     cfg = common.base().optim
     cfg.name = optimizer
-    tx = optim.build(cfg, plan, 0, 1000)
-    frozen = [p for p, m in plan.phases[0].mults.items() if m is None]
+    tx = optim.build(cfg, plan, phase, total_steps)
+    frozen = [p for p, m in current.mults.items() if m is None]
     step = steps.make_train_step(models.with_frozen_norms(module, frozen), tx, trainable_paths,
                                  accum_steps=accum_steps, axis_name=axis_name)
     state = state_lib.create(variables, tx, trainable_paths, seed=0)
-    return step, state, freeze.trainable_fraction(plan.phases[0], sizes)
+    return step, state, freeze.trainable_fraction(current, sizes), end - current.start_step
+
+
+def phase_count(module, variables, image_size, spec, total_steps):
+    module, variables = _with_peft(module, variables, image_size, spec)
+    paths = list(traverse_util.flatten_dict(variables["params"], sep="/"))
+    return len(freeze.make_plan(spec, models.groups(module), paths, total_steps).phases)
+
+
+def _with_peft(module, variables, image_size, spec):
+    methods = models.with_peft(type(module), freeze.peft_of(spec))
+    return peft.add(module, variables, methods, (image_size, image_size, 3))

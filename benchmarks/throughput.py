@@ -36,8 +36,8 @@ FLAGS = flags.FLAGS
 def measure(model, image_size, batch, dtype, path, accum_steps=1, n_steps=20):
     par = parallel.build(path)
     module, variables = build_model(model, image_size, dtype)
-    step, state, _ = build_step(module, variables, "full", accum_steps=accum_steps,
-                                          axis_name=par.axis_name)
+    step, state, _, _ = build_step(module, variables, image_size, "full",
+                                   accum_steps=accum_steps, axis_name=par.axis_name)
     rng = np.random.default_rng(0)
     host_batch = {"image": rng.standard_normal((batch, image_size, image_size, 3), np.float32),
                   "label": rng.integers(0, 1000, batch).astype(np.int32)}

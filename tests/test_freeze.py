@@ -386,3 +386,51 @@ def test_readme_lists_every_strategy_and_each_runs_end_to_end_under_jit(make_con
                                         **{"model.init": source_weights, "data.val_split": ""}),
                             str(tmp_path / str(index)))
         assert summary["status"] == "done" and np.isfinite(summary["test_accuracy"]), spec
+
+
+def test_freezeout_anneals_each_unit_to_zero_then_freezes_it_input_side_first():
+    """ajbrock/FreezeOut WRN.py: t_i = scale(t0 + (1 - t0)·i/L), lr_i = lr/t_i annealed to 0 at
+    t_i·T, after which the unit leaves the backward pass; the head trains to the end."""
+    total = 200
+    plan, paths = _plan("freezeout:t0=0.5,spacing=cubic", total_steps=total)
+    units = models.depth_groups(models.groups(_tiny()[0]))  # stem, stage1, stage2, stage3+norm
+    times = [(0.5 + 0.5 * i / len(units)) ** 3 for i in range(len(units))]
+    assert [p.start_step for p in plan.phases] == [0] + [round(t * total) for t in times]
+    assert times[0] == 0.125
+    cfg = _optim_cfg(schedule="cosine")
+    cfg.warmup_steps = 0
+    trained = [set(phase.trainable_paths()) for phase in plan.phases]
+    assert all(a > b for a, b in zip(trained, trained[1:]))  # one more unit frozen each phase
+    assert all(p.startswith("head/") for p in trained[-1])
+    for unit, t in zip(units, times):
+        label = next(lab for p, lab in plan.labels[0].items() if lab.group == unit[0])
+        stop = round(t * total)
+        assert label.until == stop and label.lr_mult == pytest.approx(1 / t)  # scale_lr
+        lr = optim.label_lr(cfg, total, label)
+        assert float(lr(0)) == pytest.approx(cfg.lr / t)
+        assert float(lr(stop)) == pytest.approx(0, abs=1e-9) and float(lr(stop - 1)) > 0
+        frozen_from = next(i for i, ph in enumerate(plan.phases) if ph.start_step == stop)
+        assert not any(group_of_path(p) in unit for p in trained[frozen_from])
+    head = next(lab for p, lab in plan.labels[0].items() if lab.group == "head")
+    assert head.until is None and head.lr_mult == 1.0
+
+
+def group_of_path(path):
+    return models.group_of(path, models.groups(_tiny()[0]))
+
+
+def test_freezeout_phases_compile_ever_cheaper_steps():
+    module, variables = _tiny()
+    batch = {"image": jnp.ones((8, 16, 16, 3)), "label": jnp.zeros((8,), jnp.int32)}
+    plan, _ = _plan("freezeout:t0=0.5,spacing=linear", total_steps=100)
+    flops = []
+    for index, phase in enumerate(plan.phases):
+        tx = optim.build(_optim_cfg(), plan, index, 100)
+        state = state_lib.create(variables, tx, phase.trainable_paths(), seed=0)
+        flops.append(_cost(steps.make_train_step(module, tx, phase.trainable_paths()), state, batch))
+    assert all(a > b for a, b in zip(flops, flops[1:])), flops
+
+
+def test_freezeout_needs_the_run_length():
+    with pytest.raises(UserError, match="total_steps"):
+        _plan("freezeout:t0=0.5")

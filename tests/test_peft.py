@@ -1,6 +1,7 @@
 """Parameter-efficient methods: identity at init, merged exports, published parameter counts,
 their place in freezing plans, and frozen backbones that stay frozen and cost no backward."""
 import functools
+import os
 import re
 
 import jax
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from tljax import evaluation, freeze, inference, models, optim, steps, train, weights
+from tljax import evaluation, freeze, inference, models, optim, peft_methods, steps, train, weights
 from tljax import state as state_lib
 from tljax.errors import UserError
 from tljax.models import peft
@@ -276,3 +277,23 @@ def _assert_export_reproduces_the_final_accuracy(workdir, summary):
     cfg, split, seed = evaluation.data_config(str(workdir), "", "test")
     result = evaluation.evaluate(predictor, cfg, split, seed, batch_size=64)
     assert result["accuracy"] == pytest.approx(summary["final_accuracy"], abs=1e-6)
+
+
+def _readme_methods():
+    with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "README.md")) as f:
+        text = f.read()
+    table = text.split("## Parameter-efficient methods", 1)[1].split("\n\n")[2]
+    return [re.findall(r"`([^`]+)`", row.split("|")[1])[0] for row in table.splitlines()[2:]]
+
+
+def test_readme_lists_every_method_and_each_runs_end_to_end_under_jit(make_config, tmp_path):
+    specs = _readme_methods()
+    assert {spec.split(":")[0] for spec in specs} == set(peft_methods.METHODS)
+    for index, spec in enumerate(specs):
+        summary = train.run(make_config(freeze=spec, total_steps=3, parallelism="jit",
+                                        checkpoint_every=3, export_weights=False,
+                                        **{"model.name": "vit", "model.arch": ARCH["vit"],
+                                           "data.val_split": ""}),
+                            str(tmp_path / str(index)))
+        assert summary["status"] == "done" and np.isfinite(summary["test_accuracy"]), spec

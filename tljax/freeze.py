@@ -36,11 +36,13 @@ class Restart:
 class Label:
     """An optimizer group: parameters of one model group trained at one lr multiplier since
     one step. Each label has its own optimizer state and step count; `restart` gives it its
-    own schedule (else it follows the run's global schedule from step `since`)."""
+    own schedule (else it follows the run's global schedule from step `since`); `until`
+    (FreezeOut) makes that schedule reach 0 at the step the group freezes."""
     group: str
     lr_mult: float
     since: int
     restart: Restart = None
+    until: int = None
 
     @property
     def key(self):
@@ -96,7 +98,8 @@ def resolve(rules, paths):
 
 
 # ---------------------------------------------------------------- strategies
-# Each strategy gets (args, group_list, paths) and returns [(start_step, rules)].
+# Each strategy gets (args, group_list, paths, total_steps or None) and returns
+# [(start_step, rules[, Restart])].
 
 def _regex_of(group_list, names):
     by_name = dict(group_list)
@@ -112,11 +115,11 @@ def _train_groups(group_list, names):
     return _regex_of(group_list, list(names) + [HEAD]) + [(".*", None)]
 
 
-def _full(args, group_list, paths):
+def _full(args, group_list, paths, total_steps):
     return [(0, [(".*", 1.0)])]
 
 
-def _linear_probe(args, group_list, paths):
+def _linear_probe(args, group_list, paths, total_steps):
     return [(0, _train_groups(group_list, []))]
 
 
@@ -124,7 +127,7 @@ def _flat(units):
     return [name for unit in units for name in unit]
 
 
-def _last_k(args, group_list, paths):
+def _last_k(args, group_list, paths, total_steps):
     k = args.get("k", 1)
     units = depth_groups(group_list)
     if not 0 <= k <= len(units):
@@ -133,14 +136,14 @@ def _last_k(args, group_list, paths):
     return [(0, _train_groups(group_list, _flat(units[len(units) - k:])))]
 
 
-def _surgical(args, group_list, paths):
+def _surgical(args, group_list, paths, total_steps):
     names = [n for n in re.split(r"[,;\s]+", args.get("groups", "")) if n]
     if not names:
         raise UserError("surgical needs group names, e.g. surgical:stage1 or surgical:groups=stem;stage1")
     return [(0, _train_groups(group_list, names))]
 
 
-def _gradual(args, group_list, paths):
+def _gradual(args, group_list, paths, total_steps):
     every = args.get("every", 0)
     if every <= 0:
         raise UserError("gradual needs a positive unfreezing interval, e.g. gradual:every=50")
@@ -149,7 +152,7 @@ def _gradual(args, group_list, paths):
             for i in range(len(units) + 1)]
 
 
-def _lp_ft(args, group_list, paths):
+def _lp_ft(args, group_list, paths, total_steps):
     """Kumar et al. 2022: a linear probe, then fine-tuning of everything as a new run on the
     probed weights (fresh optimizer, its own warmup and peak lr: ft_warmup, ft_lr)."""
     lp_steps = args.get("lp_steps", 0)
@@ -159,16 +162,49 @@ def _lp_ft(args, group_list, paths):
     return [(0, _train_groups(group_list, [])), (lp_steps, [(".*", 1.0)], restart)]
 
 
-def _bitfit(args, group_list, paths):
+def _bitfit(args, group_list, paths, total_steps):
     return [(0, _regex_of(group_list, [HEAD]) + [(r".*/bias", 1.0), (".*", None)])]
 
 
-def _norm_only(args, group_list, paths):
+def _norm_only(args, group_list, paths, total_steps):
     """Normalization scales and offsets: a `bias` counts when its module also has a `scale`."""
     norm_modules = {p.rsplit("/", 1)[0] for p in paths if p.endswith("/scale")}
     return [(0, _regex_of(group_list, [HEAD])
              + [(re.escape(m) + "/(scale|bias)", 1.0) for m in sorted(norm_modules)]
              + [(".*", None)])]
+
+
+FREEZEOUT_SPACING = {"linear": lambda t: t, "squared": lambda t: t**2, "cubic": lambda t: t**3}
+
+
+def freezeout_times(t0, spacing, count):
+    """FreezeOut (Brock et al. 2017; ajbrock/FreezeOut `WRN.py`): unit i of `count` freezes at
+    fraction spacing(t0 + (1 - t0)·i/count) of training, the head (i = count) at the end;
+    t0 is given before the spacing is applied ("pre-cubed")."""
+    return [FREEZEOUT_SPACING[spacing](t0 + (1 - t0) * i / count) for i in range(count)]
+
+
+def _freezeout(args, group_list, paths, total_steps):
+    """Each depth unit's lr anneals to 0 at its own step (scaled up by 1/t_i with scale_lr,
+    as FreezeOut's default), then the unit freezes and leaves the backward pass."""
+    t0, spacing = args.get("t0", 0.5), args.get("spacing", "cubic")
+    if not 0 < t0 <= 1 or spacing not in FREEZEOUT_SPACING:
+        raise UserError(f"freezeout needs 0 < t0 <= 1 and spacing in "
+                        f"{sorted(FREEZEOUT_SPACING)} (got t0={t0}, spacing={spacing})")
+    if not total_steps:
+        raise UserError("freezeout needs the run's total_steps to place its freezing steps")
+    units = depth_groups(group_list)
+    times = freezeout_times(t0, spacing, len(units))
+    by_name = dict(group_list)
+    mults = [1.0 / t if args.get("scale_lr", 1) else 1.0 for t in times]
+    stops = [max(1, round(t * total_steps)) for t in times]
+    phases = []
+    for start in sorted({0, *stops}):
+        rules = [(by_name[HEAD], 1.0)]
+        for unit, mult, stop in zip(units, mults, stops):
+            rules += [(by_name[name], mult if start < stop else None) for name in unit]
+        phases.append((start, rules))
+    return phases
 
 
 def layer_decay_depths(group_list):
@@ -180,7 +216,7 @@ def layer_decay_depths(group_list):
     return depths
 
 
-def _layer_decay(args, group_list, paths):
+def _layer_decay(args, group_list, paths, total_steps):
     decay = args.get("decay", 0.0)
     if not 0 < decay <= 1:
         raise UserError(f"layer_decay needs a decay in (0, 1], e.g. layer_decay:0.7 (got {decay})")
@@ -194,7 +230,10 @@ STRATEGIES = {
     "surgical": (_surgical, {"groups": str}), "gradual": (_gradual, {"every": int}),
     "lp_ft": (_lp_ft, {"lp_steps": int, "ft_warmup": int, "ft_lr": float}), "bitfit": (_bitfit, {}), "norm_only": (_norm_only, {}),
     "layer_decay": (_layer_decay, {"decay": float}),
+    "freezeout": (_freezeout, {"t0": float, "spacing": str, "scale_lr": int}),
 }
+# Strategies whose groups anneal their lr to 0 by the step they freeze (Label.until).
+ANNEALING = {"freezeout"}
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "text"}
 
 
@@ -249,7 +288,11 @@ def peft_of(spec):
     return peft_methods.modules(_parts(spec)[1])
 
 
-def _phases_from_spec(spec, group_list, paths):
+def _anneals(spec):
+    return isinstance(spec, str) and any(name in ANNEALING for name, _ in _parts(spec)[0])
+
+
+def _phases_from_spec(spec, group_list, paths, total_steps):
     """[(start, mults, [Restart] or [])] per '+'-joined component. Freezing strategies decide
     the backbone (a linear probe's when only PEFT methods are given); each method decides
     its own added parameters."""
@@ -260,7 +303,7 @@ def _phases_from_spec(spec, group_list, paths):
     for name, args in strategies or [("linear_probe", {})]:
         strategy, _ = STRATEGIES[name]
         components.append([(start, {**resolve(rules, backbone), **neutral}, restart)
-                           for start, rules, *restart in strategy(args, group_list, backbone)])
+                           for start, rules, *restart in strategy(args, group_list, backbone, total_steps)])
     return components + peft_methods.components(methods, paths)
 
 
@@ -288,7 +331,7 @@ def make_plan(spec, group_list, paths, total_steps=None):
     """The freezing Plan for a strategy string or an explicit list of phases."""
     paths = sorted(paths)
     if isinstance(spec, str):
-        components = _phases_from_spec(spec, group_list, paths)
+        components = _phases_from_spec(spec, group_list, paths, total_steps)
     else:
         starts = [int(start) for start, _ in spec]
         if starts != sorted(set(starts)):
@@ -307,15 +350,22 @@ def make_plan(spec, group_list, paths, total_steps=None):
         raise UserError(f"freezing schedule {spec!r} trains no parameter")
 
     group = {p: group_of(p, group_list) for p in paths}
+    anneal = _anneals(spec)
     labels, since = [], {}  # since: path -> (start step, Restart or None) of its current label
     for index, phase in enumerate(phases):
         previous = phases[index - 1].mults if index else {}
         for path, mult in phase.mults.items():
             if mult is not None and (previous.get(path) != mult or phase.restart):
                 since[path] = (phase.start_step, phase.restart)
-        labels.append({p: Label(group[p], m, *since[p])
+        labels.append({p: Label(group[p], m, *since[p],
+                                until=_frozen_from(phases, index, p) if anneal else None)
                        for p, m in phase.mults.items() if m is not None})
     return Plan(tuple(phases), tuple(labels))
+
+
+def _frozen_from(phases, index, path):
+    """The first step after phase `index` at which `path` is frozen (None: never)."""
+    return next((p.start_step for p in phases[index + 1:] if p.mults[path] is None), None)
 
 
 def summary_rows(plan, group_list, param_sizes):

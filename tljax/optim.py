@@ -43,7 +43,10 @@ def lr_schedule(cfg, total_steps):
 def label_lr(cfg, total_steps, label):
     """A label's lr as a function of its own update count (0 at step `label.since`): the
     global schedule from that step on, or, for a restart, a schedule of its own over the
-    remaining steps."""
+    remaining steps, or, for a label that freezes at `until`, one that reaches 0 there."""
+    if label.until is not None:  # FreezeOut: the run's schedule, compressed to end at `until`
+        schedule = _schedule(cfg.schedule, cfg.lr, cfg.warmup_steps, label.until - label.since)
+        return lambda count: label.lr_mult * schedule(count)
     if label.restart is None:
         schedule = lr_schedule(cfg, total_steps)
         return lambda count: label.lr_mult * schedule(count + label.since)
