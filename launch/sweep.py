@@ -23,7 +23,7 @@ from tljax import logs  # noqa: I001  (first: sets TF's log level before TF load
 from absl import app, flags, logging
 from etils import epath
 
-from tljax import config_lib, freeze, paths
+from tljax import config_lib, freeze, paths, peft_methods
 from tljax.errors import UserError
 
 flags.DEFINE_string("config", None, "config file, optionally path:arg")
@@ -35,6 +35,8 @@ flags.DEFINE_multi_string("set", [], "fixed override KEY=VALUE for every run (re
 flags.DEFINE_enum("emit", "", ["", "commands"], "'commands': print the commands instead of running")
 flags.DEFINE_string("python", "python", "interpreter named in emitted commands")
 flags.DEFINE_string("baseline", "full", "schedule the report's paired differences are taken to")
+flags.DEFINE_bool("select_on_validation", False, "report one row per schedule: its --grid point "
+                  "with the best validation accuracy")
 FLAGS = flags.FLAGS
 
 
@@ -43,7 +45,9 @@ def split_schedules(text):
     pieces = []
     for piece in text.split(","):
         name = re.match(r"\s*([a-z_0-9]+)", piece)
-        if pieces and not (name and (name.group(1) in freeze.STRATEGIES or name.group(1) == "probe")):
+        starts = name and (name.group(1) in freeze.STRATEGIES or name.group(1) in peft_methods.METHODS
+                           or name.group(1) == "probe")
+        if pieces and not starts:
             pieces[-1] += "," + piece
         else:
             pieces.append(piece.strip())
@@ -159,7 +163,8 @@ def main(argv):
     from tljax import report
 
     print(report.write_report(FLAGS.workdir, FLAGS.baseline,
-                              order=split_schedules(FLAGS.schedules)))
+                              order=split_schedules(FLAGS.schedules),
+                              select=FLAGS.select_on_validation))
 
 
 if __name__ == "__main__":

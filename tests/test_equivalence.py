@@ -2,8 +2,9 @@
 
 Covers what differs between models: BatchNorm (ResNet v1.5, statistics of the global
 batch on every path), GroupNorm + weight standardisation (BiT, with mixup pairing
-examples across devices) and a ViT (auto-sharded attention). Every run is a two-phase
-LP-FT, so the phase change on replicated, per-device and sharded state is covered too.
+examples across devices) and a ViT (auto-sharded attention). Every run has two phases
+(LP-FT; for the ViT, a switch from adapters to LoRA), so the phase change on replicated,
+per-device and sharded state is covered too.
 """
 import os
 import subprocess
@@ -22,7 +23,11 @@ MODELS = {
     "resnet": ({"depth": 18, "base_width": 4, "stem": "small"}, {}),
     "bit": ({"block_counts": (1, 1), "base_width": 4, "gn_groups": 4, "stem": "small"},
             {"data.mixup_alpha": 0.4}),
-    "vit": ({"size": "Ti", "width": 16, "depth": 2, "mlp_dim": 32, "heads": 2, "patch": 4}, {}),
+    # The ViT switches parameter-efficient methods at the phase change (adapters, then
+    # LoRA on every dense layer) with SSF throughout: interceptor-added parameters under
+    # every parallelism.
+    "vit": ({"size": "Ti", "width": 16, "depth": 2, "mlp_dim": 32, "heads": 2, "patch": 4},
+            {"freeze": "adapter:dim=4,stop=2+lora:r=2,targets=qkvom,start=2+ssf"}),
 }
 
 _SCRIPT = """
@@ -35,10 +40,9 @@ assert jax.device_count() == {devices}, jax.devices()
 parallel.Jit.FSDP_MIN_SIZE = 1  # shard even the tiny test models' tensors
 for name, (arch, extra) in {models!r}.items():
     for parallelism in {modes!r}:
-        overrides = {{"model.name": name, "model.arch": arch, **extra}}
+        overrides = {{"model.name": name, "model.arch": arch, "freeze": "lp_ft:lp_steps=2", **extra}}
         train.run(tiny_config({data_dir!r}, "scratch", total_steps=5, log_every=1,
-                              export_weights=True, freeze="lp_ft:lp_steps=2",
-                              parallelism=parallelism, **overrides),
+                              export_weights=True, parallelism=parallelism, **overrides),
                   {root_dir!r} + f"/{{name}}-{devices}-{{parallelism}}")
 """
 

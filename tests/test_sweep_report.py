@@ -10,13 +10,15 @@ from launch import sweep
 from tljax import report
 
 
-def _write_run(root, schedule, seed, test, history, status="done", lr=0.1, flops=100.0, error=None):
+def _write_run(root, schedule, seed, test, history, status="done", lr=0.1, flops=100.0, error=None,
+               val=None):
     run_dir = os.path.join(root, schedule.replace(":", "-"), f"lr{lr}", f"seed{seed}")
     os.makedirs(run_dir)
     with open(os.path.join(run_dir, "config.json"), "w") as f:
         json.dump({"freeze": schedule, "seed": seed, "optim": {"lr": lr}}, f)
     if status == "done":
         summary = {"status": "done", "test_accuracy": test, "final_accuracy": test - 0.01,
+                   "val_accuracy": val,
                    "val_history": history, "trainable_fraction": 0.5 if schedule != "full" else 1.0,
                    "mean_train_step_flops": flops, "wall_time_s": 10.0 + seed}
         with open(os.path.join(run_dir, "summary.json"), "w") as f:
@@ -68,10 +70,31 @@ def test_report_statistics_on_synthetic_runs(tmp_path):
         assert os.path.getsize(tmp_path / name) > 10_000
 
 
+def test_selecting_settings_on_validation_never_looks_at_test(tmp_path):
+    """Per schedule, the lr with the best validation accuracy is kept, even where another lr
+    has the better test accuracy; paired differences compare the chosen settings."""
+    root = str(tmp_path)
+    for seed in range(3):
+        _write_run(root, "full", seed, 0.70 + seed / 100, [], lr=0.01, val=0.80)
+        _write_run(root, "full", seed, 0.90, [], lr=0.1, val=0.60)    # best test, worse val
+        _write_run(root, "lora:r=8", seed, 0.75 + seed / 100, [], lr=0.1, val=0.85, flops=50.0)
+        _write_run(root, "lora:r=8", seed, 0.50, [], lr=0.01, val=0.50, flops=50.0)
+    rows = report.summarize(report.load_runs(root), select=True)
+    chosen = {r["schedule"]: r for r in rows}
+    assert len(rows) == 2
+    assert chosen["full"]["setting"] == "optim.lr=0.01 (chosen on validation)"
+    assert chosen["full"]["test"]["mean"] == pytest.approx(0.71)
+    assert chosen["lora:r=8"]["setting"].startswith("optim.lr=0.1 ")
+    assert chosen["lora:r=8"]["paired"]["mean"] == pytest.approx(0.05)
+    assert chosen["lora:r=8"]["flops_vs_full"] == pytest.approx(0.5)
+
+
 def test_schedule_list_keeps_commas_inside_a_strategy():
     assert sweep.split_schedules("full,lp_ft:lp_steps=100,ft_warmup=20,last_k:2,"
                                  "surgical:groups=stem;stage1") == \
         ["full", "lp_ft:lp_steps=100,ft_warmup=20", "last_k:2", "surgical:groups=stem;stage1"]
+    assert sweep.split_schedules("lora:r=8,targets=qv,dora=1+bitfit,ssf,freezeout:t0=0.5,spacing=linear") == \
+        ["lora:r=8,targets=qv,dora=1+bitfit", "ssf", "freezeout:t0=0.5,spacing=linear"]
 
 
 def test_emitted_commands_for_the_real_case(tmp_path):

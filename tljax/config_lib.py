@@ -104,6 +104,9 @@ def validate(config):
     _check(isinstance(config.freeze, str),
            f"config.freeze must be a strategy string (explicit phases go in config.freeze_phases), "
            f"not {config.freeze!r}")
+    _check(isinstance(config.model.peft, str),
+           f"config.model.peft must be a string of parameter-efficient methods such as "
+           f"'lora:r=8', not {config.model.peft!r}")
     phases = config.freeze_phases
     _check(isinstance(phases, (list, tuple)) and all(
         isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], int)

@@ -92,10 +92,26 @@ def _paired(row, base):
                   and r["test_accuracy"] is not None)
 
 
-def summarize(runs, baseline="full", order=None):
+def select_on_validation(rows):
+    """One row per schedule: the setting (grid point) with the best mean validation accuracy
+    at the selected steps, so each schedule is compared at its own tuned hyperparameters
+    without looking at test data."""
+    best = {}
+    for row in rows:
+        score = row["val"]["mean"] if row["val"]["n"] else -math.inf
+        if row["schedule"] not in best or score > best[row["schedule"]][0]:
+            best[row["schedule"]] = (score, row)
+    chosen = [row for _, row in best.values()]
+    for row in chosen:
+        row["setting"] = f"{row['setting'] or '–'} (chosen on validation)"
+    return chosen
+
+
+def summarize(runs, baseline="full", order=None, select=False):
     """Rows, one per group of runs that differ only in seed: in the order of the schedules
     in `order` when given (e.g. the sweep's --schedules), else best validation-selected
-    test accuracy first."""
+    test accuracy first. With `select`, one row per schedule: its grid point chosen on
+    validation (select_on_validation), compared with the baseline's chosen one."""
     varying = [k for k in _varying_keys(runs) if k not in ("freeze", "freeze_phases", "probe.method")]
     groups = {}
     for run in runs:
@@ -110,6 +126,7 @@ def summarize(runs, baseline="full", order=None):
             "schedule": schedule, "setting": extra, "runs": len(members), "done": len(done),
             "failed": len(failed), "incomplete": len(members) - len(done) - len(failed),
             "test": _stats(r["test_accuracy"] for r in done),
+            "val": _stats(r.get("val_accuracy") for r in done),
             "final": _stats(r["final_accuracy"] for r in done),
             "trainable_fraction": _stats(r["trainable_fraction"] for r in done)["mean"],
             "flops": _stats(r.get("mean_train_step_flops") for r in done)["mean"],
@@ -119,14 +136,17 @@ def summarize(runs, baseline="full", order=None):
             "histories": [r["val_history"] for r in done if r["val_history"]],
             "members": done,
         })
+    if select:
+        rows = select_on_validation(rows)
     for row in rows:  # FLOPs relative to full fine-tuning, difference to the baseline.
-        full = [r for r in rows if r["schedule"] == "full" and r["setting"] == row["setting"]]
+        comparable = [r for r in rows if select or r["setting"] == row["setting"]]
+        full = [r for r in comparable if r["schedule"] == "full"]
         base = full[0]["flops"] if full else float("nan")
         row["flops_vs_full"] = row["flops"] / base if base and not math.isnan(base) else float("nan")
         total = full[0]["train_flops"] if full else float("nan")
         row["train_flops_vs_full"] = (row["train_flops"] / total if total and not math.isnan(total)
                                       else float("nan"))
-        bases = [r for r in rows if r["schedule"] == baseline and r["setting"] == row["setting"]]
+        bases = [r for r in comparable if r["schedule"] == baseline]
         row["baseline"] = baseline
         row["paired"] = _paired(row, bases[0]) if bases and bases[0] is not row else None
     ranked = sorted(rows, key=lambda r: -r["test"]["mean"] if r["test"]["n"] else math.inf)
@@ -307,13 +327,14 @@ def _save_figure(fig, path):
     return str(path)
 
 
-def write_report(root, baseline="full", order=None):
+def write_report(root, baseline="full", order=None, select=False):
     """Writes results.md, results.csv and plots into `root`; returns the markdown table.
-    Rows follow `order` (schedule specs) when given, else rank by test accuracy."""
+    Rows follow `order` (schedule specs) when given, else rank by test accuracy; `select`
+    keeps each schedule's grid point chosen on validation."""
     runs = load_runs(root)
     if not runs:
         raise SystemExit(f"error: no runs (directories with config.json) under {root}")
-    rows = summarize(runs, baseline, order)
+    rows = summarize(runs, baseline, order, select)
     table = markdown(rows)
     paths.write_text_atomic(epath.Path(root) / "results.md", table + "\n")
     write_csv(rows, epath.Path(root) / "results.csv")
@@ -325,15 +346,18 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     options = dict(a[2:].partition("=")[::2] for a in argv if a.startswith("--"))
     positional = [a for a in argv if not a.startswith("--")]
-    if len(positional) != 1 or set(options) - {"baseline", "order"}:
+    if len(positional) != 1 or set(options) - {"baseline", "order", "select"}:
         raise SystemExit("usage: python -m tljax.report SWEEP_DIR [--baseline=SCHEDULE] "
-                         "[--order=SCHEDULE,SCHEDULE,...]")
+                         "[--order=SCHEDULE,SCHEDULE,...] [--select=validation]")
+    if options.get("select", "validation") != "validation":
+        raise SystemExit("--select takes one value: validation (test data never selects)")
     order = None
     if options.get("order"):
         from launch.sweep import split_schedules
 
         order = split_schedules(options["order"])
-    print(write_report(positional[0], options.get("baseline", "full"), order))
+    print(write_report(positional[0], options.get("baseline", "full"), order,
+                       select="select" in options))
 
 
 if __name__ == "__main__":
