@@ -18,7 +18,7 @@ from tljax import train
 # BatchNorm ResNet (batch statistics are state too), two phases, Adam (optimizer state
 # with step counts), evaluation and checkpoints every 2 steps.
 OVERRIDES = {"model.name": "resnet", "model.arch": {"depth": 18, "base_width": 4, "stem": "small"},
-             "freeze": "lp_ft:lp_steps=4+ssf", "total_steps": 10,  # SSF: added parameters "eval_every": 2,
+             "freeze": "lp_ft:lp_steps=4+ssf", "total_steps": 10, "eval_every": 2,  # SSF: added parameters
              "checkpoint_every": 2, "log_every": 1, "export_weights": True,
              "optim.name": "adam", "optim.lr": 0.01,
              # Every augmentation and regulariser on: their random numbers and the EMA
