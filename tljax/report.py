@@ -233,9 +233,16 @@ def write_csv(rows, path):
     paths.write_text_atomic(path, text.getvalue())
 
 
-STYLES = [dict(color=c, marker=m) for c, m in zip(
-    ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
-     "#7f7f7f", "#bcbd22"], "osD^vP*Xhp")]
+COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
+          "#7f7f7f", "#bcbd22"]
+MARKERS = "osD^vP*Xhp"
+
+
+def _style(index):
+    """Distinct (color, marker) for every row: past ten rows the markers shift and go hollow."""
+    cycle = index // len(COLORS)
+    style = dict(color=COLORS[index % len(COLORS)], marker=MARKERS[(index + cycle) % len(MARKERS)])
+    return {**style, "markerfacecolor": "white"} if cycle % 2 else style
 
 
 def _label(row):
@@ -266,7 +273,7 @@ def plot(rows, root):
             x = r[key] * (100 if key == "trainable_fraction" else 1)
             interval = 100 * r["test"]["ci95"] if r["test"]["n"] > 1 else None
             ax.errorbar(x, 100 * r["test"]["mean"], yerr=interval, capsize=3, linestyle="none",
-                        ms=7, label=_label(r), **STYLES[index % len(STYLES)])
+                        ms=7, label=_label(r), **_style(index))
         ax.set(xlabel=xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_xscale("log")
@@ -296,7 +303,7 @@ def _plot_curves(plt, rows, root):
     fig, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 2.6 * lines + 0.6),
                              sharex=True, sharey=True, squeeze=False)
     for index, (ax, row) in enumerate(zip(axes.flat, rows)):
-        style = STYLES[index % len(STYLES)]
+        style = _style(index)
         if base is not None and base is not row:
             steps, mean, _ = mean_std(base)
             ax.plot(steps, mean, color="0.55", linestyle="--", lw=1, label=f"{base['schedule']} (baseline)")
