@@ -297,3 +297,25 @@ def test_readme_lists_every_method_and_each_runs_end_to_end_under_jit(make_confi
                                            "data.val_split": ""}),
                             str(tmp_path / str(index)))
         assert summary["status"] == "done" and np.isfinite(summary["test_accuracy"]), spec
+
+
+def test_lora_dropout_acts_in_training_only():
+    module, variables = _with("vit", "lora:r=4,dropout=0.5")
+    trained = _perturbed(variables)
+    run = jax.jit(lambda v, key, train: module.apply(v, _images(), train=train, rngs={"dropout": key}),
+                  static_argnums=2)
+    eval_out = run(trained, jax.random.PRNGKey(0), False)
+    np.testing.assert_array_equal(eval_out, run(trained, jax.random.PRNGKey(1), False))
+    assert not np.allclose(run(trained, jax.random.PRNGKey(0), True), eval_out)
+
+
+def test_explicit_phases_train_modules_that_model_peft_adds(make_config, tmp_path):
+    """freeze_phases name no method, so model.peft adds LoRA; the rules then train it."""
+    phases = ((0, ((r".*/lora_(a|b)", 1.0), ("head/.*", 1.0), (".*", None))),)
+    config = make_config(freeze_phases=phases, total_steps=3, export_weights=True,
+                         **{"model.peft": "lora:r=2"})
+    train.run(config, str(tmp_path))
+    export = tljax_format.load(str(tmp_path / "model.safetensors"))
+    assert export.arch["peft"]["lora"]["rank"] == 2  # BiT: LoRA stays unmerged
+    flat = traverse_util.flatten_dict(export.variables["params"], sep="/")
+    assert any(p.endswith("lora_b") and np.any(v != 0) for p, v in flat.items())
