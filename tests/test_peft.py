@@ -203,6 +203,8 @@ def test_a_run_can_switch_methods_at_a_step():
     ("adapter:where=top", "use both"),
     ("lora:r=4,start=6,stop=3", "need 0 <= start < stop"),
     ("lora:r=4+lora:r=8", "configured twice"),
+    ("adapter:dim=0", "must be >= 1"),
+    ("vpt:tokens=0", "must be >= 1"),
 ])
 def test_bad_method_specs_are_one_clear_error(spec, message):
     with pytest.raises(UserError, match=message):

@@ -63,7 +63,8 @@ EVERY_REGULARISER = {"data.mixup_alpha": 0.4, "data.cutmix_alpha": 1.0, "label_s
                      "model.drop_path": 0.2, "model.dropout": 0.1, "ema.decay": 0.9,
                      "ema.warmup": True, "ema.export": True,
                      "data.pp_train": "resize(8)|gray_to_rgb|randaug(2, 9)|value_range(-1,1)"}
-SCHEDULES = [("lp_ft:lp_steps=3", {}), ("gradual:every=2", EVERY_REGULARISER)]
+# lp_ft also trains LoRA (unmerged in BiT exports, so its factors are compared too).
+SCHEDULES = [("lp_ft:lp_steps=3+lora:r=2", {}), ("gradual:every=2", EVERY_REGULARISER)]
 
 
 def _launch(num_processes, workdir, data_dir, init):

@@ -18,11 +18,16 @@ _WINDOW = {"start": int, "stop": int}
 
 
 def _lora(args):
-    rank = args.get("r", 8)
-    if rank < 1:
-        raise UserError(f"lora:r={rank}; the rank must be >= 1")
+    rank = _positive("lora", args, "r", 8)
     return peft.Peft(lora=peft.Lora(rank, args.get("alpha", float(rank)), args.get("targets", ""),
                                     args.get("dropout", 0.0), bool(args.get("dora", 0))))
+
+
+def _positive(name, args, key, default):
+    value = args.get(key, default)
+    if value < 1:
+        raise UserError(f"{name}:{key}={value}; it must be >= 1")
+    return value
 
 
 def _adapter(args):
@@ -30,15 +35,17 @@ def _adapter(args):
     if where not in ("both", "mlp"):
         raise UserError(f"adapter:where={where}; use both (after attention and MLP, Houlsby) "
                         f"or mlp (after the MLP only)")
-    return peft.Peft(adapter=peft.Adapter(args.get("dim", 8), where))
+    return peft.Peft(adapter=peft.Adapter(_positive("adapter", args, "dim", 8), where))
 
 
 def _adaptformer(args):
-    return peft.Peft(adaptformer=peft.Adapter(args.get("dim", 8), scale=args.get("scale", 0.1)))
+    return peft.Peft(adaptformer=peft.Adapter(_positive("adaptformer", args, "dim", 8),
+                                              scale=args.get("scale", 0.1)))
 
 
 def _vpt(args):
-    return peft.Peft(prompts=peft.Prompts(args.get("tokens", 10), bool(args.get("deep", 1))))
+    return peft.Peft(prompts=peft.Prompts(_positive("vpt", args, "tokens", 10),
+                                          bool(args.get("deep", 1))))
 
 
 def _ssf(args):
