@@ -30,8 +30,9 @@ SSF_PARAMS = ("ssf_scale", "ssf_shift")
 ADAPTER_MODULES = ("adapter_attn", "adapter_mlp", "adapter")  # Houlsby (ViT) / after a unit
 ADAPTFORMER_MODULE = "adaptformer"
 PROMPTS = "prompts"
-ADDED = re.compile(rf".*/({'|'.join(LORA_PARAMS + SSF_PARAMS)}|{PROMPTS})"
-                   rf"|(.*/)?({'|'.join(ADAPTER_MODULES + (ADAPTFORMER_MODULE,))})/.*")
+_MODULES = "|".join(ADAPTER_MODULES + (ADAPTFORMER_MODULE,))
+ADDED = re.compile(rf".*/({'|'.join(LORA_PARAMS + SSF_PARAMS)}|{PROMPTS})|(.*/)?({_MODULES})/.*")
+_INSIDE_ADDED_MODULE = re.compile(rf"(.*/)?({_MODULES})(/.*)?")  # an added module or its layers
 
 # LoRA target shorthands: attention query/key/value/output, the MLP's two layers, 1x1 convs.
 TARGETS = {"q": r".*attn/query", "k": r".*attn/key", "v": r".*attn/value", "o": r".*attn/out",
@@ -213,14 +214,13 @@ def intercept(peft, train, units=(), lora_default="qv"):
     `units`: module types after whose output a conv family puts its adapter."""
     if not (peft.lora or peft.ssf or (peft.adapter and units)):
         return contextlib.nullcontext()
-    added = re.compile(rf"(.*/)?({'|'.join(ADAPTER_MODULES + (ADAPTFORMER_MODULE,))})(/.*)?")
 
     def interceptor(next_fun, args, kwargs, context):
         module, y = context.module, next_fun(*args, **kwargs)
         if context.method_name != "__call__":
             return y
         path = "/".join(module.scope.path)
-        if path.startswith("head") or added.fullmatch(path):
+        if path.startswith("head") or _INSIDE_ADDED_MODULE.fullmatch(path):
             return y  # The classifier trains whole; added modules are not adapted again.
         if peft.adapter and isinstance(module, units):
             return y + UnitAdapter(peft.adapter.dim, dtype=y.dtype, name="adapter")(y)
