@@ -4,7 +4,7 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from configs import common
-from tljax import freeze, models, optim, steps
+from tljax import freezing, models, optim, steps
 from tljax.models import peft
 from tljax import state as state_lib
 
@@ -33,7 +33,7 @@ def build_step(module, variables, image_size, spec, optimizer="sgd", accum_steps
     module, variables = _with_peft(module, variables, image_size, spec)
     params = variables["params"]
     sizes = {p: v.size for p, v in traverse_util.flatten_dict(params, sep="/").items()}
-    plan = freeze.make_plan(spec, models.groups(module), list(sizes), total_steps)
+    plan = freezing.make_plan(spec, models.groups(module), list(sizes), total_steps)
     current = plan.phases[phase]
     end = plan.phases[phase + 1].start_step if phase + 1 < len(plan.phases) else total_steps
     trainable_paths = current.trainable_paths()
@@ -44,15 +44,15 @@ def build_step(module, variables, image_size, spec, optimizer="sgd", accum_steps
     step = steps.make_train_step(models.with_frozen_norms(module, frozen), tx, trainable_paths,
                                  accum_steps=accum_steps, axis_name=axis_name)
     state = state_lib.create(variables, tx, trainable_paths, seed=0)
-    return step, state, freeze.trainable_fraction(current, sizes), end - current.start_step
+    return step, state, freezing.trainable_fraction(current, sizes), end - current.start_step
 
 
 def phase_count(module, variables, image_size, spec, total_steps):
     module, variables = _with_peft(module, variables, image_size, spec)
     paths = list(traverse_util.flatten_dict(variables["params"], sep="/"))
-    return len(freeze.make_plan(spec, models.groups(module), paths, total_steps).phases)
+    return len(freezing.make_plan(spec, models.groups(module), paths, total_steps).phases)
 
 
 def _with_peft(module, variables, image_size, spec):
-    methods = models.with_peft(type(module), freeze.peft_of(spec))
+    methods = models.with_peft(module, freezing.parse(spec).peft)
     return peft.add(module, variables, methods, (image_size, image_size, 3))

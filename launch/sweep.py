@@ -15,15 +15,15 @@ import itertools
 import os
 import re
 import shlex
-import sys
 import time
 import traceback
 
 from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
-from absl import app, flags, logging
+from absl import flags, logging
 from etils import epath
 
-from tljax import config_lib, freeze, paths, peft_methods
+from tljax import config_lib, freezing, paths
+from tljax.cli.common import run_main
 from tljax.errors import UserError
 
 flags.DEFINE_string("config", None, "config file, optionally path:arg")
@@ -41,17 +41,13 @@ FLAGS = flags.FLAGS
 
 
 def split_schedules(text):
-    """Splits on commas that start a new strategy ("lp_ft:lp_steps=9,ft_warmup=3" stays whole)."""
-    pieces = []
-    for piece in text.split(","):
-        name = re.match(r"\s*([a-z_0-9]+)", piece)
-        starts = name and (name.group(1) in freeze.STRATEGIES or name.group(1) in peft_methods.METHODS
-                           or name.group(1) == "probe")
-        if pieces and not starts:
-            pieces[-1] += "," + piece
-        else:
-            pieces.append(piece.strip())
-    return [p for p in pieces if p]
+    """The --schedules list, split by the freezing grammar (freezing.split_list); every spec
+    is parsed here, so a typo fails before the first run starts."""
+    schedules = freezing.split_list(text)
+    for schedule in schedules:
+        if not schedule.startswith(freezing.PROBE + ":"):
+            freezing.parse(schedule)
+    return schedules
 
 
 def _slug(text):
@@ -96,14 +92,14 @@ def is_finished(run_dir):
 
 def run_one(config_spec, run_dir, overrides):
     """Trains one run in-process; failures become failed.json instead of stopping the sweep."""
-    from tljax import train
+    from tljax import runs
 
     config = config_lib.load(config_spec)
     for override in overrides:
         config_lib.apply_override(config, override)
     failed = epath.Path(run_dir) / "failed.json"
     try:
-        train.run(config, run_dir)
+        runs.run(config, run_dir)
     except Exception as e:  # noqa: BLE001 - a failed schedule is a result to report.
         failed.parent.mkdir(parents=True, exist_ok=True)
         paths.write_json(failed, {"status": "failed", "error": f"{type(e).__name__}: {e}",
@@ -143,15 +139,10 @@ def run_all(config_spec, runs):
 def main(argv):
     del argv
     if not FLAGS.config or not FLAGS.workdir:
-        print("error: --config and --workdir are required", file=sys.stderr)
-        sys.exit(1)
-    try:
-        config_lib.load(FLAGS.config)  # Fails early on a bad config file.
-        runs = plan_runs(FLAGS.config, split_schedules(FLAGS.schedules), FLAGS.seeds,
-                         FLAGS.workdir, FLAGS.grid, FLAGS.set)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(1)
+        raise UserError("--config and --workdir are required")
+    config_lib.load(FLAGS.config)  # Fails early on a bad config file.
+    runs = plan_runs(FLAGS.config, split_schedules(FLAGS.schedules), FLAGS.seeds,
+                     FLAGS.workdir, FLAGS.grid, FLAGS.set)
     if FLAGS.emit == "commands":
         epath.Path(FLAGS.workdir).mkdir(parents=True, exist_ok=True)
         lines = [command(FLAGS.python, FLAGS.config, d, o) for d, o in runs]
@@ -168,4 +159,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    run_main(main)

@@ -67,8 +67,8 @@ def make_config(data_dir):
 @pytest.fixture(scope="session")
 def source_weights(tmp_path_factory, data_dir):
     """A tiny source model pretrained on digits 0-4 and exported as .safetensors."""
-    from tljax import train
+    from tljax import runs
 
     workdir = str(tmp_path_factory.mktemp("source"))
-    train.run(tiny_config(data_dir, "pretrain", total_steps=30), workdir)
+    runs.run(tiny_config(data_dir, "pretrain", total_steps=30), workdir)
     return os.path.join(workdir, "model.safetensors")

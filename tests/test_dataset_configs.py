@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from tljax import config_lib, run_init, train
+from tljax import config_lib, run_init, runs
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = {"block_counts": (1,), "base_width": 4, "gn_groups": 4, "stem": "small"}
@@ -49,7 +49,7 @@ def test_dataset_config_runs_on_mock_data(config_name, tmp_path):
     config = _tiny(config_name, "vit-b16", tmp_path)
     assert config.data.pp_train == "inception_crop({size})|flip_lr|value_range(-1,1)"
     with _mock():
-        summary = train.run(config, str(tmp_path / "run"))
+        summary = runs.run(config, str(tmp_path / "run"))
     assert os.listdir(tmp_path / "run" / "checkpoints") == ["2"]
     with open(tmp_path / "run" / "metrics.jsonl") as f:
         evals = [r for r in map(json.loads, f) if r["kind"] == "eval"]

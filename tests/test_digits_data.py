@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from tljax import data
-from tljax.data import fewshot
+from tljax.data import k_shot
 from tljax.errors import UserError
 
 
@@ -29,12 +29,12 @@ def test_builder_splits_are_the_source_and_target_digits(data_dir):
 
 def test_few_shot_indices_are_k_per_class_and_deterministic_per_seed():
     labels = np.repeat(np.arange(5), 30)
-    a = fewshot.few_shot_indices(labels, 5, seed=3)
-    assert np.array_equal(a, fewshot.few_shot_indices(labels, 5, seed=3))
-    assert not np.array_equal(a, fewshot.few_shot_indices(labels, 5, seed=4))
+    a = k_shot.few_shot_indices(labels, 5, seed=3)
+    assert np.array_equal(a, k_shot.few_shot_indices(labels, 5, seed=3))
+    assert not np.array_equal(a, k_shot.few_shot_indices(labels, 5, seed=4))
     assert np.array_equal(np.bincount(labels[a]), [5] * 5)
     with pytest.raises(UserError, match="only 30 examples"):
-        fewshot.few_shot_indices(labels, 31, seed=0)
+        k_shot.few_shot_indices(labels, 31, seed=0)
 
 
 def test_few_shot_train_validation_and_test_partition_the_target_split(make_config):

@@ -35,13 +35,13 @@ import sys
 sys.path.insert(0, {root!r})
 import jax
 from tests.conftest import tiny_config
-from tljax import parallel, train
+from tljax import parallel, runs
 assert jax.device_count() == {devices}, jax.devices()
 parallel.Jit.FSDP_MIN_SIZE = 1  # shard even the tiny test models' tensors
 for name, (arch, extra) in {models!r}.items():
     for parallelism in {modes!r}:
         overrides = {{"model.name": name, "model.arch": arch, "freeze": "lp_ft:lp_steps=2", **extra}}
-        train.run(tiny_config({data_dir!r}, "scratch", total_steps=5, log_every=1,
+        runs.run(tiny_config({data_dir!r}, "scratch", total_steps=5, log_every=1,
                               export_weights=True, parallelism=parallelism, **overrides),
                   {root_dir!r} + f"/{{name}}-{devices}-{{parallelism}}")
 """

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tljax import evaluation, inference, train
+from tljax import evaluation, inference, runs
 from tljax.data import pipeline
 from tljax.errors import UserError
 from tljax.weights import tljax_format
@@ -65,7 +65,7 @@ def folder_run(tmp_path_factory, data_dir, split_folder):
         "data.name": f"folder:{split_folder}", "data.few_shot_k": 0, "data.train_split": "train",
         "data.val_split": "validation", "data.test_split": "test", "eval_every": 10,
         "total_steps": 40, "checkpoint_every": 20})
-    summary = train.run(config, workdir)
+    summary = runs.run(config, workdir)
     assert _listing(split_folder) == before  # Nothing is written into the user's folder.
     return workdir, summary
 
@@ -155,11 +155,11 @@ def test_bad_folders_and_names_are_one_clear_line(make_config, split_folder, tmp
     before = _listing(split_folder)
     for overrides, message in cases:
         with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
-            train.run(make_config(**overrides), str(tmp_path / "run"))
+            runs.run(make_config(**overrides), str(tmp_path / "run"))
     assert _listing(split_folder) == before
     no_val = _write_digits(str(tmp_path / "no_val"), lambda i: "test" if i > 20 else "train")
     with pytest.raises(UserError, match="has no split 'validation'; its splits: test, train"):
-        train.run(_folder_config(make_config, no_val), str(tmp_path / "run"))
+        runs.run(_folder_config(make_config, no_val), str(tmp_path / "run"))
     assert not os.path.exists(tmp_path / "run")
 
 
@@ -167,12 +167,12 @@ def test_image_size_is_the_one_resolution(make_config, tmp_path):
     config = make_config(total_steps=1, **{"data.image_size": 12,
                                            "data.pp_train": "resize({size})|gray_to_rgb|value_range(-1,1)",
                                            "data.pp_eval": "resize({size})|gray_to_rgb|value_range(-1,1)"})
-    train.run(config, str(tmp_path / "ok"))
+    runs.run(config, str(tmp_path / "ok"))
     export = tljax_format.load(str(tmp_path / "ok" / "model.safetensors"))
     assert export.preprocessing["image_size"] == 12
     assert export.preprocessing["pp_eval"] == "resize(12)|gray_to_rgb|value_range(-1,1)"
     with pytest.raises(UserError, match=r"makes 8x8 images but data.image_size=12; write the size as \{size\}"):
-        train.run(make_config(**{"data.image_size": 12}), str(tmp_path / "bad"))
+        runs.run(make_config(**{"data.image_size": 12}), str(tmp_path / "bad"))
     assert not os.path.exists(tmp_path / "bad")
 
 
@@ -180,7 +180,7 @@ def test_predict_cli_writes_csv_and_fails_in_one_line(folder_run, split_folder, 
     workdir, _ = folder_run
     out = tmp_path / "preds.csv"
     env = dict(os.environ, PYTHONPATH=ROOT)
-    done = subprocess.run([sys.executable, "-m", "tljax.predict", f"--model={workdir}", "--top_k=2",
+    done = subprocess.run([sys.executable, "-m", "tljax.cli.predict", f"--model={workdir}", "--top_k=2",
                            f"--output={out}", os.path.join(split_folder, "test", "six")],
                           capture_output=True, text=True, env=env, cwd=ROOT, check=True)
     lines = done.stdout.strip().splitlines()
@@ -188,7 +188,7 @@ def test_predict_cli_writes_csv_and_fails_in_one_line(folder_run, split_folder, 
     assert out.read_text().splitlines()[0] == "image,rank,class,probability"
     assert len(out.read_text().splitlines()) == 1 + 8 * 2
     assert "I1" not in done.stderr  # library INFO chatter is filtered
-    failed = subprocess.run([sys.executable, "-m", "tljax.predict", f"--model={workdir}",
+    failed = subprocess.run([sys.executable, "-m", "tljax.cli.predict", f"--model={workdir}",
                              str(tmp_path / "nothing.png")], capture_output=True, text=True,
                             env=env, cwd=ROOT)
     assert failed.returncode == 1
@@ -201,7 +201,7 @@ def test_evaluate_cli_writes_json_and_confusion_png(folder_run, tmp_path):
 
     workdir, summary = folder_run
     env = dict(os.environ, PYTHONPATH=ROOT)
-    done = subprocess.run([sys.executable, "-m", "tljax.evaluate", f"--model={workdir}",
+    done = subprocess.run([sys.executable, "-m", "tljax.cli.evaluate", f"--model={workdir}",
                            f"--output={tmp_path}"], capture_output=True, text=True, env=env,
                           cwd=ROOT, check=True)
     assert done.stdout.startswith(f"accuracy {summary['test_accuracy']:.4f} on 40 images")

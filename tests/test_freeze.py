@@ -10,7 +10,7 @@ import optax
 import pytest
 from flax import traverse_util
 
-from tljax import freeze, models, optim, steps, train, weights
+from tljax import freezing, models, optim, runs, steps, train, weights
 from tljax import state as state_lib
 from tljax.errors import UserError
 from tljax.weights import tljax_format
@@ -29,7 +29,7 @@ def _tiny(name="bit"):
 def _plan(spec, name="bit", total_steps=None):
     module, variables = _tiny(name)
     paths = list(traverse_util.flatten_dict(variables["params"], sep="/"))
-    return freeze.make_plan(spec, models.groups(module), paths, total_steps), paths
+    return freezing.make_plan(spec, models.groups(module), paths, total_steps), paths
 
 
 _FAMILIES = {
@@ -82,8 +82,8 @@ def test_gradual_unfreezes_one_group_from_the_top_every_n_steps():
 
 def test_labels_keep_continuing_parameters_and_start_new_ones_fresh():
     plan, _ = _plan("gradual:every=7")
-    assert plan.labels[0]["head/kernel"] == plan.labels[1]["head/kernel"] == freeze.Label("head", 1.0, 0)
-    assert plan.labels[1]["stage3/unit1/conv1/kernel"] == freeze.Label("stage3", 1.0, 7)
+    assert plan.labels[0]["head/kernel"] == plan.labels[1]["head/kernel"] == freezing.Label("head", 1.0, 0)
+    assert plan.labels[1]["stage3/unit1/conv1/kernel"] == freezing.Label("stage3", 1.0, 7)
 
 
 def test_lp_ft_fine_tunes_as_a_new_run_with_its_own_warmup_and_peak():
@@ -91,10 +91,10 @@ def test_lp_ft_fine_tunes_as_a_new_run_with_its_own_warmup_and_peak():
     with its own warmup (not the tail of the global schedule: 0.28x peak at step 100 of 150
     on digits before)."""
     plan, _ = _plan("lp_ft:lp_steps=10,ft_warmup=4,ft_lr=0.02")
-    restart = freeze.Restart(4, 0.02)
-    assert plan.labels[0]["head/kernel"] == freeze.Label("head", 1.0, 0)
-    assert plan.labels[1]["head/kernel"] == freeze.Label("head", 1.0, 10, restart)
-    assert plan.labels[1]["stem/conv/kernel"] == freeze.Label("stem", 1.0, 10, restart)
+    restart = freezing.Restart(4, 0.02)
+    assert plan.labels[0]["head/kernel"] == freezing.Label("head", 1.0, 0)
+    assert plan.labels[1]["head/kernel"] == freezing.Label("head", 1.0, 10, restart)
+    assert plan.labels[1]["stem/conv/kernel"] == freezing.Label("stem", 1.0, 10, restart)
     cfg = _optim_cfg("sgd", schedule="cosine", warmup_steps=2)
     backbone = optim.label_lr(cfg, 30, plan.labels[1]["stem/conv/kernel"])
     np.testing.assert_allclose([float(backbone(c)) for c in (0, 1, 2, 4)], [0, 0.005, 0.01, 0.02],
@@ -103,14 +103,14 @@ def test_lp_ft_fine_tunes_as_a_new_run_with_its_own_warmup_and_peak():
     head = optim.label_lr(cfg, 30, plan.labels[0]["head/kernel"])  # the probe: global schedule
     np.testing.assert_allclose(float(head(1)), 0.05, rtol=1e-6)
     defaults = _plan("lp_ft:lp_steps=10")[0].labels[1]["stem/conv/kernel"].restart
-    assert defaults == freeze.Restart(-1, 0.0)  # optim.warmup_steps and optim.lr
+    assert defaults == freezing.Restart(-1, 0.0)  # optim.warmup_steps and optim.lr
     np.testing.assert_allclose(float(optim.label_lr(cfg, 30, _plan("lp_ft:lp_steps=10")[0]
                                                     .labels[1]["stem/conv/kernel"])(1)), 0.05)
 
 
 def test_layer_decay_depth_map_has_no_off_by_one():
     module, _ = _tiny()
-    depths = freeze.layer_decay_depths(models.groups(module))
+    depths = freezing.layer_decay_depths(models.groups(module))
     assert depths == {"head": 0, "norm": 1, "stage3": 1, "stage2": 2, "stage1": 3, "stem": 4}
     plan, _ = _plan("layer_decay:0.5")
     mults = plan.phases[0].mults
@@ -132,11 +132,11 @@ def test_depth_strategies_agree_on_every_family(family):
         parts = path.split("/")
         return "/".join(parts[:2]) if parts[0] == "encoder" else parts[0]
 
-    last_k = freeze.make_plan("last_k:1", group_list, paths)
+    last_k = freezing.make_plan("last_k:1", group_list, paths)
     assert {unit_of(p) for p in last_k.phases[0].trainable_paths()} == {"head", *top_unit}
-    gradual = freeze.make_plan("gradual:every=5", group_list, paths)
+    gradual = freezing.make_plan("gradual:every=5", group_list, paths)
     assert gradual.phases[1].trainable_paths() == last_k.phases[0].trainable_paths()
-    decay = freeze.make_plan("layer_decay:0.5", group_list, paths).phases[0].mults
+    decay = freezing.make_plan("layer_decay:0.5", group_list, paths).phases[0].mults
     for path, mult in decay.items():
         unit = unit_of(path)
         expected = 1.0 if unit == "head" else 0.5 if unit in top_unit else None
@@ -204,7 +204,7 @@ def test_weight_decay_reaches_exactly_the_kernels(family, name):
     module = models.build(family, _FAMILIES[family][0], 5)
     params = weights.init_variables(module, (8, 8, 3))["params"]
     params = jax.tree.map(lambda x: x + 1.0, params)  # no zero weights: decay shows everywhere
-    plan = freeze.make_plan("full", models.groups(module), list(
+    plan = freezing.make_plan("full", models.groups(module), list(
         traverse_util.flatten_dict(params, sep="/")))
     tx = optim.build(_optim_cfg(name, momentum=0.0, weight_decay=1.0), plan, 0, 100)
     zero_grads = jax.tree.map(jnp.zeros_like, params)
@@ -284,7 +284,7 @@ def test_each_phase_compiles_once(make_config, tmp_path, monkeypatch):
         self._jitted = type("J", (), {"lower": lambda _, *a: (compiled.append(self.index), lower(*a))[1]})()
 
     monkeypatch.setattr(train._PhaseRunner, "__init__", counting_init)
-    train.run(make_config(freeze="gradual:every=3", total_steps=12), str(tmp_path))
+    runs.run(make_config(freeze="gradual:every=3", total_steps=12), str(tmp_path))
     assert compiled == [0, 1, 2, 3]
 
 
@@ -292,7 +292,7 @@ def test_frozen_batchnorm_statistics_and_weights_stay_bit_identical(make_config,
     arch = {"depth": 18, "base_width": 4, "stem": "small"}
     config = make_config(freeze="last_k:1", export_weights=True,
                          **{"model.name": "resnet", "model.arch": arch})
-    train.run(config, str(tmp_path))
+    runs.run(config, str(tmp_path))
     module = models.build("resnet", arch, 5)
     start = traverse_util.flatten_dict(weights.init_variables(module, (8, 8, 3)), sep="/")
     end = traverse_util.flatten_dict(tljax_format.load(str(tmp_path / "model.safetensors"))[4], sep="/")
@@ -320,7 +320,7 @@ def test_l2sp_combines_with_a_freezing_schedule(make_config, tmp_path, source_we
         config = make_config("", freeze="last_k:1", export_weights=True, total_steps=4,
                              parallelism=parallelism, **{"model.init": source_weights,
                                                          "optim.l2sp": l2sp, "optim.lr": 0.05})
-        train.run(config, str(workdir))
+        runs.run(config, str(workdir))
         before = tljax_format.load(source_weights)[4]["params"]
         after = tljax_format.load(str(workdir / "model.safetensors"))[4]["params"]
         flat_before = traverse_util.flatten_dict(before, sep="/")
@@ -336,7 +336,7 @@ EXPLICIT = ((0, (("head/.*", 1.0), (".*", None))), (3, ((".*", 0.5),)))
 
 
 def test_explicit_phases_run_from_a_config_and_read_well_in_the_summary(make_config, tmp_path):
-    summary = train.run(make_config(freeze_phases=EXPLICIT, total_steps=4), str(tmp_path))
+    summary = runs.run(make_config(freeze_phases=EXPLICIT, total_steps=4), str(tmp_path))
     assert summary["freeze"] == "0: head/.*=1, .*=frozen | 3: .*=0.5"
     from tljax import report
     assert report.summarize(report.load_runs(str(tmp_path)))[0]["schedule"] == summary["freeze"]
@@ -358,13 +358,13 @@ def test_explicit_phases_can_be_given_on_the_command_line():
     assert result.stdout.strip() == repr(EXPLICIT)
 
 
-def _readme_strategies():
-    """Every spec of README.md's freezing-schedule table, placeholders filled in (K=1, N=3,
+def _docs_strategies():
+    """Every spec of docs/freezing.md's schedule table, placeholders filled in (K=1, N=3,
     D=0.7); the `A+B` row runs the combination its own row gives as the example."""
     with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "README.md")) as f:
+                           "docs", "freezing.md")) as f:
         text = f.read()
-    table = text.split("## Freezing schedules", 1)[1].split("\n\n", 2)[2].split("\n\n")[0]
+    table = text.split("# Freezing schedules", 1)[1].split("\n\n", 2)[2].split("\n\n")[0]
     specs = []
     for row in table.splitlines()[2:]:
         spec_cell, what_cell = row.split("|")[1:3]
@@ -375,13 +375,13 @@ def _readme_strategies():
     return specs
 
 
-def test_readme_lists_every_strategy_and_each_runs_end_to_end_under_jit(make_config, tmp_path,
+def test_docs_list_every_strategy_and_each_runs_end_to_end_under_jit(make_config, tmp_path,
                                                                         source_weights):
-    specs = _readme_strategies()
+    specs = _docs_strategies()
     names = {re.match(r"[a-z_]+", part).group() for spec in specs for part in spec.split("+")}
-    assert names == set(freeze.STRATEGIES), "README table and freeze.STRATEGIES differ"
+    assert names == set(freezing.STRATEGIES), "docs table and freezing.STRATEGIES differ"
     for index, spec in enumerate(specs):
-        summary = train.run(make_config("", freeze=spec, total_steps=4, parallelism="jit",
+        summary = runs.run(make_config("", freeze=spec, total_steps=4, parallelism="jit",
                                         checkpoint_every=4, export_weights=False,
                                         **{"model.init": source_weights, "data.val_split": ""}),
                             str(tmp_path / str(index)))

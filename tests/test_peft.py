@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from tljax import evaluation, freeze, inference, models, optim, peft_methods, steps, train, weights
+from tljax import evaluation, freezing, inference, models, optim, runs, steps, weights
 from tljax import state as state_lib
 from tljax.errors import UserError
 from tljax.models import peft
@@ -63,7 +63,7 @@ def _images(seed=1):
 
 def _with(family, spec):
     module, variables = _pretrained(family)
-    return peft.add(module, variables, models.with_peft(type(module), freeze.peft_of(spec)), SHAPE)
+    return peft.add(module, variables, models.with_peft(module, freezing.parse(spec).peft), SHAPE)
 
 
 def _added(variables):
@@ -123,7 +123,7 @@ def test_vpt_adds_the_configured_prompts_shallow_or_deep():
             module = models.build("vit", {**ARCH["vit"], "classifier": classifier}, 5)
             variables = weights.init_variables(module, SHAPE)
             spec = f"vpt:tokens=3,deep={int(deep)}"
-            adapted, adapted_vars = peft.add(module, variables, freeze.peft_of(spec), SHAPE)
+            adapted, adapted_vars = peft.add(module, variables, freezing.parse(spec).peft, SHAPE)
             assert _added(adapted_vars) == [f"encoder/{b}/prompts" for b in blocks]
             for path in _added(adapted_vars):
                 prompts = traverse_util.flatten_dict(adapted_vars["params"], sep="/")[path]
@@ -142,7 +142,7 @@ def test_vpt_and_adaptformer_need_a_vit():
     module, _ = _pretrained("bit")
     for spec in ("vpt:tokens=4", "adaptformer:dim=4"):
         with pytest.raises(UserError, match="need a ViT"):
-            models.with_peft(type(module), freeze.peft_of(spec))
+            models.with_peft(module, freezing.parse(spec).peft)
 
 
 # V-PETL-Bench README (ViT-B/16, VTAB-1k): trainable parameters without the head, in M.
@@ -155,10 +155,10 @@ def test_trainable_parameter_counts_of_vit_b16_match_the_published_ones():
     dummy = jnp.zeros((1, 224, 224, 3))
     counts = {}
     for spec in list(PUBLISHED) + ["vpt:tokens=10,deep=1", "adapter:dim=8"]:
-        adapted = module.clone(peft=freeze.peft_of(spec))
+        adapted = module.clone(peft=freezing.parse(spec).peft)
         shapes = jax.eval_shape(adapted.init, jax.random.PRNGKey(0), dummy)["params"]
         sizes = {p: int(np.prod(s.shape)) for p, s in traverse_util.flatten_dict(shapes, sep="/").items()}
-        plan = freeze.make_plan(spec, models.groups(adapted), list(sizes))
+        plan = freezing.make_plan(spec, models.groups(adapted), list(sizes))
         counts[spec] = sum(sizes[p] for p in plan.phases[0].trainable_paths()
                            if not models.is_classifier(p)) / 1e6
     for spec, published in PUBLISHED.items():
@@ -172,7 +172,7 @@ def test_trainable_parameter_counts_of_vit_b16_match_the_published_ones():
 def _plan(spec, family="vit"):
     module, variables = _with(family, spec)
     paths = list(traverse_util.flatten_dict(variables["params"], sep="/"))
-    return freeze.make_plan(spec, models.groups(module), paths), paths
+    return freezing.make_plan(spec, models.groups(module), paths), paths
 
 
 @pytest.mark.parametrize("spec,trains", [
@@ -218,7 +218,7 @@ def test_frozen_backbone_holds_no_optimizer_state_and_costs_no_weight_gradients(
     cfg = common.base().optim
     flops = {}
     for spec in ("linear_probe", "lora:r=4", "full"):
-        plan = freeze.make_plan(spec, models.groups(module), paths)
+        plan = freezing.make_plan(spec, models.groups(module), paths)
         trainable = plan.phases[0].trainable_paths()
         tx = optim.build(cfg, plan, 0, 100)
         state = state_lib.create(variables, tx, trainable, seed=0)
@@ -244,7 +244,7 @@ def test_a_peft_run_keeps_the_batchnorm_backbone_bit_identical_and_exports_merge
     arch = ARCH["resnet"]  # ResNet-18: its 1x1 convs are the projections LoRA targets
     config = make_config(freeze="lora:r=4+ssf", total_steps=6, export_weights=True,
                          **{"model.name": "resnet", "model.arch": arch})
-    summary = train.run(config, str(tmp_path))
+    summary = runs.run(config, str(tmp_path))
     assert summary["status"] == "done"
     module = models.build("resnet", arch, 5)
     start = traverse_util.flatten_dict(weights.init_variables(module, (8, 8, 3)), sep="/")
@@ -265,7 +265,7 @@ def test_a_peft_run_keeps_the_batchnorm_backbone_bit_identical_and_exports_merge
 def test_unmergeable_methods_export_their_modules_and_load_back(make_config, tmp_path):
     config = make_config(freeze="adapter:dim=4+vpt:tokens=2+lora:r=2", total_steps=4,
                          export_weights=True, **{"model.name": "vit", "model.arch": ARCH["vit"]})
-    summary = train.run(config, str(tmp_path))
+    summary = runs.run(config, str(tmp_path))
     loaded = weights.load_model(str(tmp_path / "model.safetensors"))
     assert loaded.module.peft.adapter and loaded.module.peft.prompts and not loaded.module.peft.lora
     assert any(p.endswith("/prompts") for p in _added(loaded.variables))
@@ -281,19 +281,19 @@ def _assert_export_reproduces_the_final_accuracy(workdir, summary):
     assert result["accuracy"] == pytest.approx(summary["final_accuracy"], abs=1e-6)
 
 
-def _readme_methods():
+def _docs_methods():
     with open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "README.md")) as f:
+                           "docs", "peft.md")) as f:
         text = f.read()
-    table = text.split("## Parameter-efficient methods", 1)[1].split("\n\n")[2]
+    table = text.split("# Parameter-efficient methods", 1)[1].split("\n\n")[2]
     return [re.findall(r"`([^`]+)`", row.split("|")[1])[0] for row in table.splitlines()[2:]]
 
 
-def test_readme_lists_every_method_and_each_runs_end_to_end_under_jit(make_config, tmp_path):
-    specs = _readme_methods()
-    assert {spec.split(":")[0] for spec in specs} == set(peft_methods.METHODS)
+def test_docs_list_every_method_and_each_runs_end_to_end_under_jit(make_config, tmp_path):
+    specs = _docs_methods()
+    assert {spec.split(":")[0] for spec in specs} == set(freezing.METHODS)
     for index, spec in enumerate(specs):
-        summary = train.run(make_config(freeze=spec, total_steps=3, parallelism="jit",
+        summary = runs.run(make_config(freeze=spec, total_steps=3, parallelism="jit",
                                         checkpoint_every=3, export_weights=False,
                                         **{"model.name": "vit", "model.arch": ARCH["vit"],
                                            "data.val_split": ""}),
@@ -316,7 +316,7 @@ def test_explicit_phases_train_modules_that_model_peft_adds(make_config, tmp_pat
     phases = ((0, ((r".*/lora_(a|b)", 1.0), ("head/.*", 1.0), (".*", None))),)
     config = make_config(freeze_phases=phases, total_steps=3, export_weights=True,
                          **{"model.peft": "lora:r=2"})
-    train.run(config, str(tmp_path))
+    runs.run(config, str(tmp_path))
     export = tljax_format.load(str(tmp_path / "model.safetensors"))
     assert export.arch["peft"]["lora"]["rank"] == 2  # BiT: LoRA stays unmerged
     flat = traverse_util.flatten_dict(export.variables["params"], sep="/")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from launch import sweep
-from tljax import features, models, probes, report, train
+from tljax import models, report, runs
+from tljax.probe import classifiers, features
 from tljax.errors import UserError
 
 
@@ -20,8 +21,8 @@ def _digits_sets():
     order = np.random.RandomState(0).permutation(len(y))
     x, y = x[order].astype(np.float32), y[order]
     cut1, cut2 = int(0.6 * len(y)), int(0.8 * len(y))
-    return (probes.Features(x[:cut1], y[:cut1]), probes.Features(x[cut1:cut2], y[cut1:cut2]),
-            probes.Features(x[cut2:], y[cut2:]))
+    return (classifiers.Features(x[:cut1], y[:cut1]), classifiers.Features(x[cut1:cut2], y[cut1:cut2]),
+            classifiers.Features(x[cut2:], y[cut2:]))
 
 
 @pytest.mark.parametrize("n", [40, 7])  # more examples than features, and fewer
@@ -29,7 +30,7 @@ def test_ridge_equals_lstsq_of_the_regularised_system(n):
     rng = np.random.RandomState(n)
     x, y = rng.randn(n, 12), rng.randint(0, 3, n)
     targets = np.where(np.eye(3)[y] > 0, 1.0, -1.0)
-    for l2, w in probes.ridge_weights(x, y, 3, [0.5, 1024.0]).items():
+    for l2, w in classifiers.ridge_weights(x, y, 3, [0.5, 1024.0]).items():
         stacked_x = np.concatenate([x, np.sqrt(l2) * np.eye(12)])
         stacked_t = np.concatenate([targets, np.zeros((12, 3))])
         expected = np.linalg.lstsq(stacked_x, stacked_t, rcond=None)[0]
@@ -42,23 +43,23 @@ def test_ridge_bias_feature_and_standardisation_follow_big_vision():
     rng = np.random.RandomState(0)
     y = np.repeat([0, 1], 20)
     x = 1000.0 + 1e-3 * (y[:, None] * 2.0 - 1 + 0.1 * rng.randn(40, 3))
-    data = probes.Features(x, y)
-    assert probes.ridge(data, data, data, 2, [1024.0])["test_accuracy"] == 1.0
-    assert probes.RIDGE_BIAS == 100.0 and probes.RIDGE_STD_EPS == 1e-5
+    data = classifiers.Features(x, y)
+    assert classifiers.ridge(data, data, data, 2, [1024.0])["test_accuracy"] == 1.0
+    assert classifiers.RIDGE_BIAS == 100.0 and classifiers.RIDGE_STD_EPS == 1e-5
 
 
 def test_logreg_grid_matches_sklearn_with_c_chosen_on_the_same_validation():
     from sklearn.linear_model import LogisticRegression
 
     train_set, val, test = _digits_sets()
-    mean, std = train_set.x.mean(0), train_set.x.std(0) + probes.RIDGE_STD_EPS
+    mean, std = train_set.x.mean(0), train_set.x.std(0) + classifiers.RIDGE_STD_EPS
     best = None
     for c in (0.001, 0.01, 0.1, 1.0, 10.0, 100.0):
         clf = LogisticRegression(C=c, max_iter=2000).fit((train_set.x - mean) / std, train_set.y)
         score = clf.score((val.x - mean) / std, val.y)
         if best is None or score > best[0]:
             best = (score, clf.score((test.x - mean) / std, test.y))
-    ours = probes.logreg(train_set, val, test, 10, (0.003, 0.01, 0.03, 0.1), (0.0, 1e-4, 1e-3, 1e-2),
+    ours = classifiers.logreg(train_set, val, test, 10, (0.003, 0.01, 0.03, 0.1), (0.0, 1e-4, 1e-3, 1e-2),
                          epochs=30, batch_size=128)
     assert ours["test_accuracy"] >= best[1] - 0.01, (ours, best)
     assert ours["fit_flops"] > 0
@@ -74,7 +75,7 @@ def test_knn_equals_brute_force_weighted_votes():
         votes = np.zeros(10)
         np.add.at(votes, train_set.y[top], np.exp(row[top] / 0.07))
         expected.append(votes.argmax())
-    got = probes.knn_predict(train_set, test.x[:50], 10, k=10)
+    got = classifiers.knn_predict(train_set, test.x[:50], 10, k=10)
     np.testing.assert_array_equal(got, expected)
 
 
@@ -109,28 +110,28 @@ def test_probe_run_caches_resumes_refuses_stale_cache_and_joins_the_report(make_
                                   "probe.epochs": 5, **extra})
 
     workdir = str(tmp_path / "sweep" / "probe-ridge" / "default" / "seed0")
-    first = train.run(config("ridge"), workdir)
+    first = runs.run(config("ridge"), workdir)
     assert first["freeze"] == "probe:ridge" and 0 <= first["test_accuracy"] <= 1
     assert first["train_flops"] > 0 and first["trainable_fraction"] < 0.1
     written = _mtimes(workdir)
     assert set(written) == {"meta.json", "train.npz", "validation.npz", "test.npz"}
     os.remove(os.path.join(workdir, "features", "test.npz"))  # as if killed before test was written
-    again = train.run(config("ridge"), workdir)
+    again = runs.run(config("ridge"), workdir)
     now = _mtimes(workdir)
     assert now["train.npz"] == written["train.npz"] and now["test.npz"] != written["test.npz"]
     assert {k: v for k, v in again.items() if k != "wall_time_s"} == {
         k: v for k, v in first.items() if k != "wall_time_s"}
     with pytest.raises(UserError, match="different config"):  # the workdir's own check, first
-        train.run(config("ridge", **{"data.few_shot_val_k": 3}), workdir)
+        runs.run(config("ridge", **{"data.few_shot_val_k": 3}), workdir)
     from tljax import paths
 
     with pytest.raises(UserError, match="features extracted with another model or data config"):
         features.Cache(paths.resolve(workdir), '{"model.init": "other"}')
     with pytest.raises(UserError, match="2 of 3 test feature vectors hold NaN"):
-        probes.check_finite("test", probes.Features(np.array([[np.nan], [1.0], [np.inf]]),
+        classifiers.check_finite("test", classifiers.Features(np.array([[np.nan], [1.0], [np.inf]]),
                                                     np.zeros(3, int)))
     assert sweep.plan_runs("c", ["probe:knn"], 1, "w")[0][1][0] == "probe.method=knn"
-    train.run(config("knn"), str(tmp_path / "sweep" / "probe-knn" / "default" / "seed0"))
+    runs.run(config("knn"), str(tmp_path / "sweep" / "probe-knn" / "default" / "seed0"))
     rows = report.summarize(report.load_runs(str(tmp_path / "sweep")), baseline="probe:ridge")
     assert sorted(r["schedule"] for r in rows) == ["probe:knn", "probe:ridge"]
 
@@ -144,7 +145,7 @@ def test_few_shot_monitor_logs_the_source_tasks_ridge_accuracy_of_the_current_mo
         "model.init": source_weights, "fewshot.name": "tljax_digits",
         "fewshot.train_split": "source_train", "fewshot.test_split": "source_test",
         "fewshot.shots": (1, 3), "fewshot.seeds": 2})
-    train.run(config, str(tmp_path))
+    runs.run(config, str(tmp_path))
     logged = records(str(tmp_path), "fewshot")
     assert [r["step"] for r in logged] == [2, 4] and set(logged[0]) >= {"1shot", "3shot"}
     # The last record, recomputed from the exported final model by the probe code alone.
@@ -159,7 +160,7 @@ def test_few_shot_monitor_logs_the_source_tasks_ridge_accuracy_of_the_current_mo
                         few_shot_k=3, few_shot_val_k=0, few_shot_seed=0)
     sets = {w: features.extract(features.feature_fn(module), export.variables, data_cfg, w, 0, 64)[0]
             for w in ("train", "test")}
-    table = probes.few_shot_ridge(sets["train"], sets["test"], pipeline.num_classes(data_cfg),
+    table = classifiers.few_shot_ridge(sets["train"], sets["test"], pipeline.num_classes(data_cfg),
                                   (1, 3), 2, 2.0**10)
     assert logged[-1]["1shot"] == pytest.approx(np.mean(table[1]))
     assert logged[-1]["3shot"] == pytest.approx(np.mean(table[3]))

@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests.helpers import records
-from tljax import freeze, paths, train, weights
+from tljax import freezing, paths, runs, weights
 from tljax.errors import UserError
 from tljax.lock import LOCK_NAME
 
@@ -43,7 +43,7 @@ BAD_CONFIGS = [
 def test_bad_config_is_one_line_and_leaves_no_workdir(make_config, tmp_path, overrides, message):
     workdir = tmp_path / "run"
     with pytest.raises(UserError) as error:
-        train.run(make_config(**overrides), str(workdir))
+        runs.run(make_config(**overrides), str(workdir))
     assert message in str(error.value) and "\n" not in str(error.value)
     assert not workdir.exists()
     assert not os.path.exists("/no")
@@ -58,14 +58,14 @@ def test_bad_config_is_one_line_and_leaves_no_workdir(make_config, tmp_path, ove
 def test_bad_explicit_phases_are_one_line_errors(phases, message):
     groups = [("stem", "stem/.*"), ("head", "head/.*")]
     with pytest.raises(UserError, match=message):
-        freeze.make_plan(phases, groups, ["stem/w", "head/kernel"])
+        freezing.make_plan(phases, groups, ["stem/w", "head/kernel"])
 
 
 def test_a_workdir_that_is_a_file_is_refused(make_config, tmp_path):
     path = tmp_path / "file"
     path.write_text("notes")
     with pytest.raises(UserError, match="is a file, not a directory"):
-        train.run(make_config(total_steps=2), str(path))
+        runs.run(make_config(total_steps=2), str(path))
     assert path.read_text() == "notes"
 
 
@@ -73,7 +73,7 @@ def test_non_finite_state_is_never_saved_and_the_run_fails(make_config, tmp_path
     config = make_config(total_steps=12, checkpoint_every=1, log_every=4,
                          **{"optim.lr": 1e30, "optim.warmup_steps": 0})
     with pytest.raises(UserError, match=r"became NaN/Inf by step \d+ .* was not saved") as error:
-        train.run(config, str(tmp_path))
+        runs.run(config, str(tmp_path))
     assert "\n" not in str(error.value)
     assert paths.read_json(tmp_path / "summary.json")["status"] == "failed"
     manager = ocp.CheckpointManager(str(tmp_path / "checkpoints"), item_names=("state", "meta"))
@@ -95,21 +95,21 @@ def test_a_second_run_in_a_locked_workdir_is_refused_and_a_stale_lock_taken_over
         (tmp_path / LOCK_NAME).write_text(json.dumps({"host": socket.gethostname(),
                                                       "pid": live.pid, "since": "now"}))
         with pytest.raises(UserError, match=f"is in use by pid {live.pid}"):
-            train.run(config, str(tmp_path))
+            runs.run(config, str(tmp_path))
         assert sorted(os.listdir(tmp_path)) == [LOCK_NAME]
     finally:
         live.kill()
         live.wait()
     # The holder is gone (as after a SIGKILL): its lock is stale and the run proceeds.
-    summary = train.run(config, str(tmp_path))
+    summary = runs.run(config, str(tmp_path))
     assert summary["status"] == "done" and not (tmp_path / LOCK_NAME).exists()
 
 
 def test_rerunning_a_finished_run_changes_nothing(make_config, tmp_path):
     config = make_config(total_steps=2)
-    first = train.run(config, str(tmp_path))
+    first = runs.run(config, str(tmp_path))
     metrics_text = (tmp_path / "metrics.jsonl").read_text()
-    second = train.run(config, str(tmp_path))
+    second = runs.run(config, str(tmp_path))
     assert second == first
     assert (tmp_path / "metrics.jsonl").read_text() == metrics_text
     assert len(records(str(tmp_path), kind="summary")) == 1

@@ -13,7 +13,7 @@ import numpy as np
 
 from tests.conftest import ROOT
 from tests.helpers import exported_params, records
-from tljax import train
+from tljax import runs
 
 # BatchNorm ResNet (batch statistics are state too), two phases, Adam (optimizer state
 # with step counts), evaluation and checkpoints every 2 steps.
@@ -37,7 +37,7 @@ _KILL_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
 from tests.conftest import tiny_config
-from tljax import train
+from tljax import runs, train
 real_call, calls = train._PhaseRunner.__call__, [0]
 def call(self, state, batch):
     if calls[0] == {kill_at}:  # Dies as step {kill_at} would start.
@@ -45,7 +45,7 @@ def call(self, state, batch):
     calls[0] += 1
     return real_call(self, state, batch)
 train._PhaseRunner.__call__ = call
-train.run(tiny_config({data_dir!r}, "scratch", **{overrides!r}), {workdir!r})
+runs.run(tiny_config({data_dir!r}, "scratch", **{overrides!r}), {workdir!r})
 """
 
 
@@ -60,7 +60,7 @@ def test_sigkill_at_any_step_then_resume_equals_the_uninterrupted_run(make_confi
                                                                        tmp_path):
     config = make_config("scratch", **OVERRIDES)
     whole = str(tmp_path / "whole")
-    train.run(config, whole)
+    runs.run(config, whole)
     expected_params, expected_summary = exported_params(whole), _summary(whole)
     expected_losses = [(r["step"], r["loss"]) for r in records(whole)]
     assert len(expected_summary["val_history"]) == 5
@@ -75,7 +75,7 @@ def test_sigkill_at_any_step_then_resume_equals_the_uninterrupted_run(make_confi
         result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                                 timeout=300, env=dict(os.environ, JAX_PLATFORMS="cpu"))
         assert result.returncode == -9, result.stderr[-3000:]
-        train.run(config, workdir)
+        runs.run(config, workdir)
 
         params = exported_params(workdir)
         assert params.keys() == expected_params.keys()

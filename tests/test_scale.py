@@ -5,7 +5,7 @@ import numpy as np
 from flax import traverse_util
 
 from configs import common
-from tljax import freeze, models, optim, steps, train, weights
+from tljax import freezing, models, optim, runs, steps, weights
 from tljax import state as state_lib
 
 
@@ -14,7 +14,7 @@ def test_gradient_accumulation_gives_the_large_batch_update():
                                   "stem": "small"}, 5)
     variables = weights.init_variables(module, (8, 8, 3))
     paths = list(traverse_util.flatten_dict(variables["params"], sep="/"))
-    plan = freeze.make_plan("last_k:1", models.groups(module), paths)
+    plan = freezing.make_plan("last_k:1", models.groups(module), paths)
     cfg = common.base().optim
     cfg.name, cfg.lr, cfg.schedule = "adam", 0.01, "constant"
     tx = optim.build(cfg, plan, 0, 10)
@@ -46,14 +46,14 @@ if {num_processes} > 1:
                                process_id={process_id})
 assert jax.device_count() == 4, jax.devices()
 from tests.conftest import tiny_config
-from tljax import parallel, train
+from tljax import parallel, runs
 parallel.Jit.FSDP_MIN_SIZE = 1  # shard even the tiny model's tensors over both processes
 for freeze, extra in SCHEDULES:
-    train.run(tiny_config({data_dir!r}, "", freeze=freeze, total_steps=6, export_weights=True,
+    runs.run(tiny_config({data_dir!r}, "", freeze=freeze, total_steps=6, export_weights=True,
                           checkpoint_every=3, parallelism="fsdp",
                           **{{"model.init": {init!r}, **extra}}), {workdir!r} + "/" + freeze)
 # A feature probe: each process extracts its shard of every set, process 0 writes the cache.
-train.run(tiny_config({data_dir!r}, "", **{{"model.init": {init!r}, "probe.method": "ridge"}}),
+runs.run(tiny_config({data_dir!r}, "", **{{"model.init": {init!r}, "probe.method": "ridge"}}),
           {workdir!r} + "/probe")
 """
 # Multi-phase schedules change phase on state sharded across processes; gradual also runs
@@ -124,4 +124,4 @@ def test_accumulation_runs_with_frozen_batchnorm_or_when_microbatch_stats_are_ac
                             ("accepted", {"accum_bn_microbatch_stats": True})):
         config = make_config(accum_steps=2, total_steps=2, **overrides,
                              **{"model.name": "resnet", "model.arch": arch})
-        assert train.run(config, str(tmp_path / name))["status"] == "done"
+        assert runs.run(config, str(tmp_path / name))["status"] == "done"

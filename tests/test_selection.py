@@ -6,7 +6,7 @@ import orbax.checkpoint as ocp
 from flax import traverse_util
 
 from tests.helpers import records
-from tljax import data, models, train
+from tljax import data, models, runs
 
 
 def _restore(directory, step):
@@ -32,7 +32,7 @@ def test_validation_selects_the_step_and_test_is_read_only_at_the_end(make_confi
     # not the last one (deterministic for this seed).
     config = make_config("scratch", total_steps=12, eval_every=2, checkpoint_every=1,
                          keep_checkpoints=20, **{"optim.lr": 0.5, "optim.schedule": "constant"})
-    summary = train.run(config, str(tmp_path))
+    summary = runs.run(config, str(tmp_path))
     evals = records(str(tmp_path), kind="eval")
     val = [(r["step"], r["accuracy"]) for r in evals if r["split"] == "validation"]
     assert [s for s, _ in val] == [2, 4, 6, 8, 10, 12]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import exported_params, records
-from tljax import train
+from tljax import runs, train
 from tljax.data import pipeline
 from tljax.errors import UserError
 from tljax.weights import tljax_format
@@ -37,15 +37,15 @@ def test_resume_after_an_exception_ends_bit_identical_to_uninterrupted_run(
                          **{"model.init": source_weights, "optim.name": "adam",
                             "optim.lr": 0.01})
     whole = str(tmp_path / "whole")
-    train.run(config, whole)
+    runs.run(config, whole)
 
     broken = str(tmp_path / "broken")
     with monkeypatch.context() as m:
         _interrupt_after(m, 7)  # Dies in step 8; the last checkpoint is step 4.
         with pytest.raises(_Interrupt):
-            train.run(config, broken)
+            runs.run(config, broken)
     assert sorted(os.listdir(os.path.join(broken, "checkpoints"))) == ["4"]
-    summary = train.run(config, broken)
+    summary = runs.run(config, broken)
 
     a, b = exported_params(whole), exported_params(broken)
     assert a.keys() == b.keys()
@@ -61,7 +61,7 @@ def test_linear_probe_leaves_every_backbone_parameter_bit_identical(make_config,
                                                                     source_weights):
     config = make_config("", freeze="linear_probe", export_weights=True,
                          **{"model.init": source_weights, "optim.lr": 0.1})
-    train.run(config, str(tmp_path))
+    runs.run(config, str(tmp_path))
     before = exported_params(os.path.dirname(source_weights))
     after = exported_params(str(tmp_path))
     for path, value in after.items():
@@ -74,7 +74,7 @@ def test_linear_probe_leaves_every_backbone_parameter_bit_identical(make_config,
 def test_init_weights_are_loaded_and_head_reset(make_config, tmp_path, source_weights):
     config = make_config("", freeze="linear_probe", total_steps=1, export_weights=True,
                          **{"model.init": source_weights, "optim.lr": 0.0})
-    train.run(config, str(tmp_path))
+    runs.run(config, str(tmp_path))
     before, after = exported_params(os.path.dirname(source_weights)), exported_params(str(tmp_path))
     assert np.any(before["head/kernel"] != 0)
     assert np.all(after["head/kernel"] == 0)
@@ -86,10 +86,10 @@ def test_mismatched_init_weights_list_the_offending_keys(make_config, tmp_path, 
                                 "model.arch": {"block_counts": (1, 2), "base_width": 4,
                                                "gn_groups": 4, "stem": "small"}})
     with pytest.raises(UserError, match=r"missing params: stage2/unit2/"):
-        train.run(config, str(tmp_path))
+        runs.run(config, str(tmp_path))
     config = make_config("", **{"model.init": source_weights, "data.pp_eval": "resize(8)|gray_to_rgb"})
     with pytest.raises(UserError, match=r"expect inputs normalised by 'value_range\(-1,1\)'"):
-        train.run(config, str(tmp_path / "pp"))
+        runs.run(config, str(tmp_path / "pp"))
 
 
 def test_init_norm_takes_the_normalisation_of_the_weights(make_config, tmp_path, source_weights):
@@ -97,11 +97,11 @@ def test_init_norm_takes_the_normalisation_of_the_weights(make_config, tmp_path,
                          **{"model.init": source_weights,
                             "data.pp_train": "resize(8)|gray_to_rgb|init_norm",
                             "data.pp_eval": "resize(8)|gray_to_rgb|init_norm"})
-    train.run(config, str(tmp_path))
+    runs.run(config, str(tmp_path))
     assert tljax_format.load(str(tmp_path / "model.safetensors"))[3]["normalization"] == "value_range(-1,1)"
     scratch = make_config(total_steps=2, **{"data.pp_train": "resize(8)|gray_to_rgb|init_norm"})
     with pytest.raises(UserError, match="init_norm needs model.init weights"):
-        train.run(scratch, str(tmp_path / "scratch"))
+        runs.run(scratch, str(tmp_path / "scratch"))
 
 
 def test_exported_weights_carry_architecture_and_preprocessing(source_weights):
@@ -117,7 +117,7 @@ def test_a_tiny_vit_trains_with_both_parallelism_paths(make_config, tmp_path, pa
     arch = {"size": "Ti", "width": 16, "depth": 2, "mlp_dim": 32, "heads": 2, "patch": 4}
     config = make_config(total_steps=3, freeze="last_k:1", parallelism=parallelism,
                          **{"model.name": "vit", "model.arch": arch})
-    summary = train.run(config, str(tmp_path))
+    summary = runs.run(config, str(tmp_path))
     assert summary["final_accuracy"] is not None and len(records(str(tmp_path))) == 2
 
 
@@ -133,7 +133,7 @@ def test_accumulation_must_divide_each_devices_share_of_the_batch(make_config, t
     config = make_config(accum_steps=3)  # batch 8 on 1 device: 8 examples, not divisible by 3
     with pytest.raises(UserError, match="8 examples per device, which must be a multiple of "
                                         "accum_steps=3"):
-        train.run(config, str(tmp_path))
+        runs.run(config, str(tmp_path))
     assert not os.path.exists(tmp_path / "config.json")
 
 
@@ -155,7 +155,7 @@ def test_vit_pre_logits_is_dropped_with_a_new_head_unless_kept(make_config, tmp_
     config = make_config(total_steps=1, export_weights=True,
                          **{"model.name": "vit", "model.arch": {}, "model.init": str(source),
                             "model.keep_pre_logits": keep})
-    train.run(config, str(tmp_path / "run"))
+    runs.run(config, str(tmp_path / "run"))
     params = traverse_util.flatten_dict(
         tljax_format.load(str(tmp_path / "run" / "model.safetensors"))[4]["params"], sep="/")
     assert ("pre_logits/kernel" in params) == keep

@@ -1,5 +1,4 @@
 """Loading config files outside absl flags (init recipes, sweeps) and config checks."""
-import ast
 import importlib.util
 import json
 import math
@@ -7,12 +6,17 @@ import os
 
 import ml_collections as mlc
 
+from tljax import literals
 from tljax.errors import UserError
 
-# Keys that may change when a run is resumed: they do not change what is computed.
-# (total_steps is not among them: it shapes the learning-rate schedule.)
-RESUMABLE_CHANGES = ("log_every", "eval_every", "checkpoint_every", "keep_checkpoints",
-                     "export_weights", "data.data_dir", "data.manual_dir")
+# Keys that change neither what a run computes nor what it reports: where files are read
+# from, how often it logs and saves, whether it exports. Runs differing only in these (and
+# the seed) are one row of a report.
+NO_EFFECT_KEYS = ("log_every", "checkpoint_every", "keep_checkpoints", "export_weights",
+                  "data.data_dir", "data.manual_dir")
+# Keys that may change when a run is resumed: those, and eval_every (later evaluations only
+# add candidates for selection). total_steps is not among them: it shapes the lr schedule.
+RESUMABLE_CHANGES = NO_EFFECT_KEYS + ("eval_every",)
 
 
 def load(spec):
@@ -30,13 +34,8 @@ def load(spec):
 
 def apply_override(config, assignment):
     """Sets "a.b=value" on a locked ConfigDict; the value is a Python literal or a plain string."""
-    key, sep, text = assignment.partition("=")
-    if not sep:
-        raise UserError(f"override {assignment!r} is not of the form key=value")
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        value = text
+    key, text = literals.assignment(assignment)
+    value = literals.value(text)
     *parents, leaf = key.split(".")
     node = config
     try:
@@ -143,29 +142,3 @@ def recipe_output(spec):
     name = os.path.splitext(os.path.basename(path))[0] + (f"_{arg}" if arg else "")
     root = os.environ.get("TLJAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "tljax"))
     return os.path.join(root, "recipes", name, "model.safetensors")
-
-
-def phases_text(phases):
-    """Explicit freezing phases as one readable line, e.g.
-    "0: head/.*=1, .*=frozen | 100: .*=1" (for summaries and report rows)."""
-    def rule(regex, mult):
-        return f"{regex}={'frozen' if mult is None else format(float(mult), 'g')}"
-    return " | ".join(f"{int(start)}: " + ", ".join(rule(*r) for r in rules)
-                      for start, rules in phases)
-
-
-def freeze_spec(config):
-    """What config.freeze_phases or config.freeze asks for: explicit phases (a list of
-    (start_step, [(regex, lr multiplier or None)])) or a strategy string."""
-    if config.freeze_phases:
-        return [(start, [tuple(r) for r in rules]) for start, rules in config.freeze_phases]
-    return config.freeze
-
-
-def freeze_label(config_dict):
-    """The schedule's name in reports, from a (flattened or nested) config dict."""
-    probe = config_dict.get("probe.method") or (config_dict.get("probe") or {}).get("method")
-    if probe:
-        return f"probe:{probe}"
-    phases = config_dict.get("freeze_phases")
-    return phases_text(phases) if phases else config_dict.get("freeze", "?")

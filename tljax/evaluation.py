@@ -1,14 +1,14 @@
 """Evaluation of a trained model on a labelled set: the data config that names the set,
-class-name matching, the counts, and the confusion-matrix plot (tljax.evaluate's library)."""
+class-name matching, the counts, and the confusion-matrix plot (tljax.cli.evaluate's library)."""
 import io
 import os
 
 import numpy as np
 
-from tljax import paths
+from tljax import defaults, paths
+from tljax.data.sets import SETS
 from tljax.errors import UserError
 
-RUN_SETS = ("train", "validation", "test")  # the run's own sets (data.*_split, few-shot masks)
 
 
 def is_run(model):
@@ -17,10 +17,9 @@ def is_run(model):
 
 def data_config(model, data_name, split):
     """(data config, which set of it to read, seed)."""
-    from configs import common
     from tljax.data import folder
 
-    cfg, seed = common.base().data, 0
+    cfg, seed = defaults.base().data, 0
     if data_name:
         with cfg.unlocked():
             cfg.name, cfg.few_shot_k, cfg.test_split = data_name, 0, split
@@ -34,7 +33,7 @@ def data_config(model, data_name, split):
     with cfg.unlocked():
         for key, value in saved["data"].items():
             cfg[key] = tuple(value) if isinstance(value, list) else value
-    if split in RUN_SETS:
+    if split in SETS:  # the run's own sets (data.*_split, few-shot masks)
         return cfg, split, saved["seed"]
     with cfg.unlocked():
         cfg.few_shot_k, cfg.test_split = 0, split

@@ -1,6 +1,6 @@
 """Sweep results: many run workdirs -> results.md, results.csv and PNG plots.
 
-    python -m tljax.report /tmp/sweep [--baseline=full]
+    python -m tljax.cli.report /tmp/sweep [--baseline=full]
 
 Runs are grouped by everything in their config except the seed; each group is one
 row, ranked by test accuracy at the step validation selected (mean ± std over seeds,
@@ -13,15 +13,14 @@ import csv
 import io
 import json
 import math
-import sys
 
 import numpy as np
 from etils import epath
 
-from tljax import config_lib, paths
+from tljax import config_lib, freezing, literals, paths
+from tljax.errors import UserError
 
-KEY_IGNORED = {"seed", "data.data_dir", "data.manual_dir", "log_every", "checkpoint_every",
-               "keep_checkpoints", "export_weights"}
+KEY_IGNORED = {"seed", *config_lib.NO_EFFECT_KEYS}  # runs differing only in these are one row
 
 
 def load_runs(root):
@@ -47,16 +46,8 @@ def load_runs(root):
 
 def _config_of_overrides(failed):
     """A flat config dict from a failed run's sweep overrides ("key=value"), enough to group it."""
-    import ast
-
-    config = {}
-    for override in failed.get("overrides", []):
-        key, _, value = override.partition("=")
-        try:
-            config[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            config[key] = value
-    return config
+    return {key: literals.value(text) for key, text in
+            (literals.assignment(o) for o in failed.get("overrides", []))}
 
 
 def _t_quantile(n):
@@ -115,7 +106,7 @@ def summarize(runs, baseline="full", order=None, select=False):
     varying = [k for k in _varying_keys(runs) if k not in ("freeze", "freeze_phases", "probe.method")]
     groups = {}
     for run in runs:
-        label = config_lib.freeze_label(run["config"])
+        label = freezing.label_of(run["config"])
         extra = ", ".join(f"{k}={run['config'].get(k)}" for k in varying)
         groups.setdefault((label, extra), []).append(run)
     rows = []
@@ -340,32 +331,10 @@ def write_report(root, baseline="full", order=None, select=False):
     keeps each schedule's grid point chosen on validation."""
     runs = load_runs(root)
     if not runs:
-        raise SystemExit(f"error: no runs (directories with config.json) under {root}")
+        raise UserError(f"no runs (directories with config.json) under {root}")
     rows = summarize(runs, baseline, order, select)
     table = markdown(rows)
     paths.write_text_atomic(epath.Path(root) / "results.md", table + "\n")
     write_csv(rows, epath.Path(root) / "results.csv")
     plot(rows, root)
     return table
-
-
-def main(argv=None):
-    argv = sys.argv[1:] if argv is None else argv
-    options = dict(a[2:].partition("=")[::2] for a in argv if a.startswith("--"))
-    positional = [a for a in argv if not a.startswith("--")]
-    if len(positional) != 1 or set(options) - {"baseline", "order", "select"}:
-        raise SystemExit("usage: python -m tljax.report SWEEP_DIR [--baseline=SCHEDULE] "
-                         "[--order=SCHEDULE,SCHEDULE,...] [--select=validation]")
-    if options.get("select", "validation") != "validation":
-        raise SystemExit("--select takes one value: validation (test data never selects)")
-    order = None
-    if options.get("order"):
-        from launch.sweep import split_schedules
-
-        order = split_schedules(options["order"])
-    print(write_report(positional[0], options.get("baseline", "full"), order,
-                       select="select" in options))
-
-
-if __name__ == "__main__":
-    main()

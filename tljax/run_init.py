@@ -1,6 +1,6 @@
-"""What a run starts from: the config after BiT-HyperRule, the init weights (produced by
-their recipe when missing), the model with pretrained weights merged in, and the data
-config with the normalisation those weights expect."""
+"""What a run starts from: the config after BiT-HyperRule, the init recipe to run when its
+weights are missing, the model with pretrained weights merged in and PEFT modules added,
+the data config with the normalisation those weights expect, and the claimed workdir."""
 import dataclasses
 import os
 
@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from tljax import config_lib, data, distributed, freeze, hyperrule, lock, models, paths, weights
+from tljax import config_lib, data, distributed, hyperrule, lock, models, paths, weights
 from tljax.data import preprocess
 from tljax.errors import UserError
 from tljax.models import peft
@@ -28,12 +28,13 @@ def with_hyperrule(config):
     return config
 
 
-def prepare_init(config, run):
-    """Runs the init recipe with `run` (tljax.train.run) when model.init is the recipe's own
-    (missing) output file."""
+def init_recipe(config):
+    """(recipe config, output directory) when model.init is the missing output file of the
+    init recipe model.init_recipe, else None. A recipe only ever writes its own output, so a
+    mistyped model.init never starts a recipe that writes somewhere else."""
     init, recipe = config.model.init, config.model.init_recipe
     if not init or os.path.exists(init) or not recipe:
-        return
+        return None
     output = config_lib.recipe_output(recipe)
     if os.path.abspath(os.path.expanduser(init)) != output:
         raise UserError(f"model.init {init} does not exist; the init recipe {recipe} would "
@@ -43,9 +44,7 @@ def prepare_init(config, run):
     with recipe_config.unlocked():
         recipe_config.data.data_dir = config.data.data_dir
         recipe_config.export_weights = True
-    run(recipe_config, os.path.dirname(output))
-    if not os.path.exists(init):
-        raise UserError(f"init recipe {recipe} did not write {init}")
+    return recipe_config, os.path.dirname(output)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +55,9 @@ class Model:
     num_classes: int
 
 
-def load_model(config):
+def load_model(config, spec):
+    """The run's Model: built, pretrained weights merged in, and the PEFT modules of `spec`
+    (a freezing.Spec) added."""
     num_classes, data_classes = config.model.num_classes, data.num_classes(config.data)
     if num_classes <= 0:
         num_classes = data_classes
@@ -65,20 +66,9 @@ def load_model(config):
                         f"{data_classes} classes; use -1 (from the data) or >= {data_classes}")
     module, variables, normalization = _build_and_init(config, num_classes)
     size = config.data.image_size
-    module, variables = peft.add(module, variables, peft_of(config, module), (size, size, 3),
-                                 seed=config.seed)
+    module, variables = peft.add(module, variables, models.with_peft(module, spec.peft),
+                                 (size, size, 3), seed=config.seed)
     return Model(with_regularisation(module, config.model), variables, normalization, num_classes)
-
-
-def peft_of(config, module):
-    """The parameter-efficient modules the run adds: those its freezing spec names, and
-    model.peft (for explicit freeze_phases, whose rules then train them)."""
-    methods = freeze.peft_of(config_lib.freeze_spec(config))
-    try:
-        methods = methods.union(freeze.peft_of(config.model.peft) if config.model.peft else peft.NONE)
-    except ValueError as e:
-        raise UserError(f"config.freeze and config.model.peft: {e}; give each method once") from None
-    return models.with_peft(type(module), methods)
 
 
 REGULARISATION = ("dropout", "attention_dropout", "drop_path")  # model.* keys, module fields
@@ -132,6 +122,22 @@ def _build_and_init(config, num_classes):
     variables = weights.init_variables(module.clone(peft=peft.NONE), (size, size, 3), seed=config.seed)
     variables = merge_lib.merge(variables, loaded, reset_head=reset, source=config.model.init)
     return module, variables, expected
+
+
+@dataclasses.dataclass(frozen=True)
+class Start:
+    """What every run (training or probe) starts from, before it claims its workdir."""
+    spec: object      # freezing.Spec, parsed once
+    model: Model
+    data_cfg: object  # config.data with {size} and init_norm filled in
+    workdir: object   # epath.Path
+
+
+def start(config, spec, workdir):
+    """The prologue every run shares: the model with its weights and PEFT modules, and the
+    data config its weights expect. Nothing is written yet."""
+    model = load_model(config, spec)
+    return Start(spec, model, data_config(config, model.normalization), paths.resolve(workdir))
 
 
 def data_config(config, normalization):

@@ -1,4 +1,5 @@
-"""The run record (saved in every checkpoint) and the summary derived from it.
+"""The run record (saved in every checkpoint), the summary derived from it, and the one
+schema of summary.json that training runs and probe runs share (so sweeps mix both).
 
 Everything summary.json reports is in the record, so a run killed at any step and
 resumed from its newest checkpoint reports what an uninterrupted run reports
@@ -7,7 +8,30 @@ resumed from its newest checkpoint reports what an uninterrupted run reports
 import dataclasses
 import time
 
-from tljax import config_lib, freeze
+from tljax import freezing
+
+# summary.json: every run writes every key (None where it does not apply).
+FIELDS = (
+    "status",                 # "running" | "done" | "failed"
+    "freeze",                 # the schedule's label (spec string, explicit phases, probe:METHOD)
+    "seed",
+    "test_accuracy",          # at the step (or probe hyperparameter) validation selected
+    "selected_step", "val_accuracy", "final_accuracy", "val_history",
+    "trainable_fraction",     # step-weighted over phases
+    "phases",                 # what trained: [(start, [(regex, lr_mult or None)])] (training runs)
+    "train_step_flops", "mean_train_step_flops", "train_flops",
+    "ema_val_accuracy", "ema_test_accuracy",
+    "num_params", "wall_time_s", "total_steps",
+    "forward_flops", "probe_fit_flops", "probe",  # probe runs
+)
+
+
+def new(**fields):
+    """A summary dict with every FIELDS key, in that order."""
+    unknown = set(fields) - set(FIELDS)
+    if unknown:
+        raise TypeError(f"not summary.json fields: {sorted(unknown)}")
+    return {key: fields.get(key) for key in FIELDS}
 
 
 @dataclasses.dataclass
@@ -59,8 +83,9 @@ def _last(history):
     return history[-1][1] if history else None
 
 
-def summarize(config, plan, param_sizes, record, status="done"):
-    """The numbers the sweep report compares, from the run record alone.
+def summarize(config, spec, plan, phases, param_sizes, record, status="done"):
+    """The numbers the sweep report compares, from the run record alone; `phases` is the
+    plan in compiled form (freezing.compiled_phases).
 
     `test_accuracy` is the test accuracy of the state validation selected (the final state
     without a validation split): the number to compare. Test never selects anything.
@@ -73,24 +98,19 @@ def summarize(config, plan, param_sizes, record, status="done"):
     if all(str(i) in flops for i in range(len(spans))):
         mean_flops = sum(flops[str(i)] * (end - start)
                          for i, (start, end) in enumerate(spans)) / config.total_steps
-    return {
-        "status": status,
-        "freeze": config_lib.freeze_label(config),
-        "seed": config.seed,
-        "test_accuracy": record.selected[1]["accuracy"] if record.selected else None,
-        "selected_step": record.selected[0] if record.selected else None,
-        "val_accuracy": best_val[1] if best_val else None,
-        "final_accuracy": tests[-1][1] if tests else None,
-        "val_history": record.history("validation"),
-        "trainable_fraction": sum(freeze.trainable_fraction(p, param_sizes) * (end - start)
-                                  for p, (start, end) in zip(plan.phases, spans))
-                              / config.total_steps,
-        "train_step_flops": dict(flops),
-        "mean_train_step_flops": mean_flops,
-        "train_flops": mean_flops * config.total_steps if mean_flops else None,
-        "ema_val_accuracy": _last(record.history("validation_ema")),
-        "ema_test_accuracy": _last(record.history("test_ema")),
-        "num_params": int(sum(param_sizes.values())),
-        "wall_time_s": record.elapsed(),
-        "total_steps": config.total_steps,
-    }
+    return new(
+        status=status, freeze=spec.label, seed=config.seed,
+        test_accuracy=record.selected[1]["accuracy"] if record.selected else None,
+        selected_step=record.selected[0] if record.selected else None,
+        val_accuracy=best_val[1] if best_val else None,
+        final_accuracy=tests[-1][1] if tests else None,
+        val_history=record.history("validation"),
+        trainable_fraction=sum(freezing.trainable_fraction(p, param_sizes) * (end - start)
+                               for p, (start, end) in zip(plan.phases, spans)) / config.total_steps,
+        phases=phases,
+        train_step_flops=dict(flops), mean_train_step_flops=mean_flops,
+        train_flops=mean_flops * config.total_steps if mean_flops else None,
+        ema_val_accuracy=_last(record.history("validation_ema")),
+        ema_test_accuracy=_last(record.history("test_ema")),
+        num_params=int(sum(param_sizes.values())), wall_time_s=record.elapsed(),
+        total_steps=config.total_steps)

@@ -10,9 +10,8 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from tljax import (checkpoint, config_lib, data, export, freeze, metrics, models, optim, parallel,
-                   paths, steps)
-from tljax import run_init
+from tljax import (checkpoint, config_lib, data, export, freezing, metrics, models, optim, parallel,
+                   paths, run_init, steps)
 from tljax import state as state_lib
 from tljax import summary as summary_lib
 from tljax.errors import UserError
@@ -23,13 +22,13 @@ _EVAL_LOG_SECONDS = 30  # a long evaluation logs how far it got this often
 def _log_plan(plan, group_list, param_sizes):
     header = "group        params  " + "  ".join(f"phase@{p.start_step}" for p in plan.phases)
     lines = [header]
-    for name, count, cells in freeze.summary_rows(plan, group_list, param_sizes):
+    for name, count, cells in freezing.summary_rows(plan, group_list, param_sizes):
         lines.append(f"{name:<10} {count:>8}  " + "  ".join(f"{c:>{len(f'phase@{p.start_step}')}}"
                                                            for c, p in zip(cells, plan.phases)))
     logging.info("freezing plan (%s):\n%s", "lr multipliers", "\n".join(lines))
 
 
-def _check_batch_sizes(config):
+def check_batch_sizes(config):
     devices = jax.device_count()
     for key in ("batch_size", "eval_batch_size"):
         if config.data[key] % devices:
@@ -102,7 +101,9 @@ class _Run:
     workdir: object
     par: object
     module: object
-    plan: freeze.Plan
+    spec: freezing.Spec
+    plan: freezing.Plan
+    phases: list                # the plan compiled to explicit phases (summary.json)
     param_sizes: dict
     ckpt: checkpoint.Checkpoints
     writer: metrics.MetricWriter = None
@@ -218,7 +219,7 @@ def _check_and_log(run_, fetched, state, done, runner, progress, record):
     values = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
     values.update(progress.line(done, values["loss"]))
     values.update(phase=runner.index,
-                  trainable_fraction=freeze.trainable_fraction(runner.phase, run_.param_sizes),
+                  trainable_fraction=freezing.trainable_fraction(runner.phase, run_.param_sizes),
                   lr=float(optim.lr_schedule(config.optim, config.total_steps)(done - 1)))
     run_.writer.write(done, values)
 
@@ -230,7 +231,7 @@ def _next_phase(run_, state, done):
         state_lib.next_phase, tx=runner.tx, trainable_paths=runner.trainable), state)
     logging.info("step %d: phase %d starts, %d trainable tensors (%.1f%% of parameters)",
                  done, runner.index, len(runner.trainable),
-                 100 * freeze.trainable_fraction(runner.phase, run_.param_sizes))
+                 100 * freezing.trainable_fraction(runner.phase, run_.param_sizes))
     return runner, state
 
 
@@ -285,32 +286,21 @@ def _prefetch_to_device(batches, par, depth=2):
             yield queue.popleft()
 
 
-def run(config, workdir):
-    """Trains and evaluates `config` in `workdir` (resuming if it holds checkpoints).
+def run(config, start):
+    """Trains and evaluates `config` from `start` (run_init.Start), resuming if the workdir
+    holds checkpoints; tljax.runs.run is the entry that builds `start`.
 
     Everything is checked before anything is written into the workdir. Returns the run
     summary (also written to workdir/summary.json).
     """
-    config_lib.validate(config)
-    if config.probe.method:  # A fixed feature extractor and a probe, not a training run.
-        from tljax import features
-
-        return features.run(config, workdir)
-    run_init.prepare_init(config, run)
-    if config.hyperrule:
-        config = run_init.with_hyperrule(config)
-    _check_batch_sizes(config)
-    workdir = paths.resolve(workdir)
+    model, data_cfg, workdir = start.model, start.data_cfg, start.workdir
     par = parallel.build(config.parallelism)
-    model = run_init.load_model(config)
     flat_params = traverse_util.flatten_dict(model.variables["params"], sep="/")
     param_sizes = {p: int(np.prod(v.shape)) for p, v in flat_params.items()}
     group_list = models.groups(model.module)
-    plan = freeze.make_plan(config_lib.freeze_spec(config), group_list, list(flat_params),
-                            config.total_steps)
+    plan = freezing.make_plan(start.spec, group_list, list(flat_params), config.total_steps)
     _log_plan(plan, group_list, param_sizes)
     _check_accumulation(config, model.variables, plan)
-    data_cfg = run_init.data_config(config, model.normalization)
     data.examples(data_cfg, "train", config.seed)  # A split that is not there fails here,
     eval_data = {  # before the workdir is touched. Re-iterable: read at every evaluation.
         which: data.eval_batches(data_cfg, seed=config.seed, which=which,
@@ -320,15 +310,16 @@ def run(config, workdir):
         for which in (("validation", "test") if config.data.val_split else ("test",))}
     workdir_lock = run_init.claim_workdir(workdir, config)
 
-    run_ = _Run(config, workdir, par, model.module, plan, param_sizes,
+    run_ = _Run(config, workdir, par, model.module, start.spec, plan,
+                freezing.compiled_phases(plan, group_list), param_sizes,
                 checkpoint.Checkpoints(workdir, config.checkpoint_every, config.keep_checkpoints),
                 eval_data=eval_data)
     if config.data.val_split:
         run_.best = checkpoint.Checkpoints(workdir, 1, 1, name="best")
     if config.fewshot.name:
-        from tljax import fewshot_monitor
+        from tljax.probe import monitor
 
-        run_.fewshot = fewshot_monitor.FewShotMonitor(config, data_cfg, model.module, par)
+        run_.fewshot = monitor.FewShotMonitor(config, data_cfg, model.module, par)
     try:  # On any failure, in-flight checkpoint saves (of finite states) still complete.
         runner, state, record, start_step = _start(run_, model)
         if start_step == config.total_steps:
@@ -367,7 +358,8 @@ def _finished(run_, state, record, num_classes, data_cfg):
 
 
 def _write_summary(run_, record, status):
-    summary = summary_lib.summarize(run_.config, run_.plan, run_.param_sizes, record, status)
+    summary = summary_lib.summarize(run_.config, run_.spec, run_.plan, run_.phases,
+                                    run_.param_sizes, record, status)
     if jax.process_index() == 0:
         paths.write_json(run_.workdir / "summary.json", summary)
     if status == "done":

@@ -16,10 +16,10 @@ from etils import epath
 from tensorflow_datasets.core import splits as split_lib
 from tensorflow_datasets.core.folder_dataset import image_folder
 
+from tljax.data.sets import SETS
 from tljax.errors import UserError
 
 PREFIX = "folder:"
-SPLITS = ("train", "validation", "test")
 _SPLIT_ALIASES = {"train": "train", "validation": "validation", "val": "validation", "test": "test"}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
@@ -53,14 +53,14 @@ def _from_one_tree(root, fractions, seed):
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-6:
         raise UserError(f"data.folder_fractions={tuple(fractions)} must be three non-negative "
                         f"fractions (train, validation, test) summing to 1")
-    examples = {split: [] for split, fraction in zip(SPLITS, fractions) if fraction > 0}  # e.g.
+    examples = {split: [] for split, fraction in zip(SETS, fractions) if fraction > 0}  # e.g.
     #                                           (0, 0, 1): every image is test (to evaluate on)
     for class_dir in _class_dirs(root):
         paths = _images(class_dir)
         random.Random(f"{seed}/{class_dir.name}").shuffle(paths)
         cut_train = round(fractions[0] * len(paths))
         cut_val = cut_train + round(fractions[1] * len(paths))
-        for split, part in zip(SPLITS, (paths[:cut_train], paths[cut_train:cut_val],
+        for split, part in zip(SETS, (paths[:cut_train], paths[cut_train:cut_val],
                                         paths[cut_val:])):
             if split in examples:
                 examples[split] += [image_folder._Example(image_path=p, label=class_dir.name)

@@ -18,7 +18,7 @@ import tensorflow_datasets as tfds
 
 from etils import epath
 
-from tljax.data import digits, fewshot, folder, preprocess
+from tljax.data import digits, folder, k_shot, preprocess
 from tljax.errors import UserError
 
 # Datasets whose data ships with a package: prepared locally on first use.
@@ -121,14 +121,14 @@ def _few_shot_masks(cfg, labels, seed):
     the train split). Chosen by data.few_shot_seed, or the run seed when it is negative."""
     shot_seed = cfg.few_shot_seed if cfg.few_shot_seed >= 0 else seed
     masks = {"train": np.zeros(len(labels), bool)}
-    masks["train"][fewshot.few_shot_indices(labels, cfg.few_shot_k, shot_seed)] = True
+    masks["train"][k_shot.few_shot_indices(labels, cfg.few_shot_k, shot_seed)] = True
     rest = np.flatnonzero(~masks["train"])
     masks["validation"] = np.zeros(len(labels), bool)
     if cfg.val_split == cfg.train_split:
         if cfg.few_shot_val_k <= 0:
             raise UserError("data.val_split is the few-shot train split: set data.few_shot_val_k "
                             "(validation examples per class, disjoint from the train shots)")
-        chosen = fewshot.few_shot_indices(labels[rest], cfg.few_shot_val_k, shot_seed + 1)
+        chosen = k_shot.few_shot_indices(labels[rest], cfg.few_shot_val_k, shot_seed + 1)
         masks["validation"][rest[chosen]] = True
     masks["test"] = ~(masks["train"] | masks["validation"])
     return masks

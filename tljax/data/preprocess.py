@@ -4,11 +4,11 @@ Each op maps (image, seed) -> image, with `image` a float32 HWC tensor in 0..255
 until a normalising op runs. Random ops use stateless TF random ops keyed by a
 per-example seed, so a pipeline is reproducible and can be resumed by skipping.
 """
-import ast
 import re
 
 import tensorflow as tf
 
+from tljax import literals
 from tljax.errors import UserError
 
 _OPS = {}
@@ -153,7 +153,7 @@ def parse(spec):
         if not match or match.group(1) not in _OPS:
             raise UserError(f"unknown preprocessing op {part!r} in {spec!r}; "
                             f"known ops: {', '.join(sorted(_OPS))}")
-        args = ast.literal_eval(f"({match.group(2)},)") if match.group(2) else ()
+        args = literals.arguments(match.group(2) or "", f"preprocessing op {part!r}")
         ops.append((part, _OPS[match.group(1)](*args)))
     return ops
 

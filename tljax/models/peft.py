@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from tljax.models import names
+
 # Names of added parameters and modules; a path is "added" when it matches ADDED.
 LORA_PARAMS = ("lora_a", "lora_b", "dora_magnitude")
 SSF_PARAMS = ("ssf_scale", "ssf_shift")
@@ -220,7 +222,7 @@ def intercept(peft, train, units=(), lora_default="qv"):
         if context.method_name != "__call__":
             return y
         path = "/".join(module.scope.path)
-        if path.startswith("head") or _INSIDE_ADDED_MODULE.fullmatch(path):
+        if path.split("/")[0] == names.HEAD or _INSIDE_ADDED_MODULE.fullmatch(path):
             return y  # The classifier trains whole; added modules are not adapted again.
         if peft.adapter and isinstance(module, units):
             return y + UnitAdapter(peft.adapter.dim, dtype=y.dtype, name="adapter")(y)

@@ -12,7 +12,7 @@ from typing import Optional, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from tljax.models import layers, names, peft as peft_lib
+from tljax.models import family, layers, names, peft as peft_lib
 
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
           50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3)),
@@ -152,3 +152,11 @@ class ResNet(nn.Module):
         x = nn.Dropout(self.dropout)(x, deterministic=not train)
         return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
                         name="head")(x).astype(jnp.float32)
+
+
+def _groups(module):
+    stages = [(f"stage{i + 1}", rf"stage{i + 1}/.*") for i in range(len(module.block_counts))]
+    return [("stem", "stem/.*"), *stages, (names.HEAD, "head/.*")]
+
+
+FAMILY = family.Family("resnet", ResNet, _groups)

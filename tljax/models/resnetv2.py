@@ -11,7 +11,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from tljax.models import layers, names, peft as peft_lib
+from tljax.models import family, layers, names, peft as peft_lib
 
 # Variance epsilons of the published BiT models. Weight standardisation: 1e-10
 # (google-research/big_transfer bit_jax/models.py and bit_pytorch/models.py,
@@ -162,3 +162,13 @@ class ResNetV2(nn.Module):
         logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
                           dtype=self.dtype, name="head")(features)
         return logits.astype(jnp.float32)
+
+
+def _groups(module):
+    stages = [(f"stage{i + 1}", rf"stage{i + 1}/.*") for i in range(len(module.block_counts))]
+    return [("stem", "stem/.*"), *stages, (names.FINAL_NORM, "norm/.*"), (names.HEAD, "head/.*")]
+
+
+# LoRA stays unmerged on export: weight standardisation is not linear in the kernel, so
+# W + ΔW cannot be folded into one stored kernel.
+FAMILY = family.Family("bit", ResNetV2, _groups, mergeable_lora=False)

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from tljax.models import layers, names, peft as peft_lib
+from tljax.models import family, layers, names, peft as peft_lib
 
 # LayerNorm epsilon: flax's default 1e-6, as vit_jax/models_vit.py uses (HF/timm ports use
 # other values; converters set `ln_eps` to match them).
@@ -186,3 +186,20 @@ class ViT(nn.Module):
         x = nn.Dropout(self.dropout)(x, deterministic=not train)
         return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
                         name="head")(x).astype(jnp.float32)
+
+
+def _groups(module):
+    blocks = [(f"block{i}", rf"encoder/block{i}/.*") for i in range(module.dims()[1])]
+    return [("embed", "embed/.*"), *blocks, (names.FINAL_NORM, "encoder/norm/.*"),
+            (names.HEAD, "(pre_logits|head)/.*")]
+
+
+def _pool(module, tokens):
+    """A block's tokens as one vector: the class token and the mean of the patch tokens
+    (DINOv2's linear-probe features), or the mean of all tokens without a class token."""
+    if module.classifier == "token":
+        return jnp.concatenate([tokens[:, 0], tokens[:, 1:].mean(1)], -1)
+    return tokens.mean(1)
+
+
+FAMILY = family.Family("vit", ViT, _groups, pool=_pool, token_methods=True)

@@ -15,7 +15,6 @@ as `preprocessing` says (its "pp_eval" string when the source records one, else 
     its checkpoints).
 `num_classes` different from the source's gives a zero-initialised head.
 """
-import ast
 import json
 import os
 from typing import NamedTuple, Optional
@@ -25,7 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from tljax import models
+from tljax import literals, models
+from tljax.models import names
 from tljax.errors import UserError
 from tljax.weights import catalog, detect, layouts, tljax_format
 from tljax.weights import merge as merge_lib
@@ -82,7 +82,7 @@ def _from_checkpoint(workdir, which):
     variables = {"params": state["params"]}
     if state.get("batch_stats"):
         variables["batch_stats"] = state["batch_stats"]
-    num_classes = np.shape(state["params"]["head"]["kernel"])[-1]
+    num_classes = np.shape(state["params"][names.HEAD]["kernel"])[-1]
     size = config["data"]["image_size"]
     pp_eval = preprocess.with_size(config["data"]["pp_eval"], size)
     pp = {"normalization": preprocess.normalization_op(pp_eval), "image_size": size}
@@ -97,14 +97,7 @@ def parse_model_spec(model):
     if not model:
         return None, {}
     family, _, text = model.partition(":")
-    overrides = {}
-    for item in filter(None, text.split(",")):
-        key, _, value = item.partition("=")
-        try:
-            overrides[key.strip()] = ast.literal_eval(value.strip())
-        except (ValueError, SyntaxError):
-            overrides[key.strip()] = value.strip()
-    return family, overrides
+    return family, literals.options(text)
 
 
 def _read_source(path, model, which):
@@ -141,7 +134,7 @@ def _read_source(path, model, which):
     module = models.build(family, arch, max(classes, 1))
     expected = _expected_shapes(module, pp["image_size"])
     if classes == 0:  # A backbone without a classifier: the head stays to be filled in.
-        expected = {p: s for p, s in expected.items() if not p.startswith("params/head/")}
+        expected = {p: s for p, s in expected.items() if not names.is_classifier(p[len("params/"):])}
     flat = layouts.convert(arrays, layout, expected)
     names = pp.pop("class_names", None)
     return tljax_format.Export(family, arch, classes, pp, traverse_util.unflatten_dict(flat, sep="/"),

@@ -83,13 +83,13 @@ def ridge(train, val, test, num_classes, l2_regs):
 def few_shot_ridge(train, test, num_classes, shots, seeds, l2):
     """big_vision's few-shot evaluation: {k: [test accuracy per seed]} of ridge (fixed l2) on
     k examples per class drawn from `train`; shots beyond the smallest class are left out."""
-    from tljax.data import fewshot
+    from tljax.data import k_shot
 
     out = {}
     for k in [k for k in shots if k <= np.bincount(train.y).min()]:
         out[k] = []
         for seed in range(seeds):
-            index = fewshot.few_shot_indices(train.y, k, seed)
+            index = k_shot.few_shot_indices(train.y, k, seed)
             chosen = Features(train.x[index], train.y[index])
             out[k].append(ridge(chosen, None, test, num_classes, [l2])["test_accuracy"])
     return out

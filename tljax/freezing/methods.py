@@ -8,8 +8,12 @@ backbone is frozen and the head trains, as in the papers. `start` and `stop` (st
 bound when a method trains, so a run can switch methods:
 `adapter:dim=8,stop=200+lora:r=8,start=200`; outside its window a method's modules stay in
 the model, frozen.
+
+To add a method: its modules in models/peft.py, one line in METHODS.
 """
+import dataclasses
 import re
+from typing import Callable
 
 from tljax.errors import UserError
 from tljax.models import peft
@@ -52,27 +56,35 @@ def _ssf(args):
     return peft.Peft(ssf=True)
 
 
-# name -> (its modules from its arguments, regex of the parameters it trains, argument types)
+@dataclasses.dataclass(frozen=True)
+class Method:
+    build: Callable  # its arguments (dict) -> the peft.Peft modules it adds
+    trains: str      # regex of the added parameters it trains
+    args: dict       # argument name -> type, in positional order
+
+
 METHODS = {
-    "lora": (_lora, rf".*/({'|'.join(peft.LORA_PARAMS)})",
-             {"r": int, "alpha": float, "targets": str, "dropout": float, "dora": int}),
-    "adapter": (_adapter, rf"(.*/)?({'|'.join(peft.ADAPTER_MODULES)})/.*", {"dim": int, "where": str}),
-    "adaptformer": (_adaptformer, rf".*/{peft.ADAPTFORMER_MODULE}/.*", {"dim": int, "scale": float}),
-    "vpt": (_vpt, rf".*/{peft.PROMPTS}", {"tokens": int, "deep": int}),
-    "ssf": (_ssf, rf".*/({'|'.join(peft.SSF_PARAMS)})", {}),
+    "lora": Method(_lora, rf".*/({'|'.join(peft.LORA_PARAMS)})",
+                   {"r": int, "alpha": float, "targets": str, "dropout": float, "dora": int}),
+    "adapter": Method(_adapter, rf"(.*/)?({'|'.join(peft.ADAPTER_MODULES)})/.*",
+                      {"dim": int, "where": str}),
+    "adaptformer": Method(_adaptformer, rf".*/{peft.ADAPTFORMER_MODULE}/.*",
+                          {"dim": int, "scale": float}),
+    "vpt": Method(_vpt, rf".*/{peft.PROMPTS}", {"tokens": int, "deep": int}),
+    "ssf": Method(_ssf, rf".*/({'|'.join(peft.SSF_PARAMS)})", {}),
 }
 
 
 def arg_types(name):
-    return {**METHODS[name][2], **_WINDOW}
+    return {**METHODS[name].args, **_WINDOW}
 
 
 def modules(parts):
-    """The peft.Peft that the method parts [(name, args)] add."""
+    """The peft.Peft that the method parts (spec.Part) add."""
     methods = peft.NONE
-    for name, args in parts:
+    for part in parts:
         try:
-            methods = methods.union(METHODS[name][0](args))
+            methods = methods.union(METHODS[part.name].build(dict(part.args)))
         except ValueError as e:
             raise UserError(f"config.freeze: {e}; give each method once") from None
     return methods
@@ -84,16 +96,16 @@ def components(parts, paths):
     components (multiplier 1). Added parameters no method trains stay frozen."""
     added = [p for p in paths if peft.is_added(p)]
     owned, result = set(), []
-    for name, args in parts:
-        regex = re.compile(METHODS[name][1])
+    for part in parts:
+        regex = re.compile(METHODS[part.name].trains)
         mine = {p for p in added if regex.fullmatch(p)}
         if not mine:
-            raise UserError(f"{name} adds no parameters to this model (check its targets, "
+            raise UserError(f"{part.name} adds no parameters to this model (check its targets, "
                             f"e.g. lora:targets=qv for ViT attention or targets=c for 1x1 convs)")
         owned |= mine
-        start, stop = args.get("start", 0), args.get("stop")
+        start, stop = part.get("start", 0), part.get("stop")
         if start < 0 or (stop is not None and stop <= start):
-            raise UserError(f"{name}: start={start}, stop={stop}; need 0 <= start < stop")
+            raise UserError(f"{part.name}: start={start}, stop={stop}; need 0 <= start < stop")
         phases = {0: None, start: 1.0}  # frozen until `start` (start 0 overrides)
         if stop is not None:
             phases[stop] = None

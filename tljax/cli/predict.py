@@ -1,6 +1,6 @@
 """Top-k classes of image files, with the preprocessing the run evaluated with.
 
-    python -m tljax.predict --model=/tmp/run photo1.png photos/ [--top_k=3] [--output=preds.csv]
+    python -m tljax.cli.predict --model=/tmp/run photo1.png photos/ [--top_k=3] [--output=preds.csv]
 
 --model is a run directory (its validation-selected model, or --which=final) or an
 exported .safetensors (or any weights tljax.weights.load_model reads). Prints one line per
@@ -10,7 +10,8 @@ image; --output writes CSV or JSON (by suffix) as well.
 from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
 from absl import flags
 
-from tljax.errors import UserError, run_main
+from tljax.cli.common import run_main
+from tljax.errors import UserError
 
 _MODEL = flags.DEFINE_string("model", None, "run directory or weights file")
 _WHICH = flags.DEFINE_enum("which", "best", ["best", "final"],
@@ -22,7 +23,7 @@ _OUTPUT = flags.DEFINE_string("output", "", "also write predictions to this .csv
 
 def main(argv):
     if not _MODEL.value or len(argv) < 2:
-        raise UserError("usage: python -m tljax.predict --model=RUN_DIR_OR_WEIGHTS IMAGE_OR_FOLDER...")
+        raise UserError("usage: python -m tljax.cli.predict --model=RUN_DIR_OR_WEIGHTS IMAGE_OR_FOLDER...")
     logs.setup()
     from tljax import inference
 

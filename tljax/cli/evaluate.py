@@ -1,8 +1,8 @@
 """Evaluates a trained model on a labelled split: accuracy, per-class accuracy, confusion matrix.
 
-    python -m tljax.evaluate --model=/tmp/run                     # the run's test set, best model
-    python -m tljax.evaluate --model=/tmp/run --which=final --split=validation
-    python -m tljax.evaluate --model=model.safetensors --data=folder:/my/images --split=test
+    python -m tljax.cli.evaluate --model=/tmp/run                     # the run's test set, best model
+    python -m tljax.cli.evaluate --model=/tmp/run --which=final --split=validation
+    python -m tljax.cli.evaluate --model=model.safetensors --data=folder:/my/images --split=test
 
 With a run directory and no --data, --split train / validation / test is that set exactly as
 the run defined it (few-shot selection and seed included); another name is that whole split
@@ -15,7 +15,8 @@ import os
 from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
 from absl import flags
 
-from tljax.errors import UserError, run_main
+from tljax.cli.common import run_main
+from tljax.errors import UserError
 
 _MODEL = flags.DEFINE_string("model", None, "run directory or weights file")
 _WHICH = flags.DEFINE_enum("which", "best", ["best", "final"],
@@ -27,7 +28,7 @@ _OUTPUT = flags.DEFINE_string("output", "", "folder for evaluation.json and conf
 
 def main(argv):
     if not _MODEL.value or len(argv) > 1:
-        raise UserError("usage: python -m tljax.evaluate --model=RUN_DIR_OR_WEIGHTS "
+        raise UserError("usage: python -m tljax.cli.evaluate --model=RUN_DIR_OR_WEIGHTS "
                         "[--which=best|final] [--split=test] [--data=NAME|folder:/path]")
     logs.setup()
     from tljax import evaluation, inference, paths

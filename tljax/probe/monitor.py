@@ -8,7 +8,8 @@ fewshot.test_split, fewshot.shots, fewshot.seeds; the run's eval preprocessing i
 import numpy as np
 from absl import logging
 
-from tljax import config_lib, data, features, probes
+from tljax import config_lib, data
+from tljax.probe import classifiers, features
 
 
 class FewShotMonitor:
@@ -33,7 +34,7 @@ class FewShotMonitor:
         sets = {which: features.extract(self._fn, variables, self._cfg, which, 0, self._batch,
                                         count_flops=False)[0]
                 for which in ("train", "test")}
-        table = probes.few_shot_ridge(sets["train"], sets["test"], self._num_classes, self._shots,
+        table = classifiers.few_shot_ridge(sets["train"], sets["test"], self._num_classes, self._shots,
                                       self._seeds, self._l2)
         result = {f"{k}shot": float(np.mean(v)) for k, v in table.items()}
         logging.info("few-shot %s: %s", self._cfg.name,

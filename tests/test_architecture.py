@@ -1,0 +1,216 @@
+"""The shape of the code: an import graph without cycles that never reaches up into launch/,
+configs/, benchmarks/ or tests/; the freezing grammar defined once and parsed once per run;
+and a model family added by registering it, with no other module touched."""
+import ast
+import glob
+import os
+import re
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import traverse_util
+
+from tests.conftest import ROOT
+from tests.helpers import exported_params
+from tljax import freezing, models, runs, weights
+from tljax.errors import UserError
+from tljax.models import family, names
+from tljax.models import peft as peft_lib
+
+
+def _module_name(path):
+    rel = os.path.relpath(path, ROOT)[:-3].replace(os.sep, ".")
+    return rel[: -len(".__init__")] if rel.endswith(".__init__") else rel
+
+
+def _imports(path, modules):
+    """Every module `path` imports, at module level or inside functions."""
+    tree = ast.parse(open(path).read())
+    package = _module_name(path) if path.endswith("__init__.py") else _module_name(path).rpartition(".")[0]
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative import
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1]
+                                + ([node.module] if node.module else []))
+            for alias in node.names:
+                full = f"{base}.{alias.name}"
+                found.add(full if full in modules else base)
+    return found
+
+
+def _graph():
+    files = glob.glob(os.path.join(ROOT, "tljax", "**", "*.py"), recursive=True)
+    modules = {_module_name(f) for f in files}
+    return {_module_name(f): _imports(f, modules) for f in files}, modules
+
+
+def test_the_library_never_imports_launchers_configs_benchmarks_or_tests():
+    graph, _ = _graph()
+    upward = sorted((m, i) for m, imports in graph.items() for i in imports
+                    if i.split(".")[0] in ("launch", "configs", "benchmarks", "tests"))
+    assert not upward, upward
+
+
+def test_the_import_graph_has_no_cycles():
+    graph, modules = _graph()
+    edges = {m: {i for i in imports if i in modules and i != m} for m, imports in graph.items()}
+    state, cycles = {}, []
+
+    def visit(node, stack):
+        state[node] = "open"
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == "open":
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = "done"
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])
+    assert not cycles, cycles
+
+
+# ------------------------------------------------------------------ the grammar
+def _documented_specs():
+    """Every freezing spec the README and docs/ show in a command: --config.freeze=...,
+    freeze=... in sweep --set, and each item of --schedules=... lists."""
+    texts = [open(p).read() for p in [os.path.join(ROOT, "README.md"),
+                                      *glob.glob(os.path.join(ROOT, "docs", "*.md"))]]
+    specs = []
+    for text in texts:
+        for value in re.findall(r"--config\.freeze=([^\s`'\"\\]+)", text):
+            specs.append(value)
+        for value in re.findall(r"--schedules=([^\s`'\"\\]+)", text):
+            specs += [s for s in freezing.split_list(value) if not s.startswith("probe:")]
+    return [s.replace(":K", ":1").replace("=N", "=3").replace(":D", ":0.7") for s in specs]
+
+
+def test_every_documented_spec_parses():
+    specs = _documented_specs()
+    assert len(specs) >= 5, specs
+    for spec in specs:
+        parsed = freezing.parse(spec)
+        assert parsed.strategies or parsed.methods, spec
+        assert parsed.label == spec
+
+
+def test_the_sweep_splits_a_mixed_list_on_the_grammars_names():
+    from launch import sweep
+
+    text = ("full,lp_ft:lp_steps=9,ft_warmup=3,lora:r=8,targets=qv+bitfit,probe:ridge,"
+            "adapter:dim=8,stop=200+lora:r=8,start=200,layer_decay:0.7")
+    assert sweep.split_schedules(text) == [
+        "full", "lp_ft:lp_steps=9,ft_warmup=3", "lora:r=8,targets=qv+bitfit", "probe:ridge",
+        "adapter:dim=8,stop=200+lora:r=8,start=200", "layer_decay:0.7"]
+    with pytest.raises(UserError, match="unknown freezing strategy .*nosuch"):
+        sweep.split_schedules("full,nosuch")  # refused before any run starts
+
+
+def test_a_run_parses_its_spec_once_and_records_the_compiled_phases(make_config, tmp_path,
+                                                                   monkeypatch):
+    calls = []
+    real = freezing.spec.parse
+    monkeypatch.setattr(freezing.spec, "parse", lambda s: calls.append(s) or real(s))
+    summary = runs.run(make_config(freeze="gradual:every=4", total_steps=8, checkpoint_every=8,
+                                   export_weights=False), str(tmp_path))
+    assert calls == ["gradual:every=4"]
+    # The compiled phases, given back as explicit phases, are the same plan.
+    module = models.build("bit", make_config().model.arch, 10)
+    variables = weights.init_variables(module, (8, 8, 3))
+    flat = list(traverse_util.flatten_dict(variables["params"], sep="/"))
+    plan = freezing.make_plan("gradual:every=4", models.groups(module), flat, 8)
+    again = freezing.make_plan([(s, [tuple(r) for r in rules]) for s, rules in summary["phases"]],
+                               models.groups(module), flat, 8)
+    assert [p.mults for p in again.phases] == [p.mults for p in plan.phases]
+    assert [p.start_step for p in plan.phases] == [0, 4]
+
+
+@pytest.mark.parametrize("spec", ["lora:r=4+bitfit", "freezeout:t0=0.5", "layer_decay:0.5",
+                                  "adapter:dim=4,stop=3+lora:r=2,start=3"])
+def test_compiled_phases_give_back_the_same_plan(spec):
+    module = models.build("bit", {"block_counts": (1, 1), "base_width": 4, "gn_groups": 4,
+                                  "stem": "small"}, 10)
+    parsed = freezing.parse(spec)
+    module, variables = peft_lib.add(module, weights.init_variables(module, (8, 8, 3)),
+                                 models.with_peft(module, parsed.peft), (8, 8, 3))
+    flat = list(traverse_util.flatten_dict(variables["params"], sep="/"))
+    group_list = models.groups(module)
+    plan = freezing.make_plan(parsed, group_list, flat, 10)
+    compiled = freezing.compiled_phases(plan, group_list)
+    again = freezing.make_plan(compiled, group_list, flat, 10)
+    assert [(p.start_step, p.mults) for p in again.phases] == [
+        (p.start_step, p.mults) for p in plan.phases]
+
+
+# ------------------------------------------------------------------ a new family
+class _Block(nn.Module):
+    width: int
+
+    @nn.compact
+    def __call__(self, x):
+        return nn.relu(nn.Dense(self.width, name="dense")(x))
+
+
+class TinyNet(nn.Module):
+    """A family that exists only in this test: conv embedding, two dense blocks, a head."""
+    num_classes: int
+    width: int = 8
+    dtype: jnp.dtype = jnp.float32
+    peft: peft_lib.Peft = peft_lib.NONE
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        with peft_lib.intercept(self.peft, train, lora_default=r".*dense"):
+            x = nn.Conv(self.width, (3, 3), name="embed")(x.astype(self.dtype))
+            x = _Block(self.width, name="block1")(x)
+            x = _Block(self.width, name="block2")(x)
+            x = x.mean(axis=(1, 2))
+        self.sow(names.INTERMEDIATES, names.HEAD_INPUT, x)
+        return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
+                        name=names.HEAD)(x).astype(jnp.float32)
+
+
+def _tiny_groups(module):
+    return [("embed", "embed/.*"), ("block1", "block1/.*"), ("block2", "block2/.*"),
+            (names.HEAD, "head/.*")]
+
+
+@pytest.fixture
+def tiny_family():
+    family.register(family.Family("tiny_test", TinyNet, _tiny_groups))
+    yield
+    family.unregister("tiny_test")
+
+
+def test_a_family_registered_here_trains_freezes_by_depth_takes_lora_and_a_probe(
+        tiny_family, make_config, tmp_path):
+    def config(**overrides):
+        return make_config(**{"model.name": "tiny_test", "model.arch": {"width": 8},
+                              "total_steps": 4, "checkpoint_every": 4, **overrides})
+
+    last_k = runs.run(config(freeze="last_k:1"), str(tmp_path / "last_k"))
+    assert last_k["status"] == "done" and np.isfinite(last_k["test_accuracy"])
+    trained = {regex for regex, mult in last_k["phases"][0][1] if mult is not None}
+    assert trained == {"block2/.*", "head/.*"}
+    # Frozen by depth means bit-identical to the init the run started from.
+    init = weights.init_variables(TinyNet(10, 8), (8, 8, 3), seed=0)
+    start = traverse_util.flatten_dict(init["params"], sep="/")
+    final = exported_params(str(tmp_path / "last_k"))
+    for path in start:
+        same = np.array_equal(start[path], final[path])
+        assert same == (path.split("/")[0] in ("embed", "block1")), path
+
+    lora = runs.run(config(freeze="lora:r=2"), str(tmp_path / "lora"))
+    trained = {regex for regex, mult in lora["phases"][0][1] if mult is not None}
+    assert any("lora_a" in r for r in trained) and "head/.*" in trained
+    assert not any(r in trained for r in ("embed/.*", "block1/.*"))
+
+    probe = runs.run(config(**{"probe.method": "ridge"}), str(tmp_path / "probe"))
+    assert probe["freeze"] == "probe:ridge" and 0 <= probe["test_accuracy"] <= 1

@@ -1,0 +1,28 @@
+"""The one error path of every command: a UserError (or a usage mistake) is one line on
+stderr and exit status 1, never a traceback."""
+import contextlib
+import sys
+
+from tljax.errors import UserError
+
+
+def fail(message):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    try:
+        yield
+    except UserError as e:
+        fail(str(e))
+
+
+def run_main(main, flags_parser=None):
+    """absl's app.run(main) with UserErrors (raised by main or while parsing flags, e.g.
+    loading a config file) turned into one line."""
+    from absl import app
+
+    with one_line_errors():
+        app.run(main, **({"flags_parser": flags_parser} if flags_parser else {}))

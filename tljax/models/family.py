@@ -1,0 +1,111 @@
+"""A model family: its linen Module and what the rest of tljax needs to know about it, kept
+in the family's own module (its FAMILY), and the registry of families by name.
+
+To add a family: write models/<family>.py with the linen Module (fields `num_classes`,
+`dtype`, `peft`; the head named HEAD; the head's input sown as names.HEAD_INPUT; its forward
+pass inside `peft.intercept(...)` for the op-level PEFT methods) and its FAMILY, then add
+FAMILY to the registry line in models/__init__.py (or `register` it, as tests do).
+"""
+import dataclasses
+import re
+from typing import Callable
+
+import jax.numpy as jnp
+
+from tljax.errors import UserError
+from tljax.models import peft
+from tljax.models.names import FINAL_NORM, HEAD
+
+
+def mean_pool(module, x):
+    """A depth group's output as one feature vector per example: the mean over positions."""
+    return x.mean(axis=tuple(range(1, x.ndim - 1)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    name: str                    # model.name
+    module: type                 # the linen Module class
+    groups: Callable             # module -> ordered [(group name, regex)], input to output,
+    #                              the last one HEAD; a final norm is named FINAL_NORM
+    pool: Callable = mean_pool   # (module, a depth group's output) -> (batch, features) for probes
+    token_methods: bool = False  # takes VPT prompts and AdaptFormer (token/transformer methods)
+    mergeable_lora: bool = True  # LoRA folds into the stored kernels on export
+
+
+FAMILIES = {}  # name -> Family
+
+
+def register(*families):
+    for family in families:
+        FAMILIES[family.name] = family
+
+
+def unregister(name):
+    FAMILIES.pop(name, None)
+
+
+def get(name):
+    if name not in FAMILIES:
+        raise UserError(f"unknown model {name!r} (model.name); known: {', '.join(sorted(FAMILIES))}")
+    return FAMILIES[name]
+
+
+def of(module):
+    """The Family of a module instance."""
+    for family in FAMILIES.values():
+        if type(module) is family.module:
+            return family
+    raise TypeError(f"{type(module).__name__} is not a registered model family")
+
+
+def build(name, arch, num_classes, dtype="float32"):
+    """The linen Module of family `name` with architecture kwargs `arch` (a dict)."""
+    family = get(name)
+    arch = dict(arch)
+    unknown = set(arch) - set(family.module.__dataclass_fields__)
+    if unknown:
+        raise UserError(f"model {name!r} has no architecture options {sorted(unknown)} (model.arch)")
+    arch = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}  # from JSON
+    if "peft" in arch:  # stored as a dict in exports (see export.arch_of)
+        arch["peft"] = with_peft(family, peft.Peft.from_dict(arch["peft"]))
+    return family.module(num_classes=num_classes, dtype=jnp.dtype(dtype), **arch)
+
+
+def with_peft(family, methods):
+    """`methods` (a peft.Peft) if `family` supports them, else a UserError."""
+    tokens = [name for name in ("prompts", "adaptformer") if getattr(methods, name)]
+    if tokens and not family.token_methods:
+        raise UserError(f"{' and '.join(tokens)} need a transformer (VPT prompts are tokens; "
+                        f"AdaptFormer adapts a transformer MLP); {family.module.__name__} "
+                        f"supports lora, adapter and ssf")
+    return methods
+
+
+def groups(module):
+    """Ordered [(group_name, regex)] from input to output; regexes fullmatch '/'-joined paths."""
+    return of(module).groups(module)
+
+
+def depth_groups(group_list):
+    """Group names below the head as depth units, input to output: every group is one unit,
+    except that a final norm belongs to the block it normalises (the top one). So `last_k:1`
+    trains the last block, its norm and the head on every family, and gradual unfreezing and
+    layer-wise lr decay count the same depths."""
+    units = []
+    for name, _ in group_list:
+        if name == HEAD:
+            continue
+        if name == FINAL_NORM and units:
+            units[-1].append(name)
+        else:
+            units.append([name])
+    return units
+
+
+def group_of(path, group_list):
+    """Name of the first group whose regex fullmatches `path`."""
+    for name, regex in group_list:
+        if re.fullmatch(regex, path):
+            return name
+    raise UserError(f"parameter {path!r} belongs to no model group")

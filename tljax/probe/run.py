@@ -1,0 +1,93 @@
+"""A probe run: the pretrained model as a fixed feature extractor, and a cheap probe fitted on
+its cached features (config.probe.method: ridge, logreg or knn), chosen on validation.
+
+    python -m tljax.main --config=configs/digits.py --workdir=/tmp/probe --config.probe.method=logreg
+"""
+import time
+
+import jax
+import numpy as np
+from absl import logging
+from flax import traverse_util
+
+from tljax import config_lib, freezing, paths, run_init
+from tljax import summary as summary_lib
+from tljax.data.sets import SETS
+from tljax.errors import UserError
+from tljax.models import names
+from tljax.probe import classifiers, features
+
+METHODS = ("ridge", "logreg", "knn")
+
+
+def check(config):
+    """What a probe run needs, checked before anything is loaded."""
+    if config.probe.method not in METHODS:
+        raise UserError(f"probe.method={config.probe.method!r}: use {', '.join(METHODS)}")
+    if not config.data.val_split:
+        raise UserError("a probe chooses its hyperparameter on validation: set data.val_split")
+
+
+def _fit(config, sets, num_classes):
+    p = config.probe
+    train, val, test = (sets[w] for w in SETS)
+    if p.method == "ridge":
+        result = classifiers.ridge(train, val, test, num_classes, list(p.l2_regs))
+        result["few_shot"] = classifiers.few_shot_ridge(train, test, num_classes, tuple(p.shots),
+                                                        p.few_shot_seeds, p.few_shot_l2)
+        return result
+    if p.method == "logreg":
+        return classifiers.logreg(train, val, test, num_classes, tuple(p.lrs), tuple(p.wds),
+                                  p.epochs, p.batch_size, config.seed)
+    return classifiers.knn(train, val, test, num_classes, list(p.knn_ks))
+
+
+def run(config, start):
+    """Extracts (or reuses) the features, fits config.probe.method, writes summary.json.
+    `start` is the run_init.Start; wall time counts from the loaded model on, as a training
+    run's does."""
+    started = time.monotonic()
+    model, data_cfg, workdir = start.model, start.data_cfg, start.workdir
+    fn = features.feature_fn(model.module, config.probe.groups, config.probe.pre_logits)
+    workdir_lock = run_init.claim_workdir(workdir, config)
+    try:
+        cache = features.Cache(workdir, features.fingerprint(config, data_cfg))
+        sets, forward_flops = {}, {}
+        for which in SETS:
+            cached = cache.load(which)
+            if cached is None:
+                logging.info("extracting %s features...", which)
+                cached = features.extract(fn, model.variables, data_cfg, which, config.seed,
+                                          config.data.eval_batch_size)
+                cache.save(which, *cached)
+            sets[which], forward_flops[which] = cached
+            classifiers.check_finite(which, sets[which])
+            logging.info("%s features: %s", which, sets[which].x.shape)
+        result = _fit(config, sets, model.num_classes)
+        summary = _summary(config, model, result, forward_flops,
+                           time.monotonic() - started)
+        if jax.process_index() == 0:
+            paths.write_json(workdir / "summary.json", summary)
+        logging.info("probe %s: test accuracy %.4f (validation %.4f)", config.probe.method,
+                     summary["test_accuracy"], summary["val_accuracy"] or float("nan"))
+        return summary
+    finally:
+        workdir_lock.release()
+
+
+def _summary(config, model, result, forward_flops, wall):
+    """summary.json in the shared schema. Cost, as for training runs (their train steps,
+    evaluations left out): the forward pass over the train set plus the fit."""
+    sizes = {p: int(np.prod(v.shape)) for p, v in traverse_util.flatten_dict(
+        model.variables["params"], sep="/").items()}
+    head = sum(v for p, v in sizes.items() if names.is_classifier(p))
+    forward = forward_flops["train"]
+    fit = result.get("fit_flops") or 0.0
+    return summary_lib.new(
+        status="done", freeze=freezing.label_of(config_lib.to_dict(config)), seed=config.seed,
+        test_accuracy=result["test_accuracy"], val_accuracy=result["val_accuracy"],
+        final_accuracy=result["test_accuracy"], val_history=[],
+        trainable_fraction=head / sum(sizes.values()), train_step_flops={},
+        train_flops=forward + fit, forward_flops=forward, probe_fit_flops=result.get("fit_flops"),
+        num_params=int(sum(sizes.values())), wall_time_s=wall, total_steps=0,
+        probe={k: v for k, v in result.items() if k not in ("test_accuracy", "val_accuracy")})

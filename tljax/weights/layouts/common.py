@@ -1,0 +1,137 @@
+"""What every family's converters share: key layouts, transforms, conversion, and reading the
+architecture off a checkpoint (Hugging Face config.json, key names and shapes).
+
+A family's converter module (bit.py, resnet.py, vit.py) has HF_MODEL_TYPES, `from_hf(folder,
+cfg, raw, path)` and `from_file(raw, path, model)`; each returns a Detected (or None when the
+file is not of that family). Key layouts:
+
+A layout is a function `path -> (source_key, transform)` over tljax paths of the
+form "<collection>/<param path>", e.g. "params/stage2/unit1/conv1/kernel". The
+loader walks the paths the tljax model expects, so every expected parameter is
+looked up and every source key left over is reported.
+
+Transforms: "conv" (PyTorch OIHW -> HWIO), "dense" (PyTorch (out, in) -> (in, out)),
+"id", "conv1x1_dense" (PyTorch 1x1 conv used as a classifier), "hwio_dense"
+(flax/TF 1x1 conv kernel used as a classifier), and for attention:
+"qkv_kernel:<i>:<heads>", "qkv_bias:<i>:<heads>", "heads_kernel:<heads>",
+"heads_bias:<heads>", "out_kernel:<heads>".
+"""
+import json
+import os
+import re
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from tljax.errors import UserError
+from tljax.weights import source
+
+
+def match(pattern, path):
+    return re.fullmatch(pattern, path)
+
+
+class Detected(NamedTuple):
+    """A recognised checkpoint: its family, architecture and preprocessing, and how to convert it."""
+    family: str
+    arch: dict
+    num_classes: int
+    preprocessing: dict
+    arrays: object      # source.Arrays
+    layout: Callable    # tljax path -> (source key, transform)
+
+
+def hf_preprocessing(folder, default_norm, size):
+    path = os.path.join(folder, "preprocessor_config.json")
+    norm = default_norm
+    if os.path.exists(path):
+        with open(path) as f:
+            pre = json.load(f)
+        if pre.get("image_mean") and pre.get("image_std"):
+            norm = source.normalization_string(pre["image_mean"], pre["image_std"])
+    return {"normalization": norm, "image_size": size}
+
+
+def hf_weights_file(folder):
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        if os.path.exists(os.path.join(folder, name)):
+            return os.path.join(folder, name)
+    raise UserError(f"Hugging Face folder {folder} has no model.safetensors or pytorch_model.bin")
+
+
+def prefix_of(keys, prefix):
+    """'bit.' for *ForImageClassification checkpoints, '' for the bare *Model."""
+    return prefix if any(k.startswith(prefix) for k in keys) else ""
+
+
+def count(keys, pattern):
+    return len({m.groups() for k in keys if (m := re.fullmatch(pattern, k))})
+
+
+def stage_counts(keys, pattern):
+    """Units per stage from keys matching `pattern` with (stage, unit) groups."""
+    units = {}
+    for k in keys:
+        if m := re.fullmatch(pattern, k):
+            units.setdefault(int(m[1]), set()).add(int(m[2]))
+    return tuple(len(units[s]) for s in sorted(units))
+
+
+
+# ------------------------------------------------------------------ transforms
+def transform(array, kind, target_shape):
+    """Applies a transform and reshapes attention tensors to the flax layout."""
+    name, *args = kind.split(":")
+    if name == "id":
+        return array
+    if name == "conv":
+        return np.transpose(array, (2, 3, 1, 0))
+    if name == "dense":
+        return np.transpose(array)
+    if name == "conv1x1_dense":
+        return np.transpose(array.reshape(array.shape[0], array.shape[1]))
+    if name == "hwio_dense":
+        return array.reshape(array.shape[-2], array.shape[-1])
+    if name == "heads_kernel":  # (heads*hd, D) -> (D, heads, hd)
+        heads = int(args[0])
+        return np.transpose(array).reshape(array.shape[1], heads, -1)
+    if name == "heads_bias":
+        return array.reshape(int(args[0]), -1)
+    if name == "out_kernel":  # (D, heads*hd) -> (heads, hd, D)
+        heads = int(args[0])
+        return np.transpose(array).reshape(heads, -1, array.shape[0])
+    if name in ("qkv_kernel", "qkv_bias"):
+        index, heads = int(args[0]), int(args[1])
+        part = np.split(array, 3, axis=0)[index]
+        return transform(part, ("heads_kernel" if name == "qkv_kernel" else "heads_bias") + f":{heads}",
+                         target_shape)
+    raise ValueError(f"unknown transform {kind}")
+
+
+def convert(arrays, layout, expected_shapes):
+    """{tljax path: array} for every expected path, from a `source.Arrays` and a layout.
+
+    Raises one UserError listing missing/unexpected keys and shape mismatches.
+    """
+    out, shape_errors = {}, []
+    for path, shape in expected_shapes.items():
+        mapped = layout(path)
+        if mapped is None:
+            raise UserError(f"no source key known for tljax parameter {path}")
+        key, kind = mapped
+        value = arrays.take(key)
+        if value is None:
+            continue
+        value = transform(value, kind, shape)
+        if path.endswith("pos_embedding") and value.shape != tuple(shape):
+            out[path] = value  # Resampled to the model's grid by merge.
+            continue
+        if value.shape != tuple(shape):
+            shape_errors.append(f"{key} {value.shape} -> {path} expects {tuple(shape)}")
+            continue
+        out[path] = value
+    arrays.check()
+    if shape_errors:
+        raise UserError(f"weights {arrays.source} have shapes that do not fit the model: "
+                        f"{'; '.join(shape_errors[:6])}")
+    return out
