@@ -36,10 +36,13 @@ def _config(**overrides):
 
 
 def _sets(config):
-    from tljax import features, run_init, train
+    from tljax import freezing, run_init, runs
+    from tljax.probe import features
 
-    run_init.prepare_init(config, train.run)
-    model = run_init.load_model(config)
+    recipe = run_init.init_recipe(config)
+    if recipe is not None:  # the pretrained digits model, produced once by its recipe
+        runs.run(*recipe)
+    model = run_init.load_model(config, freezing.from_config(config))
     data_cfg = run_init.data_config(config, model.normalization)
     fn = features.feature_fn(model.module)
     out = {}
@@ -56,7 +59,8 @@ def main(argv):
     logs.setup()
     from sklearn.linear_model import LogisticRegression
 
-    from tljax import probes, train
+    from tljax import runs
+    from tljax.probe import classifiers
 
     shots, epochs = _SHOTS.value, _EPOCHS.value
     config = _config(**{"data.few_shot_k": shots, "data.few_shot_val_k": 10})
@@ -65,13 +69,13 @@ def main(argv):
     forward_flops, forward_s = sets["train"][1], sets["train"][2]
     batch = config.data.batch_size
     lr = 0.01
-    probes.logreg(train_set, val, test, classes, (lr,), (0.0,), epochs, batch)  # compile
+    classifiers.logreg(train_set, val, test, classes, (lr,), (0.0,), epochs, batch)  # compile
     begin = time.perf_counter()
-    fit = probes.logreg(train_set, val, test, classes, (lr,), (0.0,), epochs, batch)
+    fit = classifiers.logreg(train_set, val, test, classes, (lr,), (0.0,), epochs, batch)
     fit_s = time.perf_counter() - begin
     steps = epochs * len(train_set.y) // batch
     with tempfile.TemporaryDirectory() as workdir:
-        e2e = train.run(_config(**{"data.few_shot_k": shots, "data.few_shot_val_k": 10,
+        e2e = runs.run(_config(**{"data.few_shot_k": shots, "data.few_shot_val_k": 10,
                                    "freeze": "linear_probe", "total_steps": steps,
                                    "eval_every": 0, "checkpoint_every": steps,
                                    "export_weights": False, "optim.lr": lr}), workdir)
@@ -92,12 +96,12 @@ def main(argv):
     grid = (train_set, val, test, classes, tuple(config.probe.lrs), tuple(config.probe.wds),
             config.probe.epochs, config.probe.batch_size)
     compile_begin = time.perf_counter()
-    probes.logreg(*grid)  # compiles once per shape and setting
+    classifiers.logreg(*grid)  # compiles once per shape and setting
     compile_s = time.perf_counter() - compile_begin
     grid_begin = time.perf_counter()
-    ours = probes.logreg(*grid)
+    ours = classifiers.logreg(*grid)
     grid_s = time.perf_counter() - grid_begin
-    mean, std = train_set.x.mean(0), train_set.x.std(0) + probes.RIDGE_STD_EPS
+    mean, std = train_set.x.mean(0), train_set.x.std(0) + classifiers.RIDGE_STD_EPS
     begin, best = time.perf_counter(), None
     for c in np.logspace(-4, 4, 9):
         clf = LogisticRegression(C=c, max_iter=5000).fit((train_set.x - mean) / std, train_set.y)
@@ -114,7 +118,7 @@ def main(argv):
     x = np.concatenate([(train_set.x - mean) / std, np.full((len(train_set.y), 1), 100.0)], 1)
     targets = np.where(np.eye(classes)[train_set.y] > 0, 1.0, -1.0)
     l2 = 2.0**10
-    w = probes.ridge_weights(x, train_set.y, classes, [l2])[l2]
+    w = classifiers.ridge_weights(x, train_set.y, classes, [l2])[l2]
     reference = np.linalg.lstsq(np.concatenate([x, np.sqrt(l2) * np.eye(x.shape[1])]),
                                 np.concatenate([targets, np.zeros((x.shape[1], classes))]),
                                 rcond=None)[0]
