@@ -4,7 +4,7 @@
 #   python -m launch.sweep --config=configs/flowers.py:bit-m-r50x1 \
 #       --schedules=full,linear_probe,lp_ft:lp_steps=100 --seeds=3 --workdir=$SWEEP --emit=commands
 #   sbatch --array=1-$(wc -l < $SWEEP/commands.txt) launch/slurm_array.sh $SWEEP/commands.txt
-#   python -m tljax.report $SWEEP        # when the array is done
+#   python -m tljax.cli.report $SWEEP        # when the array is done
 #
 # Re-submitting the array is safe: a run resumes from its checkpoints.
 #SBATCH --job-name=tljax-sweep

@@ -1,6 +1,6 @@
 """A trained model applied to images: the weights, the run's eval preprocessing, class names.
 
-Shared by `tljax.predict` (image files in, top-k classes out) and `tljax.evaluate` (a
+Shared by `tljax.cli.predict` (image files in, top-k classes out) and `tljax.cli.evaluate` (a
 labelled split in, accuracy and a confusion matrix out).
 """
 import csv

@@ -58,7 +58,7 @@ def _parse_flags(argv):
         overrides = [a for a in argv[1:] if a.startswith("--config.")]
         detail = " ".join(str(e).replace("\\n", " ").replace("\\", "").split())
         fail(f"bad config override among {overrides}: {detail}. Keys must exist in the "
-              f"config file (see configs/common.py for all of them)")
+              f"config file (see tljax/defaults.py for all of them)")
 
 
 def run():

@@ -86,7 +86,7 @@ def modules(parts):
         try:
             methods = methods.union(METHODS[part.name].build(dict(part.args)))
         except ValueError as e:
-            raise UserError(f"config.freeze: {e}; give each method once") from None
+            raise UserError(f"{e}; give each method once") from None
     return methods
 
 

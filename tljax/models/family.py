@@ -54,7 +54,7 @@ def get(name):
 def of(module):
     """The Family of a module instance."""
     for family in FAMILIES.values():
-        if type(module) is family.module:
+        if isinstance(module, family.module):
             return family
     raise TypeError(f"{type(module).__name__} is not a registered model family")
 

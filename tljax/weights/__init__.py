@@ -136,9 +136,9 @@ def _read_source(path, model, which):
     if classes == 0:  # A backbone without a classifier: the head stays to be filled in.
         expected = {p: s for p, s in expected.items() if not names.is_classifier(p[len("params/"):])}
     flat = layouts.convert(arrays, layout, expected)
-    names = pp.pop("class_names", None)
+    class_names = pp.pop("class_names", None)
     return tljax_format.Export(family, arch, classes, pp, traverse_util.unflatten_dict(flat, sep="/"),
-                               names)
+                               class_names)
 
 
 def load_model(source, *, model=None, num_classes=None, image_shape=None, which="best"):
