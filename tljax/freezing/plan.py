@@ -195,8 +195,8 @@ def compiled_phases(plan, group_list):
         for name, regex in group_list:
             mults = {phase.mults[p] for p in members.get(name, ())}
             if len(mults) == 1:
-                rules.append((regex, mults.pop()))
+                rules.append([regex, mults.pop()])
             else:
-                rules += [(re.escape(p), phase.mults[p]) for p in members.get(name, ())]
-        phases.append((phase.start_step, rules))
+                rules += [[re.escape(p), phase.mults[p]] for p in members.get(name, ())]
+        phases.append([phase.start_step, rules])  # lists: the same value after a JSON round trip
     return phases

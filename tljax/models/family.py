@@ -76,9 +76,9 @@ def with_peft(family, methods):
     """`methods` (a peft.Peft) if `family` supports them, else a UserError."""
     tokens = [name for name in ("prompts", "adaptformer") if getattr(methods, name)]
     if tokens and not family.token_methods:
-        raise UserError(f"{' and '.join(tokens)} need a transformer (VPT prompts are tokens; "
-                        f"AdaptFormer adapts a transformer MLP); {family.module.__name__} "
-                        f"supports lora, adapter and ssf")
+        raise UserError(f"{' and '.join(tokens)} need a ViT or another transformer family (VPT "
+                        f"prompts are tokens; AdaptFormer adapts a transformer MLP); "
+                        f"{family.module.__name__} supports lora, adapter and ssf")
     return methods
 
 
