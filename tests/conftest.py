@@ -18,6 +18,27 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
+def pytest_configure(config):
+    """One XLA compilation cache for the session, shared with the tests' subprocesses (they
+    inherit the environment): a program compiled once is loaded by every later process.
+    A TLJAX_COMPILATION_CACHE set by the caller (a folder kept between sessions) wins."""
+    import tempfile
+
+    from tljax import compilation
+
+    if compilation.ENV not in os.environ:
+        os.environ[compilation.ENV] = tempfile.mkdtemp(prefix="tljax_xla_cache_")
+        config._tljax_own_cache = os.environ[compilation.ENV]
+    compilation.enable_cache()
+
+
+def pytest_unconfigure(config):
+    import shutil
+
+    if getattr(config, "_tljax_own_cache", None):
+        shutil.rmtree(config._tljax_own_cache, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory):
     """A TFDS data_dir with tljax_digits prepared once per test session."""

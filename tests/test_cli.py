@@ -1,5 +1,7 @@
 """The command line: one-line errors for the mistakes users make."""
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -8,9 +10,10 @@ import pytest
 from tests.conftest import ROOT
 
 
-def _main(*args):
+def _main(*args, env=None):
     result = subprocess.run([sys.executable, "-m", "tljax.main", *args], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+                            capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, **(env or {})))
     return result.returncode, result.stderr.strip().splitlines()
 
 
@@ -47,14 +50,51 @@ def test_resuming_with_a_config_that_changes_the_computation_is_refused():
         config_lib.check_same_run(saved, {"total_steps": 20, "log_every": 5, "optim": {"lr": 0.2}})
 
 
-def test_a_run_logs_what_the_run_does_and_not_library_chatter(data_dir, tmp_path):
-    code, lines = _main("--config=configs/digits.py:scratch", f"--workdir={tmp_path}",
-                        f"--config.data.data_dir={data_dir}", "--config.total_steps=4",
-                        "--config.log_every=2", "--config.eval_every=0",
-                        "--config.model.arch.block_counts=(1,)", "--config.data.batch_size=4")
+_COMPILED = re.compile(r"(\d+) XLA programs compiled, (\d+) loaded from the compilation cache")
+
+
+def _compiled(lines):
+    """(programs compiled, programs loaded from the cache) of a run's last log line of them."""
+    found = [m.groups() for m in map(_COMPILED.search, lines) if m]
+    return tuple(map(int, found[-1]))
+
+
+def _summary(workdir):
+    summary = json.loads((workdir / "summary.json").read_text())
+    summary.pop("wall_time_s")
+    return summary
+
+
+def test_runs_log_what_they_do_and_share_compiled_programs_through_the_cache(data_dir,
+                                                                               tmp_path):
+    """Three processes on one fresh compilation cache: the first compiles, the second (the
+    next run of a sweep) loads every program and gives the same model, a changed lr (a
+    changed HLO) compiles again; a re-run of the finished run compiles nothing."""
+    args = ["--config=configs/digits.py:scratch", f"--config.data.data_dir={data_dir}",
+            "--config.total_steps=4", "--config.log_every=2", "--config.eval_every=0",
+            "--config.model.arch.block_counts=(1,)", "--config.data.batch_size=4"]
+    env = {"TLJAX_COMPILATION_CACHE": str(tmp_path / "xla")}
+    code, lines = _main(*args, f"--workdir={tmp_path}/a", env=env)
     assert code == 0, lines[-5:]
     text = "\n".join(lines)
     assert "compiling the train step of phase 0" in text and "step 4/4" in text
     for chatter in ("oneDNN", "orbax", "dataset_info.py", "reader.py", "libtpu", "\x1b["):
         assert chatter not in text, chatter
     assert len(lines) < 30, text
+    compiled, loaded = _compiled(lines)
+    # One program each: init, train state, train step, finite check, lr, eval step.
+    assert compiled + loaded <= 6 and compiled >= 1, lines[-3:]
+
+    code, again = _main(*args, f"--workdir={tmp_path}/b", env=env)
+    assert code == 0, again[-5:]
+    assert _compiled(again) == (0, compiled + loaded), again[-3:]
+    assert _summary(tmp_path / "b") == _summary(tmp_path / "a")
+    a, b = (open(tmp_path / d / "model.safetensors", "rb").read() for d in ("a", "b"))
+    assert a == b  # executables from the cache compute what the compiled ones did
+
+    code, changed = _main(*args, f"--workdir={tmp_path}/c", "--config.optim.lr=0.0123", env=env)
+    assert code == 0 and _compiled(changed)[0] >= 1, changed[-3:]
+
+    code, finished = _main(*args, f"--workdir={tmp_path}/b", env=env)
+    assert code == 0 and "is finished already" in "\n".join(finished)
+    assert not any(_COMPILED.search(line) for line in finished), finished

@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests.helpers import records
-from tljax import freezing, paths, runs, weights
+from tljax import freezing, paths, run_init, runs, weights
 from tljax.errors import UserError
 from tljax.lock import LOCK_NAME
 
@@ -105,14 +105,29 @@ def test_a_second_run_in_a_locked_workdir_is_refused_and_a_stale_lock_taken_over
     assert summary["status"] == "done" and not (tmp_path / LOCK_NAME).exists()
 
 
-def test_rerunning_a_finished_run_changes_nothing(make_config, tmp_path):
+def test_rerunning_a_finished_run_changes_nothing_and_builds_nothing(make_config, tmp_path,
+                                                                     monkeypatch):
     config = make_config(total_steps=2)
     first = runs.run(config, str(tmp_path))
     metrics_text = (tmp_path / "metrics.jsonl").read_text()
-    second = runs.run(config, str(tmp_path))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished run's re-run built a model or read data")
+
+    with monkeypatch.context() as patch:  # It reads summary.json back: no model, no data.
+        patch.setattr(run_init, "start", refuse)
+        patch.setattr(run_init, "init_recipe", refuse)
+        second = runs.run(config, str(tmp_path))
     assert second == first
     assert (tmp_path / "metrics.jsonl").read_text() == metrics_text
     assert len(records(str(tmp_path), kind="summary")) == 1
+    # A config that computes something else is refused as on resume, not answered.
+    with pytest.raises(UserError, match="different config"):
+        runs.run(make_config(total_steps=2, **{"optim.lr": 0.5}), str(tmp_path))
+    # Weights asked for now that the run did not export: the full path writes them.
+    os.remove(tmp_path / "model.safetensors")
+    assert runs.run(config, str(tmp_path)) == first
+    assert (tmp_path / "model.safetensors").exists()
 
 
 def test_metrics_are_strict_json():

@@ -6,14 +6,14 @@ import os
 
 import ml_collections as mlc
 
-from tljax import literals
+from tljax import literals, paths
 from tljax.errors import UserError
 
 # Keys that change neither what a run computes nor what it reports: where files are read
 # from, how often it logs and saves, whether it exports. Runs differing only in these (and
 # the seed) are one row of a report.
 NO_EFFECT_KEYS = ("log_every", "checkpoint_every", "keep_checkpoints", "export_weights",
-                  "data.data_dir", "data.manual_dir")
+                  "data.data_dir", "data.manual_dir", "compilation_cache")
 # Keys that may change when a run is resumed: those, and eval_every (later evaluations only
 # add candidates for selection). total_steps is not among them: it shapes the lr schedule.
 RESUMABLE_CHANGES = NO_EFFECT_KEYS + ("eval_every",)
@@ -140,5 +140,4 @@ def recipe_output(spec):
     """
     path, _, arg = spec.partition(":")
     name = os.path.splitext(os.path.basename(path))[0] + (f"_{arg}" if arg else "")
-    root = os.environ.get("TLJAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "tljax"))
-    return os.path.join(root, "recipes", name, "model.safetensors")
+    return os.path.join(paths.cache_root(), "recipes", name, "model.safetensors")

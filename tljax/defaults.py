@@ -19,6 +19,8 @@ def base():
     c.keep_checkpoints = 2
     c.export_weights = True     # at the end: workdir/model.safetensors (final weights) and,
     #                             with a validation split, best.safetensors (selected weights)
+    c.compilation_cache = "auto"  # XLA executables kept across runs: "auto" ($TLJAX_COMPILATION_CACHE,
+    #                               else ~/.cache/tljax/xla), a folder, or "off"
     c.hyperrule = False         # BiT-HyperRule: resolution, schedule, lr and mixup from the data
     c.freeze = "full"           # freezing strategy string, e.g. "lp_ft:lp_steps=100"
     c.freeze_phases = ()        # or explicit phases, used instead of freeze when set:

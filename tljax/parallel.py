@@ -61,8 +61,16 @@ class Jit:
         shardings = jax.tree.map(self._state_sharding, jax.eval_shape(fn, state))
         return jax.jit(fn, out_shardings=shardings, donate_argnums=(0,))(state)
 
+    def build_state(self, fn, variables):
+        """fn(variables) as one program whose outputs land where the state lives: the
+        optimizer's zeros and the state's copies are made on the devices, not op by op."""
+        variables = self.put_state(variables)
+        shardings = jax.tree.map(self._state_sharding, jax.eval_shape(fn, variables))
+        return jax.jit(fn, out_shardings=shardings)(variables)
+
     def restore_template(self, state):
-        return self.put_state(state)
+        """Where the state (as build_state made it) is restored to: where it lives."""
+        return state
 
     def from_restored(self, state):
         return state
@@ -125,11 +133,17 @@ class Pmap:
     def map_state(self, fn, state):
         return jax.pmap(fn, axis_name=self.axis_name, donate_argnums=(0,))(state)
 
+    def build_state(self, fn, variables):
+        return jax.pmap(fn, axis_name=self.axis_name)(self.put_state(variables))
+
     def all_finite(self, state):
         return bool(self._is_finite(state))
 
     def restore_template(self, state):
-        return jax.device_put(state, self.devices[0])
+        """Where one copy of the (replicated) state is restored to: the first device."""
+        first = jax.sharding.SingleDeviceSharding(self.devices[0])
+        return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape[1:], x.dtype, sharding=first),
+                            state)
 
     def from_restored(self, state):
         return self.put_state(state)

@@ -15,6 +15,12 @@ def resolve(path):
     return epath.Path(os.path.abspath(os.path.expanduser(text)))
 
 
+def cache_root():
+    """tljax's cache folder (init recipes' weights, downloaded weights, XLA executables):
+    $TLJAX_CACHE, else ~/.cache/tljax."""
+    return os.environ.get("TLJAX_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "tljax"))
+
+
 def write_bytes_atomic(path, data):
     """Writes via a temporary file and a rename, so a reader never sees half a file."""
     path = epath.Path(path)

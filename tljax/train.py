@@ -115,16 +115,22 @@ class _Run:
     def runner(self, index):
         return _PhaseRunner(self.config, self.module, self.plan, index, self.par)
 
+    @functools.cached_property
+    def lr_at(self):
+        """The base lr at a step: the schedule compiled once (eagerly it is a program per op)."""
+        return jax.jit(optim.lr_schedule(self.config.optim, self.config.total_steps))
+
 
 def _start(run_, model):
     """(phase runner, state, run record, start step): fresh, or restored from the newest checkpoint."""
     config, plan, par = run_.config, run_.plan, run_.par
     start_step = run_.ckpt.latest_step() or 0
     runner = run_.runner(plan.phase_index(start_step))
-    initial = state_lib.create(model.variables, runner.tx, runner.trainable, config.seed,
-                               with_anchor=bool(config.optim.l2sp), with_ema=config.ema.decay > 0)
+    initial = par.build_state(functools.partial(
+        state_lib.create, tx=runner.tx, trainable_paths=runner.trainable, seed=config.seed,
+        with_anchor=bool(config.optim.l2sp), with_ema=config.ema.decay > 0), model.variables)
     if not start_step:
-        return runner, par.put_state(initial), summary_lib.RunRecord(), 0
+        return runner, initial, summary_lib.RunRecord(), 0
     meta = run_.ckpt.restore_meta(start_step)
     if meta.get("phase") != runner.index:
         raise UserError(f"checkpoint step {start_step} was saved in phase {meta.get('phase')} "
@@ -139,14 +145,14 @@ def _start(run_, model):
 def _evaluate(run_, state, which, step, label=None):
     """Accuracy and loss over the whole `which` split (padded batches, masked)."""
     batches, count = run_.eval_data[which]
-    totals, last_log = None, time.monotonic()
+    sums, last_log = [], time.monotonic()
     for index, batch in enumerate(batches):
-        sums = run_.eval_step(state.params, state.batch_stats, run_.par.put_batch(batch))
-        totals = sums if totals is None else jax.tree.map(lambda a, b: a + b, totals, sums)
+        sums.append(run_.eval_step(state.params, state.batch_stats, run_.par.put_batch(batch)))
         if time.monotonic() - last_log > _EVAL_LOG_SECONDS:
             last_log = time.monotonic()
             logging.info("evaluating %s at step %d: %d batches done", which, step, index + 1)
-    totals = run_.par.fetch(totals)
+    # Summed on the host, once: no device program of its own.
+    totals = jax.tree.map(lambda *xs: np.sum(xs, axis=0), *run_.par.fetch(sums))
     if int(totals["count"]) != count:
         raise RuntimeError(f"eval counted {totals['count']} examples, the split has {count}")
     result = {"accuracy": float(totals["correct"] / count), "loss": float(totals["loss"] / count),
@@ -220,7 +226,7 @@ def _check_and_log(run_, fetched, state, done, runner, progress, record):
     values.update(progress.line(done, values["loss"]))
     values.update(phase=runner.index,
                   trainable_fraction=freezing.trainable_fraction(runner.phase, run_.param_sizes),
-                  lr=float(optim.lr_schedule(config.optim, config.total_steps)(done - 1)))
+                  lr=float(run_.lr_at(done - 1)))
     run_.writer.write(done, values)
 
 

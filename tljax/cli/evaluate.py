@@ -13,7 +13,7 @@ split folders is evaluated whole). Writes evaluation.json and confusion.png into
 import os
 
 from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
-from absl import flags
+from absl import flags, logging
 
 from tljax.cli.common import run_main
 from tljax.errors import UserError
@@ -31,7 +31,9 @@ def main(argv):
         raise UserError("usage: python -m tljax.cli.evaluate --model=RUN_DIR_OR_WEIGHTS "
                         "[--which=best|final] [--split=test] [--data=NAME|folder:/path]")
     logs.setup()
-    from tljax import evaluation, inference, paths
+    from tljax import compilation, evaluation, inference, paths
+
+    compilation.enable_cache()
 
     cfg, which, seed = evaluation.data_config(_MODEL.value, _DATA.value, _SPLIT.value)
     predictor = inference.Predictor.load(_MODEL.value, _WHICH.value)
@@ -48,6 +50,7 @@ def main(argv):
     print(f"accuracy {result['accuracy']:.4f} on {result['count']} images of {cfg.name} "
           f"{_SPLIT.value}; lowest classes: "
           + ", ".join(f"{n} {a:.2f}" for a, n in worst) + f"; written to {output}")
+    logging.info("%s", compilation.stats())
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ image; --output writes CSV or JSON (by suffix) as well.
 """
 
 from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
-from absl import flags
+from absl import flags, logging
 
 from tljax.cli.common import run_main
 from tljax.errors import UserError
@@ -25,7 +25,9 @@ def main(argv):
     if not _MODEL.value or len(argv) < 2:
         raise UserError("usage: python -m tljax.cli.predict --model=RUN_DIR_OR_WEIGHTS IMAGE_OR_FOLDER...")
     logs.setup()
-    from tljax import inference
+    from tljax import compilation, inference
+
+    compilation.enable_cache()
 
     if _OUTPUT.value and not _OUTPUT.value.endswith((".csv", ".json")):
         raise UserError(f"--output={_OUTPUT.value}: use a .csv or .json file name")
@@ -35,6 +37,7 @@ def main(argv):
         print(r["image"] + "  " + "  ".join(f"{name} {prob:.3f}" for name, prob in r["top"]))
     if _OUTPUT.value:
         inference.write_predictions(results, _OUTPUT.value)
+    logging.info("%s", compilation.stats())
 
 
 if __name__ == "__main__":

@@ -33,8 +33,9 @@ from tljax.weights import merge as merge_lib
 
 def init_variables(module, image_shape, seed=0):
     """Variables of `module` initialised for NHWC images of `image_shape` (H, W, C)."""
-    dummy = jnp.zeros((1, *image_shape), jnp.float32)
-    return jax.jit(lambda rng: module.init(rng, dummy, train=False))(jax.random.PRNGKey(seed))
+    # One program: the key and the dummy input made inside it, not by eager ops of their own.
+    return jax.jit(lambda: module.init(jax.random.PRNGKey(seed),
+                                       jnp.zeros((1, *image_shape), jnp.float32), train=False))()
 
 
 def _expected_shapes(module, image_size):
@@ -157,7 +158,7 @@ def load_model(source, *, model=None, num_classes=None, image_shape=None, which=
         variables = merge_lib.merge(fresh, variables, reset_head=classes != source_classes,
                                     source=source)
     else:
-        variables = jax.tree.map(jnp.asarray, variables)
+        variables = jax.tree.map(np.asarray, variables)
     if classes != source_classes:
         class_names = None
     return LoadedModel(module, variables, preprocessing, class_names)

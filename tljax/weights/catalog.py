@@ -11,6 +11,7 @@ import sys
 import urllib.error
 import urllib.request
 
+from tljax import paths
 from tljax.errors import UserError
 
 BIT = "https://storage.googleapis.com/bit_models/{}.npz"
@@ -37,8 +38,7 @@ CATALOG = {
 
 
 def cache_dir():
-    return os.environ.get("TLJAX_WEIGHTS_DIR",
-                          os.path.join(os.path.expanduser("~"), ".cache", "tljax", "weights"))
+    return os.environ.get("TLJAX_WEIGHTS_DIR", os.path.join(paths.cache_root(), "weights"))
 
 
 def local_path(name):

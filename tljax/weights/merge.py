@@ -1,7 +1,6 @@
 """Merging loaded weights into a freshly initialised model: strict keys and shapes, head reset."""
 import math
 
-import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
@@ -61,7 +60,7 @@ def merge(init_variables, loaded_variables, *, reset_head, source):
             merged[collection] = init_tree
             continue
         merged[collection] = traverse_util.unflatten_dict(
-            {p: (jnp.zeros(v.shape, v.dtype) if skip(p) else jnp.asarray(loaded_flat[p], v.dtype))
+            {p: (np.zeros(v.shape, v.dtype) if skip(p) else np.asarray(loaded_flat[p], v.dtype))
              for p, v in init_flat.items()}, sep="/")
     if problems:
         raise UserError(f"weights {source} do not fit the model: {'; '.join(problems)}. "
