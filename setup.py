@@ -28,7 +28,7 @@ setup(
     ],
     extras_require={
         # torch is pinned to the CPU wheel: an unpinned torch pulls CUDA packages.
-        "test": ["pytest>=8", "torch==2.13.0", "transformers>=5.0,<6"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "transformers>=5.0,<6"],
         "cuda12": ["jax[cuda12]>=0.10,<0.11"],  # NVIDIA GPUs: pip install -e ".[cuda12]"
         "tpu": ["jax[tpu]>=0.10,<0.11"],
     },

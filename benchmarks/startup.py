@@ -59,7 +59,8 @@ def main(argv):
             ("(c) re-run of the finished run (b)",
              _timed(train + [f"--workdir={root}/b"], cache)),
             ("(d) predict one image with run (b), warm cache",
-             _timed(["tljax.cli.predict", f"--model={root}/b", _an_image(root)], cache))]
+             _timed(["tljax.cli.predict", f"--model={root}/b", "--verbosity=1",
+                     _an_image(root)], cache))]
     print(f"| command ({FLAGS.steps} steps, {os.cpu_count()} CPU cores) | wall s | XLA programs "
           f"compiled | loaded from cache | compile + load s |")
     print("|---|---:|---:|---:|---:|")

@@ -7,13 +7,22 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# The tests' models are tiny: compiling them takes far longer than running them, and XLA's
+# backend optimisations (LLVM -O2) are most of the compile time. The tests compare runs
+# compiled alike (resume vs uninterrupted, 1 vs 4 devices) or against other libraries
+# within tolerances, so they run at -O0 (about a third less wall time).
+TEST_XLA_FLAGS = "--xla_backend_optimization_level=0"
+
+
 def cpu_devices_flags(count):
     """XLA_FLAGS for a subprocess with `count` CPU devices. On a loaded 2-core machine a
     device thread may wait long for a core, and XLA's CPU collectives give up after 40 s
     ("system can be overloaded"): allow 10 minutes."""
-    return (f"--xla_force_host_platform_device_count={count} "
+    return (f"{TEST_XLA_FLAGS} --xla_force_host_platform_device_count={count} "
             "--xla_cpu_collective_call_warn_stuck_timeout_seconds=120 "
             "--xla_cpu_collective_call_terminate_timeout_seconds=600")
+
+
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
@@ -26,10 +35,18 @@ def pytest_configure(config):
 
     from tljax import compilation
 
+    if TEST_XLA_FLAGS not in os.environ.get("XLA_FLAGS", ""):  # before JAX starts its backend
+        os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TEST_XLA_FLAGS}".strip()
     if compilation.ENV not in os.environ:
         os.environ[compilation.ENV] = tempfile.mkdtemp(prefix="tljax_xla_cache_")
         config._tljax_own_cache = os.environ[compilation.ENV]
     compilation.enable_cache()
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow scenarios first: with several workers (pytest-xdist, `-n` in pytest.ini)
+    they start at once and the short tests fill in around them."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 def pytest_unconfigure(config):

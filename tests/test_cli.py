@@ -65,6 +65,7 @@ def _summary(workdir):
     return summary
 
 
+@pytest.mark.slow
 def test_runs_log_what_they_do_and_share_compiled_programs_through_the_cache(data_dir,
                                                                                tmp_path):
     """Three processes on one fresh compilation cache: the first compiles, the second (the

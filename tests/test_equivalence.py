@@ -57,6 +57,7 @@ def _run_on(devices, modes, data_dir, root_dir):
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_jit_pmap_and_fsdp_on_four_devices_equal_one_device(data_dir, tmp_path):
     _run_on(1, ["jit"], data_dir, str(tmp_path))
     _run_on(4, ["jit", "pmap", "fsdp"], data_dir, str(tmp_path))

@@ -375,6 +375,7 @@ def _docs_strategies():
     return specs
 
 
+@pytest.mark.slow
 def test_docs_list_every_strategy_and_each_runs_end_to_end_under_jit(make_config, tmp_path,
                                                                         source_weights):
     specs = _docs_strategies()

@@ -289,6 +289,7 @@ def _docs_methods():
     return [re.findall(r"`([^`]+)`", row.split("|")[1])[0] for row in table.splitlines()[2:]]
 
 
+@pytest.mark.slow
 def test_docs_list_every_method_and_each_runs_end_to_end_under_jit(make_config, tmp_path):
     specs = _docs_methods()
     assert {spec.split(":")[0] for spec in specs} == set(freezing.METHODS)

@@ -115,7 +115,9 @@ def test_probe_run_caches_resumes_refuses_stale_cache_and_joins_the_report(make_
     assert first["train_flops"] > 0 and first["trainable_fraction"] < 0.1
     written = _mtimes(workdir)
     assert set(written) == {"meta.json", "train.npz", "validation.npz", "test.npz"}
-    os.remove(os.path.join(workdir, "features", "test.npz"))  # as if killed before test was written
+    # As if killed before the test features (and so the summary) were written:
+    os.remove(os.path.join(workdir, "features", "test.npz"))
+    os.remove(os.path.join(workdir, "summary.json"))
     again = runs.run(config("ridge"), workdir)
     now = _mtimes(workdir)
     assert now["train.npz"] == written["train.npz"] and now["test.npz"] != written["test.npz"]

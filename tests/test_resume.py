@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.conftest import ROOT
 from tests.helpers import exported_params, records
@@ -56,6 +57,7 @@ def _summary(workdir):
     return summary
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_step_then_resume_equals_the_uninterrupted_run(make_config, data_dir,
                                                                        tmp_path):
     config = make_config("scratch", **OVERRIDES)

@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import traverse_util
 
 from configs import common
@@ -91,6 +92,7 @@ def _launch(num_processes, workdir, data_dir, init):
         assert p.returncode == 0, out[-4000:]
 
 
+@pytest.mark.slow
 def test_two_fsdp_processes_end_with_the_parameters_and_losses_of_one(tmp_path, data_dir,
                                                                    source_weights):
     from tests.helpers import exported_params, records

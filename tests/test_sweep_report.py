@@ -106,6 +106,7 @@ def test_emitted_commands_for_the_real_case(tmp_path):
     assert "--config.freeze=lp_ft:lp_steps=100 --config.seed=1 --config.optim.lr=0.01" in command
 
 
+@pytest.mark.slow
 def test_sweep_runs_schedules_and_seeds_then_skips_finished_runs(tmp_path, data_dir, monkeypatch):
     from tests.conftest import tiny_config
     from tljax import config_lib

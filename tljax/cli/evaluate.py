@@ -50,7 +50,7 @@ def main(argv):
     print(f"accuracy {result['accuracy']:.4f} on {result['count']} images of {cfg.name} "
           f"{_SPLIT.value}; lowest classes: "
           + ", ".join(f"{n} {a:.2f}" for a, n in worst) + f"; written to {output}")
-    logging.info("%s", compilation.stats())
+    logging.debug("%s", compilation.stats())  # shown with --verbosity=1
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def main(argv):
         print(r["image"] + "  " + "  ".join(f"{name} {prob:.3f}" for name, prob in r["top"]))
     if _OUTPUT.value:
         inference.write_predictions(results, _OUTPUT.value)
-    logging.info("%s", compilation.stats())
+    logging.debug("%s", compilation.stats())  # shown with --verbosity=1
 
 
 if __name__ == "__main__":

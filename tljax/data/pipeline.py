@@ -100,9 +100,22 @@ def class_names(cfg):
     return list(get_builder(cfg).info.features["label"].names)
 
 
+_LABELS = {}  # (TFDS name, data_dir, split) -> labels: a run asks for them once per set
+
+
 def _split_labels(cfg, builder, split):
+    """The labels of `split` in order (read in batches, images undecoded); a prepared TFDS
+    split's are read once per process (a folder's are read afresh: its files may change)."""
+    key = None if folder.is_folder_name(cfg.name) else (cfg.name, cfg.data_dir, split)
+    if key in _LABELS:
+        return _LABELS[key]
     ds = _as_dataset(cfg, builder, split, decoders={"image": tfds.decode.SkipDecoding()})
-    return np.fromiter(tfds.as_numpy(ds.map(_no_autograph(lambda ex: ex["label"]))), dtype=np.int64)
+    batches = tfds.as_numpy(ds.map(_no_autograph(lambda ex: ex["label"])).batch(4096))
+    labels = np.concatenate([np.zeros([0], np.int64), *batches]).astype(np.int64)
+    labels.setflags(write=False)
+    if key is not None:
+        _LABELS[key] = labels
+    return labels
 
 
 def _select(cfg, builder, split, keep):
