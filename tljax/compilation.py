@@ -27,8 +27,9 @@ def cache_dir(setting="auto"):
 
 
 def enable_cache(setting="auto"):
-    """Points JAX's persistent cache at `cache_dir(setting)` (no-op when off). JAX opens the
-    cache at the first compilation of a process, so a process's first run decides."""
+    """Points JAX's persistent cache at `cache_dir(setting)` (no-op when off, or when the
+    user set JAX's own jax_compilation_cache_dir). JAX decides whether to use a cache at a
+    process's first compilation: the commands call this before any (runs.run first thing)."""
     import jax
 
     _listen()

@@ -27,7 +27,7 @@ def setup():
     bars only on a terminal (redirected logs get no escape codes)."""
     from absl import logging
 
-    logging.set_verbosity(logging.INFO)
+    logging.set_verbosity(max(logging.get_verbosity(), logging.INFO))  # --verbosity=1 stays
     handler = logging.get_absl_handler()
     if _wanted not in handler.filters:
         handler.addFilter(_wanted)
