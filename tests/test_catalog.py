@@ -29,3 +29,12 @@ def test_a_downloaded_checkpoint_resolves_to_the_cache(tmp_path, monkeypatch):
     (tmp_path / "ViT-B_16.npz").write_bytes(b"x")
     assert catalog.resolve("catalog:ViT-B_16") == str(tmp_path / "ViT-B_16.npz")
     assert catalog.resolve("/some/file.npz") == "/some/file.npz"
+
+
+def test_the_catalogue_command_lists_without_a_warning():
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "tljax.cli.catalog"], capture_output=True,
+                            text=True, check=True)
+    assert "BiT-M-R50x1" in result.stdout and "Warning" not in result.stderr, result.stderr[-500:]

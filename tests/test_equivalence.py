@@ -41,7 +41,7 @@ parallel.Jit.FSDP_MIN_SIZE = 1  # shard even the tiny test models' tensors
 for name, (arch, extra) in {models!r}.items():
     for parallelism in {modes!r}:
         overrides = {{"model.name": name, "model.arch": arch, "freeze": "lp_ft:lp_steps=2", **extra}}
-        runs.run(tiny_config({data_dir!r}, "scratch", total_steps=5, log_every=1,
+        runs.run(tiny_config({data_dir!r}, "scratch", total_steps=8, log_every=1,
                               export_weights=True, parallelism=parallelism, **overrides),
                   {root_dir!r} + f"/{{name}}-{devices}-{{parallelism}}")
 """
@@ -65,7 +65,7 @@ def test_jit_pmap_and_fsdp_on_four_devices_equal_one_device(data_dir, tmp_path):
         reference = str(tmp_path / f"{name}-1-jit")
         losses = [r["loss"] for r in records(reference)]
         params = exported_params(reference)
-        assert len(losses) == 5
+        assert len(losses) == 8  # BatchNorm's variance differs by 1 vs 4 devices by step 5-8
         for mode in ("jit", "pmap", "fsdp"):
             other = str(tmp_path / f"{name}-4-{mode}")
             np.testing.assert_allclose([r["loss"] for r in records(other)], losses, rtol=1e-5,

@@ -122,6 +122,45 @@ def test_evaluate_a_one_tree_folder_whole_and_refuse_unknown_classes(folder_run,
         evaluation.evaluate(predictor, cfg, split, seed, batch_size=16)
 
 
+def test_evaluate_reads_any_split_of_a_folder_the_train_split_too(folder_run, split_folder):
+    workdir, _ = folder_run
+    predictor = inference.Predictor.load(workdir, "final")
+    cfg, split, seed = evaluation.data_config(workdir, f"folder:{split_folder}", "train")
+    result = evaluation.evaluate(predictor, cfg, split, seed, batch_size=16)
+    assert result["count"] == 5 * 12  # the whole train/ folder, every image once
+
+
+def test_small_folders_fill_every_split_and_a_single_class_is_refused(make_config, tmp_path):
+    """The default 80/10/10 cut of 3 images per class left validation empty (a TensorFlow
+    TypeError mid-run): each split now gets an image of each class; fewer images than
+    splits, or a single class, is one line."""
+    from tljax.data import folder
+
+    root = _write_digits(str(tmp_path / "three"), lambda i: "")
+    for image in (tmp_path / "three").glob("*/*.png"):
+        if int(image.stem) > 3:
+            image.unlink()
+    splits = folder.builder(f"folder:{root}")._split_examples
+    for name in ("train", "validation", "test"):
+        assert sorted(e.label for e in splits[name]) == sorted(NAMES.values()), name
+    summary = runs.run(_folder_config(make_config, root, total_steps=2, eval_every=0),
+                       str(tmp_path / "run"))
+    assert summary["status"] == "done"
+    for image in (tmp_path / "three").glob("*/003.png"):
+        image.unlink()
+    with pytest.raises(UserError, match="class 'eight' has 2 images, but data.folder_fractions="
+                                        r"\(0.8, 0.1, 0.1\) split each class into 3 sets"):
+        folder.builder(f"folder:{root}")
+    single = _write_digits(str(tmp_path / "single"), lambda i: "")
+    for extra in ("five", "six", "seven", "eight"):
+        for image in (tmp_path / "single" / extra).glob("*.png"):
+            image.unlink()
+        (tmp_path / "single" / extra).rmdir()
+    with pytest.raises(UserError, match=r"it holds 1 class \(nine\); a classifier needs at least 2"):
+        runs.run(_folder_config(make_config, single), str(tmp_path / "run1"))
+    assert not os.path.exists(tmp_path / "run1")
+
+
 def test_one_tree_split_is_stratified_disjoint_and_fixed(tmp_path):
     root = _write_digits(str(tmp_path / "tree"), lambda i: "")
     from tljax.data import folder

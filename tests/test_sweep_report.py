@@ -8,6 +8,7 @@ import pytest
 
 from launch import sweep
 from tljax import report
+from tljax.errors import UserError
 
 
 def _write_run(root, schedule, seed, test, history, status="done", lr=0.1, flops=100.0, error=None,
@@ -87,6 +88,19 @@ def test_selecting_settings_on_validation_never_looks_at_test(tmp_path):
     assert chosen["lora:r=8"]["setting"].startswith("optim.lr=0.1 ")
     assert chosen["lora:r=8"]["paired"]["mean"] == pytest.approx(0.05)
     assert chosen["lora:r=8"]["flops_vs_full"] == pytest.approx(0.5)
+
+
+def test_selecting_on_validation_refuses_runs_without_validation(tmp_path):
+    """Without validation accuracies there is nothing to choose on: an error naming the
+    runs, never the first grid point labelled "chosen on validation"."""
+    root = str(tmp_path)
+    for lr in (0.01, 0.1):
+        _write_run(root, "full", 0, 0.7 + lr, [], lr=lr, val=None)
+    _write_run(root, "last_k:1", 0, 0.6, [], lr=0.1, val=None)  # one setting: nothing to choose
+    with pytest.raises(UserError, match=r"full has 2 settings to choose from, but 2 of its runs "
+                                        r"have no validation accuracy \(.*seed0"):
+        report.summarize(report.load_runs(root), select=True)
+    assert len(report.summarize(report.load_runs(root))) == 3  # without selection: reported
 
 
 def test_schedule_list_keeps_commas_inside_a_strategy():

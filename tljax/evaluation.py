@@ -22,7 +22,8 @@ def data_config(model, data_name, split):
     cfg, seed = defaults.base().data, 0
     if data_name:
         with cfg.unlocked():
-            cfg.name, cfg.few_shot_k, cfg.test_split = data_name, 0, split
+            # Nothing trains here: any split (train/ included) is read whole as the one set.
+            cfg.name, cfg.few_shot_k, cfg.test_split, cfg.train_split = data_name, 0, split, ""
             if folder.is_folder_name(data_name) and folder.is_one_tree(data_name):
                 cfg.folder_fractions = (0.0, 0.0, 1.0)  # every image is evaluated
         return cfg, "test", seed

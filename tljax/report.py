@@ -86,7 +86,18 @@ def _paired(row, base):
 def select_on_validation(rows):
     """One row per schedule: the setting (grid point) with the best mean validation accuracy
     at the selected steps, so each schedule is compared at its own tuned hyperparameters
-    without looking at test data."""
+    without looking at test data. A schedule whose settings include runs without a
+    validation accuracy cannot be chosen this way: refused, naming those runs."""
+    by_schedule = {}
+    for row in rows:
+        by_schedule.setdefault(row["schedule"], []).append(row)
+    for schedule, settings in by_schedule.items():
+        blind = [m["dir"] for r in settings for m in r["members"] if m.get("val_accuracy") is None]
+        if len(settings) > 1 and blind:
+            raise UserError(f"select_on_validation: {schedule} has {len(settings)} settings to "
+                            f"choose from, but {len(blind)} of its runs have no validation "
+                            f"accuracy ({', '.join(blind[:3])}{', ...' if len(blind) > 3 else ''})"
+                            f": run them with data.val_split set, or report without selection")
     best = {}
     for row in rows:
         score = row["val"]["mean"] if row["val"]["n"] else -math.inf

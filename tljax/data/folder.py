@@ -58,14 +58,37 @@ def _from_one_tree(root, fractions, seed):
     for class_dir in _class_dirs(root):
         paths = _images(class_dir)
         random.Random(f"{seed}/{class_dir.name}").shuffle(paths)
-        cut_train = round(fractions[0] * len(paths))
-        cut_val = cut_train + round(fractions[1] * len(paths))
-        for split, part in zip(SETS, (paths[:cut_train], paths[cut_train:cut_val],
-                                        paths[cut_val:])):
+        start = 0
+        for split, count in zip(SETS, _class_counts(len(paths), fractions, root, class_dir.name)):
             if split in examples:
                 examples[split] += [image_folder._Example(image_path=p, label=class_dir.name)
-                                    for p in part]
+                                    for p in paths[start:start + count]]
+            start += count
     return examples
+
+
+def _class_counts(n, fractions, root, name):
+    """A class's (train, validation, test) image counts: its fractions rounded (the rest to
+    test), every image in a split with a fraction > 0, and at least one image in each of
+    those (taken from the largest), so a small folder never leaves a split empty."""
+    cut_train = min(n, round(fractions[0] * n))
+    cut_val = min(n, cut_train + round(fractions[1] * n))
+    counts = [cut_train, cut_val - cut_train, n - cut_val]
+    wanted = [f > 0 for f in fractions]
+    for i, want in enumerate(wanted):  # a rounding remainder in a split that is not asked for
+        if not want and counts[i]:
+            counts[fractions.index(max(fractions))] += counts[i]
+            counts[i] = 0
+    if n and n < sum(wanted):
+        raise _not_a_dataset(root, f"class {name!r} has {n} image{'s' * (n > 1)}, but "
+                             f"data.folder_fractions={tuple(fractions)} split each class into "
+                             f"{sum(wanted)} sets: give every class at least {sum(wanted)} images, "
+                             f"or split the folder yourself into train/ and test/")
+    for i, want in enumerate(wanted):
+        if n and want and counts[i] == 0:
+            counts[counts.index(max(counts))] -= 1
+            counts[i] = 1
+    return counts
 
 
 def _not_a_dataset(root, why):
@@ -101,6 +124,9 @@ def builder(name, fractions=(0.8, 0.1, 0.1), seed=0):
     classes = sorted({e.label for split in examples.values() for e in split})
     if not classes:
         raise _not_a_dataset(root, "it holds no images in class folders")
+    if "train" in examples and len(classes) < 2:  # (A folder to evaluate on may have one.)
+        raise _not_a_dataset(root, f"it holds {len(classes)} class ({classes[0]}); a classifier "
+                                   f"needs at least 2 class folders")
     if "train" in examples:  # (A folder to evaluate on may have no train split.)
         missing = sorted(set(classes) - {e.label for e in examples["train"]})
         if missing:

@@ -105,7 +105,7 @@ def _read_source(path, model, which):
     """The source as a tljax_format.Export, whatever its format."""
     if not os.path.exists(path):
         raise UserError(f"weights {path!r} do not exist; check the path (model.init), or see "
-                        f"`python -m tljax.weights.catalog` for downloadable checkpoints")
+                        f"`python -m tljax.cli.catalog` for downloadable checkpoints")
     if os.path.isdir(path):
         config_path = os.path.join(path, "config.json")
         if not os.path.exists(config_path):

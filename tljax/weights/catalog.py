@@ -1,13 +1,12 @@
 """Known public checkpoints: name -> URL, format, model family, preprocessing.
 
-    python -m tljax.weights.catalog            # list them
-    python -m tljax.weights.catalog BiT-M-R50x1  # download into the cache
+    python -m tljax.cli.catalog              # list them
+    python -m tljax.cli.catalog BiT-M-R50x1  # download into the cache
 
 Configs refer to them as model.init="catalog:NAME". Offline, a missing file is
 an error that says where to put it after downloading it elsewhere.
 """
 import os
-import sys
 import urllib.error
 import urllib.request
 
@@ -75,19 +74,3 @@ def fetch(name):
                         f"with internet download it and put it at {path} (or set TLJAX_WEIGHTS_DIR)") from None
     os.replace(tmp, path)
     return path
-
-
-def main(argv):
-    if len(argv) > 1:
-        try:
-            print(fetch(argv[1]) if argv[1] in CATALOG else resolve(f"catalog:{argv[1]}"))
-        except UserError as e:
-            sys.exit(f"error: {e}")
-        return
-    for name, entry in sorted(CATALOG.items()):
-        state = "downloaded" if os.path.exists(local_path(name)) else "not downloaded"
-        print(f"{name:<22} {entry['model']:<7} {entry['resolution']}px  {state:<15} {entry['url']}")
-
-
-if __name__ == "__main__":
-    main(sys.argv)
