@@ -161,6 +161,30 @@ def test_small_folders_fill_every_split_and_a_single_class_is_refused(make_confi
     assert not os.path.exists(tmp_path / "run1")
 
 
+def test_gifs_train_and_predict_as_their_first_frame(make_config, tmp_path):
+    """A single-frame and an animated GIF among the PNGs: training decodes them as
+    prediction does (TFDS's own decoding kept a frame axis and crashed the run)."""
+    from PIL import Image
+
+    from tljax.data import folder
+
+    root = _write_digits(str(tmp_path / "gifs"), lambda i: "")
+    first = np.full((8, 8), 200, np.uint8)
+    Image.fromarray(first).save(tmp_path / "gifs" / "five" / "still.gif")
+    frames = [Image.fromarray(first), Image.fromarray(np.zeros((8, 8), np.uint8))]
+    frames[0].save(tmp_path / "gifs" / "six" / "moving.gif", save_all=True,
+                   append_images=frames[1:], duration=100, loop=0)
+    for name in ("five/still.gif", "six/moving.gif"):  # one decoding for every path
+        decoded = folder.decode_image(tf.io.read_file(str(tmp_path / "gifs" / name))).numpy()
+        assert decoded.shape == (8, 8, 3) and np.all(decoded == 200), name
+    config = _folder_config(make_config, root, total_steps=2, eval_every=0,
+                            **{"data.folder_fractions": (0.9, 0.05, 0.05), "data.batch_size": 64})
+    assert runs.run(config, str(tmp_path / "run"))["status"] == "done"  # every train image read
+    predictor = inference.Predictor.load(str(tmp_path / "run"), "final")
+    results = inference.predict(predictor, [str(tmp_path / "gifs" / "six" / "moving.gif")], 2)
+    assert len(results) == 1 and len(results[0]["top"]) == 2
+
+
 def test_one_tree_split_is_stratified_disjoint_and_fixed(tmp_path):
     root = _write_digits(str(tmp_path / "tree"), lambda i: "")
     from tljax.data import folder

@@ -12,8 +12,7 @@ import numpy as np
 from etils import epath
 
 from tljax import paths, weights
-from tljax.data import preprocess
-from tljax.data.folder import IMAGE_SUFFIXES
+from tljax.data import folder, preprocess
 from tljax.errors import UserError
 
 
@@ -58,9 +57,9 @@ def list_images(inputs):
         path = epath.Path(item).expanduser()
         if path.is_dir():
             found = sorted(str(folder / f) for folder, _, names in path.walk() for f in names
-                           if f.lower().endswith(IMAGE_SUFFIXES))
+                           if f.lower().endswith(folder.IMAGE_SUFFIXES))
             if not found:
-                raise UserError(f"{path} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+                raise UserError(f"{path} holds no image files ({', '.join(folder.IMAGE_SUFFIXES)})")
             files += found
         elif path.is_file():
             files.append(str(path))
@@ -77,7 +76,7 @@ def load_images(files, pp_eval):
     out = []
     for path in files:
         try:
-            image = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+            image = folder.decode_image(tf.io.read_file(path))
         except tf.errors.OpError as e:
             raise UserError(f"{path} is not a readable image ({e.message.splitlines()[0]})") from None
         out.append(pp(image, tf.zeros([2], tf.int64)).numpy())

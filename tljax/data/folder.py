@@ -134,8 +134,30 @@ def builder(name, fractions=(0.8, 0.1, 0.1), seed=0):
     return ImageFolderSplits(str(root), examples, classes)
 
 
+def decode_image(data):
+    """An image file's bytes as an RGB uint8 [H, W, 3] tensor, for every suffix in
+    IMAGE_SUFFIXES: gray and RGBA converted, a GIF's first frame (animated or not). Training,
+    evaluation and prediction all decode through this one function."""
+    import tensorflow as tf
+
+    return tf.io.decode_image(data, channels=3, expand_animations=False)
+
+
+@tfds.decode.make_decoder()
+def _first_frame(serialized, feature):
+    del feature
+    return decode_image(serialized)
+
+
 class ImageFolderSplits(image_folder.ImageFolder):
     """tfds ImageFolder over given (split -> image files) lists instead of its own scan."""
+
+    def _as_dataset(self, split, shuffle_files=False, decoders=None, read_config=None):
+        # TFDS's own Image decoding keeps a GIF's frame axis ([1, H, W, 3]), which no
+        # preprocessing op takes: images are decoded by decode_image unless a caller (the
+        # label reader) skips decoding.
+        return super()._as_dataset(split, shuffle_files, decoders or {"image": _first_frame()},
+                                   read_config)
 
     def __init__(self, root, split_examples, classes):  # pylint: disable=super-init-not-called
         self._image_shape, self._image_dtype = None, None  # any size; decoded as RGB
