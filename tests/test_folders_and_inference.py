@@ -143,8 +143,8 @@ def test_small_folders_fill_every_split_and_a_single_class_is_refused(make_confi
     splits = folder.builder(f"folder:{root}")._split_examples
     for name in ("train", "validation", "test"):
         assert sorted(e.label for e in splits[name]) == sorted(NAMES.values()), name
-    summary = runs.run(_folder_config(make_config, root, total_steps=2, eval_every=0),
-                       str(tmp_path / "run"))
+    summary = runs.run(_folder_config(make_config, root, total_steps=2, eval_every=0,
+                                      **{"data.batch_size": 5}), str(tmp_path / "run"))
     assert summary["status"] == "done"
     for image in (tmp_path / "three").glob("*/003.png"):
         image.unlink()

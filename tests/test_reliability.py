@@ -27,6 +27,8 @@ BAD_CONFIGS = [
     ({"log_every": 0}, "config.log_every must be a whole number >= 1"),
     ({"total_steps": 0}, "config.total_steps must be a whole number >= 1"),
     ({"data.batch_size": 0}, "config.data.batch_size must be a whole number >= 1"),
+    ({"data.image_size": 0}, "config.data.image_size must be a whole number >= 1"),
+    ({"data.batch_size": 100_000}, "data.batch_size=100000 is larger than the 25 train examples"),
     ({"optim.lr": -0.1}, "config.optim.lr must be a finite number >= 0"),
     ({"model.num_classes": 3}, "model.num_classes=3 but tljax_digits has 5 classes"),
     ({"accum_steps": 2, "model.name": "resnet",

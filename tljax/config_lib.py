@@ -97,7 +97,7 @@ def validate(config):
     _check(isinstance(config.eval_every, int) and config.eval_every >= 0,
            f"config.eval_every must be a whole number >= 0 (0: only at the end), "
            f"not {config.eval_every!r}")
-    for key in ("batch_size", "eval_batch_size"):
+    for key in ("batch_size", "eval_batch_size", "image_size"):
         _check(isinstance(config.data[key], int) and config.data[key] >= 1,
                f"config.data.{key} must be a whole number >= 1, not {config.data[key]!r}")
     _check(isinstance(config.freeze, str),

@@ -56,7 +56,7 @@ def list_images(inputs):
     for item in inputs:
         path = epath.Path(item).expanduser()
         if path.is_dir():
-            found = sorted(str(folder / f) for folder, _, names in path.walk() for f in names
+            found = sorted(str(directory / f) for directory, _, names in path.walk() for f in names
                            if f.lower().endswith(folder.IMAGE_SUFFIXES))
             if not found:
                 raise UserError(f"{path} holds no image files ({', '.join(folder.IMAGE_SUFFIXES)})")

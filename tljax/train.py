@@ -307,8 +307,14 @@ def run(config, start):
     plan = freezing.make_plan(start.spec, group_list, list(flat_params), config.total_steps)
     _log_plan(plan, group_list, param_sizes)
     _check_accumulation(config, model.variables, plan)
-    data.examples(data_cfg, "train", config.seed)  # A split that is not there fails here,
-    eval_data = {  # before the workdir is touched. Re-iterable: read at every evaluation.
+    # A missing split or a batch larger than the train set fails here, before the workdir
+    # is touched.
+    _, train_count = data.examples(data_cfg, "train", config.seed)
+    if config.data.batch_size > train_count:
+        raise UserError(f"data.batch_size={config.data.batch_size} is larger than the "
+                        f"{train_count} train examples of {config.data.name}: use at most "
+                        f"{train_count}")
+    eval_data = {  # Re-iterable: read at every evaluation.
         which: data.eval_batches(data_cfg, seed=config.seed, which=which,
                                  global_batch=config.data.eval_batch_size,
                                  process_index=jax.process_index(),
