@@ -185,6 +185,32 @@ def test_gifs_train_and_predict_as_their_first_frame(make_config, tmp_path):
     assert len(results) == 1 and len(results[0]["top"]) == 2
 
 
+def test_the_folder_config_detects_the_layout_and_trains(split_folder, tmp_path):
+    from tljax import config_lib
+
+    def load(arg):
+        return config_lib.load(os.path.join(ROOT, "configs", "folder.py") + ":" + arg)
+
+    config = load(f"{split_folder},digits")
+    assert (config.data.name, config.data.few_shot_k) == (f"folder:{split_folder}", 0)
+    assert (config.data.train_split, config.data.val_split, config.data.test_split) == (
+        "train", "validation", "test")
+    with config.unlocked():  # offline and quick: a tiny model from scratch, two steps
+        config.model.init, config.model.init_recipe = "", ""
+        config.model.arch = {"block_counts": (1,), "base_width": 4, "gn_groups": 4, "stem": "small"}
+        config.total_steps, config.eval_every, config.data.batch_size = 2, 0, 8
+    summary = runs.run(config, str(tmp_path / "run"))
+    assert summary["status"] == "done" and summary["val_accuracy"] is not None
+    one_tree = _write_digits(str(tmp_path / "tree"), lambda i: "")
+    assert load(one_tree).data.val_split == "validation"  # cut 80/10/10 per class
+    no_val = _write_digits(str(tmp_path / "no_val"), lambda i: "test" if i > 20 else "train")
+    assert load(no_val).data.val_split == ""  # the final step is reported
+    vit = load(f"{no_val},vit-b16")
+    assert (vit.model.name, vit.model.init) == ("vit", "catalog:augreg-B_16-i21k")
+    with pytest.raises(ValueError, match="unknown model 'resnet9'"):
+        load(f"{no_val},resnet9")
+
+
 def test_one_tree_split_is_stratified_disjoint_and_fixed(tmp_path):
     root = _write_digits(str(tmp_path / "tree"), lambda i: "")
     from tljax.data import folder
