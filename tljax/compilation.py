@@ -3,15 +3,16 @@ shapes and every re-run load their executables instead of compiling them, and a 
 compilations a run still makes (logged at its end, so a regression is visible).
 
 The cache is JAX's own (`jax_compilation_cache_dir`): it keys each executable on the
-optimised HLO, the compile options, the backend and the JAX/jaxlib versions, so a changed
-model, batch, config or JAX version misses it and compiles afresh.
+program's StableHLO, the compile options, the XLA flags, the backend and the jaxlib version
+(jax/_src/cache_key.py), so a changed model, batch, config or JAX version misses it and
+compiles afresh.
 """
 import dataclasses
 import os
 
 from tljax import paths
 
-ENV = "TLJAX_COMPILATION_CACHE"  # a folder, or "off"; the config key compilation_cache wins
+ENV = "TLJAX_COMPILATION_CACHE"  # a folder, or "off"; read when compilation_cache is "auto"
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # jax/_src/dispatch.py
 _HIT_EVENT = "/jax/compilation_cache/cache_hits"               # jax/_src/compiler.py
 
