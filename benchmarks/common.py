@@ -26,7 +26,7 @@ def build_model(model, image_size, dtype="float32"):
 
 
 def build_step(module, variables, image_size, spec, optimizer="sgd", accum_steps=1,
-               axis_name=None, total_steps=1000, phase=0):
+               axis_name=None, total_steps=1000, phase=0, param_dtype=None):
     """(train step function, initial state, trainable fraction, steps in the phase) of phase
     `phase` of freezing `spec` over `total_steps`, with the spec's parameter-efficient
     modules added to the model."""
@@ -42,7 +42,8 @@ def build_step(module, variables, image_size, spec, optimizer="sgd", accum_steps
     tx = optim.build(cfg, plan, phase, total_steps)
     frozen = [p for p, m in current.mults.items() if m is None]
     step = steps.make_train_step(models.with_frozen_norms(module, frozen), tx, trainable_paths,
-                                 accum_steps=accum_steps, axis_name=axis_name)
+                                 accum_steps=accum_steps, axis_name=axis_name,
+                                 param_dtype=param_dtype)
     state = state_lib.create(variables, tx, trainable_paths, seed=0)
     return step, state, freezing.trainable_fraction(current, sizes), end - current.start_step
 

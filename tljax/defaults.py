@@ -30,7 +30,10 @@ def base():
     c.model.name = "bit"
     c.model.arch = mlc.ConfigDict({"block_counts": (3, 4, 6, 3), "width_factor": 1})
     c.model.num_classes = -1    # -1: from the dataset
-    c.model.dtype = "float32"
+    c.model.dtype = "float32"    # activations and matmuls; parameters and optimizer state stay float32
+    c.model.forward_param_dtype = ""  # "bfloat16": parameters cast once per step for the forward
+    #                                   pass (float32 master copy and gradients; docs/scale.md)
+    c.model.attention = "auto"  # ViT attention kernel: auto | xla | cudnn (tljax/models/attention.py)
     c.model.init = ""           # weights source (see tljax.weights.load_model); "" = from scratch
     c.model.init_head = "reset"  # "reset": zero head; "keep": load the head too
     c.model.keep_pre_logits = False  # ViT i21k pre_logits layer: dropped with a new head, as

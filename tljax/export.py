@@ -48,7 +48,7 @@ def arch_of(module):
     """The architecture kwargs of a built module (what tljax_format stores); train-time
     regularisers are not architecture, and parameter-efficient modules are stored only
     when present."""
-    skip = {"num_classes", "dtype", "parent", "name", "frozen_norms", "bn_axis_name",
+    skip = {"num_classes", "dtype", "attention", "parent", "name", "frozen_norms", "bn_axis_name",
             *run_init.REGULARISATION}
     arch = {k: getattr(module, k) for k in module.__dataclass_fields__ if k not in skip}
     methods = arch.pop("peft", peft.NONE)

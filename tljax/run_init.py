@@ -5,7 +5,6 @@ import dataclasses
 import os
 
 import jax
-import jax.numpy as jnp
 from absl import logging
 
 from tljax import config_lib, data, distributed, hyperrule, lock, models, paths, weights
@@ -87,6 +86,17 @@ def with_regularisation(module, model_cfg):
     return module.clone(**rates) if rates else module
 
 
+FLOAT_DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _numerics(module, config):
+    for key, allowed in (("dtype", FLOAT_DTYPES), ("forward_param_dtype", ("",) + FLOAT_DTYPES)):
+        if config.model[key] not in allowed:
+            raise UserError(f"model.{key}={config.model[key]!r} is not one of "
+                            f"{', '.join(repr(d) for d in allowed)}")
+    return models.with_numerics(module, config.model.dtype, config.model.attention)
+
+
 def _build_and_init(config, num_classes):
     """(module, variables, normalisation op the weights expect or "").
 
@@ -94,16 +104,17 @@ def _build_and_init(config, num_classes):
     """
     size = config.data.image_size
     if not config.model.init:
-        module = models.build(config.model.name, config.model.arch, num_classes, config.model.dtype)
+        module = _numerics(models.build(config.model.name, config.model.arch, num_classes), config)
         return module, weights.init_variables(module, (size, size, 3), seed=config.seed), ""
     if config.model.init_head not in ("reset", "keep"):
         raise UserError(f"model.init_head must be 'reset' or 'keep', not {config.model.init_head!r}")
     source_module, loaded, preprocessing, _ = weights.load_model(
         config.model.init, model=config.model.name)
     if config.model.arch:
-        module = models.build(config.model.name, config.model.arch, num_classes, config.model.dtype)
+        module = models.build(config.model.name, config.model.arch, num_classes)
     else:
-        module = source_module.clone(num_classes=num_classes, dtype=jnp.dtype(config.model.dtype))
+        module = source_module.clone(num_classes=num_classes)
+    module = _numerics(module, config)
     reset = config.model.init_head == "reset"
     if reset and getattr(module, "representation_size", None) and not config.model.keep_pre_logits:
         # vit_jax (checkpoint.py: load_pretrained) drops the i21k pre_logits layer when

@@ -129,8 +129,18 @@ def ema_decay_at(step, decay, warmup):
     return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
 
 
+def cast_floats(tree, dtype):
+    """`tree` with its floating arrays in `dtype` (None: unchanged). Under jax.grad the cast's
+    transpose brings gradients back to the parameters' float32."""
+    if not dtype:
+        return tree
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+                        tree)
+
+
 def make_train_step(module, tx, trainable_paths, *, l2sp=None, accum_steps=1, axis_name=None,
-                    mixing=None, label_smoothing=0.0, ema_decay=0.0, ema_warmup=False):
+                    mixing=None, label_smoothing=0.0, ema_decay=0.0, ema_warmup=False,
+                    param_dtype=None):
     """step(state, batch) -> (state, metrics) for one phase (fixed trainable set and optimizer).
 
     `state` is a `tljax.state.TrainState`. With accum_steps > 1 the batch is processed
@@ -141,11 +151,14 @@ def make_train_step(module, tx, trainable_paths, *, l2sp=None, accum_steps=1, ax
     Random numbers come from (state.rng, step): mixing's are shared by all devices,
     dropout's are folded with the device and microbatch index. With `state.ema` (a copy of
     the trainable subtree) the step also updates its exponential moving average.
+    `param_dtype` (e.g. bfloat16) is what the forward pass sees of the parameters: frozen ones
+    are cast once per step, trainable ones inside the differentiated function, so gradients,
+    the optimizer and the master weights stay float32.
     """
     module = models.for_device_axis(module, axis_name)
 
     def loss_fn(trainable, frozen, batch_stats, anchor, batch, rng):
-        variables = {"params": merge_params(trainable, frozen)}
+        variables = {"params": merge_params(cast_floats(trainable, param_dtype), frozen)}
         if batch_stats:
             variables["batch_stats"] = batch_stats
         logits, mutated = module.apply(variables, batch["image"], train=True,
@@ -185,8 +198,8 @@ def make_train_step(module, tx, trainable_paths, *, l2sp=None, accum_steps=1, ax
         if axis_name:
             dropout_rng = jax.random.fold_in(dropout_rng, jax.lax.axis_index(axis_name))
         trainable, frozen = split_params(state.params, trainable_paths)
-        grads, (loss, logits, batch_stats) = grads_and_aux(trainable, frozen, state, batch,
-                                                           dropout_rng)
+        grads, (loss, logits, batch_stats) = grads_and_aux(
+            trainable, cast_floats(frozen, param_dtype), state, batch, dropout_rng)
         if axis_name:
             grads, batch_stats = jax.lax.pmean((grads, batch_stats), axis_name)
         updates, opt_state = tx.update(grads, state.opt_state, trainable)
@@ -221,11 +234,12 @@ def l2sp_penalty(trainable, anchor, alpha, beta):
     return 0.5 * alpha * towards_start + 0.5 * beta * head
 
 
-def make_eval_step(module, axis_name=None):
-    """eval_step(params, batch_stats, batch) -> sums of correct, loss and count over mask==1."""
+def make_eval_step(module, axis_name=None, param_dtype=None):
+    """eval_step(params, batch_stats, batch) -> sums of correct, loss and count over mask==1,
+    with the parameters the train step's forward pass sees (`param_dtype`)."""
 
     def eval_step(params, batch_stats, batch):
-        variables = {"params": params}
+        variables = {"params": cast_floats(params, param_dtype)}
         if batch_stats:
             variables["batch_stats"] = batch_stats
         logits = module.apply(variables, batch["image"], train=False)

@@ -71,7 +71,8 @@ class _PhaseRunner:
             mixing=steps.Mixing(config.data.mixup_alpha, config.data.cutmix_alpha,
                                 config.data.mix_prob, config.data.mix_switch_prob),
             label_smoothing=config.label_smoothing,
-            ema_decay=config.ema.decay, ema_warmup=config.ema.warmup)
+            ema_decay=config.ema.decay, ema_warmup=config.ema.warmup,
+            param_dtype=config.model.forward_param_dtype or None)
         self._jitted = par.compile_train(step)
         self._compiled = None
         self.flops = None
@@ -338,7 +339,8 @@ def run(config, start):
             return _finished(run_, state, record, model.num_classes, data_cfg)
         run_.writer = metrics.MetricWriter(workdir, jax.process_index() == 0, start_step,
                                            hparams=config_lib.flatten(config_lib.to_dict(config)))
-        run_.eval_step = par.compile_eval(steps.make_eval_step(model.module, par.axis_name))
+        run_.eval_step = par.compile_eval(steps.make_eval_step(
+            model.module, par.axis_name, config.model.forward_param_dtype or None))
         train_iter = _prefetch_to_device(data.train_batches(
             data_cfg, seed=config.seed, global_batch=config.data.batch_size,
             process_index=jax.process_index(), process_count=jax.process_count(),

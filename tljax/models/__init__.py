@@ -1,7 +1,9 @@
 """Model families and what every run asks of a model: build by name, ordered parameter
 groups, PEFT support, BatchNorm settings. Each family keeps its knowledge in its own module
 (its FAMILY, see family.py); the line below is the registry."""
-from tljax.models import family, resnet, resnetv2, vit
+import jax.numpy as jnp
+
+from tljax.models import attention, family, resnet, resnetv2, vit
 from tljax.models.family import build, depth_groups, group_of, groups  # noqa: F401
 from tljax.models.names import FINAL_NORM, HEAD, is_classifier  # noqa: F401
 
@@ -35,3 +37,13 @@ def with_frozen_norms(module, frozen_param_paths):
         return module
     norms = tuple(sorted(p[: -len("/scale")] for p in frozen_param_paths if p.endswith("/scale")))
     return module.clone(frozen_norms=norms)
+
+
+def with_numerics(module, dtype, attention_implementation="auto"):
+    """`module` computing activations in `dtype` (model.dtype), with the attention
+    implementation (model.attention) where the family has attention. Numerics, not
+    architecture: exports do not store them."""
+    changes = {"dtype": jnp.dtype(dtype)}
+    if "attention" in module.__dataclass_fields__:
+        changes["attention"] = attention.check(attention_implementation)
+    return module.clone(**changes)

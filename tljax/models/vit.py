@@ -11,6 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tljax.models import attention as attention_lib
 from tljax.models import family, layers, names, peft as peft_lib
 
 # LayerNorm epsilon: flax's default 1e-6, as vit_jax/models_vit.py uses (HF/timm ports use
@@ -54,6 +55,7 @@ class Block(nn.Module):
     prompts_replace: bool = False
     prompt_bound: float = 0.0  # their uniform init range
     lead_tokens: int = 1       # tokens before the prompts: the class token, if any
+    attention: str = "auto"    # implementation (models/attention.py)
 
     def _prompted(self, x):
         """VPT: `prompts` learned tokens right after the class token, inserted by the first
@@ -78,6 +80,7 @@ class Block(nn.Module):
         y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm1")(x)
         y = nn.MultiHeadDotProductAttention(num_heads=self.heads, dtype=self.dtype,
                                             dropout_rate=self.attention_dropout,
+                                            attention_fn=attention_lib.function(self.attention),
                                             name="attn")(y, y, deterministic=not train)
         y = nn.Dropout(self.dropout)(y, deterministic=not train)
         if self.adapter and self.adapter.where == "both":
@@ -125,6 +128,7 @@ class Encoder(nn.Module):
     peft: peft_lib.Peft = peft_lib.NONE
     lead_tokens: int = 1
     prompt_bound: float = 0.0
+    attention: str = "auto"
 
     @nn.compact
     def __call__(self, x, train):
@@ -136,7 +140,7 @@ class Encoder(nn.Module):
                       self.dropout, self.attention_dropout, rate, adapter=self.peft.adapter,
                       adaptformer=self.peft.adaptformer, prompts=tokens, prompts_replace=i > 0,
                       prompt_bound=self.prompt_bound, lead_tokens=self.lead_tokens,
-                      name=f"block{i}")(x, train)
+                      attention=self.attention, name=f"block{i}")(x, train)
         if prompts:  # The classifier reads the class token or the mean patch token.
             x = jnp.concatenate([x[:, :self.lead_tokens], x[:, self.lead_tokens + prompts.tokens:]], 1)
         return nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm")(x)
@@ -161,6 +165,7 @@ class ViT(nn.Module):
     drop_path: float = 0.0
     dtype: jnp.dtype = jnp.float32
     peft: peft_lib.Peft = peft_lib.NONE  # added parameter-efficient modules (models/peft.py)
+    attention: str = "auto"  # implementation, not architecture (models/attention.py)
 
     def dims(self):
         width, depth, mlp_dim, heads = SIZES[self.size]
@@ -178,7 +183,7 @@ class ViT(nn.Module):
             x = Encoder(depth, heads, mlp_dim, self.ln_eps, self.gelu_approximate, self.dtype,
                         self.dropout, self.attention_dropout, self.drop_path, self.peft,
                         lead_tokens=1 if self.classifier == "token" else 0, prompt_bound=bound,
-                        name="encoder")(x, train)
+                        attention=self.attention, name="encoder")(x, train)
             x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
             if self.representation_size:
                 x = jnp.tanh(nn.Dense(self.representation_size, dtype=self.dtype, name="pre_logits")(x))

@@ -18,7 +18,8 @@ from tljax.errors import UserError
 from tljax.models import family, names
 from tljax.probe import classifiers
 # What the features depend on: a cache is reused only when all of these are equal.
-FINGERPRINT_KEYS = ("model.name", "model.arch", "model.init", "model.dtype", "model.keep_pre_logits",
+FINGERPRINT_KEYS = ("model.name", "model.arch", "model.init", "model.dtype", "model.attention",
+                    "model.keep_pre_logits",
                     "data.name", "data.train_split", "data.val_split", "data.test_split",
                     "data.few_shot_k", "data.few_shot_val_k", "data.few_shot_seed",
                     "data.folder_fractions", "data.folder_split_seed", "data.image_size",

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# tljax beside timm on this GPU, in one table (docs/scale.md says how to read it).
+#
+#   benchmarks/gpu_suite.sh [seconds]      # default 420: under 8 minutes with start-up
+#
+# Writes table.md, rows.jsonl, profile.md (top XLA ops of tljax's ViT-B/16 step) and the
+# logs to $OUT when it is set (the device tool's output folder), else /tmp/tljax_gpu_suite.
+# Needs JAX with a GPU, flax, optax, ml_collections, absl, etils, torch with CUDA, timm and
+# peft; a missing one is one line each and exit 1, before anything runs.
+set -u
+cd "$(dirname "$0")/.."
+budget=${1:-420}
+out=${OUT:-/tmp/tljax_gpu_suite}
+py=${PYTHON:-python3}
+mkdir -p "$out"
+
+missing=0
+for module in jax flax optax ml_collections absl etils torch timm peft; do
+  if ! "$py" -c "import $module" >/dev/null 2>&1; then
+    echo "gpu_suite: Python package '$module' is missing for $py: install it, or carry its wheel (docs/scale.md, 'GPU suite')"
+    missing=1
+  fi
+done
+if [ "$missing" = 0 ]; then
+  "$py" -c "import jax, sys; sys.exit(jax.default_backend() != 'gpu')" >/dev/null 2>&1 ||
+    { echo "gpu_suite: JAX sees no GPU (jax.default_backend() is not 'gpu'): install jax[cuda]"; missing=1; }
+  "$py" -c "import torch, sys; sys.exit(not torch.cuda.is_available())" >/dev/null 2>&1 ||
+    { echo "gpu_suite: PyTorch sees no GPU (torch.cuda.is_available() is False)"; missing=1; }
+fi
+[ "$missing" = 0 ] || exit 1
+
+rm -f "$out/rows.jsonl"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$out/card.txt" 2>&1
+# JAX may take 90 % of the card (its default pool is 75 %); torch runs after it exits.
+export XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 PYTHONUNBUFFERED=1
+tljax_s=$((budget * 55 / 100))
+timm_s=$((budget - tljax_s))
+# Each side stops starting rows at 75 % of its share (a row may take a minute to compile);
+# `timeout` is the hard stop.
+timeout "$tljax_s" "$py" -m benchmarks.gpu_tljax --out="$out/rows.jsonl" \
+  --budget_s=$((tljax_s * 75 / 100)) --profile_out="$out/profile.md" > "$out/tljax.log" 2>&1 ||
+  echo "gpu_suite: the tljax half stopped early (exit $?; $out/tljax.log)"
+timeout "$timm_s" "$py" -m benchmarks.gpu_timm --out="$out/rows.jsonl" \
+  --budget_s=$((timm_s * 75 / 100)) > "$out/timm.log" 2>&1 ||
+  echo "gpu_suite: the timm half stopped early (exit $?; $out/timm.log)"
+grep -h "^tljax:\|^timm" "$out/tljax.log" "$out/timm.log"
+{ echo "$(cat "$out/card.txt"), $(date -u +%Y-%m-%d)"; "$py" -m benchmarks.gpu_table "$out/rows.jsonl"; } > "$out/table.md"
+cat "$out/table.md"
+[ -f "$out/profile.md" ] && { echo; echo "Top XLA ops, tljax ViT-B/16 full fine-tuning step:"; cat "$out/profile.md"; }
+rm -rf "$out/profile.md.trace"

@@ -1,0 +1,223 @@
+"""tljax's half of benchmarks/gpu_suite.sh: the compiled train step on synthetic data, one
+JSON row per measurement, rows in priority order under a time budget.
+
+    python -m benchmarks.gpu_tljax --out=/tmp/rows.jsonl --budget_s=240
+    python -m benchmarks.gpu_tljax --vit=vit-ti16 --cnn=tiny-bit --image_size=32 --batch=8  # CPU
+
+A step is timed as real training runs it: `--steps` donated steps queued back to back, one
+wait at the end (no per-step host sync), after 3 warm-up steps. Peak memory is XLA's own
+account of the compiled step (arguments + outputs - donated aliases + temporaries); the
+largest batch is projected from it and then measured. MFU counts model FLOPs (XLA's count
+of the same step compiled for the CPU, benchmarks/step_cost.py: GPU cost analysis leaves
+out cuDNN/cuBLAS calls) against --peak_tflops.
+"""
+import dataclasses
+import glob
+import gzip
+import json
+import math
+import os
+import time
+from collections import defaultdict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from benchmarks.common import build_model, build_step
+from tljax import models
+
+# Model GFLOPs per image at 224 px: `python -m benchmarks.step_cost --batch=1 --time_steps=0
+# --strategies="full;linear_probe;lora:r=8"` on the CPU (SGD; forward = inference pass).
+GFLOPS_PER_IMAGE = {
+    ("vit-b16", "forward"): 35.67, ("vit-b16", "full"): 106.48,
+    ("vit-b16", "linear"): 35.67, ("vit-b16", "lora"): 71.83,
+    ("resnet50", "forward"): 8.00, ("resnet50", "full"): 24.19,
+    ("resnet50", "linear"): 8.01, ("resnet50", "lora"): 16.78,
+}
+SPECS = {"full": "full", "linear": "linear_probe", "lora": "lora:r=8"}
+
+flags.DEFINE_string("vit", "vit-b16", "ViT preset (benchmarks/common.py)")
+flags.DEFINE_string("cnn", "resnet50", "CNN preset")
+flags.DEFINE_integer("image_size", 224, "resolution")
+flags.DEFINE_integer("batch", 128, "the batch every side is compared at")
+flags.DEFINE_string("dtype", "bfloat16", "activation dtype (parameters stay float32)")
+flags.DEFINE_integer("steps", 20, "timed steps per row")
+flags.DEFINE_float("budget_s", 300, "no new row starts after this many seconds")
+flags.DEFINE_string("out", "", "JSON lines file the rows are appended to")
+flags.DEFINE_string("profile_out", "", "text file for the top XLA ops of the first row's step")
+flags.DEFINE_float("peak_tflops", 989.0, "dense bf16 peak for MFU (H100 SXM and H200: 989)")
+FLAGS = flags.FLAGS
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    model: str
+    mode: str           # forward | full | linear | lora
+    batch: str          # "base": --batch; "max": the largest batch projected to fit
+    attention: str = "auto"
+    param_dtype: str = ""
+
+    @property
+    def variant(self):
+        parts = [f"attention={self.attention}"] if self.attention != "auto" else []
+        return ", ".join(parts + ([f"params {self.param_dtype}"] if self.param_dtype else []))
+
+
+def rows(vit, cnn):
+    """What the suite measures, most wanted first (the time budget cuts from the end)."""
+    return [Row(vit, "full", "base"), Row(cnn, "full", "base"), Row(vit, "forward", "base"),
+            Row(vit, "linear", "base"), Row(vit, "lora", "base"),
+            Row(vit, "full", "base", attention="xla"),
+            Row(vit, "full", "base", param_dtype="bfloat16"),
+            Row(cnn, "forward", "base"), Row(cnn, "linear", "base"), Row(cnn, "lora", "base"),
+            Row(vit, "full", "max"), Row(cnn, "full", "max")]
+
+
+def _memory_bytes(compiled):
+    m = compiled.memory_analysis()
+    if m is None:
+        return None, None
+    fixed = m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes
+    return fixed + m.temp_size_in_bytes, m.temp_size_in_bytes
+
+
+def _device_limit():
+    stats = jax.devices()[0].memory_stats() or {}
+    return stats.get("bytes_limit")
+
+
+def _batch_data(batch, size):
+    rng = np.random.default_rng(0)
+    return {"image": jnp.asarray(rng.standard_normal((batch, size, size, 3), np.float32)),
+            "label": jnp.asarray(rng.integers(0, 1000, batch).astype(np.int32))}
+
+
+def _time(fn, carry, data, steps):
+    """ms per call: `steps` calls queued back to back, one wait at the end."""
+    for _ in range(3):
+        carry = fn(carry, data)
+    jax.block_until_ready(carry)
+    start = time.perf_counter()
+    for _ in range(steps):
+        carry = fn(carry, data)
+    jax.block_until_ready(carry)
+    return 1000 * (time.perf_counter() - start) / steps, carry
+
+
+def measure(row, batch, size, dtype, steps, profile_out=""):
+    module, variables = build_model(row.model, size, dtype)
+    module = models.with_numerics(module, dtype, row.attention)
+    data = _batch_data(batch, size)
+    if row.mode == "forward":
+        compiled = jax.jit(lambda v, x: module.apply(v, x, train=False)).lower(
+            variables, data["image"]).compile()
+        ms, _ = _time(lambda c, d: (c[0], compiled(c[0], d["image"])), (variables, None), data, steps)
+    else:
+        step, state, _, _ = build_step(module, variables, size, SPECS[row.mode],
+                                       param_dtype=row.param_dtype or None)
+        compiled = jax.jit(step, donate_argnums=(0,)).lower(state, data).compile()
+        ms, carry = _time(lambda c, d: compiled(c[0], d), (state, None), data, steps)
+        if profile_out:
+            held = [carry[0]]
+
+            def one_step():  # threads the donated state through
+                held[0], step_metrics = compiled(held[0], data)
+                return step_metrics
+
+            _profile(one_step, profile_out)
+    peak, temp = _memory_bytes(compiled)
+    return ms, peak, temp
+
+
+def _profile(run_step, path, top=15):
+    """Top XLA ops (by device time) of one step, from a jax.profiler trace, as text."""
+    trace_dir = path + ".trace"
+    jax.block_until_ready(run_step())
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+        jax.block_until_ready(run_step())
+    files = glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)
+    lines = summarise_trace(files[0], top) if files else ["no perfetto trace was written"]
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def summarise_trace(path, top=15):
+    """Markdown rows of the ops with the most time on the device (or on the host threads
+    when the trace has no device, as on a CPU)."""
+    with gzip.open(path, "rt") as f:
+        trace = json.load(f)
+    events = trace["traceEvents"] if isinstance(trace, dict) else trace
+    names = {e["pid"]: e.get("args", {}).get("name", "") for e in events
+             if e.get("ph") == "M" and e.get("name") == "process_name"}
+    device_pids = {pid for pid, name in names.items() if "GPU" in name or "/device:" in name}
+    totals, counts = defaultdict(float), defaultdict(int)
+    for e in events:
+        if e.get("ph") != "X" or "dur" not in e:
+            continue
+        if device_pids and e.get("pid") not in device_pids:
+            continue
+        totals[e["name"]] += e["dur"]
+        counts[e["name"]] += 1
+    whole = sum(totals.values()) or 1.0
+    out = ["| op | calls | ms | % |", "|---|---:|---:|---:|"]
+    for name, us in sorted(totals.items(), key=lambda kv: -kv[1])[:top]:
+        out.append(f"| `{name[:70]}` | {counts[name]} | {us / 1000:.2f} | {100 * us / whole:.1f} |")
+    return out
+
+
+def _projected_max(peak, temp, batch, limit, multiple=32):
+    """Largest batch (a multiple of `multiple`) whose step fits 90 % of the device, with
+    temporaries scaling with the batch and the rest (state, donated) fixed."""
+    if not (peak and temp and limit):
+        return None
+    fixed = peak - temp
+    return max(multiple, int((0.9 * limit - fixed) / (temp / batch)) // multiple * multiple)
+
+
+def main(argv):
+    del argv
+    begin = time.monotonic()
+    device = jax.devices()[0]
+    print(f"tljax: jax {jax.__version__}, {device.device_kind}, {FLAGS.dtype}, "
+          f"{FLAGS.image_size}px", flush=True)
+    base = {}  # model -> (peak, temp) at the base batch, for the projection
+    last_cost = 0.0
+    for row in rows(FLAGS.vit, FLAGS.cnn):
+        elapsed = time.monotonic() - begin
+        if elapsed + last_cost > FLAGS.budget_s:
+            print(f"tljax: time budget reached at {elapsed:.0f}s; rows left out from {row}")
+            break
+        batch = FLAGS.batch
+        if row.batch == "max":
+            batch = _projected_max(*base.get(row.model, (None, None)), FLAGS.batch, _device_limit())
+            if batch is None or batch <= FLAGS.batch:
+                continue
+        result = {"side": "tljax", "model": row.model, "mode": row.mode, "batch": batch,
+                  "dtype": FLAGS.dtype, "variant": row.variant, "device": device.device_kind}
+        started = time.monotonic()
+        try:
+            ms, peak, temp = measure(row, batch, FLAGS.image_size, FLAGS.dtype, FLAGS.steps,
+                                     FLAGS.profile_out if not base else "")
+        except Exception as e:  # noqa: BLE001  an out-of-memory batch or a missing kernel is a row
+            result["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+        else:
+            if row.mode == "full" and row.batch == "base" and row.variant == "":
+                base[row.model] = (peak, temp)
+            gflops = GFLOPS_PER_IMAGE.get((row.model, row.mode), math.nan)
+            rate = 1000 * batch / ms
+            result.update(step_ms=round(ms, 2), images_per_s=round(rate, 1),
+                          peak_gib=round(peak / 2**30, 2) if peak else None,
+                          mfu=round(100 * rate * gflops * 1e9 / (FLAGS.peak_tflops * 1e12), 1)
+                          if gflops == gflops else None)
+        last_cost = time.monotonic() - started
+        result["seconds"] = round(last_cost, 1)
+        print(json.dumps(result), flush=True)
+        if FLAGS.out:
+            with open(FLAGS.out, "a") as f:
+                f.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    app.run(main)

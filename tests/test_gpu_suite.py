@@ -1,0 +1,48 @@
+"""benchmarks/gpu_suite.sh cannot rot between GPU sessions: its tljax half runs here on tiny
+shapes, its table renders, and the script refuses a machine without its pieces in one line each."""
+import os
+import subprocess
+import sys
+
+from benchmarks import gpu_table, gpu_tljax
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_tljax_half_measures_each_kind_of_step_and_profiles_one(tmp_path):
+    profile = str(tmp_path / "profile.md")
+    rows = []
+    for row in (gpu_tljax.Row("vit-ti16", "full", "base", param_dtype="bfloat16"),
+                gpu_tljax.Row("vit-ti16", "forward", "base", attention="xla"),
+                gpu_tljax.Row("tiny-bit", "lora", "base")):
+        ms, peak, temp = gpu_tljax.measure(row, 4, 16, "bfloat16", 2,
+                                           profile if row.mode == "full" else "")
+        assert ms > 0 and peak > temp > 0
+        rows.append({"side": "tljax", "model": row.model, "mode": row.mode, "batch": 4,
+                     "variant": row.variant, "device": "cpu", "step_ms": ms,
+                     "images_per_s": 4000 / ms, "peak_gib": peak / 2**30, "mfu": None})
+    with open(profile) as f:
+        lines = f.read().splitlines()
+    assert lines[0] == "| op | calls | ms | % |" and len(lines) > 3  # ops of the traced step
+    rows.append(dict(rows[2], side="timm", images_per_s=rows[2]["images_per_s"] / 2))
+    table = gpu_table.render(rows)
+    assert len(table) == 2 + 3  # header, rule, one line per (model, mode, batch, variant)
+    assert "params bfloat16" in table[2] and "attention=xla" in table[3]
+    assert table[4].endswith("| 2.00× |")  # tljax over timm at the same batch
+
+
+def test_projected_batch_grows_with_free_memory():
+    # 1 GiB fixed, 1 GiB of temporaries at batch 128, 10 GiB card: (9 - 1) / (1/128) = 1024.
+    gib = 2**30
+    assert gpu_tljax._projected_max(2 * gib, gib, 128, 10 * gib) == 1024
+
+
+def test_suite_names_each_missing_piece_in_one_line(tmp_path):
+    result = subprocess.run(["bash", "benchmarks/gpu_suite.sh", "1"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, PYTHON=sys.executable, OUT=str(tmp_path)))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines and all(line.startswith("gpu_suite: ") for line in lines), result.stdout
+    assert any("no GPU" in line or "is missing" in line for line in lines)
+    assert not (tmp_path / "rows.jsonl").exists()  # nothing ran

@@ -1,0 +1,67 @@
+"""Attention through `jax.nn.dot_product_attention`, the one entry point to XLA's and cuDNN's
+fused kernels, as the `attention_fn` of flax's MultiHeadDotProductAttention (so parameter
+names and the op-level PEFT methods see the same Dense layers as before).
+
+Implementations (`model.attention`):
+  "xla"   jax's reference path: logits and softmax in float32 whatever the activation dtype;
+  "cudnn" cuDNN's fused flash attention (GPU; bfloat16/float16; head dim a multiple of 8);
+  "auto"  cudnn where it applies (GPU, half precision, head dim <= 128 and a multiple of 8),
+          else xla.
+Dropout on the attention probabilities (model.attention_dropout) has no fused kernel: while
+it is active (training with a rate > 0) attention falls back to flax's unfused function,
+softmax in float32.
+"""
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from tljax.errors import UserError
+
+IMPLEMENTATIONS = ("auto", "xla", "cudnn")
+_HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+def check(implementation):
+    if implementation not in IMPLEMENTATIONS:
+        raise UserError(f"model.attention={implementation!r} is not one of "
+                        f"{', '.join(IMPLEMENTATIONS)}")
+    return implementation
+
+
+def cudnn_applies(dtype, head_dim):
+    """Whether cuDNN's fused attention takes these inputs here (jax's
+    cudnn/fused_attention_stablehlo.py check_is_flash_attention: half precision, head dim a
+    multiple of 8, at most 128 before Hopper)."""
+    return (jax.default_backend() == "gpu" and jnp.dtype(dtype) in _HALF
+            and head_dim % 8 == 0 and head_dim <= 128)
+
+
+def resolve(implementation, dtype, head_dim):
+    """The implementation jax.nn.dot_product_attention is asked for."""
+    if implementation == "auto":
+        return "cudnn" if cudnn_applies(dtype, head_dim) else "xla"
+    if implementation == "cudnn" and not cudnn_applies(dtype, head_dim):
+        raise UserError(f"model.attention=cudnn needs a GPU, model.dtype bfloat16 or float16 and "
+                        f"a head dim <= 128 that is a multiple of 8 (here: "
+                        f"{jax.default_backend()}, {jnp.dtype(dtype).name}, head dim {head_dim}); "
+                        f"use model.attention=auto")
+    return implementation
+
+
+def function(implementation="auto"):
+    """An `attention_fn` for nn.MultiHeadDotProductAttention; query/key/value are
+    (batch, tokens, heads, head dim), the layout jax.nn.dot_product_attention takes."""
+    check(implementation)
+
+    def attend(query, key, value, mask=None, dropout_rng=None, dropout_rate=0.0,
+               broadcast_dropout=True, deterministic=True, dtype=None):
+        if dropout_rate > 0.0 and not deterministic:
+            return nn.dot_product_attention(
+                query, key, value, mask=mask, dropout_rng=dropout_rng, dropout_rate=dropout_rate,
+                broadcast_dropout=broadcast_dropout, deterministic=False, dtype=dtype,
+                force_fp32_for_softmax=True)
+        query, key, value = nn.dtypes.promote_dtype(query, key, value, dtype=dtype)
+        chosen = resolve(implementation, query.dtype, query.shape[-1])
+        return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation=chosen)
+
+    return attend
