@@ -45,6 +45,7 @@ flags.DEFINE_integer("batch", 128, "the batch every side is compared at")
 flags.DEFINE_string("dtype", "bfloat16", "activation dtype (parameters stay float32)")
 flags.DEFINE_integer("steps", 20, "timed steps per row")
 flags.DEFINE_float("budget_s", 300, "no new row starts after this many seconds")
+flags.DEFINE_string("rows", "", "comma-separated indices into rows() to measure (default: all)")
 flags.DEFINE_string("out", "", "JSON lines file the rows are appended to")
 flags.DEFINE_string("profile_out", "", "text file for the top XLA ops of the first row's step")
 flags.DEFINE_float("peak_tflops", 989.0, "dense bf16 peak for MFU (H100 SXM and H200: 989)")
@@ -187,7 +188,11 @@ def main(argv):
           f"{FLAGS.image_size}px", flush=True)
     base = {}  # model -> (peak, temp) at the base batch, for the projection
     last_cost = 0.0
-    for row in rows(FLAGS.vit, FLAGS.cnn):
+    wanted = rows(FLAGS.vit, FLAGS.cnn)
+    if FLAGS.rows:
+        wanted = [wanted[int(i)] for i in FLAGS.rows.split(",")]
+    profiled = not FLAGS.profile_out
+    for row in wanted:
         elapsed = time.monotonic() - begin
         if elapsed + last_cost > FLAGS.budget_s:
             print(f"tljax: time budget reached at {elapsed:.0f}s; rows left out from {row}")
@@ -201,8 +206,10 @@ def main(argv):
                   "dtype": FLAGS.dtype, "variant": row.variant, "device": device.device_kind}
         started = time.monotonic()
         try:
+            profile = not profiled and row == Row(FLAGS.vit, "full", "base")
             ms, peak, temp = measure(row, batch, FLAGS.image_size, FLAGS.dtype, FLAGS.steps,
-                                     FLAGS.profile_out if not base else "")
+                                     FLAGS.profile_out if profile else "")
+            profiled = profiled or profile
         except Exception as e:  # noqa: BLE001  an out-of-memory batch or a missing kernel is a row
             result["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
         else:

@@ -5,8 +5,10 @@ names and the op-level PEFT methods see the same Dense layers as before).
 Implementations (`model.attention`):
   "xla"   jax's reference path: logits and softmax in float32 whatever the activation dtype;
   "cudnn" cuDNN's fused flash attention (GPU; bfloat16/float16; head dim a multiple of 8);
-  "auto"  cudnn where it applies (GPU, half precision, head dim <= 128 and a multiple of 8),
-          else xla.
+  "auto"  cudnn where it applies (GPU, half precision, head dim <= 128 and a multiple of 8)
+          and cuDNN takes the shapes, else xla. On an H100 with jax 0.11.2, cuDNN refused the
+          backward pass at ViT-B/16's 197 tokens (NotImplementedError "Unsupported sequence
+          length"): training falls back to xla there, inference uses cuDNN.
 Dropout on the attention probabilities (model.attention_dropout) has no fused kernel: while
 it is active (training with a rate > 0) attention falls back to flax's unfused function,
 softmax in float32.
@@ -61,7 +63,15 @@ def function(implementation="auto"):
                 broadcast_dropout=broadcast_dropout, deterministic=False, dtype=dtype,
                 force_fp32_for_softmax=True)
         query, key, value = nn.dtypes.promote_dtype(query, key, value, dtype=dtype)
-        chosen = resolve(implementation, query.dtype, query.shape[-1])
-        return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation=chosen)
+        if resolve(implementation, query.dtype, query.shape[-1]) == "cudnn":
+            try:  # raised while tracing, also for the backward pass under jax.grad
+                return jax.nn.dot_product_attention(query, key, value, mask=mask,
+                                                    implementation="cudnn")
+            except NotImplementedError as e:
+                if implementation == "cudnn":
+                    raise UserError(f"model.attention=cudnn: cuDNN refuses these inputs "
+                                    f"({str(e).splitlines()[0]}); use model.attention=auto "
+                                    f"or xla") from None
+        return jax.nn.dot_product_attention(query, key, value, mask=mask, implementation="xla")
 
     return attend
