@@ -160,3 +160,53 @@ def test_vit_pre_logits_is_dropped_with_a_new_head_unless_kept(make_config, tmp_
         tljax_format.load(str(tmp_path / "run" / "model.safetensors"))[4]["params"], sep="/")
     assert ("pre_logits/kernel" in params) == keep
     assert params["head/kernel"].shape == ((8, 5) if keep else (16, 5))
+
+
+def test_steps_between_log_steps_never_wait_for_the_device(make_config, tmp_path, monkeypatch):
+    """No host sync per step: between log steps the loop only queues donated steps. Any read
+    of a device array on the host (device_get, float(), np.asarray) fails in the loop outside
+    logging, evaluation, phase changes and checkpoints (a `float(loss)` per step would raise),
+    and logging (with the finite check) runs at log and checkpoint steps only. (JAX's
+    transfer guards do not fire on the CPU backend, so the test guards jax.Array itself.)"""
+    import threading
+
+    from jax._src import array as jax_array
+
+    guard = {"on": False}
+    main_thread = threading.get_ident()
+
+    def checked(read):
+        def wrapper(self, *args, **kwargs):
+            if guard["on"] and threading.get_ident() == main_thread:
+                raise AssertionError("a device array was read on the host between log steps")
+            return read(self, *args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(jax_array.ArrayImpl, "_value",
+                        property(checked(jax_array.ArrayImpl._value.fget)))
+    monkeypatch.setattr(jax_array.ArrayImpl, "__array__", checked(jax_array.ArrayImpl.__array__))
+
+    def switched(fn, on):
+        def wrapper(*args, **kwargs):
+            before, guard["on"] = guard["on"], on
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                guard["on"] = before
+        return wrapper
+
+    logged = []
+
+    def counted(run_, pending, state, done, *rest):
+        logged.append(done)
+        return check_and_log(run_, pending, state, done, *rest)
+
+    check_and_log = train._check_and_log
+    for name in ("_validate", "_test", "_save", "_next_phase"):
+        monkeypatch.setattr(train, name, switched(getattr(train, name), False))
+    monkeypatch.setattr(train, "_check_and_log", switched(counted, False))
+    monkeypatch.setattr(train, "_train", switched(train._train, True))
+    config = make_config(total_steps=12, log_every=4, checkpoint_every=6,
+                         freeze="lp_ft:lp_steps=5")
+    runs.run(config, str(tmp_path / "run"))
+    assert logged == [4, 6, 8, 12]  # log steps and checkpoint steps (whose state must be finite)

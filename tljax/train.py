@@ -208,10 +208,12 @@ def _test(run_, state, done, record):
     run_.writer.write(best[0], dict(record.selected[1], split="test", selected=True), kind="eval")
 
 
-def _check_and_log(run_, fetched, state, done, runner, progress, record):
+def _check_and_log(run_, pending, state, done, runner, progress, record):
     """Stops on a non-finite train state (before it is saved), and writes the train record
-    when it is time."""
+    when it is time. The only place the loop waits for the device between evaluations:
+    `pending` holds the metrics of the steps since the last call, still on the device."""
     config = run_.config
+    fetched = run_.par.fetch(pending)
     if not run_.par.all_finite(state):
         latest = run_.ckpt.latest_step()
         _write_summary(run_, record, status="failed")
@@ -267,7 +269,7 @@ def _train(run_, runner, state, record, start_step, train_iter):
         save_now = done % config.checkpoint_every == 0 or last
         eval_now = (config.eval_every and done % config.eval_every == 0) or last
         if done % config.log_every == 0 or save_now or eval_now:
-            _check_and_log(run_, run_.par.fetch(pending), state, done, runner, progress, record)
+            _check_and_log(run_, pending, state, done, runner, progress, record)
             pending = []
         with progress.paused():  # Evaluation and checkpoints are not train throughput.
             if eval_now and run_.best is not None:
