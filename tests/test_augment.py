@@ -55,6 +55,17 @@ def test_shear_moves_row_y_by_level_times_y_and_fills_grey():
         assert (out[y, 23 - shift:] == ra.FILL).all()
 
 
+@pytest.mark.parametrize("crop", ["inception_crop(16)", "random_crop(16, 2)"])
+def test_randaug_follows_a_crop_of_a_decoded_jpeg(crop):
+    """Decoded JPEGs have unknown height and width; after a crop RandAugment still needs the
+    channel count (equalize works per channel), so the crops keep it static."""
+    pp = preprocess.build(f"{crop}|randaug(2, 10)")
+    spec = (tf.TensorSpec([None, None, 3], tf.uint8), tf.TensorSpec([2], tf.int64))
+    out = tf.function(lambda image, seed: pp(image, seed), input_signature=spec)(
+        tf.constant(_image().astype(np.uint8)), tf.constant([0, 1], tf.int64))
+    assert out.shape == (16, 16, 3)
+
+
 def test_randaug_is_keyed_by_the_example_seed_and_stays_in_range():
     pp = preprocess.build("randaug(2, 9)")
     image = tf.constant(_image())

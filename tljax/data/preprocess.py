@@ -46,13 +46,19 @@ def central_crop(size):
     return fn
 
 
+def _channels(image):
+    """The channel count, static when the image's is (ops after a crop, such as RandAugment's
+    per-channel equalize, need it static)."""
+    return image.shape[-1] if image.shape[-1] is not None else tf.shape(image)[-1]
+
+
 @_op
 def random_crop(size, pad=0):
     """Random `size` crop after zero-padding by `pad` pixels (CIFAR-style)."""
     def fn(image, seed):
         if pad:
             image = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]])
-        return tf.image.stateless_random_crop(image, [size, size, tf.shape(image)[-1]], seed)
+        return tf.image.stateless_random_crop(image, [size, size, _channels(image)], seed)
     return fn
 
 
@@ -71,6 +77,7 @@ def inception_crop(size, area_min=0.05, area_max=1.0):
     def fn(image, seed):
         begin, crop_size = inception_crop_box(tf.shape(image), seed, area_min, area_max)
         crop = tf.slice(image, begin, crop_size)
+        crop.set_shape([None, None, image.shape[-1]])  # a dynamic slice forgets the channels
         return tf.image.resize(crop, (size, size), method="bilinear", antialias=True)
     return fn
 
