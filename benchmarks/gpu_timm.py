@@ -28,9 +28,9 @@ LABELS = {"vit_base_patch16_224": "vit-b16", "resnet50": "resnet50"}
 def rows():
     """Most wanted first, matching gpu_tljax's order."""
     vit, cnn = "vit_base_patch16_224", "resnet50"
-    return [(vit, "full", "base"), (cnn, "full", "base"), (vit, "forward", "base"),
-            (vit, "linear", "base"), (vit, "lora", "base"), (cnn, "forward", "base"),
-            (cnn, "linear", "base"), (vit, "full", "max"), (cnn, "full", "max")]
+    return [(vit, "full", "base"), (cnn, "full", "base"), (vit, "linear", "base"),
+            (vit, "forward", "base"), (vit, "lora", "base"), (cnn, "linear", "base"),
+            (cnn, "forward", "base"), (vit, "full", "max"), (cnn, "full", "max")]
 
 
 def build(name, mode, torch, timm):

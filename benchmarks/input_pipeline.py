@@ -1,5 +1,6 @@
 """Train-input throughput: JPEG decode + preprocessing ops + batching, images/s on this machine.
 
+    python -m benchmarks.input_pipeline   # the GPU suite's batch, with RandAugment
     python -m benchmarks.input_pipeline --pp="inception_crop(224)|flip_lr|value_range(-1,1)"
 
 Uses flowers-like JPEGs (scikit-learn's two 427x640 sample photos, randomly cropped to
@@ -14,8 +15,9 @@ from absl import app, flags
 
 from tljax.data import preprocess
 
-flags.DEFINE_string("pp", "inception_crop(224)|flip_lr|value_range(-1,1)", "train preprocessing")
-flags.DEFINE_integer("batch", 64, "batch size")
+flags.DEFINE_string("pp", "inception_crop(224)|flip_lr|randaug(2,10)|value_range(-1,1)",
+                    "train preprocessing")
+flags.DEFINE_integer("batch", 128, "batch size (benchmarks/gpu_suite.sh's)")
 flags.DEFINE_integer("images", 3000, "images to time (after 2 warm-up batches)")
 flags.DEFINE_integer("threads", 0, "tf.data private threadpool size (0: AUTOTUNE default)")
 FLAGS = flags.FLAGS
@@ -62,7 +64,9 @@ def main(argv):
     rate = measure(FLAGS.pp, FLAGS.batch, FLAGS.images, FLAGS.threads)
     import os
 
-    print(f"{rate:.0f} images/s  ({FLAGS.pp}, batch {FLAGS.batch}, {os.cpu_count()} CPU cores)")
+    cores = len(os.sched_getaffinity(0))
+    print(f"{rate:.0f} images/s, {rate / cores:.0f} per core  ({FLAGS.pp}, batch {FLAGS.batch}, "
+          f"{cores} CPU cores)")
 
 
 if __name__ == "__main__":
