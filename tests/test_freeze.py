@@ -414,6 +414,9 @@ def test_freezeout_anneals_each_unit_to_zero_then_freezes_it_input_side_first():
         assert not any(group_of_path(p) in unit for p in trained[frozen_from])
     head = next(lab for p, lab in plan.labels[0].items() if lab.group == "head")
     assert head.until is None and head.lr_mult == 1.0
+    cfg.warmup_steps = 10  # FreezeOut has no warmup (ajbrock WRN.py): each unit starts at lr/t_i
+    label = next(lab for p, lab in plan.labels[0].items() if lab.group == units[0][0])
+    assert float(optim.label_lr(cfg, total, label)(0)) == pytest.approx(cfg.lr / times[0])
 
 
 def group_of_path(path):

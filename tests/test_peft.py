@@ -322,3 +322,31 @@ def test_explicit_phases_train_modules_that_model_peft_adds(make_config, tmp_pat
     assert export.arch["peft"]["lora"]["rank"] == 2  # BiT: LoRA stays unmerged
     flat = traverse_util.flatten_dict(export.variables["params"], sep="/")
     assert any(p.endswith("lora_b") and np.any(v != 0) for p, v in flat.items())
+
+
+@pytest.mark.parametrize("family,spec", [("vit", "lora:r=4,dora=1+adapter:dim=4+vpt:tokens=2+ssf"),
+                                         ("vit", "adaptformer:dim=4"), ("resnet", "lora:r=4+ssf")])
+def test_weight_decay_treats_every_added_matrix_like_a_kernel(family, spec):
+    """The default wd_rules decay LoRA's A and B, adapter kernels and VPT prompts as they decay
+    the backbone's kernels (HF peft under the Trainer decays all but biases and norms); SSF's
+    vectors, DoRA's magnitude and added biases are not decayed."""
+    module, variables = _with(family, spec)
+    params = jax.tree.map(lambda x: x + 1.0, variables["params"])  # decay shows on every weight
+    plan, _ = _plan(f"{spec}+full", family)
+    cfg = common.base().optim
+    cfg.weight_decay, cfg.momentum = 1.0, 0.0
+    tx = optim.build(cfg, plan, 0, 100)
+    updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    flat = traverse_util.flatten_dict(updates, sep="/")
+    added = [p for p in flat if peft.is_added(p)]
+    decayed = {p for p in added if np.any(flat[p] != 0)}
+    matrices = {p for p in added if p.rsplit("/", 1)[-1] in ("kernel", "lora_a", "lora_b", "prompts")}
+    assert decayed == matrices and matrices
+
+
+def test_l2sp_leaves_added_parameters_alone():
+    """Li et al. 2018 give the alpha term to pretrained weights only: a LoRA factor that moved
+    from its init adds nothing, a pretrained kernel that moved does."""
+    trainable = {"blk": {"attn": {"kernel": jnp.array([1.0]), "lora_b": jnp.array([2.0])}}}
+    anchor = {"blk": {"attn": {"kernel": jnp.array([0.0]), "lora_b": jnp.array([0.0])}}}
+    assert float(steps.l2sp_penalty(trainable, anchor, 0.1, 0.0)) == pytest.approx(0.05)

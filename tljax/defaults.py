@@ -115,8 +115,10 @@ def base():
     c.optim.b2 = 0.999
     c.optim.mu_dtype = ""       # "" = parameter dtype (float32); "bfloat16" halves momentum memory
     c.optim.weight_decay = 0.0
-    c.optim.wd_rules = ((".*/kernel", 1.0),)  # (regex, multiplier), first match; big_vision
-    #                                           decays kernels only (config wd_mults)
+    c.optim.wd_rules = ((".*/(kernel|lora_a|lora_b|prompts)", 1.0),)  # (regex, multiplier),
+    #   first match: every weight matrix decays, the added ones too (LoRA's A and B, VPT
+    #   prompts, adapter kernels: HF Trainer decays all but biases and norms); biases, norms,
+    #   SSF, ViT's cls and pos_embedding do not (big_vision's config wd_mults `.*/kernel$`)
     c.optim.l2sp = ()           # (alpha, beta): L2-SP (Li et al. 2018), alpha/2 |w - w_pretrained|^2
     #                             on trainable pretrained weights + beta/2 |w|^2 on the new head;
     #                             a regulariser, so it combines with any freeze schedule

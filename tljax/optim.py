@@ -44,8 +44,9 @@ def label_lr(cfg, total_steps, label):
     """A label's lr as a function of its own update count (0 at step `label.since`): the
     global schedule from that step on, or, for a restart, a schedule of its own over the
     remaining steps, or, for a label that freezes at `until`, one that reaches 0 there."""
-    if label.until is not None:  # FreezeOut: the run's schedule, compressed to end at `until`
-        schedule = _schedule(cfg.schedule, cfg.lr, cfg.warmup_steps, label.until - label.since)
+    if label.until is not None:  # FreezeOut: the run's schedule, compressed to end at `until`,
+        # without warmup: ajbrock/FreezeOut WRN.py starts each layer at lr/t_i and anneals it
+        schedule = _schedule(cfg.schedule, cfg.lr, 0, label.until - label.since)
         return lambda count: label.lr_mult * schedule(count)
     if label.restart is None:
         schedule = lr_schedule(cfg, total_steps)

@@ -14,6 +14,7 @@ import optax
 from flax import traverse_util
 
 from tljax import models
+from tljax.models import peft
 from tljax.state import merge_params, split_params
 
 
@@ -225,11 +226,13 @@ def make_train_step(module, tx, trainable_paths, *, l2sp=None, accum_steps=1, ax
 
 
 def l2sp_penalty(trainable, anchor, alpha, beta):
-    """L2-SP (Li et al. 2018): alpha/2 |w - w0|^2 on pretrained weights, beta/2 |w|^2 on the head."""
+    """L2-SP (Li et al. 2018): alpha/2 |w - w0|^2 on pretrained weights, beta/2 |w|^2 on the
+    head. Parameters a PEFT method adds were never pretrained: no term pulls them toward
+    their init (weight decay, if set, acts on them as on any weight)."""
     flat = traverse_util.flatten_dict(trainable, sep="/")
     anchor = traverse_util.flatten_dict(anchor, sep="/")
     towards_start = sum(jnp.sum(jnp.square(v - anchor[p])) for p, v in flat.items()
-                        if not models.is_classifier(p))
+                        if not models.is_classifier(p) and not peft.is_added(p))
     head = sum(jnp.sum(jnp.square(v)) for p, v in flat.items() if models.is_classifier(p))
     return 0.5 * alpha * towards_start + 0.5 * beta * head
 
