@@ -179,3 +179,45 @@ def test_ema_after_k_steps_equals_the_closed_form_and_skips_frozen_params():
     np.testing.assert_array_equal(moved_ema["head/kernel"], got["head/kernel"])
     np.testing.assert_array_equal(moved_ema["stem/conv/kernel"],
                                   state_lib.split_params(state.params, [])[1]["stem/conv/kernel"])
+
+
+def test_ema_averages_batchnorm_statistics_and_keeps_averaging_groups_that_freeze():
+    """timm's ModelEmaV2 averages every parameter and buffer: the BatchNorm statistics follow
+    the same recurrence as the weights, and a group that freezes at a phase boundary keeps its
+    average, which goes on moving toward the frozen weights (no jump to the raw weights)."""
+    module = models.build("resnet", {"depth": 18, "base_width": 4, "stem": "small"}, 3)
+    variables = weights.init_variables(module, (8, 8, 3))
+    flat = lambda tree: state_lib.split_params(tree, [])[1]  # noqa: E731
+    everything = list(flat(variables["params"]))
+    head = [p for p in everything if p.startswith("head/")]
+    tx = optax.sgd(0.1)
+    state = state_lib.create(variables, tx, everything, seed=0, with_ema=True)
+    batch = {"image": jax.random.normal(jax.random.PRNGKey(0), (4, 8, 8, 3)),
+             "label": jnp.array([0, 1, 2, 0])}
+    decay = 0.5
+    expected = {k: {p: np.asarray(v) for p, v in flat(getattr(state, k)).items()}
+                for k in ("params", "batch_stats")}
+
+    def advance(state, step_fn):
+        state, _ = step_fn(state, batch)
+        for k in expected:
+            now = flat(getattr(state, k))
+            expected[k] = {p: decay * e + (1 - decay) * np.asarray(now[p])
+                           for p, e in expected[k].items()}
+        return state
+
+    full_step = jax.jit(steps.make_train_step(module, tx, everything, ema_decay=decay))
+    for _ in range(3):
+        state = advance(state, full_step)
+    frozen_body = models.with_frozen_norms(module, [p for p in everything if p not in head])
+    head_step = jax.jit(steps.make_train_step(frozen_body, tx, head, ema_decay=decay))
+    state = state_lib.next_phase(state, tx, head)
+    for _ in range(2):
+        state = advance(state, head_step)
+    got = {"params": flat(state.ema), "batch_stats": flat(state.ema_batch_stats)}
+    assert sorted(got["params"]) == sorted(everything)  # the frozen body kept its average
+    for k in expected:
+        for p, value in expected[k].items():
+            np.testing.assert_allclose(got[k][p], value, rtol=1e-5, atol=1e-6, err_msg=p)
+    stem = "stem/conv/kernel"
+    assert not np.allclose(got["params"][stem], flat(state.params)[stem])  # still averaging

@@ -76,7 +76,8 @@ def base():
     # Both pair example i with B-1-i of the global batch, in the train step.
 
     c.label_smoothing = 0.0     # targets (1 - e) one_hot + e / K (also on mixed labels)
-    c.ema = mlc.ConfigDict()    # exponential moving average of the trainable parameters
+    c.ema = mlc.ConfigDict()    # exponential moving average of the parameters that train and of
+    #                             the BatchNorm statistics (timm ModelEmaV2 averages buffers too)
     c.ema.decay = 0.0           # > 0: kept in the train state, evaluated next to the raw weights
     c.ema.warmup = False        # decay min(decay, (1 + step) / (10 + step)) (TF num_updates)
     c.ema.export = False        # also write workdir/ema.safetensors at the end

@@ -22,8 +22,7 @@ def gather(par, state, best, with_ema):
         exports["best.safetensors"] = best.restore_variables(
             best_step, {"params": one.params, "batch_stats": one.batch_stats})
     if with_ema and state.ema is not None:
-        exports["ema.safetensors"] = {"params": state_lib.ema_params(one),
-                                      "batch_stats": one.batch_stats}
+        exports["ema.safetensors"] = state_lib.ema_variables(one)
     return {name: par.to_host(v) for name, v in exports.items()}
 
 

@@ -20,7 +20,9 @@ class TrainState:
     opt_state: Any          # optimizer state of the trainable subtree only
     rng: jax.Array          # base key; each step folds in its step number
     anchor: Any = None      # L2-SP reference weights (a copy of the initial params), or None
-    ema: Any = None         # moving average of the trainable subtree (frozen params: none), or None
+    ema: Any = None         # moving average of every parameter that has trained so far
+    #                         (never-trained ones equal their value: no copy), or None
+    ema_batch_stats: Any = None  # moving average of the BatchNorm statistics, with `ema`
 
     def to_checkpoint(self):
         """A dict for orbax (which saves dicts of arrays; None leaves are left out)."""
@@ -66,23 +68,41 @@ def create(variables, tx, trainable_paths, seed, with_anchor=False, with_ema=Fal
         opt_state=init_opt_state(tx, params, trainable_paths),
         rng=jax.random.PRNGKey(seed),
         anchor=jax.tree.map(jnp.array, params) if with_anchor else None,
-        ema=ema_for(None, params, trainable_paths) if with_ema else None)
+        ema=ema_for(None, params, trainable_paths) if with_ema else None,
+        ema_batch_stats=(jax.tree.map(jnp.array, variables.get("batch_stats", {}))
+                         if with_ema else None))
 
 
 def ema_for(ema, params, trainable_paths):
-    """The EMA of a phase's trainable paths: kept where it exists, started from the current
-    weights for parameters that start training; none for frozen ones."""
+    """The EMA at the start of a phase: every average kept (a group that freezes goes on
+    averaging toward its final weights, as timm's ModelEmaV2 averages every parameter, so
+    the EMA model does not jump at the boundary), and averages started from the current
+    weights for parameters that start training."""
     old = traverse_util.flatten_dict(ema, sep="/") if ema else {}
     flat = traverse_util.flatten_dict(params, sep="/")
-    return traverse_util.unflatten_dict(
-        {p: old[p] if p in old else jnp.array(flat[p]) for p in trainable_paths}, sep="/")
+    new = {p: jnp.array(flat[p]) for p in trainable_paths if p not in old}
+    return traverse_util.unflatten_dict({**old, **new}, sep="/")
+
+
+def update_ema(ema, ema_batch_stats, params, batch_stats, decay):
+    """One EMA step toward the current parameters and BatchNorm statistics."""
+    flat = traverse_util.flatten_dict(params, sep="/")
+    averaged = {p: decay * e + (1 - decay) * flat[p]
+                for p, e in traverse_util.flatten_dict(ema, sep="/").items()}
+    stats = jax.tree.map(lambda e, b: decay * e + (1 - decay) * b, ema_batch_stats, batch_stats)
+    return traverse_util.unflatten_dict(averaged, sep="/"), stats
 
 
 def ema_params(state):
-    """The full parameter tree with the trainable parameters replaced by their EMA."""
+    """The full parameter tree with every averaged parameter replaced by its EMA."""
     flat = traverse_util.flatten_dict(state.params, sep="/")
     flat.update(traverse_util.flatten_dict(state.ema, sep="/"))
     return traverse_util.unflatten_dict(flat, sep="/")
+
+
+def ema_variables(state):
+    """{'params', 'batch_stats'} of the EMA model."""
+    return {"params": ema_params(state), "batch_stats": state.ema_batch_stats}
 
 
 def next_phase(state, tx, trainable_paths):
@@ -99,6 +119,7 @@ def next_phase(state, tx, trainable_paths):
 
 def is_finite(state):
     """True when params, batch statistics and optimizer state hold no NaN or Inf (traceable)."""
-    leaves = [x for x in jax.tree.leaves((state.params, state.batch_stats, state.opt_state, state.ema))
+    leaves = [x for x in jax.tree.leaves((state.params, state.batch_stats, state.opt_state,
+                                          state.ema, state.ema_batch_stats))
               if jnp.issubdtype(x.dtype, jnp.inexact)]
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))

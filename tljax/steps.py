@@ -15,7 +15,7 @@ from flax import traverse_util
 
 from tljax import models
 from tljax.models import peft
-from tljax.state import merge_params, split_params
+from tljax.state import merge_params, split_params, update_ema
 
 
 def cross_entropy(logits, labels, label_smoothing=0.0):
@@ -150,8 +150,8 @@ def make_train_step(module, tx, trainable_paths, *, l2sp=None, accum_steps=1, ax
     pmap, `axis_name` averages gradients, metrics and BatchNorm statistics (inside the
     layers, so every device normalises with global-batch statistics) over the devices.
     Random numbers come from (state.rng, step): mixing's are shared by all devices,
-    dropout's are folded with the device and microbatch index. With `state.ema` (a copy of
-    the trainable subtree) the step also updates its exponential moving average.
+    dropout's are folded with the device and microbatch index. With `state.ema` the step also
+    updates the exponential moving average of the parameters and BatchNorm statistics.
     `param_dtype` (e.g. bfloat16) is what the forward pass sees of the parameters: frozen ones
     are cast once per step, trainable ones inside the differentiated function, so gradients,
     the optimizer and the master weights stay float32.
@@ -213,13 +213,16 @@ def make_train_step(module, tx, trainable_paths, *, l2sp=None, accum_steps=1, ax
         }
         if axis_name:
             metrics = jax.lax.pmean(metrics, axis_name)
-        ema = state.ema
+        params = merge_params(trainable, frozen)
+        batch_stats = batch_stats or state.batch_stats
+        ema, ema_batch_stats = state.ema, state.ema_batch_stats
         if ema is not None:
-            decay = ema_decay_at(state.step, ema_decay, ema_warmup)
-            ema = jax.tree.map(lambda e, p: decay * e + (1 - decay) * p, ema, trainable)
-        new_state = state.replace(step=state.step + 1, opt_state=opt_state,
-                                  params=merge_params(trainable, frozen),
-                                  batch_stats=batch_stats or state.batch_stats, ema=ema)
+            ema, ema_batch_stats = update_ema(
+                ema, ema_batch_stats, params, batch_stats,
+                ema_decay_at(state.step, ema_decay, ema_warmup))
+        new_state = state.replace(step=state.step + 1, opt_state=opt_state, params=params,
+                                  batch_stats=batch_stats, ema=ema,
+                                  ema_batch_stats=ema_batch_stats)
         return new_state, metrics
 
     return step

@@ -167,7 +167,7 @@ def _evaluate_ema(run_, state, which, step, record):
     """The EMA weights on `which`, recorded as split "<which>_ema" next to the raw weights."""
     if state.ema is None:
         return
-    result = _evaluate(run_, state.replace(params=state_lib.ema_params(state)), which, step,
+    result = _evaluate(run_, state.replace(**state_lib.ema_variables(state)), which, step,
                        label=f"{which} (EMA weights)")
     record.add_eval(step, f"{which}_ema", result)
     run_.writer.write(step, dict(result, split=which, weights="ema"), kind="eval")
