@@ -66,6 +66,33 @@ def test_randaug_follows_a_crop_of_a_decoded_jpeg(crop):
     assert out.shape == (16, 16, 3)
 
 
+def _photo(size=48):
+    from sklearn.datasets import load_sample_images
+
+    photo = load_sample_images().images[0][100:340:5, 200:440:5]  # 48x48, natural statistics
+    return tf.constant(photo[:size, :size].astype(np.float32))
+
+
+@pytest.mark.parametrize("index", range(14))
+def test_every_randaugment_op_gets_stronger_with_the_magnitude(index):
+    """The paper's one knob: for every op and either sign, the mean absolute change of a
+    photo grows with M (never shrinks; strictly from M=0 to M=10; the identity at M=0 except
+    posterize, which keeps 4 bits there as timm's increasing form does). Magnitude-free ops
+    (auto-contrast, equalize) change equally at every M. tensorflow/tpu's enhance factor
+    1.8·M/10 + 0.1 fails this: the identity at M=5, strongest at M=0."""
+    image = _photo()
+    name = ra.operations(0)[index][0]
+    for sign in (-1.0, 1.0):
+        changes = [float(tf.reduce_mean(tf.abs(ra.operations(m)[index][1](image, sign) - image)))
+                   for m in (0, 2, 4, 6, 8, 10)]
+        if name in ("identity", "auto_contrast", "equalize"):
+            assert len(set(changes)) == 1, (name, changes)
+            continue
+        assert all(a <= b for a, b in zip(changes, changes[1:])), (name, sign, changes)
+        assert changes[-1] > changes[0] and (changes[0] == 0) == (name != "posterize"), (
+            name, sign, changes)
+
+
 def test_randaug_is_keyed_by_the_example_seed_and_stays_in_range():
     pp = preprocess.build("randaug(2, 9)")
     image = tf.constant(_image())

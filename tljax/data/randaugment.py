@@ -4,13 +4,14 @@ The 14 operations of the paper: identity, auto-contrast, equalize, rotate, solar
 color, posterize, contrast, brightness, sharpness, shear-x/y, translate-x/y. N of them
 are drawn uniformly per example (from the example's seed, so runs resume exactly) and
 applied at magnitude M on the paper's 0..10 scale (M may exceed 10, as in big_vision's
-randaug(2, 15)). Magnitudes follow tensorflow/tpu `models/official/efficientnet/
-autoaugment.py` (the implementation big_vision's randaug wraps): rotate 30° · M/10,
-shear 0.3 · M/10, enhance factor 1.8 · M/10 + 0.1, fill grey 128, nearest-neighbour
-affine; two exceptions, taken from timm `auto_augment.py` (`_RAND_INCREASING_TRANSFORMS`),
-so that every op gets stronger with M: translate 0.45 · M/10 of the image side
-(tpu: 100 px at any size) and solarize threshold 256 − 256 · M/10, posterize to
-4 − 4 · M/10 bits. The pixel ops are PIL's algorithms (`ImageOps`, `ImageEnhance`),
+randaug(2, 15)). Every op with a magnitude gets stronger as M grows (the identity at M=0),
+as the paper's single magnitude knob assumes: timm `auto_augment.py`'s "increasing"
+forms (`_RAND_INCREASING_TRANSFORMS`): enhance factor 1 ± 0.9 · M/10, at least 0.1
+(`_enhance_increasing_level_to_arg`; tensorflow/tpu's 1.8 · M/10 + 0.1, which big_vision
+uses, is the identity at M=5 and strongest at M=0), solarize threshold 256 − 256 · M/10,
+posterize to 4 − 4 · M/10 bits, translate 0.45 · M/10 of the image side (tpu: 100 px at
+any size). As tensorflow/tpu `models/official/efficientnet/autoaugment.py`: rotate
+30° · M/10, shear 0.3 · M/10, fill grey 128, nearest-neighbour affine. The pixel ops are PIL's algorithms (`ImageOps`, `ImageEnhance`),
 checked against PIL in tests/test_augment.py. Images are float 0..255, HWC, any channels.
 """
 import math
@@ -135,18 +136,21 @@ def translate_y(image, fraction):
 def operations(magnitude):
     """[(name, fn(image, sign))] of the 14 ops at `magnitude` (sign: ±1 for the symmetric ones)."""
     level = magnitude / MAX_LEVEL
-    enhance = 1.8 * level + 0.1
+
+    def enhance(sign):  # timm _enhance_increasing_level_to_arg
+        return tf.maximum(0.1, 1.0 + sign * 0.9 * level)
+
     return [
         ("identity", lambda im, s: im),
         ("auto_contrast", lambda im, s: auto_contrast(im)),
         ("equalize", lambda im, s: equalize(im)),
         ("rotate", lambda im, s: rotate(im, s * 30.0 * level)),
         ("solarize", lambda im, s: solarize(im, 256.0 - 256.0 * level)),
-        ("color", lambda im, s: color(im, enhance)),
+        ("color", lambda im, s: color(im, enhance(s))),
         ("posterize", lambda im, s: posterize(im, max(4 - int(4 * level), 0))),
-        ("contrast", lambda im, s: contrast(im, enhance)),
-        ("brightness", lambda im, s: brightness(im, enhance)),
-        ("sharpness", lambda im, s: sharpness(im, enhance)),
+        ("contrast", lambda im, s: contrast(im, enhance(s))),
+        ("brightness", lambda im, s: brightness(im, enhance(s))),
+        ("sharpness", lambda im, s: sharpness(im, enhance(s))),
         ("shear_x", lambda im, s: shear_x(im, s * 0.3 * level)),
         ("shear_y", lambda im, s: shear_y(im, s * 0.3 * level)),
         ("translate_x", lambda im, s: translate_x(im, s * 0.45 * level)),
