@@ -184,3 +184,49 @@ def test_group_features_pool_the_named_groups():
     assert both.shape == (2, 2 * (16 + 16) + 16)  # (class token + mean patch token) x 2 + pre-logits
     with pytest.raises(UserError, match="choose groups among embed, block0, block1, block2"):
         features.feature_fn(vit, ("head",))
+
+
+@pytest.mark.parametrize("n_last_blocks,avgpool", [(1, False), (2, True), (3, True)])
+def test_dinov2_linear_input_equals_numpy(n_last_blocks, avgpool):
+    """DINOv2 eval/linear.py create_linear_input over get_intermediate_layers(norm=True): the
+    final LayerNorm of each of the last n blocks' outputs, their class tokens concatenated,
+    then the mean patch token of the last block, computed here in numpy from the blocks'
+    raw outputs (flax's capture of every module) and the norm's parameters."""
+    from tljax import weights
+
+    vit = models.build("vit", {"size": "Ti", "patch": 4, "width": 16, "depth": 3, "mlp_dim": 32,
+                               "heads": 2, "ln_eps": 1e-6}, 5)
+    variables = weights.init_variables(vit, (16, 16, 3))
+    params = jax.tree.map(lambda x: x + 0.1 * jax.random.normal(jax.random.PRNGKey(3), x.shape),
+                          variables["params"])  # a non-trivial final norm
+    variables = {"params": params}
+    images = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
+    _, state = vit.apply(variables, images, capture_intermediates=True, mutable=["intermediates"])
+    blocks = [np.asarray(state["intermediates"]["encoder"][f"block{i}"]["__call__"][0], np.float64)
+              for i in range(3)]
+    scale = np.asarray(params["encoder"]["norm"]["scale"], np.float64)
+    bias = np.asarray(params["encoder"]["norm"]["bias"], np.float64)
+
+    def norm(x):
+        mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+        return (x - mean) / np.sqrt(var + 1e-6) * scale + bias
+
+    last = [norm(x) for x in blocks[-n_last_blocks:]]
+    expected = np.concatenate([x[:, 0] for x in last] + ([last[-1][:, 1:].mean(1)] if avgpool else []), -1)
+    got = features.feature_fn(vit, n_last_blocks=n_last_blocks, avgpool=avgpool)(variables, images)
+    assert got.shape == (2, 16 * (n_last_blocks + avgpool))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    if n_last_blocks == 1 and not avgpool:  # the last block's normed class token: the pre-logits
+        np.testing.assert_allclose(got, features.feature_fn(vit)(variables, images), rtol=1e-6)
+
+
+def test_dinov2_input_is_refused_where_it_does_not_apply():
+    resnet = models.build("resnet", {"depth": 18, "base_width": 4}, 5)
+    with pytest.raises(UserError, match="probe.n_last_blocks needs a model with a class token"):
+        features.feature_fn(resnet, n_last_blocks=1)
+    vit = models.build("vit", {"size": "Ti", "patch": 4, "width": 16, "depth": 3, "mlp_dim": 32,
+                               "heads": 2}, 5)
+    with pytest.raises(UserError, match="the model has 3 blocks"):
+        features.feature_fn(vit, n_last_blocks=4)
+    with pytest.raises(UserError, match="replaces probe.groups"):
+        features.feature_fn(vit, ("block1",), n_last_blocks=2)

@@ -87,8 +87,11 @@ def base():
     #                             instead of training ("" = train as configured)
     c.probe.groups = ()         # also the pooled outputs of these depth groups, e.g. ("block10",
     #                             "block11"): a ViT's class token + mean patch token, a ResNet
-    #                             stage's mean (DINOv2 probes the last 4 ViT blocks)
+    #                             stage's mean (for DINOv2's own input see n_last_blocks)
     c.probe.pre_logits = True   # the head's input (what the head of a fine-tuned model sees)
+    c.probe.n_last_blocks = 0   # > 0 (ViT): DINOv2's linear input instead: the class tokens of the
+    #                             last n blocks through the final norm (dinov2 eval/linear.py)
+    c.probe.avgpool = False     # with n_last_blocks: also the last block's mean patch token
     c.probe.l2_regs = tuple(2.0**k for k in range(-4, 15, 2))  # ridge: chosen on validation
     c.probe.shots = (1, 5, 10, 25)  # ridge few-shot table (big_vision common_fewshot.py)
     c.probe.few_shot_l2 = 2.0**10  # its fixed l2 (big_vision common_fewshot.py: l2_reg = 2**10)

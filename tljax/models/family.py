@@ -31,6 +31,10 @@ class Family:
     pool: Callable = mean_pool   # (module, a depth group's output) -> (batch, features) for probes
     token_methods: bool = False  # takes VPT prompts and AdaptFormer (token/transformer methods)
     mergeable_lora: bool = True  # LoRA folds into the stored kernels on export
+    # (module, params, [tokens of the last n blocks], avgpool) -> DINOv2's linear-probe input,
+    # for families with a class token (probe.n_last_blocks); None elsewhere
+    linear_input: Callable = None
+    blocks: Callable = None      # module -> names of its transformer blocks, input to output
 
 
 FAMILIES = {}  # name -> Family

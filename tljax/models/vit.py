@@ -207,4 +207,26 @@ def _pool(module, tokens):
     return tokens.mean(1)
 
 
-FAMILY = family.Family("vit", ViT, _groups, pool=_pool, token_methods=True)
+def _blocks(module):
+    return [f"block{i}" for i in range(module.dims()[1])]
+
+
+def _linear_input(module, params, blocks, avgpool):
+    """DINOv2's linear-probe input (dinov2/eval/linear.py `create_linear_input` over
+    `get_intermediate_layers(n, return_class_token=True, norm=True)`): the final LayerNorm
+    applied to each given block's tokens, their class tokens concatenated, then with
+    `avgpool` the mean patch token of the last block (VPT prompts, like DINOv2's registers,
+    are not patch tokens)."""
+    if module.classifier != "token":
+        raise ValueError("DINOv2's linear input needs a class token (classifier='token')")
+    norm = nn.LayerNorm(epsilon=module.ln_eps, dtype=module.dtype)
+    normed = [norm.apply({"params": params["encoder"]["norm"]}, x) for x in blocks]
+    parts = [x[:, 0] for x in normed]
+    if avgpool:
+        prompts = module.peft.prompts.tokens if module.peft.prompts else 0
+        parts.append(normed[-1][:, 1 + prompts:].mean(1))
+    return jnp.concatenate(parts, -1)
+
+
+FAMILY = family.Family("vit", ViT, _groups, pool=_pool, token_methods=True,
+                       linear_input=_linear_input, blocks=_blocks)

@@ -23,16 +23,23 @@ FINGERPRINT_KEYS = ("model.name", "model.arch", "model.init", "model.dtype", "mo
                     "data.name", "data.train_split", "data.val_split", "data.test_split",
                     "data.few_shot_k", "data.few_shot_val_k", "data.few_shot_seed",
                     "data.folder_fractions", "data.folder_split_seed", "data.image_size",
-                    "probe.groups", "probe.pre_logits")
+                    "probe.groups", "probe.pre_logits", "probe.n_last_blocks", "probe.avgpool")
 
 
-def feature_fn(module, groups=(), pre_logits=True):
+def feature_fn(module, groups=(), pre_logits=True, n_last_blocks=0, avgpool=False):
     """(variables, images) -> float32 features: the pooled outputs of the named depth groups
     (e.g. ("block10", "block11") of a ViT, or ("stage3",) of a ResNet), in that order,
     followed by the head's input (pre-logits) when `pre_logits`. Pooling is the family's
-    (models/family.py: the mean over positions; a ViT's class token and mean patch token)."""
+    (models/family.py: the mean over positions; a ViT's class token and mean patch token).
+    With `n_last_blocks` > 0 the features are DINOv2's linear-probe input instead (see
+    `_dinov2_fn`)."""
     groups = tuple(groups)
     model_family = family.of(module)
+    if n_last_blocks:
+        if groups:
+            raise UserError(f"probe.n_last_blocks={n_last_blocks} (DINOv2's input) replaces "
+                            f"probe.groups={groups}: set one of them")
+        return _dinov2_fn(module, model_family, n_last_blocks, avgpool)
     known = [name for name, _ in model_family.groups(module)
              if name not in (names.HEAD, names.FINAL_NORM)]
     unknown = [g for g in groups if g not in known]
@@ -53,6 +60,32 @@ def feature_fn(module, groups=(), pre_logits=True):
         if pre_logits:
             parts.append(state[names.INTERMEDIATES][names.HEAD_INPUT][0])
         return jnp.concatenate(parts, -1).astype(jnp.float32)
+    return jax.jit(features)
+
+
+def _dinov2_fn(module, model_family, n_last_blocks, avgpool):
+    """DINOv2's linear-probe input: the class tokens of the last `n_last_blocks` blocks, each
+    through the final norm, concatenated, and with `avgpool` the last block's mean patch
+    token (DINOv2 eval/linear.py: n_last_blocks 1 or 4, avgpool on or off)."""
+    if model_family.linear_input is None:
+        raise UserError(f"probe.n_last_blocks needs a model with a class token and blocks "
+                        f"(vit), not {model_family.name}: use probe.groups")
+    blocks = model_family.blocks(module)
+    if not 0 < n_last_blocks <= len(blocks):
+        raise UserError(f"probe.n_last_blocks={n_last_blocks}: the model has {len(blocks)} blocks")
+    wanted = blocks[-n_last_blocks:]
+
+    def capture(mdl, method_name):
+        return method_name == "__call__" and mdl.name in wanted
+
+    def features(variables, images):
+        _, state = module.apply(variables, images, train=False, mutable=[names.INTERMEDIATES],
+                                capture_intermediates=capture)
+        flat = traverse_util.flatten_dict(state[names.INTERMEDIATES])
+        tokens = {path[-2]: value[0] for path, value in flat.items()
+                  if len(path) >= 2 and path[-1] == "__call__"}
+        return model_family.linear_input(module, variables["params"],
+                                         [tokens[b] for b in wanted], avgpool).astype(jnp.float32)
     return jax.jit(features)
 
 

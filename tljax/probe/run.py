@@ -48,7 +48,8 @@ def run(config, start):
     run's does."""
     started = time.monotonic()
     model, data_cfg, workdir = start.model, start.data_cfg, start.workdir
-    fn = features.feature_fn(model.module, config.probe.groups, config.probe.pre_logits)
+    fn = features.feature_fn(model.module, config.probe.groups, config.probe.pre_logits,
+                             config.probe.n_last_blocks, config.probe.avgpool)
     workdir_lock = run_init.claim_workdir(workdir, config)
     try:
         cache = features.Cache(workdir, features.fingerprint(config, data_cfg))
