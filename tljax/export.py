@@ -3,7 +3,7 @@ weights as tljax .safetensors files, each with what is needed to apply it: archi
 class names and the eval preprocessing."""
 import jax
 
-from tljax import data, models, run_init
+from tljax import data, models, paths, run_init
 from tljax import state as state_lib
 from tljax.data import preprocess
 from tljax.models import peft
@@ -26,14 +26,35 @@ def gather(par, state, best, with_ema):
     return {name: par.to_host(v) for name, v in exports.items()}
 
 
+def _preprocessing(data_cfg):
+    """How the model's inputs are made: the run's eval pp, with init_norm resolved."""
+    return {"normalization": preprocess.normalization_op(data_cfg.pp_eval),
+            "image_size": data_cfg.image_size, "pp_eval": data_cfg.pp_eval}
+
+
+def _class_names(data_cfg, num_classes):
+    names = data.class_names(data_cfg)
+    return names + [f"class{i}" for i in range(len(names), num_classes)]
+
+
+def write_record(workdir, module, model_name, num_classes, data_cfg):
+    """workdir/model.json (paths.MODEL_RECORD), written when a run starts: the model it
+    built (architecture with its PEFT modules), its eval preprocessing and class names, so
+    that its checkpoints read back as the model that ran, with or without exports."""
+    if jax.process_index() != 0:
+        return
+    paths.write_json(workdir / paths.MODEL_RECORD, {
+        "model": model_name, "arch": arch_of(module), "num_classes": num_classes,
+        "preprocessing": _preprocessing(data_cfg),
+        "class_names": _class_names(data_cfg, num_classes)})
+
+
 def write(workdir, exports, module, model_name, num_classes, data_cfg):
     """Writes each of `exports` into `workdir` (process 0 only)."""
     if jax.process_index() != 0:
         return
-    preprocessing = {"normalization": preprocess.normalization_op(data_cfg.pp_eval),
-                     "image_size": data_cfg.image_size, "pp_eval": data_cfg.pp_eval}
-    names = data.class_names(data_cfg)
-    names += [f"class{i}" for i in range(len(names), num_classes)]
+    preprocessing = _preprocessing(data_cfg)
+    names = _class_names(data_cfg, num_classes)
     for name, variables in exports.items():
         # LoRA/DoRA and SSF are folded into the weights they adapt; adapters and prompts
         # are exported as modules (their settings go into `arch`).

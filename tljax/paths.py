@@ -6,6 +6,9 @@ import os
 from etils import epath
 
 
+MODEL_RECORD = "model.json"  # what a run built, written at its start (export.write_record)
+
+
 def resolve(path):
     """`path` as an epath.Path: URLs stay as they are, local paths become absolute (orbax
     needs absolute paths; `os.path.abspath` would turn gs://b into <cwd>/gs:/b)."""

@@ -336,6 +336,7 @@ def run(config, start):
 
         run_.fewshot = monitor.FewShotMonitor(config, data_cfg, model.module, par)
     try:  # On any failure, in-flight checkpoint saves (of finite states) still complete.
+        export.write_record(workdir, model.module, config.model.name, model.num_classes, data_cfg)
         runner, state, record, start_step = _start(run_, model)
         if start_step == config.total_steps:
             return _finished(run_, state, record, model.num_classes, data_cfg)

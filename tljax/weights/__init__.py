@@ -44,6 +44,23 @@ def _expected_shapes(module, image_size):
     return {p: v.shape for p, v in traverse_util.flatten_dict(abstract, sep="/").items()}
 
 
+def _check_used(module, variables, image_size, source):
+    """Every loaded array is one the module uses, with its shape, and none is missing: flax
+    would ignore an extra parameter (a PEFT module the architecture lacks) silently."""
+    expected = _expected_shapes(module, image_size)
+    got = {p: np.shape(v) for p, v in traverse_util.flatten_dict(variables, sep="/").items()}
+    unused = sorted(set(got) - set(expected))
+    missing = sorted(set(expected) - set(got))
+    wrong = sorted(p for p in set(got) & set(expected) if tuple(got[p]) != tuple(expected[p]))
+    if unused or missing or wrong:
+        problems = [f"{len(unused)} unused ({', '.join(unused[:3])})" if unused else "",
+                    f"{len(missing)} missing ({', '.join(missing[:3])})" if missing else "",
+                    f"{len(wrong)} of another shape ({wrong[0]}: {got[wrong[0]]} vs "
+                    f"{expected[wrong[0]]})" if wrong else ""]
+        raise UserError(f"{source}: the weights do not fit the {type(module).__name__} they "
+                        f"describe: {'; '.join(p for p in problems if p)} arrays")
+
+
 class LoadedModel(NamedTuple):
     module: object
     variables: dict
@@ -64,13 +81,19 @@ def _from_tljax_run(workdir, which):
 
 def _from_checkpoint(workdir, which):
     """The Export of a run without exported weights (export_weights=False): the best/ or
-    the newest checkpoints/ entry, with the eval pp of its config (no class names)."""
+    the newest checkpoints/ entry, as the model the run recorded when it started
+    (paths.MODEL_RECORD: architecture with PEFT modules, eval pp, class names)."""
     import orbax.checkpoint as ocp
 
-    from tljax.data import preprocess
+    from tljax import paths
 
-    with open(os.path.join(workdir, "config.json")) as f:
-        config = json.load(f)
+    record_path = os.path.join(workdir, paths.MODEL_RECORD)
+    if not os.path.exists(record_path):
+        raise UserError(f"tljax run {workdir} has no {paths.MODEL_RECORD} (runs record the model "
+                        f"they build since 2026-11-27): evaluate its exported .safetensors, or "
+                        f"resume it with this version to write the record")
+    with open(record_path) as f:
+        record = json.load(f)
     folder = os.path.join(workdir, "best")
     if which == "final" or not os.path.isdir(folder):
         folder = os.path.join(workdir, "checkpoints")
@@ -83,14 +106,8 @@ def _from_checkpoint(workdir, which):
     variables = {"params": state["params"]}
     if state.get("batch_stats"):
         variables["batch_stats"] = state["batch_stats"]
-    num_classes = np.shape(state["params"][names.HEAD]["kernel"])[-1]
-    size = config["data"]["image_size"]
-    pp_eval = preprocess.with_size(config["data"]["pp_eval"], size)
-    pp = {"normalization": preprocess.normalization_op(pp_eval), "image_size": size}
-    if "init_norm" not in pp_eval:  # Otherwise the weights' normalisation is not known here.
-        pp["pp_eval"] = pp_eval
-    return tljax_format.Export(config["model"]["name"], config["model"]["arch"], num_classes,
-                               pp, variables, None)
+    return tljax_format.Export(record["model"], record["arch"], record["num_classes"],
+                               record["preprocessing"], variables, record["class_names"])
 
 
 def parse_model_spec(model):
@@ -159,6 +176,7 @@ def load_model(source, *, model=None, num_classes=None, image_shape=None, which=
                                     source=source)
     else:
         variables = jax.tree.map(np.asarray, variables)
+        _check_used(module, variables, size, source)
     if classes != source_classes:
         class_names = None
     return LoadedModel(module, variables, preprocessing, class_names)

@@ -1,0 +1,52 @@
+"""A run reads back as it ran: `tljax.evaluate --model=RUN` rebuilds the model the run
+recorded when it started (architecture with its PEFT modules, resolved eval preprocessing,
+class names), with exports off and on, and weights a module does not use are refused."""
+import pytest
+from flax import traverse_util
+
+from tljax import evaluation, inference, runs, weights
+from tljax.errors import UserError
+from tljax.weights import tljax_format
+
+VIT = {"size": "Ti", "patch": 4, "width": 16, "depth": 2, "mlp_dim": 32, "heads": 2}
+RESNET = {"depth": 18, "base_width": 4, "stem": "small"}
+
+
+@pytest.mark.parametrize("family,arch,freeze,exports", [
+    ("bit", None, "ssf", False),            # dataset-config style: model.arch={} from model.init
+    ("bit", None, "adapter:dim=4", True),
+    ("vit", VIT, "lora:r=2", False),
+    ("vit", VIT, "full", True),
+    ("resnet", RESNET, "adapter:dim=4", False),
+    ("resnet", RESNET, "full", False),
+])
+def test_evaluating_a_run_reproduces_its_test_accuracy(make_config, tmp_path, source_weights,
+                                                       family, arch, freeze, exports):
+    model = {"model.name": family, "model.arch": arch or {}}
+    if arch is None:
+        model["model.init"] = source_weights
+    config = make_config(freeze=freeze, total_steps=6, export_weights=exports, **model)
+    summary = runs.run(config, str(tmp_path))
+    assert (tmp_path / "model.safetensors").exists() == exports
+    predictor = inference.Predictor.load(str(tmp_path), "best")
+    cfg, split, seed = evaluation.data_config(str(tmp_path), "", "test")
+    result = evaluation.evaluate(predictor, cfg, split, seed, batch_size=64)
+    assert result["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
+
+
+def test_weights_a_module_does_not_use_are_an_error(make_config, tmp_path):
+    """An adapter run's export loaded as the plain architecture: flax would ignore the
+    adapter's parameters and score a different model; the loader refuses."""
+    config = make_config(freeze="adapter:dim=4", total_steps=2, export_weights=True,
+                         **{"model.name": "resnet", "model.arch": RESNET, "data.val_split": ""})
+    runs.run(config, str(tmp_path / "run"))
+    export = tljax_format.load(str(tmp_path / "run" / "model.safetensors"))
+    assert "peft" in export.arch
+    plain = {k: v for k, v in export.arch.items() if k != "peft"}
+    tljax_format.save(tmp_path / "plain.safetensors", export.variables, model=export.model,
+                      arch=plain, num_classes=export.num_classes,
+                      preprocessing=export.preprocessing, class_names=export.class_names)
+    with pytest.raises(UserError, match=r"unused \(.*adapter"):
+        weights.load_model(str(tmp_path / "plain.safetensors"))
+    flat = traverse_util.flatten_dict(export.variables, sep="/")
+    assert any("adapter" in p for p in flat)
