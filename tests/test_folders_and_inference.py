@@ -298,3 +298,24 @@ def test_evaluate_cli_writes_json_and_confusion_png(folder_run, tmp_path):
         result = json.load(f)
     assert result["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
     assert (tmp_path / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unreadable_images_are_skipped_and_named(make_config, tmp_path, caplog):
+    """A truncated PNG and a text file named .jpg among the images: the run trains on the
+    rest, and the log names each skipped file (TensorFlow stopped the run mid-way)."""
+    from tljax.data import folder
+
+    root = _write_digits(str(tmp_path / "bad"), lambda i: "")
+    good = (tmp_path / "bad" / "five" / "001.png").read_bytes()
+    (tmp_path / "bad" / "five" / "truncated.png").write_bytes(good[: len(good) // 2])
+    (tmp_path / "bad" / "six" / "notes.jpg").write_text("not an image")
+    before = sum(len(v) for v in folder.builder(f"folder:{root}")._split_examples.values())
+    with caplog.at_level("WARNING"):
+        splits = folder.builder(f"folder:{root}")._split_examples
+    assert sum(len(v) for v in splits.values()) == before  # checked once, the same verdict
+    assert "truncated.png" in caplog.text and "notes.jpg" in caplog.text
+    assert not any(e.image_path.endswith(("truncated.png", "notes.jpg"))
+                   for v in splits.values() for e in v)
+    config = _folder_config(make_config, root, total_steps=2, eval_every=0,
+                            **{"data.folder_fractions": (0.9, 0.05, 0.05), "data.batch_size": 64})
+    assert runs.run(config, str(tmp_path / "run"))["status"] == "done"

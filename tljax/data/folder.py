@@ -9,6 +9,7 @@ Two layouts (class names are folder names, sorted; label i is the i-th name):
 Built on tfds.folder_dataset.ImageFolder, which reads the files as they are: nothing is
 ever written into the folder.
 """
+import os
 import random
 
 import tensorflow_datasets as tfds
@@ -121,6 +122,7 @@ def builder(name, fractions=(0.8, 0.1, 0.1), seed=0):
         examples = _from_split_folders(root, split_dirs)
     else:
         examples = _from_one_tree(root, fractions, seed)
+    examples = _without_unreadable(root, examples)
     classes = sorted({e.label for split in examples.values() for e in split})
     if not classes:
         raise _not_a_dataset(root, "it holds no images in class folders")
@@ -132,6 +134,62 @@ def builder(name, fractions=(0.8, 0.1, 0.1), seed=0):
         if missing:
             raise _not_a_dataset(root, f"classes {missing[:3]} have no training image")
     return ImageFolderSplits(str(root), examples, classes)
+
+
+def _without_unreadable(root, examples):
+    """`examples` without the files decode_image cannot read (a truncated download, a file
+    that only has an image suffix), each named in a warning: one bad file among thousands is
+    normal in a user's folder, and TensorFlow would stop the run mid-way on it. Every file is
+    decoded once; the verdicts are cached by (path, size, mtime) under paths.cache_root(), so
+    a folder is checked once, and a repaired file is read again."""
+    import hashlib
+
+    from absl import logging
+
+    from tljax import paths
+
+    cache_file = epath.Path(paths.cache_root()) / "folders" / (
+        hashlib.sha1(str(root).encode()).hexdigest()[:16] + ".json")
+    try:
+        verdicts = paths.read_json(cache_file) if cache_file.exists() else {}
+    except (OSError, ValueError):
+        verdicts = {}
+    checked, bad = {}, []
+    for split in examples.values():
+        for example in split:
+            path = example.image_path
+            stat = os.stat(path)
+            key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+            if key not in verdicts:
+                verdicts[key] = _decode_error(path)
+            checked[key] = verdicts[key]
+            if verdicts[key]:
+                bad.append((path, verdicts[key]))
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        paths.write_json(cache_file, checked)
+    except OSError:
+        pass  # a read-only cache only costs the check next time
+    if not bad:
+        return examples
+    for path, why in bad[:20]:
+        logging.warning("skipping unreadable image %s (%s)", path, why)
+    logging.warning("image folder %s: %d unreadable image%s skipped%s", root, len(bad),
+                    "s" * (len(bad) > 1), " (the first 20 named above)" if len(bad) > 20 else "")
+    skipped = {path for path, _ in bad}
+    return {split: [e for e in items if e.image_path not in skipped]
+            for split, items in examples.items()}
+
+
+def _decode_error(path):
+    """'' when decode_image reads the file, else the reason in one line."""
+    import tensorflow as tf
+
+    try:
+        decode_image(tf.io.read_file(path))
+        return ""
+    except (tf.errors.InvalidArgumentError, tf.errors.OpError) as e:
+        return (e.message or type(e).__name__).splitlines()[0][:120]
 
 
 def decode_image(data):
