@@ -25,6 +25,7 @@ setup(
         "tensorboard>=2.20",
         "clu>=0.0.12",  # metric writers (TensorBoard scalars + hparams)
         "etils[epath]",
+        "huggingface_hub>=1.0",  # hf: and timm: weight names (tljax/weights/hub.py)
     ],
     extras_require={
         # torch is pinned to the CPU wheel: an unpinned torch pulls CUDA packages.

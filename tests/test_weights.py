@@ -307,3 +307,42 @@ def test_timm_logits_match(tmp_path, name, size):
     with torch.no_grad():
         expected = model(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
     _assert_close(module.apply(variables, images, train=False), expected)
+
+
+def _fake_hub_cache(root, repo_id, files):
+    """A huggingface_hub cache holding one snapshot of `repo_id`, as `hf download` leaves it."""
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(revision)
+    for name, source in files.items():
+        (snapshot / name).write_bytes(source.read_bytes())
+    return snapshot
+
+
+def test_hub_names_load_from_the_hugging_face_cache_offline(tmp_path, monkeypatch):
+    """hf:ORG/NAME and timm:NAME resolve through huggingface_hub's cache with the network
+    off (HF_HUB_OFFLINE); a repo that is not cached is one line naming it and how to fetch
+    it; no test reaches the network."""
+    from huggingface_hub import constants
+
+    from tljax.weights import hub
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    reference = _hf_vit(tmp_path / "hf_vit")
+    _fake_hub_cache(tmp_path / "hub", "someone/tiny-vit",
+                    {f: tmp_path / "hf_vit" / f for f in ("config.json", "model.safetensors")})
+    module, variables, *_ = weights.load_model("hf:someone/tiny-vit")
+    images = _images(32, 32)
+    _assert_close(module.apply(variables, images, train=False), _torch_logits(reference, images))
+    assert hub.repo_of("timm:vit_tiny_patch16_224.augreg_in21k") == (
+        "timm/vit_tiny_patch16_224.augreg_in21k", None)
+    assert hub.repo_of("hf:facebook/dinov2-base@main") == ("facebook/dinov2-base", "main")
+    with pytest.raises(UserError, match=r"^hf:facebook/missing: facebook/missing is not in the "
+                                        r"Hugging Face cache .* run `hf download facebook/missing`"):
+        weights.load_model("hf:facebook/missing")
+    with pytest.raises(UserError, match="write hf:ORG/NAME"):
+        weights.load_model("hf:no-org")

@@ -32,8 +32,8 @@ def init_recipe(config):
     init recipe model.init_recipe, else None. A recipe only ever writes its own output, so a
     mistyped model.init never starts a recipe that writes somewhere else."""
     init, recipe = config.model.init, config.model.init_recipe
-    if not init or os.path.exists(init) or not recipe:
-        return None
+    if not init or os.path.exists(init) or not recipe or ":" in init.split("/")[0]:
+        return None  # (a name such as hf:ORG/NAME or catalog:NAME is no recipe's output)
     output = config_lib.recipe_output(recipe)
     if os.path.abspath(os.path.expanduser(init)) != output:
         raise UserError(f"model.init {init} does not exist; the init recipe {recipe} would "

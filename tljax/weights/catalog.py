@@ -12,6 +12,7 @@ import urllib.request
 
 from tljax import paths
 from tljax.errors import UserError
+from tljax.weights import hub
 
 BIT = "https://storage.googleapis.com/bit_models/{}.npz"
 VIT = "https://storage.googleapis.com/vit_models/{}.npz"
@@ -46,7 +47,10 @@ def local_path(name):
 
 
 def resolve(source, download=True):
-    """A local path for `source`; "catalog:NAME" is looked up (and downloaded if missing)."""
+    """A local path for `source`; "catalog:NAME" is looked up (and downloaded if missing),
+    "hf:ORG/NAME" and "timm:NAME" come through huggingface_hub (weights/hub.py)."""
+    if hub.is_hub_name(source):
+        return hub.resolve(source)
     if not str(source).startswith("catalog:"):
         return source
     name = source.split(":", 1)[1]
