@@ -87,3 +87,21 @@ def test_sigkill_at_any_step_then_resume_equals_the_uninterrupted_run(make_confi
         export = os.path.join(workdir, "model.safetensors")
         assert open(export, "rb").read() == open(os.path.join(whole, "model.safetensors"), "rb").read()
         assert [(r["step"], r["loss"]) for r in records(workdir)] == expected_losses, kill_at
+
+
+def test_a_run_stopped_at_a_step_resumes_to_the_uninterrupted_result(make_config, tmp_path):
+    """stop_at_step (the search's rungs): the run validates and checkpoints there, reports
+    itself unfinished, and a later start with stop_at_step=0 ends bit-identical to a run that
+    never stopped (the schedule is total_steps long from the start)."""
+    whole = runs.run(make_config(export_weights=True), str(tmp_path / "whole"))
+    paused = runs.run(make_config(export_weights=True, stop_at_step=5), str(tmp_path / "parts"))
+    assert paused["status"] == "running"
+    validations = [r["step"] for r in records(str(tmp_path / "parts"), "eval")
+                   if r.get("split") == "validation"]
+    assert validations[-1] == 5
+    assert not (tmp_path / "parts" / "model.safetensors").exists()
+    resumed = runs.run(make_config(export_weights=True), str(tmp_path / "parts"))
+    # (The validation at the stop adds a selection candidate; the final state is the same.)
+    assert resumed["status"] == "done" and resumed["final_accuracy"] == whole["final_accuracy"]
+    one, two = exported_params(str(tmp_path / "whole")), exported_params(str(tmp_path / "parts"))
+    assert all(np.array_equal(one[p], two[p]) for p in one)

@@ -13,7 +13,7 @@ from tljax.errors import UserError
 # from, how often it logs and saves, whether it exports. Runs differing only in these (and
 # the seed) are one row of a report.
 NO_EFFECT_KEYS = ("log_every", "checkpoint_every", "keep_checkpoints", "export_weights",
-                  "data.data_dir", "data.manual_dir", "compilation_cache")
+                  "data.data_dir", "data.manual_dir", "compilation_cache", "stop_at_step")
 # Keys that may change when a run is resumed: those, and eval_every (later evaluations only
 # add candidates for selection). total_steps is not among them: it shapes the lr schedule.
 RESUMABLE_CHANGES = NO_EFFECT_KEYS + ("eval_every",)
@@ -130,6 +130,9 @@ def validate(config):
     _check(0 <= config.label_smoothing < 1,
            f"config.label_smoothing must be in [0, 1), not {config.label_smoothing!r}")
     _check(0 <= config.ema.decay < 1, f"config.ema.decay must be in [0, 1) (0 = off), not {config.ema.decay!r}")
+    _check(0 <= config.stop_at_step <= config.total_steps,
+           f"config.stop_at_step={config.stop_at_step} must be in 0..total_steps="
+           f"{config.total_steps} (0: train to the end)")
 
 
 def recipe_output(spec):

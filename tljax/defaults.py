@@ -13,6 +13,9 @@ def base():
     c.accum_bn_microbatch_stats = False  # allow accum_steps > 1 while BatchNorm trains (each
     #                                      microbatch then normalises with its own statistics)
     c.total_steps = 500
+    c.stop_at_step = 0          # > 0: stop after this step, with a validation and a checkpoint
+    #                             there; the schedule stays total_steps long and a later start
+    #                             with a larger value (or 0) resumes it (launch/search.py's rungs)
     c.log_every = 50            # progress line + metrics.jsonl train record
     c.eval_every = 100          # 0: only at the end
     c.checkpoint_every = 100

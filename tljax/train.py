@@ -256,7 +256,7 @@ def _train(run_, runner, state, record, start_step, train_iter):
     config = run_.config
     progress = metrics.Progress(start_step, config.total_steps, config.data.batch_size)
     pending = []
-    for step in range(start_step, config.total_steps):
+    for step in range(start_step, _stop_step(config)):
         batch = next(train_iter)
         if not runner.compiled:
             with progress.paused():
@@ -266,8 +266,9 @@ def _train(run_, runner, state, record, start_step, train_iter):
         pending.append(step_metrics)
         done = step + 1
         last = done == config.total_steps
-        save_now = done % config.checkpoint_every == 0 or last
-        eval_now = (config.eval_every and done % config.eval_every == 0) or last
+        pause = done == _stop_step(config) and not last  # stop_at_step: resumable later
+        save_now = done % config.checkpoint_every == 0 or last or pause
+        eval_now = (config.eval_every and done % config.eval_every == 0) or last or pause
         if done % config.log_every == 0 or save_now or eval_now:
             _check_and_log(run_, pending, state, done, runner, progress, record)
             pending = []
@@ -284,6 +285,11 @@ def _train(run_, runner, state, record, start_step, train_iter):
             if save_now:
                 _save(run_, done, state, runner, record, last)
     return state
+
+
+def _stop_step(config):
+    """The step this start trains up to: total_steps, or an earlier stop_at_step."""
+    return config.stop_at_step or config.total_steps
 
 
 def _prefetch_to_device(batches, par, depth=2):
@@ -340,6 +346,8 @@ def run(config, start):
         runner, state, record, start_step = _start(run_, model)
         if start_step == config.total_steps:
             return _finished(run_, state, record, model.num_classes, data_cfg)
+        if start_step >= _stop_step(config):  # paused there already
+            return _write_summary(run_, record, status="running")
         run_.writer = metrics.MetricWriter(workdir, jax.process_index() == 0, start_step,
                                            hparams=config_lib.flatten(config_lib.to_dict(config)))
         run_.eval_step = par.compile_eval(steps.make_eval_step(
@@ -349,6 +357,9 @@ def run(config, start):
             process_index=jax.process_index(), process_count=jax.process_count(),
             start_step=start_step), par)
         state = _train(run_, runner, state, record, start_step, train_iter)
+        if _stop_step(config) < config.total_steps:
+            run_.writer.close()
+            return _write_summary(run_, record, status="running")
         summary = _write_summary(run_, record, status="done")
         if config.export_weights:
             _export(run_, state, model.num_classes, data_cfg)
