@@ -64,6 +64,12 @@ def _grid_axes(grid):
     return axes
 
 
+def how(schedule):
+    """The override that makes a run of `schedule`: a freezing spec, or a feature probe."""
+    method = schedule.startswith("probe:") and schedule[len("probe:"):]
+    return f"probe.method={method}" if method else f"freeze={schedule}"
+
+
 def plan_runs(config_spec, schedules, seeds, workdir, grid=(), fixed=()):
     """[(run_dir, overrides)] for every schedule x grid point x seed."""
     runs = []
@@ -72,9 +78,7 @@ def plan_runs(config_spec, schedules, seeds, workdir, grid=(), fixed=()):
             grid_dir = "_".join(_slug(p) for p in point) or "default"
             for seed in range(seeds):
                 run_dir = os.path.join(workdir, _slug(schedule), grid_dir, f"seed{seed}")
-                method = schedule.startswith("probe:") and schedule[len("probe:"):]
-                how = f"probe.method={method}" if method else f"freeze={schedule}"
-                overrides = [*fixed, how, f"seed={seed}", *point]
+                overrides = [*fixed, how(schedule), f"seed={seed}", *point]
                 runs.append((run_dir, overrides))
     return runs
 

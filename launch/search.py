@@ -1,0 +1,314 @@
+"""Which method, at which hyper-parameters, for this dataset and budget: a search over
+adaptation methods chosen on validation, with compute cut where a trial is clearly behind.
+
+    python -m launch.search --config=configs/digits.py --workdir=/tmp/search \\
+        --methods=full,linear_probe,lp_ft:lp_steps=50,bitfit,probe:ridge \\
+        --space="optim.lr=loguniform(1e-3,1e-1);optim.weight_decay=0,1e-4" \\
+        --trials=24 --budget_flops=2e14 --seeds=3
+
+Each trial is an ordinary tljax run in WORKDIR/trials/NNNN: a method and hyper-parameters
+drawn by Optuna's TPE sampler, trained on its full-length schedule but stopped at rungs
+(`stop_at_step`: min_fraction·total_steps·eta^k, then total_steps), where its validation
+accuracy goes to Optuna's SuccessiveHalvingPruner (asynchronous successive halving: a trial
+goes on only while it is in the top 1/eta of the trials that reached that rung). A trial
+that goes on resumes from its checkpoint, so stopping costs nothing. Optuna's storage (SQLite
+in the workdir by default, or --storage=postgresql://... on a cluster) lets many workers
+(a SLURM array, one per GPU) run one search; a re-started search continues it. The budget
+counts each trial's train FLOPs up to where it stopped (a LoRA step costs less than a full
+one). At the end the best configuration of each method is re-run over --seeds at full
+length into WORKDIR/final and reported with paired differences (tljax.report); test data
+never chooses anything. Optuna is used for the sampler, the pruner and the shared storage:
+a maintained implementation of exactly the logic this needs.
+"""
+import dataclasses
+import os
+import re
+
+from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
+from absl import flags, logging
+from etils import epath
+
+from launch import sweep
+from tljax import config_lib, freezing, paths
+from tljax.cli.common import run_main
+from tljax.errors import UserError
+
+# --config, --workdir, --set and --seeds (the final re-run's seeds) are launch.sweep's flags.
+flags.DEFINE_string("methods", "full,linear_probe", "comma-separated freezing strategies, PEFT "
+                    "methods and probe:ridge|logreg|knn")
+flags.DEFINE_string("space", "", "';'-separated KEY=loguniform(a,b) | uniform(a,b) | v1,v2,...")
+flags.DEFINE_integer("trials", 20, "trials this worker runs at most (a shared study may hold more)")
+flags.DEFINE_float("budget_flops", 0.0, "stop starting trials once the study's trials have "
+                   "spent this many train FLOPs (0: no budget)")
+flags.DEFINE_integer("eta", 3, "successive halving's reduction factor")
+flags.DEFINE_float("min_fraction", 1 / 9, "first rung as a fraction of total_steps")
+flags.DEFINE_string("storage", "", "Optuna storage URL (default: sqlite:///WORKDIR/study.db)")
+flags.DEFINE_integer("sampler_seed", 0, "seed of the TPE sampler")
+FLAGS = flags.FLAGS
+
+STUDY = "search"
+
+
+@dataclasses.dataclass(frozen=True)
+class Param:
+    key: str
+    kind: str            # "loguniform" | "uniform" | "choice"
+    values: tuple
+
+    def suggest(self, trial):
+        if self.kind == "choice":
+            return trial.suggest_categorical(self.key, list(self.values))
+        low, high = self.values
+        return trial.suggest_float(self.key, low, high, log=self.kind == "loguniform")
+
+
+def parse_space(text):
+    """[Param] of "optim.lr=loguniform(1e-4,1e-1);optim.weight_decay=0,1e-4"."""
+    params = []
+    for item in filter(None, (part.strip() for part in text.split(";"))):
+        key, sep, value = item.partition("=")
+        match = re.fullmatch(r"(loguniform|uniform)\(([^,]+),([^,]+)\)", value.replace(" ", ""))
+        try:
+            if not sep or not key or not value:
+                raise ValueError
+            if match:
+                low, high = float(match.group(2)), float(match.group(3))
+                if not low < high or (match.group(1) == "loguniform" and low <= 0):
+                    raise ValueError
+                params.append(Param(key, match.group(1), (low, high)))
+            else:
+                params.append(Param(key, "choice", tuple(_number(v) for v in value.split(","))))
+        except ValueError:
+            raise UserError(f"--space item {item!r}: write KEY=loguniform(LOW,HIGH) with "
+                            f"0 < LOW < HIGH, KEY=uniform(LOW,HIGH), or KEY=V1,V2,...") from None
+    return params
+
+
+def _number(text):
+    try:
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        return text
+
+
+def rungs(total_steps, eta, min_fraction):
+    """Steps where trials are compared: r0·eta^k below total_steps, then total_steps."""
+    first = max(1, round(total_steps * min_fraction))
+    steps = []
+    while first < total_steps:
+        steps.append(first)
+        first *= eta
+    return steps + [total_steps]
+
+
+def flops_spent(summary, step):
+    """Train FLOPs of a run's first `step` steps, from its summary (phases and their step
+    FLOPs); a probe's whole cost."""
+    if summary.get("probe"):
+        return summary["train_flops"] or 0.0
+    starts = [phase[0] for phase in summary["phases"]] + [summary["total_steps"]]
+    per_phase = summary["train_step_flops"] or {}
+    return sum(per_phase.get(str(i), 0.0) * max(0, min(starts[i + 1], step) - starts[i])
+               for i in range(len(starts) - 1))
+
+
+def validation_at(summary, step):
+    for at, accuracy in summary.get("val_history") or []:
+        if at == step:
+            return accuracy
+    raise UserError(f"the run has no validation at step {step}: the search needs a validation "
+                    f"split (data.val_split)")
+
+
+class Objective:
+    """One trial: a method and hyper-parameters, trained rung by rung in its own workdir."""
+
+    def __init__(self, config_spec, workdir, methods, space, fixed, eta, min_fraction):
+        self.config_spec, self.workdir, self.methods = config_spec, workdir, methods
+        self.space, self.fixed = space, fixed
+        base = self._config([])
+        self.total_steps = base.total_steps
+        self.rungs = rungs(base.total_steps, eta, min_fraction)
+
+    def _config(self, overrides):
+        config = config_lib.load(self.config_spec)
+        for override in [*self.fixed, *overrides]:
+            config_lib.apply_override(config, override)
+        return config
+
+    def __call__(self, trial):
+        import optuna
+
+        from tljax import runs
+
+        method = trial.suggest_categorical("method", self.methods)
+        overrides = [sweep.how(method)] + [f"{p.key}={p.suggest(trial)}" for p in self.space]
+        workdir = trial.user_attrs.get("workdir") or os.path.join(
+            self.workdir, "trials", f"{trial.number:04d}")
+        trial.set_user_attr("workdir", workdir)
+        trial.set_user_attr("overrides", overrides)
+        steps = [self.total_steps] if method.startswith(freezing.PROBE + ":") else self.rungs
+        for step in steps:
+            config = self._config(overrides + [
+                f"stop_at_step={0 if step == self.total_steps else step}"])
+            summary = runs.run(config, workdir)
+            value = validation_at(summary, step) if not summary.get("probe") else (
+                summary["val_accuracy"])
+            trial.set_user_attr("train_flops", flops_spent(summary, step))
+            trial.report(value, step)
+            if step < self.total_steps and trial.should_prune():
+                raise optuna.TrialPruned()
+        return value
+
+
+def spent(study):
+    return sum(t.user_attrs.get("train_flops", 0.0) for t in study.get_trials(deepcopy=False))
+
+
+def budget_callback(budget):
+    def stop_when_spent(study, trial):
+        del trial
+        if budget and spent(study) >= budget:
+            logging.info("search: %.3g of %.3g train FLOPs spent: no new trials", spent(study),
+                         budget)
+            study.stop()
+    return stop_when_spent
+
+
+def open_study(storage, workdir, sampler_seed, eta, min_resource):
+    import optuna
+
+    url = storage or f"sqlite:///{os.path.abspath(os.path.join(workdir, 'study.db'))}"
+    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    return optuna.create_study(
+        study_name=STUDY, storage=url, load_if_exists=True, direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=sampler_seed),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource,
+                                                      reduction_factor=eta))
+
+
+def resume_interrupted(study):
+    """Trials a killed worker left RUNNING: marked failed and enqueued again with the same
+    parameters and workdir, so they resume from their checkpoints. (Run it when no other
+    worker is alive; live workers' trials would be run twice.)"""
+    import optuna
+
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(trial.params, user_attrs={"workdir": trial.user_attrs.get("workdir")})
+        logging.info("search: trial %d was interrupted; enqueued to resume", trial.number)
+
+
+def best_per_method(study):
+    """{method: FrozenTrial} of the complete trials with the highest validation accuracy."""
+    import optuna
+
+    best = {}
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        method = trial.params["method"]
+        if method not in best or trial.value > best[method].value:
+            best[method] = trial
+    return best
+
+
+def write_search_report(study, workdir, total_flops_per_trial):
+    """search.md (trials, what they spent, the best per method) and search.png (validation
+    accuracy against FLOPs spent)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    trials = study.get_trials(deepcopy=False)
+    lines = ["| trial | method | hyper-parameters | state | last rung | validation % | "
+             "train FLOPs |", "|---:|---|---|---|---:|---:|---:|"]
+    for t in trials:
+        values = t.intermediate_values
+        last = max(values) if values else None
+        hyper = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in t.params.items() if k != "method")
+        lines.append(f"| {t.number} | {t.params.get('method', '')} | {hyper} | {t.state.name} | "
+                     f"{last if last is not None else ''} | "
+                     f"{'' if last is None else f'{100 * values[last]:.1f}'} | "
+                     f"{t.user_attrs.get('train_flops', 0):.3g} |")
+    full_cost = sum(total_flops_per_trial(t) for t in trials)
+    used = spent(study)
+    lines += ["", f"{len(trials)} trials spent {used:.3g} train FLOPs; training every one of "
+              f"them to total_steps would have cost {full_cost:.3g} "
+              f"({used / full_cost:.0%} of it)." if full_cost else ""]
+    best = best_per_method(study)
+    lines += ["", "| method | best trial | validation % | hyper-parameters |", "|---|---:|---:|---|"]
+    for method, t in sorted(best.items(), key=lambda kv: -kv[1].value):
+        hyper = ", ".join(f"{k}={v}" for k, v in t.params.items() if k != "method")
+        lines.append(f"| {method} | {t.number} | {100 * t.value:.1f} | {hyper} |")
+    text = "\n".join(lines) + "\n"
+    paths.write_text_atomic(epath.Path(workdir) / "search.md", text)
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(sorted({t.params.get("method") for t in trials}))}
+    offset = 0.0
+    for t in sorted(trials, key=lambda t: t.number):
+        steps = sorted(t.intermediate_values)
+        if not steps:
+            continue
+        flops = t.user_attrs.get("train_flops", 0.0)
+        xs = [offset + flops * s / steps[-1] for s in steps]
+        ax.plot(xs, [100 * t.intermediate_values[s] for s in steps], "-o", ms=3,
+                color=colors[t.params.get("method")], alpha=0.8)
+        offset += flops
+    for method, color in colors.items():
+        ax.plot([], [], "-o", color=color, label=method)
+    ax.set_xlabel("train FLOPs spent by the search (trials in order)")
+    ax.set_ylabel("validation accuracy % at each rung")
+    ax.set_title(f"{len(trials)} trials; each line a trial, stopped where it fell behind")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, "search.png"), dpi=120)
+    plt.close(fig)
+    return text
+
+
+def main(argv):
+    del argv
+    import optuna
+
+    if not FLAGS.config or not FLAGS.workdir:
+        raise UserError("--config and --workdir are required")
+    methods = sweep.split_schedules(FLAGS.methods)
+    space = parse_space(FLAGS.space)
+    logs.setup()
+    objective = Objective(FLAGS.config, FLAGS.workdir, methods, space, FLAGS.set, FLAGS.eta,
+                          FLAGS.min_fraction)
+    logging.info("search: rungs at steps %s", objective.rungs)
+    study = open_study(FLAGS.storage, FLAGS.workdir, FLAGS.sampler_seed, FLAGS.eta,
+                       objective.rungs[0])
+    resume_interrupted(study)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not (FLAGS.budget_flops and spent(study) >= FLAGS.budget_flops):
+        study.optimize(objective, n_trials=FLAGS.trials, catch=(UserError, FloatingPointError),
+                       callbacks=[budget_callback(FLAGS.budget_flops)])
+
+    def full_length(trial):
+        flops = trial.user_attrs.get("train_flops", 0.0)
+        last = max(trial.intermediate_values) if trial.intermediate_values else 0
+        return flops * objective.total_steps / last if last else 0.0
+
+    print(write_search_report(study, FLAGS.workdir, full_length))
+    if FLAGS.seeds:
+        best = best_per_method(study)
+        final = os.path.join(FLAGS.workdir, "final")
+        planned = []
+        for method, trial in best.items():
+            hyper = [o for o in trial.user_attrs["overrides"][1:]]
+            planned += sweep.plan_runs(FLAGS.config, [method], FLAGS.seeds, final,
+                                       fixed=[*FLAGS.set, *hyper])
+        sweep.run_all(FLAGS.config, planned)
+        from tljax import report
+
+        baseline = "full" if "full" in best else next(iter(best), "full")
+        print(report.write_report(final, baseline, order=[m for m in methods if m in best]))
+
+
+if __name__ == "__main__":
+    run_main(main)
