@@ -105,3 +105,23 @@ def test_a_run_stopped_at_a_step_resumes_to_the_uninterrupted_result(make_config
     assert resumed["status"] == "done" and resumed["final_accuracy"] == whole["final_accuracy"]
     one, two = exported_params(str(tmp_path / "whole")), exported_params(str(tmp_path / "parts"))
     assert all(np.array_equal(one[p], two[p]) for p in one)
+
+
+def test_ema_resumes_after_groups_froze(make_config, tmp_path):
+    """FreezeOut freezes groups while the EMA keeps their averages: a run resumed after some
+    groups froze restores that EMA (its tree is larger than the current phase's trainable
+    set) and ends with the uninterrupted run's EMA weights and BatchNorm statistics."""
+    overrides = {"freeze": "freezeout:t0=0.5,spacing=linear", "ema.decay": 0.8,
+                 "ema.export": True, "export_weights": True, "model.name": "resnet",
+                 "model.arch": {"depth": 18, "base_width": 4, "stem": "small"}}
+    runs.run(make_config(**overrides), str(tmp_path / "whole"))
+    runs.run(make_config(stop_at_step=10, **overrides), str(tmp_path / "parts"))
+    runs.run(make_config(**overrides), str(tmp_path / "parts"))
+    from flax import traverse_util
+
+    from tljax.weights import tljax_format
+
+    one, two = (traverse_util.flatten_dict(tljax_format.load(
+        str(tmp_path / run / "ema.safetensors")).variables, sep="/") for run in ("whole", "parts"))
+    assert any(p.startswith("batch_stats/") for p in one) and sorted(one) == sorted(two)
+    assert all(np.array_equal(one[p], two[p]) for p in one)

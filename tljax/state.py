@@ -55,8 +55,11 @@ def init_opt_state(tx, params, trainable_paths):
     return tx.init(trainable)
 
 
-def create(variables, tx, trainable_paths, seed, with_anchor=False, with_ema=False):
+def create(variables, tx, trainable_paths, seed, with_anchor=False, with_ema=False,
+           ema_paths=None):
     """The state at step 0: `variables` ({'params', optional 'batch_stats'}) and a fresh optimizer.
+    The EMA covers `ema_paths` (default: the trainable ones; a restore template of a later
+    phase names every parameter trained so far).
 
     The L2-SP anchor and the EMA are copies, not aliases, of the params: the train step
     donates the state, and one buffer cannot be donated twice.
@@ -68,7 +71,7 @@ def create(variables, tx, trainable_paths, seed, with_anchor=False, with_ema=Fal
         opt_state=init_opt_state(tx, params, trainable_paths),
         rng=jax.random.PRNGKey(seed),
         anchor=jax.tree.map(jnp.array, params) if with_anchor else None,
-        ema=ema_for(None, params, trainable_paths) if with_ema else None,
+        ema=ema_for(None, params, ema_paths or trainable_paths) if with_ema else None,
         ema_batch_stats=(jax.tree.map(jnp.array, variables.get("batch_stats", {}))
                          if with_ema else None))
 

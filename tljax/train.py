@@ -127,9 +127,13 @@ def _start(run_, model):
     config, plan, par = run_.config, run_.plan, run_.par
     start_step = run_.ckpt.latest_step() or 0
     runner = run_.runner(plan.phase_index(start_step))
+    # The EMA averages every parameter trained in any phase so far (state.ema_for).
+    ema_paths = sorted({p for phase in plan.phases[:runner.index + 1]
+                        for p in phase.trainable_paths()})
     initial = par.build_state(functools.partial(
         state_lib.create, tx=runner.tx, trainable_paths=runner.trainable, seed=config.seed,
-        with_anchor=bool(config.optim.l2sp), with_ema=config.ema.decay > 0), model.variables)
+        with_anchor=bool(config.optim.l2sp), with_ema=config.ema.decay > 0,
+        ema_paths=ema_paths), model.variables)
     if not start_step:
         return runner, initial, summary_lib.RunRecord(), 0
     meta = run_.ckpt.restore_meta(start_step)
