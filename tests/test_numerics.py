@@ -108,19 +108,24 @@ def test_bfloat16_training_tracks_float32(float32_run, param_dtype):
 
 
 def test_param_cast_reaches_the_forward_pass():
-    """With forward_param_dtype, the model computes with bfloat16-rounded weights: its logits
-    equal a float32 model given the rounded weights, and differ from unrounded ones."""
+    """With forward_param_dtype, the train step computes with bfloat16-rounded weights: its
+    loss equals a float32 model's given the rounded weights, and differs from unrounded ones."""
     arch = {"size": "Ti", "patch": 2, "width": 32, "depth": 1, "mlp_dim": 64, "heads": 2}
     module = models.build("vit", arch, 10)
     variables = module.init(jax.random.PRNGKey(0), jnp.ones((1, 8, 8, 3)))
     flat = traverse_util.flatten_dict(variables["params"], sep="/")
     flat["head/kernel"] = jax.random.normal(jax.random.PRNGKey(3), flat["head/kernel"].shape)
     params = traverse_util.unflatten_dict(flat, sep="/")
-    images, labels = _digits(8)
-    batch = {"image": images[:8], "label": labels[:8], "mask": np.ones(8, np.float32)}
-    cast = steps.make_eval_step(module, param_dtype="bfloat16")(params, {}, batch)
     rounded = jax.tree.map(lambda x: x.astype(jnp.bfloat16).astype(jnp.float32), params)
-    by_hand = steps.make_eval_step(module)(rounded, {}, batch)
-    plain = steps.make_eval_step(module)(params, {}, batch)
-    assert float(cast["loss"]) == pytest.approx(float(by_hand["loss"]), rel=1e-6)
-    assert float(cast["loss"]) != pytest.approx(float(plain["loss"]), rel=1e-6)
+    images, labels = _digits(8)
+    batch = {"image": images[:8], "label": labels[:8]}
+    tx, trainable = optax.sgd(0.0), list(flat)
+
+    def loss(param_dtype, weights):
+        step = steps.make_train_step(module, tx, trainable, param_dtype=param_dtype)
+        state = state_lib.create({"params": weights}, tx, trainable, seed=0)
+        _, metrics = jax.jit(step)(state, batch)
+        return float(metrics["loss"])
+
+    assert loss("bfloat16", params) == pytest.approx(loss(None, rounded), rel=1e-6)
+    assert loss("bfloat16", params) != pytest.approx(loss(None, params), rel=1e-6)

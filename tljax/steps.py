@@ -240,12 +240,12 @@ def l2sp_penalty(trainable, anchor, alpha, beta):
     return 0.5 * alpha * towards_start + 0.5 * beta * head
 
 
-def make_eval_step(module, axis_name=None, param_dtype=None):
+def make_eval_step(module, axis_name=None):
     """eval_step(params, batch_stats, batch) -> sums of correct, loss and count over mask==1,
-    with the parameters the train step's forward pass sees (`param_dtype`)."""
+    with the float32 master weights (what exports hold and evaluate/predict read back)."""
 
     def eval_step(params, batch_stats, batch):
-        variables = {"params": cast_floats(params, param_dtype)}
+        variables = {"params": params}
         if batch_stats:
             variables["batch_stats"] = batch_stats
         logits = module.apply(variables, batch["image"], train=False)

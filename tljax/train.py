@@ -354,8 +354,7 @@ def run(config, start):
             return _write_summary(run_, record, status="running")
         run_.writer = metrics.MetricWriter(workdir, jax.process_index() == 0, start_step,
                                            hparams=config_lib.flatten(config_lib.to_dict(config)))
-        run_.eval_step = par.compile_eval(steps.make_eval_step(
-            model.module, par.axis_name, config.model.forward_param_dtype or None))
+        run_.eval_step = par.compile_eval(steps.make_eval_step(model.module, par.axis_name))
         train_iter = _prefetch_to_device(data.train_batches(
             data_cfg, seed=config.seed, global_batch=config.data.batch_size,
             process_index=jax.process_index(), process_count=jax.process_count(),
