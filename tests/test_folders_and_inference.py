@@ -300,7 +300,7 @@ def test_evaluate_cli_writes_json_and_confusion_png(folder_run, tmp_path):
     assert (tmp_path / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_unreadable_images_are_skipped_and_named(make_config, tmp_path, caplog):
+def test_unreadable_images_are_skipped_and_named(make_config, tmp_path, caplog, monkeypatch):
     """A truncated PNG and a text file named .jpg among the images: the run trains on the
     rest, and the log names each skipped file (TensorFlow stopped the run mid-way)."""
     from tljax.data import folder
@@ -309,11 +309,17 @@ def test_unreadable_images_are_skipped_and_named(make_config, tmp_path, caplog):
     good = (tmp_path / "bad" / "five" / "001.png").read_bytes()
     (tmp_path / "bad" / "five" / "truncated.png").write_bytes(good[: len(good) // 2])
     (tmp_path / "bad" / "six" / "notes.jpg").write_text("not an image")
-    before = sum(len(v) for v in folder.builder(f"folder:{root}")._split_examples.values())
+    monkeypatch.setenv("TLJAX_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(folder, "_VERDICTS", {})
+    decoded = []
+    decode = folder._decode_error
+    monkeypatch.setattr(folder, "_decode_error", lambda path: decoded.append(path) or decode(path))
     with caplog.at_level("WARNING"):
         splits = folder.builder(f"folder:{root}")._split_examples
-    assert sum(len(v) for v in splits.values()) == before  # checked once, the same verdict
+    assert len(decoded) == 5 * 24 + 2  # every file once
     assert "truncated.png" in caplog.text and "notes.jpg" in caplog.text
+    monkeypatch.setattr(folder, "_VERDICTS", {})  # a new process: the disk cache answers
+    assert folder.builder(f"folder:{root}")._split_examples == splits and len(decoded) == 122
     assert not any(e.image_path.endswith(("truncated.png", "notes.jpg"))
                    for v in splits.values() for e in v)
     config = _folder_config(make_config, root, total_steps=2, eval_every=0,

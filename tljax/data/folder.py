@@ -136,46 +136,57 @@ def builder(name, fractions=(0.8, 0.1, 0.1), seed=0):
     return ImageFolderSplits(str(root), examples, classes)
 
 
+_VERDICTS = {}  # "path|size|mtime" -> "" (readable) or why not: each file decoded once
+_WARNED = set()  # roots whose skipped files this process has named
+
+
 def _without_unreadable(root, examples):
     """`examples` without the files decode_image cannot read (a truncated download, a file
     that only has an image suffix), each named in a warning: one bad file among thousands is
     normal in a user's folder, and TensorFlow would stop the run mid-way on it. Every file is
-    decoded once; the verdicts are cached by (path, size, mtime) under paths.cache_root(), so
-    a folder is checked once, and a repaired file is read again."""
+    decoded once (in parallel); the verdicts are kept per process and cached by (path, size,
+    mtime) under paths.cache_root() (written by process 0), so a folder is checked once and
+    a repaired file is read again."""
+    import concurrent.futures
     import hashlib
 
+    import jax
     from absl import logging
 
     from tljax import paths
 
     cache_file = epath.Path(paths.cache_root()) / "folders" / (
         hashlib.sha1(str(root).encode()).hexdigest()[:16] + ".json")
-    try:
-        verdicts = paths.read_json(cache_file) if cache_file.exists() else {}
-    except (OSError, ValueError):
-        verdicts = {}
-    checked, bad = {}, []
+    keys = {}
     for split in examples.values():
         for example in split:
-            path = example.image_path
-            stat = os.stat(path)
-            key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-            if key not in verdicts:
-                verdicts[key] = _decode_error(path)
-            checked[key] = verdicts[key]
-            if verdicts[key]:
-                bad.append((path, verdicts[key]))
-    try:
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        paths.write_json(cache_file, checked)
-    except OSError:
-        pass  # a read-only cache only costs the check next time
+            stat = epath.Path(example.image_path).stat()
+            keys[example.image_path] = f"{example.image_path}|{stat.length}|{stat.mtime}"
+    if any(key not in _VERDICTS for key in keys.values()):
+        try:
+            _VERDICTS.update(paths.read_json(cache_file) if cache_file.exists() else {})
+        except (OSError, ValueError):
+            pass
+        todo = [path for path, key in keys.items() if key not in _VERDICTS]
+        if todo:
+            with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+                for path, why in zip(todo, pool.map(_decode_error, todo)):
+                    _VERDICTS[keys[path]] = why
+            if jax.process_index() == 0:
+                try:
+                    cache_file.parent.mkdir(parents=True, exist_ok=True)
+                    paths.write_json(cache_file, {k: _VERDICTS[k] for k in keys.values()})
+                except OSError:
+                    pass  # a read-only cache only costs the check next time
+    bad = [(path, _VERDICTS[key]) for path, key in keys.items() if _VERDICTS[key]]
     if not bad:
         return examples
-    for path, why in bad[:20]:
-        logging.warning("skipping unreadable image %s (%s)", path, why)
-    logging.warning("image folder %s: %d unreadable image%s skipped%s", root, len(bad),
-                    "s" * (len(bad) > 1), " (the first 20 named above)" if len(bad) > 20 else "")
+    if str(root) not in _WARNED:
+        _WARNED.add(str(root))
+        for path, why in bad[:20]:
+            logging.warning("skipping unreadable image %s (%s)", path, why)
+        logging.warning("image folder %s: %d unreadable image%s skipped%s", root, len(bad),
+                        "s" * (len(bad) > 1), " (the first 20 named above)" if len(bad) > 20 else "")
     skipped = {path for path, _ in bad}
     return {split: [e for e in items if e.image_path not in skipped]
             for split, items in examples.items()}
