@@ -230,3 +230,7 @@ def test_dinov2_input_is_refused_where_it_does_not_apply():
         features.feature_fn(vit, n_last_blocks=4)
     with pytest.raises(UserError, match="replaces probe.groups"):
         features.feature_fn(vit, ("block1",), n_last_blocks=2)
+    with pytest.raises(UserError, match="set probe.n_last_blocks too"):
+        features.feature_fn(vit, avgpool=True)
+    with pytest.raises(UserError, match="needs a ViT with a class token"):
+        features.feature_fn(vit.clone(classifier="gap"), n_last_blocks=1)

@@ -217,8 +217,6 @@ def _linear_input(module, params, blocks, avgpool):
     applied to each given block's tokens, their class tokens concatenated, then with
     `avgpool` the mean patch token of the last block (VPT prompts, like DINOv2's registers,
     are not patch tokens)."""
-    if module.classifier != "token":
-        raise ValueError("DINOv2's linear input needs a class token (classifier='token')")
     norm = nn.LayerNorm(epsilon=module.ln_eps, dtype=module.dtype)
     normed = [norm.apply({"params": params["encoder"]["norm"]}, x) for x in blocks]
     parts = [x[:, 0] for x in normed]

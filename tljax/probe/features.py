@@ -35,6 +35,9 @@ def feature_fn(module, groups=(), pre_logits=True, n_last_blocks=0, avgpool=Fals
     `_dinov2_fn`)."""
     groups = tuple(groups)
     model_family = family.of(module)
+    if avgpool and not n_last_blocks:
+        raise UserError("probe.avgpool adds the mean patch token to DINOv2's input: set "
+                        "probe.n_last_blocks too (e.g. 4)")
     if n_last_blocks:
         if groups:
             raise UserError(f"probe.n_last_blocks={n_last_blocks} (DINOv2's input) replaces "
@@ -70,6 +73,10 @@ def _dinov2_fn(module, model_family, n_last_blocks, avgpool):
     if model_family.linear_input is None:
         raise UserError(f"probe.n_last_blocks needs a model with a class token and blocks "
                         f"(vit), not {model_family.name}: use probe.groups")
+    if getattr(module, "classifier", "token") != "token" or module.peft.ssf:
+        raise UserError("probe.n_last_blocks takes class tokens through the plain final norm: "
+                        "it needs a ViT with a class token (classifier='token') and no unmerged "
+                        "SSF (probe the run's exported, merged weights)")
     blocks = model_family.blocks(module)
     if not 0 < n_last_blocks <= len(blocks):
         raise UserError(f"probe.n_last_blocks={n_last_blocks}: the model has {len(blocks)} blocks")
