@@ -47,18 +47,18 @@ def _expected_shapes(module, image_size):
 def _check_used(module, variables, image_size, source):
     """Every loaded array is one the module uses, with its shape, and none is missing: flax
     would ignore an extra parameter (a PEFT module the architecture lacks) silently."""
-    expected = _expected_shapes(module, image_size)
-    got = {p: np.shape(v) for p, v in traverse_util.flatten_dict(variables, sep="/").items()}
-    unused = sorted(set(got) - set(expected))
-    missing = sorted(set(expected) - set(got))
-    wrong = sorted(p for p in set(got) & set(expected) if tuple(got[p]) != tuple(expected[p]))
-    if unused or missing or wrong:
-        problems = [f"{len(unused)} unused ({', '.join(unused[:3])})" if unused else "",
-                    f"{len(missing)} missing ({', '.join(missing[:3])})" if missing else "",
-                    f"{len(wrong)} of another shape ({wrong[0]}: {got[wrong[0]]} vs "
-                    f"{expected[wrong[0]]})" if wrong else ""]
-        raise UserError(f"{source}: the weights do not fit the {type(module).__name__} they "
-                        f"describe: {'; '.join(p for p in problems if p)} arrays")
+    expected = {}
+    for path, shape in _expected_shapes(module, image_size).items():
+        collection, _, rest = path.partition("/")
+        expected.setdefault(collection, {})[rest] = shape
+    problems = []
+    for collection in sorted(set(expected) | set(variables)):
+        loaded = traverse_util.flatten_dict(variables.get(collection, {}), sep="/")
+        problems += merge_lib.mismatches(expected.get(collection, {}),
+                                         {p: np.shape(v) for p, v in loaded.items()}, collection)
+    if problems:
+        raise UserError(f"weights {source} do not fit the {type(module).__name__} they describe: "
+                        f"{'; '.join(problems)}")
 
 
 class LoadedModel(NamedTuple):

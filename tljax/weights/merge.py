@@ -31,6 +31,23 @@ def resample_pos_embedding(posemb, new_shape):
     return np.concatenate([extra, grid.reshape(1, new_grid**2, -1)], axis=1)
 
 
+def mismatches(expected, loaded, collection, skip=lambda path: False):
+    """Problems (strings) between the model's {path: shape} and the file's: keys missing from
+    the file, keys the model does not use (flax would ignore them silently), other shapes."""
+    missing = sorted(p for p in expected if p not in loaded and not skip(p))
+    unexpected = sorted(p for p in loaded if p not in expected and not skip(p))
+    shapes = sorted(f"{p} {tuple(loaded[p])} in the file vs {tuple(shape)} in the model"
+                    for p, shape in expected.items()
+                    if p in loaded and not skip(p) and tuple(loaded[p]) != tuple(shape))
+    problems = []
+    for kind, items in (("missing", missing), ("unexpected (not used by the model)", unexpected),
+                        ("shape", shapes)):
+        if items:
+            problems.append(f"{kind} {collection}: {', '.join(items[:8])}"
+                            + (f" (+{len(items) - 8} more)" if len(items) > 8 else ""))
+    return problems
+
+
 def merge(init_variables, loaded_variables, *, reset_head, source):
     """`init_variables` with every entry replaced by the loaded one.
 
@@ -44,19 +61,13 @@ def merge(init_variables, loaded_variables, *, reset_head, source):
         init_flat = _flat(init_tree)
         loaded_flat = _flat(loaded_variables.get(collection, {}))
         skip = is_classifier if reset_head else (lambda p: False)
-        missing = sorted(p for p in init_flat if p not in loaded_flat and not skip(p))
-        unexpected = sorted(p for p in loaded_flat if p not in init_flat and not skip(p))
         for p, v in init_flat.items():  # ViT at a new resolution: resample the position grid.
             if p.endswith("pos_embedding") and p in loaded_flat and loaded_flat[p].shape != v.shape:
                 loaded_flat[p] = resample_pos_embedding(loaded_flat[p], v.shape)
-        shapes = sorted(f"{p} {tuple(loaded_flat[p].shape)} vs model {tuple(v.shape)}"
-                        for p, v in init_flat.items()
-                        if p in loaded_flat and not skip(p) and loaded_flat[p].shape != v.shape)
-        for kind, items in (("missing", missing), ("unexpected", unexpected), ("shape", shapes)):
-            if items:
-                problems.append(f"{kind} {collection}: {', '.join(items[:8])}"
-                                + (f" (+{len(items) - 8} more)" if len(items) > 8 else ""))
-        if not init_flat or problems:
+        found = mismatches({p: v.shape for p, v in init_flat.items()},
+                           {p: v.shape for p, v in loaded_flat.items()}, collection, skip)
+        problems += found
+        if not init_flat or found:
             merged[collection] = init_tree
             continue
         merged[collection] = traverse_util.unflatten_dict(
