@@ -33,8 +33,8 @@ rm -f "$out/rows.jsonl"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$out/card.txt" 2>&1
 # JAX may take 90 % of the card (its default pool is 75 %); torch runs after it exits.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 PYTHONUNBUFFERED=1
-tljax_s=$((budget * 55 / 100))
-timm_s=$((budget - tljax_s))
+tljax_s=$((budget * 55 / 100 + 1))  # at least 1: `timeout 0` would mean no limit
+timm_s=$((budget - tljax_s + 2))
 # Each side stops starting rows at 75 % of its share (a row may take a minute to compile);
 # `timeout` is the hard stop.
 timeout "$tljax_s" "$py" -m benchmarks.gpu_tljax --out="$out/rows.jsonl" \

@@ -11,17 +11,10 @@ largest batch is projected from it (activations scale with the batch) and then m
 """
 import argparse
 import json
-import math
 import time
 
-# The same model FLOPs per image as benchmarks/gpu_tljax.py (the architectures are equal;
-# LoRA here adapts timm's fused qkv projection, tljax's default adapts q and v).
-GFLOPS_PER_IMAGE = {
-    ("vit_base_patch16_224", "forward"): 35.67, ("vit_base_patch16_224", "full"): 106.48,
-    ("vit_base_patch16_224", "linear"): 35.67, ("vit_base_patch16_224", "lora"): 71.83,
-    ("resnet50", "forward"): 8.00, ("resnet50", "full"): 24.19,
-    ("resnet50", "linear"): 8.01,
-}
+from benchmarks import gpu_common
+
 LABELS = {"vit_base_patch16_224": "vit-b16", "resnet50": "resnet50"}
 
 
@@ -108,11 +101,10 @@ def _release(torch):
     torch._dynamo.reset()
 
 
-def projected_max(peak, resident, batch, total, multiple=32):
-    per_example = (peak - resident) / batch
-    if per_example <= 0:
-        return None
-    return max(multiple, int((0.9 * total - resident) / per_example) // multiple * multiple)
+def projected_max(peak, resident, batch, total):
+    """Largest batch whose step fits 90 % of the card (JAX's pool in gpu_tljax is the same
+    0.9: XLA_PYTHON_CLIENT_MEM_FRACTION in gpu_suite.sh)."""
+    return gpu_common.projected_max(resident, (peak - resident) / batch, 0.9 * total)
 
 
 def main():
@@ -121,7 +113,7 @@ def main():
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--budget_s", type=float, default=240)
     parser.add_argument("--out", default="")
-    parser.add_argument("--peak_tflops", type=float, default=989.0)
+    parser.add_argument("--peak_tflops", type=float, default=gpu_common.PEAK_TFLOPS)
     args = parser.parse_args()
     import timm
     import torch
@@ -154,12 +146,10 @@ def main():
         else:
             if mode == "full" and which == "base":
                 base[name] = (peak, resident, total)
-            gflops = GFLOPS_PER_IMAGE.get((name, mode), math.nan)
             rate = 1000 * batch / ms
             result.update(step_ms=round(ms, 2), images_per_s=round(rate, 1),
                           peak_gib=round(peak / 2**30, 2),
-                          mfu=round(100 * rate * gflops * 1e9 / (args.peak_tflops * 1e12), 1)
-                          if gflops == gflops else None)
+                          mfu=gpu_common.mfu(rate, LABELS[name], mode, args.peak_tflops))
         _release(torch)
         last_cost = time.monotonic() - started
         result["seconds"] = round(last_cost, 1)

@@ -15,7 +15,6 @@ import dataclasses
 import glob
 import gzip
 import json
-import math
 import os
 import time
 from collections import defaultdict
@@ -25,17 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from benchmarks import gpu_common
 from benchmarks.common import build_model, build_step
 from tljax import models
 
-# Model GFLOPs per image at 224 px: `python -m benchmarks.step_cost --batch=1 --time_steps=0
-# --strategies="full;linear_probe;lora:r=8"` on the CPU (SGD; forward = inference pass).
-GFLOPS_PER_IMAGE = {
-    ("vit-b16", "forward"): 35.67, ("vit-b16", "full"): 106.48,
-    ("vit-b16", "linear"): 35.67, ("vit-b16", "lora"): 71.83,
-    ("resnet50", "forward"): 8.00, ("resnet50", "full"): 24.19,
-    ("resnet50", "linear"): 8.01, ("resnet50", "lora"): 16.78,
-}
 SPECS = {"full": "full", "linear": "linear_probe", "lora": "lora:r=8"}
 
 flags.DEFINE_string("vit", "vit-b16", "ViT preset (benchmarks/common.py)")
@@ -48,7 +40,7 @@ flags.DEFINE_float("budget_s", 300, "no new row starts after this many seconds")
 flags.DEFINE_string("rows", "", "comma-separated indices into rows() to measure (default: all)")
 flags.DEFINE_string("out", "", "JSON lines file the rows are appended to")
 flags.DEFINE_string("profile_out", "", "text file for the top XLA ops of the first row's step")
-flags.DEFINE_float("peak_tflops", 989.0, "dense bf16 peak for MFU (H100 SXM and H200: 989)")
+flags.DEFINE_float("peak_tflops", gpu_common.PEAK_TFLOPS, "dense bf16 peak for MFU")
 FLAGS = flags.FLAGS
 
 
@@ -174,13 +166,12 @@ def summarise_trace(path, top=15):
     return out
 
 
-def _projected_max(peak, temp, batch, limit, multiple=32):
-    """Largest batch (a multiple of `multiple`) whose step fits 90 % of the device, with
-    temporaries scaling with the batch and the rest (state, donated) fixed."""
+def _projected_max(peak, temp, batch, limit):
+    """Largest batch whose step fits JAX's memory pool (`limit`: XLA_PYTHON_CLIENT_MEM_FRACTION
+    of the card), temporaries growing with the batch, the rest (state, donated) fixed."""
     if not (peak and temp and limit):
         return None
-    fixed = peak - temp
-    return max(multiple, int((0.9 * limit - fixed) / (temp / batch)) // multiple * multiple)
+    return gpu_common.projected_max(peak - temp, temp / batch, limit)
 
 
 def main(argv):
@@ -218,12 +209,10 @@ def main(argv):
         else:
             if row.mode == "full" and row.batch == "base" and row.variant == "":
                 base[row.model] = (peak, temp)
-            gflops = GFLOPS_PER_IMAGE.get((row.model, row.mode), math.nan)
             rate = 1000 * batch / ms
             result.update(step_ms=round(ms, 2), images_per_s=round(rate, 1),
                           peak_gib=round(peak / 2**30, 2) if peak else None,
-                          mfu=round(100 * rate * gflops * 1e9 / (FLAGS.peak_tflops * 1e12), 1)
-                          if gflops == gflops else None)
+                          mfu=gpu_common.mfu(rate, row.model, row.mode, FLAGS.peak_tflops))
         last_cost = time.monotonic() - started
         result["seconds"] = round(last_cost, 1)
         print(json.dumps(result), flush=True)

@@ -27,7 +27,8 @@ def gather(par, state, best, with_ema):
 
 
 def _preprocessing(data_cfg):
-    """How the model's inputs are made: the run's eval pp, with init_norm resolved."""
+    """How the model's inputs are made: the run's eval pp (data_cfg is the run's resolved
+    data config: init_norm already replaced by the weights' normalisation, run_init)."""
     return {"normalization": preprocess.normalization_op(data_cfg.pp_eval),
             "image_size": data_cfg.image_size, "pp_eval": data_cfg.pp_eval}
 

@@ -6,9 +6,11 @@ Implementations (`model.attention`):
   "xla"   jax's reference path: logits and softmax in float32 whatever the activation dtype;
   "cudnn" cuDNN's fused flash attention (GPU; bfloat16/float16; head dim a multiple of 8);
   "auto"  cudnn where it applies (GPU, half precision, head dim <= 128 and a multiple of 8)
-          and cuDNN takes the shapes, else xla. On an H100 with jax 0.11.2, cuDNN refused the
-          backward pass at ViT-B/16's 197 tokens (NotImplementedError "Unsupported sequence
-          length"): training falls back to xla there, inference uses cuDNN.
+          and cuDNN takes the shapes, else xla. jax decides the shapes when it traces: on an
+          H100 with jax 0.11.2 (the GPU machine's; setup.py pins 0.10, whose check refuses odd
+          lengths only with a bias) cuDNN refused the backward pass at ViT-B/16's 197 tokens
+          (NotImplementedError "Unsupported sequence length"), so training fell back to xla
+          and inference used cuDNN.
 Dropout on the attention probabilities (model.attention_dropout) has no fused kernel: while
 it is active (training with a rate > 0) attention falls back to flax's unfused function,
 softmax in float32.
@@ -31,9 +33,9 @@ def check(implementation):
 
 
 def cudnn_applies(dtype, head_dim):
-    """Whether cuDNN's fused attention takes these inputs here (jax's
+    """Whether cuDNN's fused attention may take these inputs here (jax's
     cudnn/fused_attention_stablehlo.py check_is_flash_attention: half precision, head dim a
-    multiple of 8, at most 128 before Hopper)."""
+    multiple of 8, at most 128 before Hopper; tljax asks for at most 128 on every GPU)."""
     return (jax.default_backend() == "gpu" and jnp.dtype(dtype) in _HALF
             and head_dim % 8 == 0 and head_dim <= 128)
 
