@@ -26,6 +26,7 @@ setup(
         "clu>=0.0.12",  # metric writers (TensorBoard scalars + hparams)
         "etils[epath]",
         "huggingface_hub>=1.0",  # hf: and timm: weight names (tljax/weights/hub.py)
+        "optuna>=4.0",  # launch/search.py: TPE sampler, successive halving, shared storage
     ],
     extras_require={
         # torch is pinned to the CPU wheel: an unpinned torch pulls CUDA packages.

@@ -14,8 +14,8 @@ goes on only while it is in the top 1/eta of the trials that reached that rung).
 that goes on resumes from its checkpoint, so stopping costs nothing. Optuna's storage (SQLite
 in the workdir by default, or --storage=postgresql://... on a cluster) lets many workers
 (a SLURM array, one per GPU) run one search; a re-started search continues it. The budget
-counts each trial's train FLOPs up to where it stopped (a LoRA step costs less than a full
-one). At the end the best configuration of each method is re-run over --seeds at full
+counts each trial's train FLOPs up to its last rung (a LoRA step costs less than a full
+one; a trial that fails, e.g. diverges, is counted to its last rung). At the end the best configuration of each method is re-run over --seeds at full
 length into WORKDIR/final and reported with paired differences (tljax.report); test data
 never chooses anything. Optuna is used for the sampler, the pruner and the shared storage:
 a maintained implementation of exactly the logic this needs.
@@ -23,6 +23,8 @@ a maintained implementation of exactly the logic this needs.
 import dataclasses
 import os
 import re
+import socket
+import time
 
 from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
 from absl import flags, logging
@@ -123,15 +125,16 @@ def validation_at(summary, step):
 class Objective:
     """One trial: a method and hyper-parameters, trained rung by rung in its own workdir."""
 
-    def __init__(self, config_spec, workdir, methods, space, fixed, eta, min_fraction):
-        self.config_spec, self.workdir, self.methods = config_spec, workdir, methods
+    def __init__(self, load_config, workdir, methods, space, fixed, eta, min_fraction):
+        """`load_config()` gives a fresh config (e.g. config_lib.load of --config)."""
+        self.load_config, self.workdir, self.methods = load_config, workdir, methods
         self.space, self.fixed = space, fixed
         base = self._config([])
         self.total_steps = base.total_steps
         self.rungs = rungs(base.total_steps, eta, min_fraction)
 
     def _config(self, overrides):
-        config = config_lib.load(self.config_spec)
+        config = self.load_config()
         for override in [*self.fixed, *overrides]:
             config_lib.apply_override(config, override)
         return config
@@ -147,6 +150,7 @@ class Objective:
             self.workdir, "trials", f"{trial.number:04d}")
         trial.set_user_attr("workdir", workdir)
         trial.set_user_attr("overrides", overrides)
+        trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
         steps = [self.total_steps] if method.startswith(freezing.PROBE + ":") else self.rungs
         for step in steps:
             config = self._config(overrides + [
@@ -178,22 +182,39 @@ def budget_callback(budget):
 def open_study(storage, workdir, sampler_seed, eta, min_resource):
     import optuna
 
+    import sqlalchemy.exc
+
     url = storage or f"sqlite:///{os.path.abspath(os.path.join(workdir, 'study.db'))}"
     epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    return optuna.create_study(
-        study_name=STUDY, storage=url, load_if_exists=True, direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=sampler_seed),
-        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource,
-                                                      reduction_factor=eta))
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    for attempt in range(10):  # workers starting together race to create the tables
+        try:
+            return optuna.create_study(
+                study_name=STUDY, storage=optuna.storages.RDBStorage(url, engine_kwargs=engine),
+                load_if_exists=True, direction="maximize",
+                sampler=optuna.samplers.TPESampler(seed=sampler_seed),
+                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource,
+                                                              reduction_factor=eta))
+        except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError,
+                optuna.exceptions.DuplicatedStudyError):
+            if attempt == 9:
+                raise
+            time.sleep(0.5 + attempt)
 
 
 def resume_interrupted(study):
-    """Trials a killed worker left RUNNING: marked failed and enqueued again with the same
-    parameters and workdir, so they resume from their checkpoints. (Run it when no other
-    worker is alive; live workers' trials would be run twice.)"""
+    """Trials that a killed worker of this host left RUNNING (its process is gone): marked
+    failed and enqueued again with the same parameters and workdir, so they resume from their
+    checkpoints. Other hosts' trials are left to their workers."""
     import optuna
 
+    from tljax import lock
+
+    host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker") or {}
+        if worker.get("host") != host or lock.process_alive(worker.get("pid", 0)):
+            continue
         study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs={"workdir": trial.user_attrs.get("workdir")})
         logging.info("search: trial %d was interrupted; enqueued to resume", trial.number)
@@ -278,8 +299,8 @@ def main(argv):
     methods = sweep.split_schedules(FLAGS.methods)
     space = parse_space(FLAGS.space)
     logs.setup()
-    objective = Objective(FLAGS.config, FLAGS.workdir, methods, space, FLAGS.set, FLAGS.eta,
-                          FLAGS.min_fraction)
+    objective = Objective(lambda: config_lib.load(FLAGS.config), FLAGS.workdir, methods, space,
+                          FLAGS.set, FLAGS.eta, FLAGS.min_fraction)
     logging.info("search: rungs at steps %s", objective.rungs)
     study = open_study(FLAGS.storage, FLAGS.workdir, FLAGS.sampler_seed, FLAGS.eta,
                        objective.rungs[0])

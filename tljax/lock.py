@@ -16,7 +16,8 @@ from tljax.errors import UserError
 LOCK_NAME = "lock.json"
 
 
-def _alive(pid):
+def process_alive(pid):
+    """Whether process `pid` exists on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -47,7 +48,7 @@ class WorkdirLock:
     def _stale(self, holder):
         """A lock of a process gone from this host, or of this very process."""
         same_host = holder.get("host") == self.owner["host"]
-        return same_host and (holder.get("pid") == os.getpid() or not _alive(holder.get("pid", 0)))
+        return same_host and (holder.get("pid") == os.getpid() or not process_alive(holder.get("pid", 0)))
 
     def acquire(self):
         text = json.dumps({**self.owner, "since": time.strftime("%Y-%m-%d %H:%M:%S")})

@@ -1,0 +1,107 @@
+"""launch/search.py: successive halving on validation at rungs, FLOPs accounting, failed
+trials, bad spaces, and two workers on one study."""
+import json
+import os
+import subprocess
+import sys
+
+import optuna
+import pytest
+
+from launch import search
+from tests.conftest import ROOT, tiny_config
+from tljax.errors import UserError
+
+
+def test_space_rungs_and_flops_arithmetic():
+    space = search.parse_space("optim.lr=loguniform(1e-4,1e-1); optim.weight_decay=0,1e-4")
+    assert [(p.key, p.kind, p.values) for p in space] == [
+        ("optim.lr", "loguniform", (1e-4, 1e-1)), ("optim.weight_decay", "choice", (0, 1e-4))]
+    for bad in ("optim.lr=loguniform(0,1)", "optim.lr=uniform(2,1)", "optim.lr", "=3"):
+        with pytest.raises(UserError, match="--space item .* write KEY=loguniform"):
+            search.parse_space(bad)
+    assert search.rungs(150, 3, 1 / 9) == [17, 51, 150]
+    assert search.rungs(12, 3, 0.25) == [3, 9, 12]
+    summary = {"phases": [[0, []], [5, []]], "train_step_flops": {"0": 10.0, "1": 4.0},
+               "total_steps": 12}
+    assert search.flops_spent(summary, 8) == 10 * 5 + 4 * 3  # phase 1 from step 5
+    assert search.flops_spent(summary, 3) == 30
+
+
+def _promoted_by_hand(trials, rung_steps, eta):
+    """Asynchronous successive halving as Optuna's pruner states it: at rung k a trial goes
+    on iff its value is among the top max(1, n // eta) of the n values reported at rung k so
+    far (its own included), trials in the order they reached the rung."""
+    expected = {}
+    for k, step in enumerate(rung_steps[:-1]):
+        seen = []
+        for trial in sorted(trials, key=lambda t: t.number):
+            if step not in trial.intermediate_values:
+                continue
+            value = trial.intermediate_values[step]
+            seen.append(value)
+            keep = max(1, len(seen) // eta)
+            expected[(trial.number, k)] = value >= sorted(seen)[-keep]
+    return expected
+
+
+def test_search_halves_on_validation_accounts_flops_and_fails_nan_trials(data_dir, tmp_path):
+    workdir = str(tmp_path / "search")
+    methods = ["full", "linear_probe", "bitfit", "last_k:1"]
+    objective = search.Objective(lambda: tiny_config(data_dir), workdir, methods,
+                                 search.parse_space("optim.lr=loguniform(0.01,0.3)"), [], 3, 0.25)
+    study = search.open_study("", workdir, 0, 3, objective.rungs[0])
+    study.enqueue_trial({"method": "full", "optim.lr": 1e8})  # diverges: a failed trial
+    study.optimize(objective, n_trials=7, catch=(UserError,))
+    trials = study.get_trials()
+    # It diverged after its first rung: failed, never past it, and never a best.
+    assert trials[0].state == optuna.trial.TrialState.FAIL
+    assert max(trials[0].intermediate_values, default=0) < 12
+    for (number, k), promoted in _promoted_by_hand(trials, objective.rungs, 3).items():
+        if trials[number].state == optuna.trial.TrialState.FAIL:
+            continue  # (its rung values still competed)
+        reached_next = objective.rungs[k + 1] in trials[number].intermediate_values
+        assert reached_next == promoted, (number, k, trials[number].intermediate_values)
+    assert any(t.state == optuna.trial.TrialState.PRUNED for t in trials)
+    # Budget: each trial's step FLOPs (one phase each) x the steps to its last rung, read
+    # from its run (a failed trial's steps after its last rung are not counted).
+    by_hand = 0.0
+    for trial in trials:
+        with open(os.path.join(trial.user_attrs["workdir"], "summary.json")) as f:
+            summary = json.load(f)
+        by_hand += summary["train_step_flops"]["0"] * max(trial.intermediate_values)
+    assert search.spent(study) == pytest.approx(by_hand, rel=1e-9)
+    # The choice is the validation accuracy at the last rung; test never enters it.
+    best = search.best_per_method(study)
+    assert best and all(t.number != 0 for t in best.values())
+    for method, trial in best.items():
+        with open(os.path.join(trial.user_attrs["workdir"], "summary.json")) as f:
+            summary = json.load(f)
+        assert trial.value == dict(map(tuple, summary["val_history"]))[12]
+    text = search.write_search_report(study, workdir, lambda t: 1.0)
+    assert "| method | best trial |" in text and os.path.exists(os.path.join(workdir, "search.png"))
+
+
+def test_two_workers_share_one_study_and_run_each_trial_once(data_dir, tmp_path):
+    workdir = str(tmp_path / "shared")
+    fixed = [f"--set=data.data_dir={data_dir}",
+             "--set=model.arch={'block_counts': (1, 1), 'base_width': 4, 'gn_groups': 4, "
+             "'stem': 'small'}", "--set=data.image_size=8",
+             "--set=data.pp_train=resize(8)|gray_to_rgb|value_range(-1,1)",
+             "--set=data.pp_eval=resize(8)|gray_to_rgb|value_range(-1,1)",
+             "--set=data.batch_size=8", "--set=total_steps=6", "--set=optim.warmup_steps=1",
+             "--set=model.init_recipe=", "--set=model.init=", "--set=data.few_shot_k=5",
+             "--set=data.few_shot_val_k=5", "--set=export_weights=False"]
+    command = [sys.executable, "-m", "launch.search", "--config=configs/digits.py",
+               f"--workdir={workdir}", "--methods=full,linear_probe", "--trials=2", "--seeds=0",
+               "--space=optim.lr=0.01,0.05", "--min_fraction=0.34", *fixed]
+    workers = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert all(w.returncode == 0 for w in workers), outputs[0][-2000:] + outputs[1][-2000:]
+    study = optuna.load_study(study_name=search.STUDY,
+                              storage=f"sqlite:///{os.path.join(workdir, 'study.db')}")
+    trials = study.get_trials()
+    assert len(trials) == 4 and len({t.user_attrs["workdir"] for t in trials}) == 4
+    for trial in trials:  # every trial's run directory was trained by one run
+        assert os.path.exists(os.path.join(trial.user_attrs["workdir"], "config.json"))
