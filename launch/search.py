@@ -328,7 +328,8 @@ def main(argv):
         from tljax import report
 
         baseline = "full" if "full" in best else next(iter(best), "full")
-        print(report.write_report(final, baseline, order=[m for m in methods if m in best]))
+        print(report.write_report(final, baseline, order=[m for m in methods if m in best],
+                                  select=True))  # each method at its own best setting, paired by seed
 
 
 if __name__ == "__main__":

@@ -98,7 +98,8 @@ def test_a_run_stopped_at_a_step_resumes_to_the_uninterrupted_result(make_config
     assert paused["status"] == "running"
     validations = [r["step"] for r in records(str(tmp_path / "parts"), "eval")
                    if r.get("split") == "validation"]
-    assert validations[-1] == 5
+    assert validations[-1] == 5 and paused["val_history"][-1][0] == 5
+    assert (tmp_path / "parts" / "checkpoints" / "5").is_dir()  # off the 6-step interval
     assert not (tmp_path / "parts" / "model.safetensors").exists()
     resumed = runs.run(make_config(export_weights=True), str(tmp_path / "parts"))
     # (The validation at the stop adds a selection candidate; the final state is the same.)

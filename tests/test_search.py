@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import optuna
 import pytest
 
@@ -105,3 +106,54 @@ def test_two_workers_share_one_study_and_run_each_trial_once(data_dir, tmp_path)
     assert len(trials) == 4 and len({t.user_attrs["workdir"] for t in trials}) == 4
     for trial in trials:  # every trial's run directory was trained by one run
         assert os.path.exists(os.path.join(trial.user_attrs["workdir"], "config.json"))
+
+
+def _search_command(data_dir, workdir, *extra):
+    fixed = [f"--set=data.data_dir={data_dir}",
+             "--set=model.arch={'block_counts': (1, 1), 'base_width': 4, 'gn_groups': 4, "
+             "'stem': 'small'}", "--set=data.image_size=8",
+             "--set=data.pp_train=resize(8)|gray_to_rgb|value_range(-1,1)",
+             "--set=data.pp_eval=resize(8)|gray_to_rgb|value_range(-1,1)",
+             "--set=data.batch_size=8", "--set=optim.warmup_steps=1",
+             "--set=model.init_recipe=", "--set=model.init=", "--set=data.few_shot_k=5",
+             "--set=data.few_shot_val_k=5"]
+    return [sys.executable, "-m", "launch.search", "--config=configs/digits.py",
+            f"--workdir={workdir}", "--seeds=0", *fixed, *extra]
+
+
+def test_a_killed_search_resumes_its_interrupted_trial_bit_identically(data_dir, tmp_path):
+    """SIGKILL a worker inside a trial; a restarted worker finds the trial of the dead process,
+    enqueues it again on the same workdir, and it ends with the weights of a search that was
+    never killed."""
+    import signal
+    import time
+
+    from tests.helpers import exported_params
+
+    extra = ["--methods=full", "--space=optim.lr=0.05", "--trials=1", "--min_fraction=0.25",
+             "--set=total_steps=40", "--set=checkpoint_every=4", "--set=export_weights=True"]
+    killed, whole = str(tmp_path / "killed"), str(tmp_path / "whole")
+    worker = subprocess.Popen(_search_command(data_dir, killed, *extra), cwd=ROOT,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = os.path.join(killed, "trials", "0000", "checkpoints")
+    deadline = time.monotonic() + 300
+    while not (os.path.isdir(checkpoints) and any(
+            name.isdigit() and int(name) >= 12 for name in os.listdir(checkpoints))):
+        assert worker.poll() is None and time.monotonic() < deadline, "the worker ended early"
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    logs = []
+    for workdir in (killed, whole):
+        done = subprocess.run(_search_command(data_dir, workdir, *extra), cwd=ROOT,
+                              capture_output=True, text=True, timeout=600)
+        logs.append(done.stdout[-3000:] + done.stderr[-3000:])
+        assert done.returncode == 0, logs[-1]
+    study = optuna.load_study(study_name=search.STUDY,
+                              storage=f"sqlite:///{os.path.join(killed, 'study.db')}")
+    states = [t.state for t in study.get_trials()]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE], logs[0]
+    assert study.get_trials()[1].user_attrs["workdir"].endswith(os.path.join("trials", "0000"))
+    one = exported_params(os.path.join(killed, "trials", "0000"))
+    two = exported_params(os.path.join(whole, "trials", "0000"))
+    assert all(np.array_equal(one[p], two[p]) for p in one)

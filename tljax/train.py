@@ -248,9 +248,11 @@ def _next_phase(run_, state, done):
     return runner, state
 
 
-def _save(run_, done, state, runner, record, last):
+def _save(run_, done, state, runner, record, last, pause=False):
+    """A checkpoint at `done`; at the end and at a stop_at_step pause even off the interval."""
     run_.ckpt.save(done, run_.par.one_copy(state),
-                   {"phase": runner.index, "step": done, "record": record.to_json()}, force=last)
+                   {"phase": runner.index, "step": done, "record": record.to_json()},
+                   force=last or pause)
     if not last:  # Lets a sweep see how far a running (or killed) run got.
         _write_summary(run_, record, status="running")
 
@@ -287,7 +289,7 @@ def _train(run_, runner, state, record, start_step, train_iter):
             if not last and run_.plan.phase_index(done) != runner.index:
                 runner, state = _next_phase(run_, state, done)
             if save_now:
-                _save(run_, done, state, runner, record, last)
+                _save(run_, done, state, runner, record, last, pause)
     return state
 
 
