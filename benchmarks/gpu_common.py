@@ -29,3 +29,19 @@ def projected_max(fixed_bytes, per_example_bytes, capacity_bytes, multiple=32):
     if not (per_example_bytes and capacity_bytes) or per_example_bytes <= 0:
         return None
     return max(multiple, int((capacity_bytes - fixed_bytes) / per_example_bytes) // multiple * multiple)
+
+
+def error_text(exc):
+    """A failed row's one line (an out-of-memory batch or a missing kernel is a result)."""
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}"
+
+
+def emit(result, seconds, out):
+    """Prints a row as JSON and appends it to the `out` JSON-lines file when given."""
+    import json
+
+    result["seconds"] = round(seconds, 1)
+    print(json.dumps(result), flush=True)
+    if out:
+        with open(out, "a") as f:
+            f.write(json.dumps(result) + "\n")

@@ -10,7 +10,6 @@ Timing: `--steps` steps queued back to back between two CUDA syncs, after 3 warm
 largest batch is projected from it (activations scale with the batch) and then measured.
 """
 import argparse
-import json
 import time
 
 from benchmarks import gpu_common
@@ -142,7 +141,7 @@ def main():
         try:
             ms, peak, resident, total = measure(name, mode, batch, args.steps)
         except Exception as e:  # noqa: BLE001  out of memory or a failed compile is a row
-            result["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+            result["error"] = gpu_common.error_text(e)
         else:
             if mode == "full" and which == "base":
                 base[name] = (peak, resident, total)
@@ -152,11 +151,7 @@ def main():
                           mfu=gpu_common.mfu(rate, LABELS[name], mode, args.peak_tflops))
         _release(torch)
         last_cost = time.monotonic() - started
-        result["seconds"] = round(last_cost, 1)
-        print(json.dumps(result), flush=True)
-        if args.out:
-            with open(args.out, "a") as f:
-                f.write(json.dumps(result) + "\n")
+        gpu_common.emit(result, last_cost, args.out)
 
 
 if __name__ == "__main__":

@@ -205,7 +205,7 @@ def main(argv):
                                      FLAGS.profile_out if profile else "")
             profiled = profiled or profile
         except Exception as e:  # noqa: BLE001  an out-of-memory batch or a missing kernel is a row
-            result["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:160]}"
+            result["error"] = gpu_common.error_text(e)
         else:
             if row.mode == "full" and row.batch == "base" and row.variant == "":
                 base[row.model] = (peak, temp)
@@ -214,11 +214,7 @@ def main(argv):
                           peak_gib=round(peak / 2**30, 2) if peak else None,
                           mfu=gpu_common.mfu(rate, row.model, row.mode, FLAGS.peak_tflops))
         last_cost = time.monotonic() - started
-        result["seconds"] = round(last_cost, 1)
-        print(json.dumps(result), flush=True)
-        if FLAGS.out:
-            with open(FLAGS.out, "a") as f:
-                f.write(json.dumps(result) + "\n")
+        gpu_common.emit(result, last_cost, FLAGS.out)
 
 
 if __name__ == "__main__":
