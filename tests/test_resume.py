@@ -109,14 +109,15 @@ def test_a_run_stopped_at_a_step_resumes_to_the_uninterrupted_result(make_config
 
 
 def test_ema_resumes_after_groups_froze(make_config, tmp_path):
-    """FreezeOut freezes groups while the EMA keeps their averages: a run resumed after some
-    groups froze restores that EMA (its tree is larger than the current phase's trainable
-    set) and ends with the uninterrupted run's EMA weights and BatchNorm statistics."""
-    overrides = {"freeze": "freezeout:t0=0.5,spacing=linear", "ema.decay": 0.8,
+    """A phase freezes the body while the EMA keeps its average (as FreezeOut's phases do):
+    a run resumed after that restores the EMA (its tree is larger than the current phase's
+    trainable set) and ends with the uninterrupted run's EMA weights and BatchNorm statistics."""
+    overrides = {"freeze_phases": ((0, ((".*", 1.0),)), (6, (("head/.*", 1.0), (".*", None)))),
+                 "ema.decay": 0.8,
                  "ema.export": True, "export_weights": True, "model.name": "resnet",
                  "model.arch": {"depth": 18, "base_width": 4, "stem": "small"}}
     runs.run(make_config(**overrides), str(tmp_path / "whole"))
-    runs.run(make_config(stop_at_step=10, **overrides), str(tmp_path / "parts"))
+    runs.run(make_config(stop_at_step=9, **overrides), str(tmp_path / "parts"))
     runs.run(make_config(**overrides), str(tmp_path / "parts"))
     from flax import traverse_util
 

@@ -83,6 +83,7 @@ def test_search_halves_on_validation_accounts_flops_and_fails_nan_trials(data_di
     assert "| method | best trial |" in text and os.path.exists(os.path.join(workdir, "search.png"))
 
 
+@pytest.mark.slow
 def test_two_workers_share_one_study_and_run_each_trial_once(data_dir, tmp_path):
     workdir = str(tmp_path / "shared")
     fixed = [f"--set=data.data_dir={data_dir}",
@@ -121,6 +122,7 @@ def _search_command(data_dir, workdir, *extra):
             f"--workdir={workdir}", "--seeds=0", *fixed, *extra]
 
 
+@pytest.mark.slow
 def test_a_killed_search_resumes_its_interrupted_trial_bit_identically(data_dir, tmp_path):
     """SIGKILL a worker inside a trial; a restarted worker finds the trial of the dead process,
     enqueues it again on the same workdir, and it ends with the weights of a search that was
