@@ -53,7 +53,7 @@ def test_search_halves_on_validation_accounts_flops_and_fails_nan_trials(data_di
                                  search.parse_space("optim.lr=loguniform(0.01,0.3)"), [], 3, 0.25)
     study = search.open_study("", workdir, 0, 3, objective.rungs[0])
     study.enqueue_trial({"method": "full", "optim.lr": 1e8})  # diverges: a failed trial
-    study.optimize(objective, n_trials=7, catch=(UserError,))
+    study.optimize(objective, n_trials=6, catch=(UserError,))
     trials = study.get_trials()
     # It diverged after its first rung: failed, never past it, and never a best.
     assert trials[0].state == optuna.trial.TrialState.FAIL
@@ -133,7 +133,7 @@ def test_a_killed_search_resumes_its_interrupted_trial_bit_identically(data_dir,
     from tests.helpers import exported_params
 
     extra = ["--methods=full", "--space=optim.lr=0.05", "--trials=1", "--min_fraction=0.25",
-             "--set=total_steps=40", "--set=checkpoint_every=4", "--set=export_weights=True"]
+             "--set=total_steps=24", "--set=checkpoint_every=4", "--set=export_weights=True"]
     killed, whole = str(tmp_path / "killed"), str(tmp_path / "whole")
     worker = subprocess.Popen(_search_command(data_dir, killed, *extra), cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
