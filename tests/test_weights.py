@@ -208,7 +208,7 @@ def test_official_vit_npz_layout_and_position_embedding_resampling(tmp_path):
     npz = str(tmp_path / "ViT-tiny.npz")
     _vit_npz_from_hf(reference, tmp_path / "hf", npz)
     module, variables, *_ = weights.load_model(npz)
-    assert module.gelu_approximate and module.dims() == (32, 2, 64, 4)
+    assert module.activation == "gelu_tanh" and module.dims() == (32, 2, 64, 4)
     images = _images(32, 32)
     _assert_close(module.apply(variables, images, train=False), _torch_logits(reference, images))
 

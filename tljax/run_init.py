@@ -108,8 +108,9 @@ def _build_and_init(config, num_classes):
         return module, weights.init_variables(module, (size, size, 3), seed=config.seed), ""
     if config.model.init_head not in ("reset", "keep"):
         raise UserError(f"model.init_head must be 'reset' or 'keep', not {config.model.init_head!r}")
-    source_module, loaded, preprocessing, _ = weights.load_model(
-        config.model.init, model=config.model.name)
+    stored = weights.read(config.model.init, model=config.model.name)
+    source_module = models.build(stored.model, stored.arch, max(stored.num_classes, 1))
+    loaded, preprocessing = stored.variables, stored.preprocessing
     if config.model.arch:
         module = models.build(config.model.name, config.model.arch, num_classes)
     else:
@@ -131,7 +132,8 @@ def _build_and_init(config, num_classes):
                                 f"{expected!r} but data.{key} uses {got or 'nothing'!r}; fix "
                                 f"data.{key} or set model.check_preprocessing=False")
     variables = weights.init_variables(module.clone(peft=peft.NONE), (size, size, 3), seed=config.seed)
-    variables = merge_lib.merge(variables, loaded, reset_head=reset, source=config.model.init)
+    variables = merge_lib.merge(variables, loaded, reset_head=reset, source=config.model.init,
+                                pos_resize=models.pos_resize(module))
     return module, variables, expected
 
 

@@ -20,6 +20,12 @@ def mergeable_lora(module):
     return family.of(module).mergeable_lora
 
 
+def pos_resize(module):
+    """How `module`'s pretrained position embeddings are resampled to another resolution
+    (weights/merge.py RESAMPLERS); families without them never resample."""
+    return getattr(module, "pos_resize", "zoom_linear")
+
+
 def for_device_axis(module, axis_name):
     """`module` with BatchNorm statistics averaged over `axis_name` (pmap's device axis).
 

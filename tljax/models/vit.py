@@ -1,8 +1,12 @@
-"""Vision Transformer (Dosovitskiy et al. 2021), layout of the official vit_jax / big_vision code.
+"""Vision Transformer (Dosovitskiy et al. 2021), layout of the official vit_jax / big_vision code,
+with the options of the ViTs people transfer from today, each numerically equal to its reference
+(tests/test_weights.py): DINOv2 (LayerScale, SwiGLU, registers, class + mean-patch head), CLIP
+(pre-norm, no patch bias, quick GELU) and SigLIP (no class token, MAP head).
 
-Names: embed/{patch,cls,pos_embedding}, encoder/block{i}/{norm1,attn,norm2,mlp/{fc1,fc2}},
-encoder/norm, optional pre_logits (representation layer), head.
-Epsilon and GELU flavour are attributes so converters can match other implementations.
+Names: embed/{patch,cls,registers,pos_embedding,pre_norm}, encoder/block{i}/{norm1,attn,ls1,
+norm2,mlp/{fc1,fc2},ls2}, encoder/norm, optional map/ (attention-pooling head) and pre_logits
+(representation layer), head. Epsilon and activation are attributes so converters can match
+other implementations.
 """
 import math
 from typing import Optional
@@ -11,6 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from tljax.errors import UserError
 from tljax.models import attention as attention_lib
 from tljax.models import family, layers, names, peft as peft_lib
 
@@ -21,20 +26,54 @@ SIZES = {"Ti": (192, 12, 768, 3), "S": (384, 12, 1536, 6), "B": (768, 12, 3072, 
          "L": (1024, 24, 4096, 16), "H": (1280, 32, 5120, 16)}
 
 
+def quick_gelu(x):
+    """OpenAI CLIP's GELU approximation x·σ(1.702x) (HF activations.py QuickGELUActivation)."""
+    return x * jax.nn.sigmoid(1.702 * x)
+
+
+# model.arch activation -> function: exact GELU (vit_jax fine-tuning, HF ViT, DINOv2), tanh
+# GELU (vit_jax/big_vision pretraining, SigLIP's gelu_pytorch_tanh), OpenAI CLIP's quick GELU.
+ACTIVATIONS = {"gelu": lambda x: nn.gelu(x, approximate=False),
+               "gelu_tanh": lambda x: nn.gelu(x, approximate=True),
+               "quick_gelu": quick_gelu}
+CLASSIFIERS = ("token", "gap", "token_gap", "map")  # what the head reads, see ViT
+FFNS = ("mlp", "swiglu")
+
+
 class Mlp(nn.Module):
+    """fc1 -> activation -> fc2; with `swiglu`, fc1 holds both halves [gate | value] of
+    SwiGLU (Shazeer 2020) and the hidden is silu(gate)·value, as DINOv2's ViT-g packs it
+    (HF Dinov2 `weights_in`, timm SwiGLUPacked)."""
+
     mlp_dim: int
-    gelu_approximate: bool = False
+    activation: str = "gelu"
     dtype: jnp.dtype = jnp.float32
     dropout: float = 0.0
+    swiglu: bool = False
 
     @nn.compact
     def __call__(self, x, train):
         width = x.shape[-1]
-        x = nn.Dense(self.mlp_dim, dtype=self.dtype, name="fc1")(x)
-        x = nn.gelu(x, approximate=self.gelu_approximate)
+        x = nn.Dense(self.mlp_dim * (2 if self.swiglu else 1), dtype=self.dtype, name="fc1")(x)
+        if self.swiglu:
+            gate, value = jnp.split(x, 2, axis=-1)
+            x = jax.nn.silu(gate) * value
+        else:
+            x = ACTIVATIONS[self.activation](x)
         x = nn.Dropout(self.dropout)(x, deterministic=not train)
         x = nn.Dense(width, dtype=self.dtype, name="fc2")(x)
         return nn.Dropout(self.dropout)(x, deterministic=not train)
+
+
+class LayerScale(nn.Module):
+    """A learned per-channel scale of a residual branch (Touvron et al. 2021, CaiT; DINOv2).
+    Initialised to 1.0, HF Dinov2Config's `layerscale_value` default; pretrained weights
+    bring their own."""
+
+    @nn.compact
+    def __call__(self, x):
+        gamma = self.param("gamma", nn.initializers.ones, (x.shape[-1],))
+        return x * gamma.astype(x.dtype)
 
 
 class Block(nn.Module):
@@ -44,17 +83,19 @@ class Block(nn.Module):
     heads: int
     mlp_dim: int
     ln_eps: float = 1e-6
-    gelu_approximate: bool = False
+    activation: str = "gelu"
     dtype: jnp.dtype = jnp.float32
     dropout: float = 0.0
     attention_dropout: float = 0.0
     drop_path: float = 0.0
+    layer_scale: bool = False
+    swiglu: bool = False
     adapter: Optional[peft_lib.Adapter] = None      # Houlsby adapters (see models/peft.py)
     adaptformer: Optional[peft_lib.Adapter] = None
     prompts: int = 0           # VPT tokens this block adds (first block) or replaces (deep)
     prompts_replace: bool = False
     prompt_bound: float = 0.0  # their uniform init range
-    lead_tokens: int = 1       # tokens before the prompts: the class token, if any
+    lead_tokens: int = 1       # tokens before the prompts: the class token and registers
     attention: str = "auto"    # implementation (models/attention.py)
 
     def _prompted(self, x):
@@ -85,10 +126,14 @@ class Block(nn.Module):
         y = nn.Dropout(self.dropout)(y, deterministic=not train)
         if self.adapter and self.adapter.where == "both":
             y = self._adapted(y, "adapter_attn", self.adapter)
+        if self.layer_scale:
+            y = LayerScale(name="ls1")(y)
         x = x + layers.DropPath(self.drop_path)(y, deterministic=not train)
         y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm2")(x)
-        y = Mlp(self.mlp_dim, self.gelu_approximate, self.dtype, self.dropout, name="mlp")(y, train)
+        y = Mlp(self.mlp_dim, self.activation, self.dtype, self.dropout, self.swiglu, name="mlp")(y, train)
         y = self._adapted(y, "adapter_mlp", self.adapter)
+        if self.layer_scale:
+            y = LayerScale(name="ls2")(y)
         if self.adaptformer:  # parallel branch on the residual stream (AdaptFormer's "parallel")
             branch = peft_lib.UnitAdapter(self.adaptformer.dim, "relu", self.dtype,
                                           name=peft_lib.ADAPTFORMER_MODULE)(x)
@@ -97,22 +142,57 @@ class Block(nn.Module):
 
 
 class Embed(nn.Module):
+    """Patches, the class token, position embeddings, then the register tokens (DINOv2 with
+    registers: after the class token, without a position embedding) and CLIP's pre-norm."""
+
     width: int
     patch: int
-    classifier: str
+    class_token: bool
     dtype: jnp.dtype = jnp.float32
+    registers: int = 0
+    patch_bias: bool = True
+    pre_norm: bool = False
+    ln_eps: float = 1e-6
 
     @nn.compact
     def __call__(self, x):
         x = nn.Conv(self.width, (self.patch, self.patch), (self.patch, self.patch),
-                    padding="VALID", dtype=self.dtype, name="patch")(x)
+                    padding="VALID", use_bias=self.patch_bias, dtype=self.dtype, name="patch")(x)
         n, h, w, c = x.shape
         x = x.reshape(n, h * w, c)
-        if self.classifier == "token":
-            cls = self.param("cls", nn.initializers.zeros, (1, 1, c))
-            x = jnp.concatenate([jnp.tile(cls.astype(x.dtype), (n, 1, 1)), x], axis=1)
+        tile = lambda p: jnp.tile(p.astype(x.dtype), (n, 1, 1))  # noqa: E731
+        if self.class_token:
+            x = jnp.concatenate([tile(self.param("cls", nn.initializers.zeros, (1, 1, c))), x], axis=1)
         pos = self.param("pos_embedding", nn.initializers.normal(stddev=0.02), (1, x.shape[1], c))
-        return x + pos.astype(x.dtype)
+        x = x + pos.astype(x.dtype)
+        if self.registers:
+            registers = self.param("registers", nn.initializers.zeros, (1, self.registers, c))
+            x = jnp.concatenate([x[:, :1], tile(registers), x[:, 1:]], axis=1)
+        if self.pre_norm:
+            x = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="pre_norm")(x)
+        return x
+
+
+class MAPHead(nn.Module):
+    """Multihead attention pooling (Lee et al. 2019), SigLIP's pooled output: a learned probe
+    token attends over all tokens, then a residual MLP on its LayerNormed output
+    (big_vision models/vit.py MAPHead; HF SiglipMultiheadAttentionPoolingHead)."""
+
+    heads: int
+    mlp_dim: int
+    ln_eps: float = 1e-6
+    activation: str = "gelu"
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        probe = self.param("probe", nn.initializers.xavier_uniform(), (1, 1, x.shape[-1]))
+        probe = jnp.tile(probe.astype(x.dtype), (x.shape[0], 1, 1))
+        x = nn.MultiHeadDotProductAttention(num_heads=self.heads, dtype=self.dtype,
+                                            name="attention")(probe, x)
+        y = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm")(x)
+        x = x + Mlp(self.mlp_dim, self.activation, self.dtype, name="mlp")(y, False)
+        return x[:, 0]
 
 
 class Encoder(nn.Module):
@@ -120,11 +200,13 @@ class Encoder(nn.Module):
     heads: int
     mlp_dim: int
     ln_eps: float = 1e-6
-    gelu_approximate: bool = False
+    activation: str = "gelu"
     dtype: jnp.dtype = jnp.float32
     dropout: float = 0.0
     attention_dropout: float = 0.0
     drop_path: float = 0.0
+    layer_scale: bool = False
+    swiglu: bool = False
     peft: peft_lib.Peft = peft_lib.NONE
     lead_tokens: int = 1
     prompt_bound: float = 0.0
@@ -136,30 +218,42 @@ class Encoder(nn.Module):
         prompts = self.peft.prompts
         for i, rate in enumerate(layers.drop_path_rates(self.drop_path, self.depth)):
             tokens = prompts.tokens if prompts and (i == 0 or prompts.deep) else 0
-            x = Block(self.heads, self.mlp_dim, self.ln_eps, self.gelu_approximate, self.dtype,
-                      self.dropout, self.attention_dropout, rate, adapter=self.peft.adapter,
+            x = Block(self.heads, self.mlp_dim, self.ln_eps, self.activation, self.dtype,
+                      self.dropout, self.attention_dropout, rate, self.layer_scale, self.swiglu,
+                      adapter=self.peft.adapter,
                       adaptformer=self.peft.adaptformer, prompts=tokens, prompts_replace=i > 0,
                       prompt_bound=self.prompt_bound, lead_tokens=self.lead_tokens,
                       attention=self.attention, name=f"block{i}")(x, train)
-        if prompts:  # The classifier reads the class token or the mean patch token.
+        if prompts:  # The classifier reads the class token, patch tokens or all of them.
             x = jnp.concatenate([x[:, :self.lead_tokens], x[:, self.lead_tokens + prompts.tokens:]], 1)
         return nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm")(x)
 
 
 class ViT(nn.Module):
-    """ViT with `classifier` 'token' (cls token) or 'gap' (mean of patch tokens)."""
+    """ViT; `classifier` says what the head reads after the final norm: 'token' the class
+    token, 'gap' the mean of all tokens (no class token), 'token_gap' the class token beside
+    the mean patch token (HF Dinov2ForImageClassification), 'map' the attention-pooled
+    output of the MAP head (SigLIP; no class token)."""
 
     num_classes: int
     size: str = "B"
     patch: int = 16
     width: Optional[int] = None  # overrides of the size preset, for tiny test models
     depth: Optional[int] = None
-    mlp_dim: Optional[int] = None
+    mlp_dim: Optional[int] = None  # SwiGLU: the width of its gated hidden layer
     heads: Optional[int] = None
     classifier: str = "token"
     representation_size: Optional[int] = None
     ln_eps: float = 1e-6
-    gelu_approximate: bool = False
+    activation: str = "gelu"       # ACTIVATIONS
+    layer_scale: bool = False      # DINOv2
+    ffn: str = "mlp"               # or "swiglu" (DINOv2 ViT-g)
+    registers: int = 0             # DINOv2 with registers
+    pre_norm: bool = False         # CLIP: LayerNorm on the embeddings
+    patch_bias: bool = True        # CLIP: False
+    # How pretrained position embeddings are resampled for another resolution, as the
+    # checkpoint's own code does (weights/merge.py RESAMPLERS).
+    pos_resize: str = "zoom_linear"
     dropout: float = 0.0  # regularisation (config.model.dropout etc.), not architecture
     attention_dropout: float = 0.0
     drop_path: float = 0.0
@@ -172,19 +266,45 @@ class ViT(nn.Module):
         return (self.width or width, self.depth or depth, self.mlp_dim or mlp_dim,
                 self.heads or heads)
 
+    def class_token(self):
+        return self.classifier in ("token", "token_gap")
+
+    def lead_tokens(self):
+        """Tokens before the patch tokens (and VPT prompts): the class token and registers."""
+        return int(self.class_token()) + self.registers
+
+    def _check(self):
+        for field, value, allowed in (("classifier", self.classifier, CLASSIFIERS),
+                                      ("activation", self.activation, tuple(ACTIVATIONS)),
+                                      ("ffn", self.ffn, FFNS)):
+            if value not in allowed:
+                raise UserError(f"vit {field}={value!r} is not one of {', '.join(allowed)}")
+        if self.registers and not self.class_token():
+            raise UserError("vit registers need a class token (classifier 'token' or 'token_gap')")
+
     @nn.compact
     def __call__(self, x, train: bool = False):
+        self._check()
         width, depth, mlp_dim, heads = self.dims()
         # VPT's prompt init (KMnP/vpt src/models/vit_prompt/vit.py): uniform within
         # ±sqrt(6 / (3·patch² + width)), Xavier's range for the patch projection.
         bound = math.sqrt(6.0 / (3 * self.patch**2 + width))
+        lead = self.lead_tokens()
         with peft_lib.intercept(self.peft, train):
-            x = Embed(width, self.patch, self.classifier, self.dtype, name="embed")(x.astype(self.dtype))
-            x = Encoder(depth, heads, mlp_dim, self.ln_eps, self.gelu_approximate, self.dtype,
-                        self.dropout, self.attention_dropout, self.drop_path, self.peft,
-                        lead_tokens=1 if self.classifier == "token" else 0, prompt_bound=bound,
+            x = Embed(width, self.patch, self.class_token(), self.dtype, self.registers,
+                      self.patch_bias, self.pre_norm, self.ln_eps, name="embed")(x.astype(self.dtype))
+            x = Encoder(depth, heads, mlp_dim, self.ln_eps, self.activation, self.dtype,
+                        self.dropout, self.attention_dropout, self.drop_path, self.layer_scale,
+                        self.ffn == "swiglu", self.peft, lead_tokens=lead, prompt_bound=bound,
                         attention=self.attention, name="encoder")(x, train)
-            x = x[:, 0] if self.classifier == "token" else jnp.mean(x, axis=1)
+            if self.classifier == "token":
+                x = x[:, 0]
+            elif self.classifier == "token_gap":
+                x = jnp.concatenate([x[:, 0], x[:, lead:].mean(axis=1)], axis=-1)
+            elif self.classifier == "map":
+                x = MAPHead(heads, mlp_dim, self.ln_eps, self.activation, self.dtype, name="map")(x)
+            else:
+                x = jnp.mean(x, axis=1)
             if self.representation_size:
                 x = jnp.tanh(nn.Dense(self.representation_size, dtype=self.dtype, name="pre_logits")(x))
         self.sow(names.INTERMEDIATES, names.HEAD_INPUT, x)  # the head's input, for feature probes
@@ -194,16 +314,19 @@ class ViT(nn.Module):
 
 
 def _groups(module):
+    """Embeddings, blocks, then the final norm with what pools after it (SigLIP's MAP head):
+    both belong to the top depth unit, so last_k:1 trains the last block, norm, MAP and head."""
     blocks = [(f"block{i}", rf"encoder/block{i}/.*") for i in range(module.dims()[1])]
-    return [("embed", "embed/.*"), *blocks, (names.FINAL_NORM, "encoder/norm/.*"),
+    return [("embed", "embed/.*"), *blocks, (names.FINAL_NORM, "(encoder/norm|map)/.*"),
             (names.HEAD, "(pre_logits|head)/.*")]
 
 
 def _pool(module, tokens):
     """A block's tokens as one vector: the class token and the mean of the patch tokens
-    (DINOv2's linear-probe features), or the mean of all tokens without a class token."""
-    if module.classifier == "token":
-        return jnp.concatenate([tokens[:, 0], tokens[:, 1:].mean(1)], -1)
+    (DINOv2's linear-probe features; registers are not patch tokens), or the mean of all
+    tokens without a class token."""
+    if module.class_token():
+        return jnp.concatenate([tokens[:, 0], tokens[:, module.lead_tokens():].mean(1)], -1)
     return tokens.mean(1)
 
 
@@ -215,14 +338,14 @@ def _linear_input(module, params, blocks, avgpool):
     """DINOv2's linear-probe input (dinov2/eval/linear.py `create_linear_input` over
     `get_intermediate_layers(n, return_class_token=True, norm=True)`): the final LayerNorm
     applied to each given block's tokens, their class tokens concatenated, then with
-    `avgpool` the mean patch token of the last block (VPT prompts, like DINOv2's registers,
-    are not patch tokens)."""
+    `avgpool` the mean patch token of the last block (registers and VPT prompts are not
+    patch tokens)."""
     norm = nn.LayerNorm(epsilon=module.ln_eps, dtype=module.dtype)
     normed = [norm.apply({"params": params["encoder"]["norm"]}, x) for x in blocks]
     parts = [x[:, 0] for x in normed]
     if avgpool:
         prompts = module.peft.prompts.tokens if module.peft.prompts else 0
-        parts.append(normed[-1][:, 1 + prompts:].mean(1))
+        parts.append(normed[-1][:, module.lead_tokens() + prompts:].mean(1))
     return jnp.concatenate(parts, -1)
 
 

@@ -73,9 +73,10 @@ def _dinov2_fn(module, model_family, n_last_blocks, avgpool):
     if model_family.linear_input is None:
         raise UserError(f"probe.n_last_blocks needs a model with a class token and blocks "
                         f"(vit), not {model_family.name}: use probe.groups")
-    if getattr(module, "classifier", "token") != "token" or module.peft.ssf:
+    if not module.class_token() or module.peft.ssf:
         raise UserError("probe.n_last_blocks takes class tokens through the plain final norm: "
-                        "it needs a ViT with a class token (classifier='token') and no unmerged "
+                        "it needs a ViT with a class token (classifier 'token' or 'token_gap') "
+                        "and no unmerged "
                         "SSF (probe the run's exported, merged weights)")
     blocks = model_family.blocks(module)
     if not 0 < n_last_blocks <= len(blocks):

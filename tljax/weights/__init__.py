@@ -159,24 +159,42 @@ def _read_source(path, model, which):
                                class_names)
 
 
+def read(source, *, model=None, which="best"):
+    """The tljax_format.Export of `source` (a path, catalog: or hub name) as stored: its
+    position embeddings at the checkpoint's own grid, so whoever builds the model resamples
+    them once, straight to the resolution it runs at."""
+    return _read_source(catalog.resolve(str(source)), model, which)
+
+
 def load_model(source, *, model=None, num_classes=None, image_shape=None, which="best"):
     """The LoadedModel of `source`. A new `num_classes` gets a zero head (and no class
-    names); `image_shape` re-initialises for another resolution (ViT position embeddings)."""
-    source = catalog.resolve(str(source))
-    name, arch, source_classes, preprocessing, variables, class_names = _read_source(
-        source, model, which)
+    names); `image_shape` re-initialises for another resolution (ViT position embeddings,
+    resampled as the checkpoint's code does), as does a checkpoint whose position grid is
+    not that of its preprocessing's image size (DINOv2: 518 px stored, 224 px used)."""
+    name, arch, source_classes, preprocessing, variables, class_names = read(
+        source, model=model, which=which)
     classes = num_classes or source_classes
     if not classes:
         raise UserError(f"weights {source} have no classifier: pass num_classes")
     module = models.build(name, arch, classes)
     size = preprocessing.get("image_size", 224)
-    if classes != source_classes or image_shape is not None:
-        fresh = init_variables(module, image_shape or (size, size, 3))
+    image_shape = image_shape or (size, size, 3)
+    if classes != source_classes or _grid_differs(module, variables, image_shape):
+        fresh = init_variables(module, image_shape)
         variables = merge_lib.merge(fresh, variables, reset_head=classes != source_classes,
-                                    source=source)
+                                    source=source, pos_resize=models.pos_resize(module))
     else:
         variables = jax.tree.map(np.asarray, variables)
         _check_used(module, variables, size, source)
     if classes != source_classes:
         class_names = None
     return LoadedModel(module, variables, preprocessing, class_names)
+
+
+def _grid_differs(module, variables, image_shape):
+    """Whether the stored position embeddings are not those of `image_shape`."""
+    stored = traverse_util.flatten_dict(variables, sep="/").get("params/embed/pos_embedding")
+    if stored is None:
+        return False
+    wanted = _expected_shapes(module, image_shape[0]).get("params/embed/pos_embedding")
+    return wanted is not None and tuple(np.shape(stored)) != tuple(wanted)

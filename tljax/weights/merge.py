@@ -12,13 +12,65 @@ def _flat(tree):
     return traverse_util.flatten_dict(tree, sep="/") if tree else {}
 
 
-def resample_pos_embedding(posemb, new_shape):
-    """Resamples a square (1, [cls +] g*g, D) position grid to `new_shape` as vit_jax does:
-    `scipy.ndimage.zoom(grid, (new/old, new/old, 1), order=1)` on the grid tokens, extra
-    leading tokens (the class token) kept (vit_jax/checkpoint.py: interpolate_posembed).
-    """
+def _zoom_linear(grid, new):
+    """vit_jax/checkpoint.py interpolate_posembed: scipy.ndimage.zoom(order=1) on the grid."""
     from scipy import ndimage
 
+    zoom = new / grid.shape[0]
+    return ndimage.zoom(grid, (zoom, zoom, 1), order=1)
+
+
+def _cubic(x, a):
+    """Keys' cubic convolution kernel with parameter `a`."""
+    x = np.abs(x)
+    return np.where(x <= 1, ((a + 2) * x - (a + 3)) * x * x + 1,
+                    np.where(x < 2, ((a * x - 5 * a) * x + 8 * a) * x - 4 * a, 0.0))
+
+
+def _torch_bicubic_matrix(old, new):
+    """(new, old) weights of torch `F.interpolate(mode="bicubic", align_corners=False)` with
+    an output size: half-pixel centres, Keys a = -0.75, taps clamped to the border."""
+    src = (np.arange(new) + 0.5) * (old / new) - 0.5
+    first = np.floor(src).astype(int)
+    matrix = np.zeros((new, old))
+    for tap in range(-1, 3):
+        index = np.clip(first + tap, 0, old - 1)
+        np.add.at(matrix, (np.arange(new), index), _cubic(src - (first + tap), -0.75))
+    return matrix
+
+
+def _torch_bicubic_antialias_matrix(old, new):
+    """(new, old) weights of torch's `antialias=True` bicubic (PIL's filter): Keys a = -0.5
+    widened by the downscale factor, taps outside the grid dropped and the rest renormalised."""
+    scale = old / new
+    support, stretch = 2 * max(scale, 1.0), max(scale, 1.0)
+    matrix = np.zeros((new, old))
+    for i in range(new):
+        centre = scale * (i + 0.5)
+        lo, hi = max(int(centre - support + 0.5), 0), min(int(centre + support + 0.5), old)
+        taps = np.arange(lo, hi)
+        weights = _cubic((taps - centre + 0.5) / stretch, -0.5)
+        matrix[i, lo:hi] = weights / weights.sum()
+    return matrix
+
+
+def _separable(matrix_fn):
+    return lambda grid, new: np.einsum("ij,kl,jlc->ikc", matrix_fn(grid.shape[0], new),
+                                       matrix_fn(grid.shape[1], new), grid)
+
+
+# model.arch pos_resize -> (grid (g, g, D), new side) -> (new, new, D), one per reference:
+# vit_jax/big_vision bilinear zoom; HF DINOv2, CLIP and SigLIP torch bicubic (their
+# modeling_*.py interpolate_pos_encoding); HF DINOv2 with registers and timm
+# (layers/pos_embed.py resample_abs_pos_embed) torch bicubic with antialias.
+RESAMPLERS = {"zoom_linear": _zoom_linear,
+              "bicubic": _separable(_torch_bicubic_matrix),
+              "bicubic_antialias": _separable(_torch_bicubic_antialias_matrix)}
+
+
+def resample_pos_embedding(posemb, new_shape, method="zoom_linear"):
+    """Resamples a square (1, [cls +] g*g, D) position grid to `new_shape` by `method`
+    (RESAMPLERS), extra leading tokens (the class token) kept, computed in float64."""
     old_tokens, new_tokens = posemb.shape[1], new_shape[1]
     old_grid, new_grid = int(math.isqrt(old_tokens)), int(math.isqrt(new_tokens))
     old_extra, new_extra = old_tokens - old_grid**2, new_tokens - new_grid**2
@@ -26,8 +78,7 @@ def resample_pos_embedding(posemb, new_shape):
         return posemb  # Not a resolution change: reported as a shape mismatch.
     posemb = np.asarray(posemb)
     extra, grid = posemb[:, :old_extra], posemb[0, old_extra:].reshape(old_grid, old_grid, -1)
-    zoom = new_grid / old_grid
-    grid = ndimage.zoom(grid, (zoom, zoom, 1), order=1)
+    grid = RESAMPLERS[method](grid.astype(np.float64), new_grid).astype(posemb.dtype)
     return np.concatenate([extra, grid.reshape(1, new_grid**2, -1)], axis=1)
 
 
@@ -48,8 +99,9 @@ def mismatches(expected, loaded, collection, skip=lambda path: False):
     return problems
 
 
-def merge(init_variables, loaded_variables, *, reset_head, source):
-    """`init_variables` with every entry replaced by the loaded one.
+def merge(init_variables, loaded_variables, *, reset_head, source, pos_resize="zoom_linear"):
+    """`init_variables` with every entry replaced by the loaded one; position embeddings of
+    another resolution resampled by `pos_resize` (the model's, models.pos_resize).
 
     With `reset_head` the head keeps its (zero) initialisation. Any key missing
     from or unexpected in the file, or a shape mismatch, is one UserError that
@@ -63,7 +115,7 @@ def merge(init_variables, loaded_variables, *, reset_head, source):
         skip = is_classifier if reset_head else (lambda p: False)
         for p, v in init_flat.items():  # ViT at a new resolution: resample the position grid.
             if p.endswith("pos_embedding") and p in loaded_flat and loaded_flat[p].shape != v.shape:
-                loaded_flat[p] = resample_pos_embedding(loaded_flat[p], v.shape)
+                loaded_flat[p] = resample_pos_embedding(loaded_flat[p], v.shape, pos_resize)
         found = mismatches({p: v.shape for p, v in init_flat.items()},
                            {p: v.shape for p, v in loaded_flat.items()}, collection, skip)
         problems += found

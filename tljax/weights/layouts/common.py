@@ -12,7 +12,8 @@ looked up and every source key left over is reported.
 
 Transforms: "conv" (PyTorch OIHW -> HWIO), "dense" (PyTorch (out, in) -> (in, out)),
 "id", "conv1x1_dense" (PyTorch 1x1 conv used as a classifier), "hwio_dense"
-(flax/TF 1x1 conv kernel used as a classifier), and for attention:
+(flax/TF 1x1 conv kernel used as a classifier), "lead1" (leading axes of size 1 added: HF
+CLIP's (D,) class token and (N, D) position table), and for attention:
 "qkv_kernel:<i>:<heads>", "qkv_bias:<i>:<heads>", "heads_kernel:<heads>",
 "heads_bias:<heads>", "out_kernel:<heads>".
 """
@@ -42,14 +43,39 @@ class Detected(NamedTuple):
 
 
 def hf_preprocessing(folder, default_norm, size):
+    """Normalisation, image size and eval pipeline of an HF folder's preprocessor_config.json:
+    resize the short side then centre-crop (DINOv2 256 → 224, CLIP 224 → 224), or resize
+    to a square (SigLIP, ViT). HF resizes bicubically; tljax's resize ops are bilinear."""
     path = os.path.join(folder, "preprocessor_config.json")
+    if not os.path.exists(path):
+        return {"normalization": default_norm, "image_size": size}
+    with open(path) as f:
+        pre = json.load(f)
     norm = default_norm
-    if os.path.exists(path):
-        with open(path) as f:
-            pre = json.load(f)
-        if pre.get("image_mean") and pre.get("image_std"):
-            norm = source.normalization_string(pre["image_mean"], pre["image_std"])
+    if pre.get("image_mean") and pre.get("image_std"):
+        norm = source.normalization_string(pre["image_mean"], pre["image_std"])
+    resize, crop = pre.get("size") or {}, pre.get("crop_size") or {}
+    crop = crop.get("height") if isinstance(crop, dict) else crop
+    if pre.get("do_center_crop") and crop and resize.get("shortest_edge"):
+        return {"normalization": norm, "image_size": crop,
+                "pp_eval": f"resize_small({resize['shortest_edge']})|central_crop({crop})|{norm}"}
+    if resize.get("height") and resize.get("height") == resize.get("width"):
+        return {"normalization": norm, "image_size": resize["height"],
+                "pp_eval": f"resize({resize['height']})|{norm}"}
     return {"normalization": norm, "image_size": size}
+
+
+# HF config `hidden_act` -> tljax ViT `activation` (models/vit.py ACTIVATIONS).
+HF_ACTIVATIONS = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
+                  "quick_gelu": "quick_gelu"}
+
+
+def activation_of(cfg, folder):
+    act = cfg.get("hidden_act", "gelu")
+    if act not in HF_ACTIVATIONS:
+        raise UserError(f"{folder}: hidden_act {act!r} is not supported; supported: "
+                        f"{', '.join(HF_ACTIVATIONS)}")
+    return HF_ACTIVATIONS[act]
 
 
 def hf_weights_file(folder):
@@ -90,6 +116,8 @@ def transform(array, kind, target_shape):
         return np.transpose(array)
     if name == "conv1x1_dense":
         return np.transpose(array.reshape(array.shape[0], array.shape[1]))
+    if name == "lead1":
+        return array.reshape((1,) * (len(target_shape) - array.ndim) + array.shape)
     if name == "hwio_dense":
         return array.reshape(array.shape[-2], array.shape[-1])
     if name == "heads_kernel":  # (heads*hd, D) -> (D, heads, hd)

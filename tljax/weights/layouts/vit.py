@@ -4,7 +4,8 @@ import re
 from tljax.errors import UserError
 from tljax.models.vit import SIZES
 from tljax.weights import source
-from tljax.weights.layouts.common import Detected, count, hf_preprocessing, match, prefix_of
+from tljax.weights.layouts.common import (Detected, activation_of, count, hf_preprocessing, match,
+                                          prefix_of)
 
 HF_MODEL_TYPES = ("vit",)
 
@@ -99,8 +100,7 @@ def from_hf(folder, cfg, raw, path):
     arch = {"width": cfg["hidden_size"], "depth": cfg["num_hidden_layers"],
             "mlp_dim": cfg["intermediate_size"], "heads": cfg["num_attention_heads"],
             "patch": cfg["patch_size"], "classifier": "token",
-            "ln_eps": cfg.get("layer_norm_eps", 1e-12),
-            "gelu_approximate": cfg.get("hidden_act", "gelu") != "gelu"}
+            "ln_eps": cfg.get("layer_norm_eps", 1e-12), "activation": activation_of(cfg, folder)}
     heads = cfg["num_attention_heads"]
     has_head = "classifier.weight" in raw
     return Detected("vit", arch, len(cfg.get("id2label", {})) if has_head else 0,
@@ -120,7 +120,7 @@ def from_file(raw, path, model):
                 "mlp_dim": raw["Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel"].shape[-1],
                 "heads": query.shape[1], "classifier": "token" if "cls" in keys else "gap",
                 "representation_size": raw["pre_logits/kernel"].shape[-1] if "pre_logits/kernel" in keys else None,
-                "ln_eps": 1e-6, "gelu_approximate": True}
+                "ln_eps": 1e-6, "activation": "gelu_tanh"}
         size = int(round(tokens ** 0.5)) * patch_kernel.shape[0]
         return Detected("vit", arch, raw["head/kernel"].shape[-1],
                         {"normalization": source.MINUS_ONE_ONE, "image_size": size},
@@ -141,7 +141,7 @@ def from_file(raw, path, model):
     arch = {"width": width, "patch": patch, "heads": heads,
             "depth": count(keys, r"blocks\.(\d+)\.norm1\.weight"),
             "mlp_dim": raw["blocks.0.mlp.fc1.weight"].shape[0], "classifier": "token",
-            "ln_eps": 1e-6, "gelu_approximate": False}
+            "ln_eps": 1e-6, "activation": "gelu"}
     return Detected("vit", arch, raw["head.weight"].shape[0],
                     {"normalization": source.MINUS_ONE_ONE, "image_size": int(round(tokens ** 0.5)) * patch},
                     source.Arrays(raw, path, ("num_batches_tracked",)), lambda p: vit_timm(p, heads))

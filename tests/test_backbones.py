@@ -1,0 +1,196 @@
+"""DINOv2 (with and without registers, MLP and SwiGLU), CLIP and SigLIP image towers loaded from
+Hugging Face folders: logits or pooled features equal to HF transformers' own models at the
+checkpoint's resolution, at another one (position embeddings resampled as each model's code
+does), and where the first LayerNorm's input variance is near its epsilon.
+"""
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+import jax  # noqa: E402
+from flax import traverse_util  # noqa: E402
+
+from tljax import models, weights  # noqa: E402
+from tljax.models import names  # noqa: E402
+from tljax.weights import merge  # noqa: E402
+
+jax.config.update("jax_default_matmul_precision", "highest")
+
+TOWER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, patch_size=4)
+
+
+def _randomize(model, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, tensor in model.named_parameters():
+            noise = torch.randn(tensor.shape, generator=gen)
+            tensor.add_((0.1 if tensor.ndim == 1 and "norm" in name else 0.05) * noise)
+    return model.eval()
+
+
+def _dinov2(**kw):
+    cfg = transformers.Dinov2Config(**TOWER, image_size=16, num_labels=5, **kw)
+    return transformers.Dinov2ForImageClassification(cfg)
+
+
+def _dinov2_registers():
+    cfg = transformers.Dinov2WithRegistersConfig(**TOWER, image_size=16, num_labels=5,
+                                                 num_register_tokens=2)
+    return transformers.Dinov2WithRegistersForImageClassification(cfg)
+
+
+def _clip():
+    vision = dict(TOWER, intermediate_size=64, image_size=16)  # quick_gelu, eps 1e-5: the defaults
+    text = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                vocab_size=50)
+    return transformers.CLIPModel(transformers.CLIPConfig(vision_config=vision, text_config=text,
+                                                          projection_dim=8))
+
+
+def _siglip(classifier=False):
+    vision = dict(TOWER, intermediate_size=64, image_size=16)
+    if classifier:
+        cfg = transformers.SiglipConfig(vision_config=vision, num_labels=5)
+        return transformers.SiglipForImageClassification(cfg)
+    return transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**vision))
+
+
+# name -> (HF model maker, what tljax compares: "logits" or the pooled output "features",
+#          the pos_resize the loader must pick)
+MODELS = {
+    "dinov2": (_dinov2, "logits", "bicubic"),
+    "dinov2_swiglu": (lambda: _dinov2(use_swiglu_ffn=True, hidden_act="gelu"), "logits", "bicubic"),
+    "dinov2_registers": (_dinov2_registers, "logits", "bicubic_antialias"),
+    "clip": (_clip, "features", "bicubic"),
+    "siglip": (_siglip, "features", "bicubic"),
+    "siglip_classifier": (lambda: _siglip(classifier=True), "logits", "bicubic"),
+}
+
+
+def _saved(name, tmp_path, embed_scale=1.0):
+    """The HF model `name` with random weights, saved; `embed_scale` shrinks the patch and
+    position embeddings (and class/register tokens) so the first LayerNorm sees inputs of
+    variance near its epsilon."""
+    torch.manual_seed(0)
+    model = _randomize(MODELS[name][0]())
+    if embed_scale != 1.0:
+        with torch.no_grad():
+            for key, tensor in model.named_parameters():
+                if "embedding" in key and "text" not in key:
+                    tensor.mul_(embed_scale)
+    model.save_pretrained(tmp_path)
+    return model
+
+
+def _reference(name, model, images):
+    pixels = torch.from_numpy(images.transpose(0, 3, 1, 2))
+    with torch.no_grad():
+        if name == "clip":
+            return model.vision_model(pixel_values=pixels, interpolate_pos_encoding=True).pooler_output.numpy()
+        if name.startswith("siglip"):
+            out = model(pixel_values=pixels, interpolate_pos_encoding=True)
+            return (out.pooler_output if name == "siglip" else out.logits).numpy()
+        return model(pixel_values=pixels).logits.numpy()  # DINOv2 always interpolates
+
+
+def _ours(name, loaded, images):
+    module, variables = loaded.module, loaded.variables
+    logits, state = module.apply(variables, images, train=False, mutable=[names.INTERMEDIATES])
+    if MODELS[name][1] == "logits":
+        return np.asarray(logits)
+    return np.asarray(state[names.INTERMEDIATES][names.HEAD_INPUT][0])
+
+
+def _relative_error(ours, reference):
+    assert ours.shape == reference.shape
+    return float(np.max(np.abs(ours - reference)) / np.max(np.abs(reference)))
+
+
+def _images(size, n=2, seed=0):
+    return np.random.default_rng(seed).uniform(-1, 1, (n, size, size, 3)).astype(np.float32)
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_modern_vits_equal_hugging_face_at_two_resolutions(name, tmp_path):
+    reference = _saved(name, tmp_path)
+    classes = None if MODELS[name][1] == "logits" else 3
+    for size in (16, 24, 12):  # native 4x4 grid; 6x6 and 3x3 resampled
+        shape = None if size == 16 else (size, size, 3)
+        loaded = weights.load_model(str(tmp_path), num_classes=classes, image_shape=shape)
+        assert models.pos_resize(loaded.module) == MODELS[name][2]
+        images = _images(size)
+        expected = _reference(name, reference, images)
+        error = _relative_error(_ours(name, loaded, images), expected)
+        assert error <= 1e-4, f"{name} at {size}px: relative error {error:.2e}"
+    # The resampler is visible: the other torch variant misses at 6x6.
+    other = "bicubic" if MODELS[name][2] == "bicubic_antialias" else "bicubic_antialias"
+    loaded = weights.load_model(str(tmp_path), model=f"vit:pos_resize={other}", num_classes=classes,
+                                image_shape=(24, 24, 3))
+    images = _images(24)
+    assert _relative_error(_ours(name, loaded, images), _reference(name, reference, images)) > 1e-3
+
+
+@pytest.mark.parametrize("name", ["dinov2_registers", "clip", "siglip"])
+def test_epsilons_are_the_checkpoints_on_a_near_constant_layernorm_input(name, tmp_path):
+    """Embeddings scaled by 1e-3: the LayerNorms after them see variance ~1e-7, where the
+    checkpoint's epsilon (DINOv2 1e-6 from config.json, CLIP 1e-5, SigLIP 1e-6) matters, as
+    another epsilon shows."""
+    reference = _saved(name, tmp_path, embed_scale=1e-3)
+    loaded = weights.load_model(str(tmp_path), num_classes=None if MODELS[name][1] == "logits" else 3)
+    images = 1e-2 * _images(16)
+    expected = _reference(name, reference, images)
+    assert _relative_error(_ours(name, loaded, images), expected) <= 1e-4
+    other = loaded._replace(module=loaded.module.clone(ln_eps=loaded.module.ln_eps * 10))
+    assert _relative_error(_ours(name, other, images), expected) > 1e-3
+
+
+def test_dinov2_preprocessing_and_the_stored_grid_travel_with_the_weights(tmp_path):
+    """A DINOv2 folder stores a larger grid than it runs at (518 px pretraining, 224 px
+    eval): the model is built at its preprocessor's crop, resampled once from the stored grid,
+    with DINOv2's resize/crop and ImageNet mean/std recorded."""
+    reference = _saved("dinov2", tmp_path)
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({
+        "do_center_crop": True, "crop_size": {"height": 12, "width": 12},
+        "size": {"shortest_edge": 14}, "image_mean": [0.485, 0.456, 0.406],
+        "image_std": [0.229, 0.224, 0.225]}))
+    loaded = weights.load_model(str(tmp_path))
+    assert loaded.preprocessing["pp_eval"] == (
+        "resize_small(14)|central_crop(12)|normalize([0.485,0.456,0.406],[0.229,0.224,0.225])")
+    assert loaded.variables["params"]["embed"]["pos_embedding"].shape == (1, 1 + 9, 32)
+    images = _images(12)
+    assert _relative_error(_ours("dinov2", loaded, images), _reference("dinov2", reference, images)) <= 1e-4
+
+
+def test_each_parameter_of_the_new_options_belongs_to_the_depth_group_it_should(tmp_path):
+    """Registers with the embeddings; LayerScale in its block; SigLIP's MAP head in the top
+    unit with the final norm (last_k:1 trains last block, norm, MAP and head)."""
+    for name in ("dinov2_registers", "siglip", "clip"):
+        _saved(name, tmp_path / name)
+        loaded = weights.load_model(str(tmp_path / name), num_classes=3)
+        groups = models.groups(loaded.module)
+        flat = traverse_util.flatten_dict(loaded.variables["params"], sep="/")
+        owner = {p: models.group_of(p, groups) for p in flat}
+        units = models.depth_groups(groups)
+        if name == "dinov2_registers":
+            assert owner["embed/registers"] == "embed" and owner["encoder/block1/ls2/gamma"] == "block1"
+        if name == "siglip":
+            assert {owner[p] for p in flat if p.startswith("map/")} == {names.FINAL_NORM}
+            assert units[-1] == ["block1", names.FINAL_NORM]
+        if name == "clip":
+            assert owner["embed/pre_norm/scale"] == "embed" and "embed/patch/bias" not in flat
+
+
+def test_torch_bicubic_resamplers_equal_torch_interpolate():
+    """The two torch bicubic variants, up and down, against torch itself."""
+    grid = np.random.default_rng(0).normal(size=(5, 5, 3))
+    pixels = torch.from_numpy(grid.transpose(2, 0, 1)[None])
+    for new in (8, 3):
+        for method, antialias in (("bicubic", False), ("bicubic_antialias", True)):
+            expected = torch.nn.functional.interpolate(pixels, size=(new, new), mode="bicubic",
+                                                       align_corners=False, antialias=antialias)
+            np.testing.assert_allclose(merge.RESAMPLERS[method](grid, new),
+                                       expected[0].numpy().transpose(1, 2, 0), atol=1e-12)
