@@ -3,15 +3,22 @@
 Model arguments (the part after ':' of --config=configs/DATASET.py:ARG):
   bit-m-r50x1, bit-m-r101x1  BiT-M (ImageNet-21k) with BiT-HyperRule (config.hyperrule=True)
   vit-b16, vit-b32           AugReg ViT (ImageNet-21k) at 384 px, big_vision-style SGD recipe
+  dinov2-*, clip-*, siglip*  the hub backbones of tljax.weights.catalog.HUB (`python -m
+                             tljax.cli.catalog`) at 224 px with the same big_vision ViT recipe:
+                             DINOv2, CLIP and SigLIP publish linear-probe / zero-shot protocols,
+                             not a fine-tuning recipe for these datasets
 """
 from configs import common
+from tljax.weights import catalog
 
 MODELS = {
-    # arg: (family, catalogue checkpoint)
-    "bit-m-r50x1": ("bit", "BiT-M-R50x1"),
-    "bit-m-r101x1": ("bit", "BiT-M-R101x1"),
-    "vit-b16": ("vit", "augreg-B_16-i21k"),
-    "vit-b32": ("vit", "augreg-B_32-i21k"),
+    # arg: (family, model.init, resolution, short side before the eval centre crop)
+    "bit-m-r50x1": ("bit", "catalog:BiT-M-R50x1", None, None),
+    "bit-m-r101x1": ("bit", "catalog:BiT-M-R101x1", None, None),
+    "vit-b16": ("vit", "catalog:augreg-B_16-i21k", 384, 448),
+    "vit-b32": ("vit", "catalog:augreg-B_32-i21k", 384, 448),
+    # 224 px, the resolution their published numbers use; 256 → 224 as DINOv2's eval crop.
+    **{name: ("vit", init, 224, 256) for name, (init, _, _) in catalog.HUB.items()},
 }
 NORM = "init_norm"  # the normalisation recorded with the checkpoint (value_range(-1,1) for these)
 
@@ -27,11 +34,11 @@ def config(dataset, splits, arg, vit_recipe=None, **data):
     arg = arg or "bit-m-r50x1"
     if arg not in MODELS:
         raise ValueError(f"unknown model {arg!r}; use one of {sorted(MODELS)}")
-    family, checkpoint = MODELS[arg]
+    family, init, resolution, eval_resize = MODELS[arg]
     c = common.base()
     c.model.name = family
     c.model.arch = {}  # taken from the checkpoint
-    c.model.init = f"catalog:{checkpoint}"
+    c.model.init = init
     c.data.name = dataset
     c.data.train_split, c.data.val_split, c.data.test_split = splits
     c.data.batch_size = 512
@@ -47,11 +54,11 @@ def config(dataset, splits, arg, vit_recipe=None, **data):
         c.data.pp_eval = f"resize({{size}})|{NORM}"  # size and pp_train: from the HyperRule
     else:
         recipe = vit_recipe or {"steps": 500, "warmup": 100, "lr": 0.003, "crop": "inception_crop"}
-        c.data.image_size = 384
+        c.data.image_size = resolution
         crop = ("inception_crop({size})" if recipe["crop"] == "inception_crop"
-                else "resize_small(448)|random_crop({size})")
+                else f"resize_small({eval_resize})|random_crop({{size}})")
         c.data.pp_train = f"{crop}|flip_lr|{NORM}"
-        c.data.pp_eval = f"resize_small(448)|central_crop({{size}})|{NORM}"
+        c.data.pp_eval = f"resize_small({eval_resize})|central_crop({{size}})|{NORM}"
         c.total_steps = recipe["steps"]
         c.optim.lr = recipe["lr"]
         c.optim.schedule = "cosine"

@@ -194,3 +194,47 @@ def test_torch_bicubic_resamplers_equal_torch_interpolate():
                                                        align_corners=False, antialias=antialias)
             np.testing.assert_allclose(merge.RESAMPLERS[method](grid, new),
                                        expected[0].numpy().transpose(1, 2, 0), atol=1e-12)
+
+
+def test_a_dataset_config_trains_from_a_hub_backbone_offline(tmp_path, monkeypatch):
+    """configs/flowers.py:dinov2-b14 end to end with the network off: model.init
+    hf:facebook/dinov2-base resolves in a (fake, tiny) Hugging Face cache, the stored grid is
+    resampled to the run's resolution, init_norm becomes DINOv2's ImageNet mean/std, and a
+    linear probe leaves the backbone bit-identical."""
+    from huggingface_hub import constants
+
+    from tests.test_dataset_configs import _mock
+    from tests.test_weights import _fake_hub_cache
+    from tljax import config_lib, runs
+    from tljax.weights import tljax_format
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    folder = tmp_path / "dinov2"
+    _saved("dinov2_registers", folder)
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225]}))
+    _fake_hub_cache(tmp_path / "hub", "facebook/dinov2-base",
+                    {f: folder / f for f in ("config.json", "model.safetensors", "preprocessor_config.json")})
+    config = config_lib.load("configs/flowers.py:dinov2-b14")
+    assert config.model.init == "hf:facebook/dinov2-base"
+    with config.unlocked():
+        config.data.data_dir = str(tmp_path / "tfds")
+        config.data.image_size = 12  # the stored 4x4 grid becomes 3x3
+        config.data.pp_train = "resize(12)|flip_lr|init_norm"
+        config.data.pp_eval = "resize(12)|init_norm"
+        config.data.batch_size, config.data.eval_batch_size = 4, 6
+        config.total_steps, config.checkpoint_every, config.log_every = 2, 2, 1
+        config.optim.warmup_steps, config.schedule, config.export_weights = 1, "linear_probe", True
+    with _mock():
+        runs.run(config, str(tmp_path / "run"))
+    exported = tljax_format.load(str(tmp_path / "run" / "model.safetensors"))
+    assert exported.arch["registers"] == 2 and exported.arch["pos_resize"] == "bicubic_antialias"
+    assert exported.preprocessing["normalization"] == "normalize([0.485,0.456,0.406],[0.229,0.224,0.225])"
+    stored = weights.read(str(folder))
+    ours = traverse_util.flatten_dict(exported.variables["params"], sep="/")
+    theirs = traverse_util.flatten_dict(stored.variables["params"], sep="/")
+    resized = merge.resample_pos_embedding(theirs["embed/pos_embedding"], (1, 1 + 9, 32),
+                                           "bicubic_antialias")
+    np.testing.assert_array_equal(ours.pop("embed/pos_embedding"), resized)
+    assert all(np.array_equal(ours[p], theirs[p]) for p in theirs if not p.startswith(("head", "embed/pos")))

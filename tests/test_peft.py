@@ -22,6 +22,14 @@ ARCH = {
     "bit": {"block_counts": (1, 1), "base_width": 8, "gn_groups": 4, "stem": "small"},
     "resnet": {"depth": 18, "base_width": 4, "stem": "small"},  # 1x1 convs: the projections
 }
+# The ViT options of the backbones people transfer from today (models/vit.py), as variants
+# "vit-NAME": every method must start at and merge into these too.
+VIT_VARIANTS = {
+    "vit-dinov2": {"layer_scale": True, "registers": 2, "ffn": "swiglu", "classifier": "token_gap"},
+    "vit-clip": {"pre_norm": True, "patch_bias": False, "activation": "quick_gelu"},
+    "vit-siglip": {"classifier": "map", "activation": "gelu_tanh"},
+}
+ARCH.update({name: {**ARCH["vit"], **options} for name, options in VIT_VARIANTS.items()})
 SHAPE = (16, 16, 3)
 METHODS = {  # spec -> families it applies to
     "lora:r=4": ("vit", "bit", "resnet"),
@@ -31,7 +39,8 @@ METHODS = {  # spec -> families it applies to
     "adapter:dim=4,where=mlp": ("vit",),
     "adaptformer:dim=4": ("vit",),
     "ssf": ("vit", "bit", "resnet"),
-    "lora:r=4,targets=qkvom,dora=1+adapter:dim=4+ssf": ("vit",),
+    "lora:r=4,targets=qkvom,dora=1+adapter:dim=4+ssf": ("vit", *VIT_VARIANTS),
+    "adaptformer:dim=4+ssf": tuple(VIT_VARIANTS),
 }
 CASES = [(family, spec) for spec, families in METHODS.items() for family in families]
 
@@ -43,7 +52,7 @@ def _apply(module, variables, images):
 @functools.lru_cache(maxsize=None)
 def _pretrained(family):
     """A model with random, non-trivial weights everywhere (head and BN statistics too)."""
-    module = models.build(family, ARCH[family], 5)
+    module = models.build(family.split("-")[0], ARCH[family], 5)
     variables = weights.init_variables(module, SHAPE)
     leaves, tree = jax.tree.flatten(variables)
     keys = jax.random.split(jax.random.PRNGKey(7), len(leaves))

@@ -1,6 +1,7 @@
 """The checkpoint catalogue on the command line (tljax/weights/catalog.py holds it):
 
-    python -m tljax.cli.catalog              # list the known checkpoints, downloaded or not
+    python -m tljax.cli.catalog              # list the known checkpoints, downloaded or not,
+                                             # and the backbones known by hub name
     python -m tljax.cli.catalog BiT-M-R50x1  # download one into the cache, print its path
 """
 import os
@@ -18,6 +19,9 @@ def main(argv):
     for name, entry in sorted(catalog.CATALOG.items()):
         state = "downloaded" if os.path.exists(catalog.local_path(name)) else "not downloaded"
         print(f"{name:<22} {entry['model']:<7} {entry['resolution']}px  {state:<15} {entry['url']}")
+    print("\nBy hub name (model.init=NAME; through the Hugging Face cache, see docs/weights.md):")
+    for name, (init, published, where) in catalog.HUB.items():
+        print(f"{name:<16} {init:<42} {published or '—':<24} {where}")
 
 
 if __name__ == "__main__":

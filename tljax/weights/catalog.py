@@ -37,6 +37,28 @@ CATALOG = {
 }
 
 
+# Backbones read from the Hugging Face hub by name (weights/hub.py), with the published number
+# each one targets (ImageNet-1k top-1 %, under the protocol named) and where it was read.
+_DINOV2 = "facebookresearch/dinov2 README.md"
+_OPENCLIP = "mlfoundations/open_clip docs/openclip_results.csv"
+HUB = {
+    "dinov2-s14": ("hf:facebook/dinov2-small", "linear 81.1, k-NN 79.0", _DINOV2),
+    "dinov2-b14": ("hf:facebook/dinov2-base", "linear 84.5, k-NN 82.1", _DINOV2),
+    "dinov2-l14": ("hf:facebook/dinov2-large", "linear 86.3, k-NN 83.5", _DINOV2),
+    "dinov2-g14": ("hf:facebook/dinov2-giant", "linear 86.5, k-NN 83.5", _DINOV2),
+    "dinov2-s14-reg": ("hf:facebook/dinov2-with-registers-small", "linear 80.9, k-NN 79.1", _DINOV2),
+    "dinov2-b14-reg": ("hf:facebook/dinov2-with-registers-base", "linear 84.6, k-NN 82.0", _DINOV2),
+    "dinov2-l14-reg": ("hf:facebook/dinov2-with-registers-large", "linear 86.7, k-NN 83.8", _DINOV2),
+    "dinov2-g14-reg": ("hf:facebook/dinov2-with-registers-giant", "linear 87.1, k-NN 83.7", _DINOV2),
+    "clip-b32": ("hf:openai/clip-vit-base-patch32", "zero-shot 63.3", _OPENCLIP),
+    "clip-b16": ("hf:openai/clip-vit-base-patch16", "zero-shot 68.3", _OPENCLIP),
+    "clip-l14": ("hf:openai/clip-vit-large-patch14", "zero-shot 75.5", _OPENCLIP),
+    "siglip-b16": ("hf:google/siglip-base-patch16-224", "zero-shot 76.0", _OPENCLIP),
+    "siglip-so400m14": ("hf:google/siglip-so400m-patch14-384", "zero-shot 82.0", _OPENCLIP),
+    "siglip2-b16": ("hf:google/siglip2-base-patch16-224", "", ""),
+}
+
+
 def cache_dir():
     return os.environ.get("TLJAX_WEIGHTS_DIR", os.path.join(paths.cache_root(), "weights"))
 
