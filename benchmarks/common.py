@@ -14,6 +14,12 @@ PRESETS = {
     "vit-b16": ("vit", {"size": "B", "patch": 16}),
     "vit-s16": ("vit", {"size": "S", "patch": 16}),
     "vit-ti16": ("vit", {"size": "Ti", "patch": 16}),
+    # The hub backbones' architectures (HF configs of facebook/dinov2-base, google/siglip-base-
+    # patch16-224, openai/clip-vit-base-patch16), random weights.
+    "dinov2-b14": ("vit", {"size": "B", "patch": 14, "layer_scale": True, "classifier": "token_gap"}),
+    "siglip-b16": ("vit", {"size": "B", "patch": 16, "classifier": "map", "activation": "gelu_tanh"}),
+    "clip-b16": ("vit", {"size": "B", "patch": 16, "pre_norm": True, "patch_bias": False,
+                         "activation": "quick_gelu"}),
     "tiny-bit": ("bit", {"block_counts": (1, 1, 1), "base_width": 8, "gn_groups": 8}),
 }
 
