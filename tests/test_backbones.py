@@ -238,3 +238,124 @@ def test_a_dataset_config_trains_from_a_hub_backbone_offline(tmp_path, monkeypat
                                            "bicubic_antialias")
     np.testing.assert_array_equal(ours.pop("embed/pos_embedding"), resized)
     assert all(np.array_equal(ours[p], theirs[p]) for p in theirs if not p.startswith(("head", "embed/pos")))
+
+
+def _timm_state_dict(name, folder):
+    """The saved HF model's weights under timm's VisionTransformer names (timm
+    models/vision_transformer.py, its _convert_dinov2: a registers model's class token takes
+    its position and pos_embed covers the patches only; layers/attention_pool.py: q, packed
+    kv, proj), written here independently of tljax's layouts."""
+    from safetensors.numpy import load_file
+
+    sd = load_file(str(folder / "model.safetensors"))
+    out = {}
+    if name.startswith("dinov2"):
+        p = "dinov2_with_registers." if name == "dinov2_registers" else "dinov2."
+        emb, pos = f"{p}embeddings.", sd[f"{p}embeddings.position_embeddings"]
+        out["cls_token"], out["pos_embed"] = sd[emb + "cls_token"], pos
+        if name == "dinov2_registers":
+            out["reg_token"] = sd[emb + "register_tokens"]
+            out["cls_token"], out["pos_embed"] = sd[emb + "cls_token"] + pos[:, :1], pos[:, 1:]
+        out["patch_embed.proj.weight"] = sd[emb + "patch_embeddings.projection.weight"]
+        out["patch_embed.proj.bias"] = sd[emb + "patch_embeddings.projection.bias"]
+        for i in range(TOWER["num_hidden_layers"]):
+            src, dst = f"{p}encoder.layer.{i}.", f"blocks.{i}."
+            for leaf in ("weight", "bias"):
+                out[dst + f"attn.qkv.{leaf}"] = np.concatenate(
+                    [sd[src + f"attention.attention.{w}.{leaf}"] for w in ("query", "key", "value")])
+                out[dst + f"attn.proj.{leaf}"] = sd[src + f"attention.output.dense.{leaf}"]
+                for n in ("norm1", "norm2"):
+                    out[dst + f"{n}.{leaf}"] = sd[src + f"{n}.{leaf}"]
+                swiglu = src + "mlp.weights_in.weight" in sd
+                out[dst + f"mlp.fc1.{leaf}"] = sd[src + ("mlp.weights_in." if swiglu else "mlp.fc1.") + leaf]
+                out[dst + f"mlp.fc2.{leaf}"] = sd[src + ("mlp.weights_out." if swiglu else "mlp.fc2.") + leaf]
+            out[dst + "ls1.gamma"] = sd[src + "layer_scale1.lambda1"]
+            out[dst + "ls2.gamma"] = sd[src + "layer_scale2.lambda1"]
+        out["norm.weight"], out["norm.bias"] = sd[f"{p}layernorm.weight"], sd[f"{p}layernorm.bias"]
+        out["head.weight"], out["head.bias"] = sd["classifier.weight"], sd["classifier.bias"]
+        return out
+    p = "vision_model." if name == "clip" else ""
+    out["pos_embed"] = sd[f"{p}embeddings.position_embedding.weight"][None]
+    out["patch_embed.proj.weight"] = sd[f"{p}embeddings.patch_embedding.weight"]
+    if name == "clip":
+        out["cls_token"] = sd[f"{p}embeddings.class_embedding"][None, None]
+        out["norm_pre.weight"], out["norm_pre.bias"] = sd[f"{p}pre_layrnorm.weight"], sd[f"{p}pre_layrnorm.bias"]
+    else:
+        out["patch_embed.proj.bias"] = sd[f"{p}embeddings.patch_embedding.bias"]
+        width = TOWER["hidden_size"]
+        out["attn_pool.latent"] = sd[f"{p}head.probe"]
+        for leaf in ("weight", "bias"):
+            packed = sd[f"{p}head.attention.in_proj_{leaf}"]
+            out[f"attn_pool.q.{leaf}"], out[f"attn_pool.kv.{leaf}"] = packed[:width], packed[width:]
+            out[f"attn_pool.proj.{leaf}"] = sd[f"{p}head.attention.out_proj.{leaf}"]
+            out[f"attn_pool.norm.{leaf}"] = sd[f"{p}head.layernorm.{leaf}"]
+            out[f"attn_pool.mlp.fc1.{leaf}"] = sd[f"{p}head.mlp.fc1.{leaf}"]
+            out[f"attn_pool.mlp.fc2.{leaf}"] = sd[f"{p}head.mlp.fc2.{leaf}"]
+    for i in range(TOWER["num_hidden_layers"]):
+        src, dst = f"{p}encoder.layers.{i}.", f"blocks.{i}."
+        for leaf in ("weight", "bias"):
+            out[dst + f"attn.qkv.{leaf}"] = np.concatenate(
+                [sd[src + f"self_attn.{w}_proj.{leaf}"] for w in "qkv"])
+            out[dst + f"attn.proj.{leaf}"] = sd[src + f"self_attn.out_proj.{leaf}"]
+            out[dst + f"norm1.{leaf}"] = sd[src + f"layer_norm1.{leaf}"]
+            out[dst + f"norm2.{leaf}"] = sd[src + f"layer_norm2.{leaf}"]
+            out[dst + f"mlp.fc1.{leaf}"] = sd[src + f"mlp.fc1.{leaf}"]
+            out[dst + f"mlp.fc2.{leaf}"] = sd[src + f"mlp.fc2.{leaf}"]
+    out["norm.weight"], out["norm.bias"] = sd[f"{p}post_layernorm.weight"], sd[f"{p}post_layernorm.bias"]
+    return out
+
+
+# timm architecture names written into the hub config.json beside the weights: CLIP's
+# OpenAI weights need timm's quickgelu variant; timm's SigLIP computes exact GELU, so the HF
+# reference is built with hidden_act="gelu" for it.
+TIMM_ARCHITECTURES = {"dinov2": "vit_base_patch14_dinov2", "dinov2_swiglu": "vit_giant_patch14_dinov2",
+                      "dinov2_registers": "vit_base_patch14_reg4_dinov2",
+                      "clip": "vit_base_patch16_clip_quickgelu_224", "siglip": "vit_base_patch16_siglip_224"}
+
+
+@pytest.mark.parametrize("name", list(TIMM_ARCHITECTURES))
+def test_timm_layouts_of_the_modern_vits_equal_hugging_face(name, tmp_path):
+    from safetensors.numpy import save_file
+
+    if name == "siglip":
+        torch.manual_seed(0)
+        vision = dict(TOWER, intermediate_size=64, image_size=16, hidden_act="gelu")
+        reference = _randomize(transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**vision)))
+        reference.save_pretrained(tmp_path / "hf")
+    else:
+        reference = _saved(name, tmp_path / "hf")
+    save_file(_timm_state_dict(name, tmp_path / "hf"), str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({
+        "architecture": TIMM_ARCHITECTURES[name],
+        "pretrained_cfg": {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+                           "input_size": [3, 16, 16]}}))
+    classes = None if MODELS[name][1] == "logits" else 3
+    loaded = weights.load_model(str(tmp_path / "model.safetensors"), model="vit:heads=4",
+                                num_classes=classes)
+    assert loaded.preprocessing == {"normalization": "normalize([0.485,0.456,0.406],[0.229,0.224,0.225])",
+                                    "image_size": 16}
+    assert models.pos_resize(loaded.module) == "bicubic_antialias"  # timm resample_abs_pos_embed
+    images = _images(16)
+    error = _relative_error(_ours(name, loaded, images), _reference(name, reference, images))
+    assert error <= 1e-4, f"{name}: relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("architecture,size", [("vit_small_patch14_reg4_dinov2", 28),
+                                               ("vit_base_patch16_siglip_224", 32),
+                                               ("vit_base_patch16_clip_quickgelu_224", 32)])
+def test_timm_models_themselves(architecture, size, tmp_path):
+    """Against timm's own modules, two blocks deep; runs where timm imports (the GPU
+    machine; timm does not import on the CPU CI machines)."""
+    timm = pytest.importorskip("timm")
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = _randomize(timm.create_model(architecture, pretrained=False, img_size=size, depth=2,
+                                         num_classes=5))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text(json.dumps({"architecture": architecture}))
+    loaded = weights.load_model(str(tmp_path / "model.safetensors"))
+    images = _images(size)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
+    assert _relative_error(_ours("dinov2", loaded, images), expected) <= 1e-4

@@ -23,7 +23,9 @@ from tljax.models import family, layers, names, peft as peft_lib
 # other values; converters set `ln_eps` to match them).
 # Size name -> (width, depth, mlp_dim, heads).
 SIZES = {"Ti": (192, 12, 768, 3), "S": (384, 12, 1536, 6), "B": (768, 12, 3072, 12),
-         "L": (1024, 24, 4096, 16), "H": (1280, 32, 5120, 16)}
+         "L": (1024, 24, 4096, 16), "H": (1280, 32, 5120, 16),
+         # DINOv2 ViT-g/14 (SwiGLU hidden 4096) and SigLIP So400m/14 (HF configs).
+         "g": (1536, 40, 4096, 24), "So400m": (1152, 27, 4304, 16)}
 
 
 def quick_gelu(x):

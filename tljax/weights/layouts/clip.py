@@ -102,6 +102,6 @@ def from_hf(folder, cfg, raw, path):
 
 
 def from_file(raw, path, model):
-    """CLIP and SigLIP load from HF folders (hf:openai/clip-*, hf:google/siglip-*); open_clip,
-    timm and big_vision .npz layouts are not read yet."""
+    """timm's CLIP and SigLIP state dicts are read with its other ViTs (layouts/vit.py);
+    open_clip's and big_vision's .npz layouts are not read yet."""
     return None

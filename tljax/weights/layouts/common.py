@@ -15,7 +15,8 @@ Transforms: "conv" (PyTorch OIHW -> HWIO), "dense" (PyTorch (out, in) -> (in, ou
 (flax/TF 1x1 conv kernel used as a classifier), "lead1" (leading axes of size 1 added: HF
 CLIP's (D,) class token and (N, D) position table), and for attention:
 "qkv_kernel:<i>:<heads>", "qkv_bias:<i>:<heads>", "heads_kernel:<heads>",
-"heads_bias:<heads>", "out_kernel:<heads>".
+"heads_bias:<heads>", "out_kernel:<heads>", "kv_kernel:<i>:<heads>" and "kv_bias:<i>:<heads>"
+(a packed key/value projection), and "zero_first_row" (a class token without a position).
 """
 import json
 import os
@@ -128,10 +129,12 @@ def transform(array, kind, target_shape):
     if name == "out_kernel":  # (D, heads*hd) -> (heads, hd, D)
         heads = int(args[0])
         return np.transpose(array).reshape(heads, -1, array.shape[0])
-    if name in ("qkv_kernel", "qkv_bias"):
+    if name == "zero_first_row":  # a (1, N, D) table given a leading zero row: (1, 1 + N, D)
+        return np.concatenate([np.zeros_like(array[:, :1]), array], axis=1)
+    if name in ("qkv_kernel", "qkv_bias", "kv_kernel", "kv_bias"):
         index, heads = int(args[0]), int(args[1])
-        part = np.split(array, 3, axis=0)[index]
-        return transform(part, ("heads_kernel" if name == "qkv_kernel" else "heads_bias") + f":{heads}",
+        part = np.split(array, 3 if name.startswith("qkv") else 2, axis=0)[index]
+        return transform(part, ("heads_kernel" if name.endswith("kernel") else "heads_bias") + f":{heads}",
                          target_shape)
     raise ValueError(f"unknown transform {kind}")
 

@@ -57,6 +57,6 @@ def from_hf(folder, cfg, raw, path):
 
 
 def from_file(raw, path, model):
-    """DINOv2 loads from HF folders (hf:facebook/dinov2-*); timm's and the authors' .pth
-    layouts are not read yet."""
+    """timm's DINOv2 state dicts are read with its other ViTs (layouts/vit.py); the authors'
+    hub .pth layout is not read yet."""
     return None

@@ -1,4 +1,7 @@
 """ViT checkpoints: Hugging Face `vit`, timm `vit_*`, the official vit_jax / AugReg .npz."""
+import json
+import math
+import os
 import re
 
 from tljax.errors import UserError
@@ -44,9 +47,17 @@ def vit_hf(path, heads, prefix="vit."):
     return None
 
 
-def vit_timm(path, heads):
+_TIMM_EXTRA = r"params/encoder/block(\d+)/(ls1|ls2)/gamma"
+_TIMM_MAP = r"params/map/(attention/(?:query|key|value|out)|norm|mlp/fc1|mlp/fc2)/(\w+)"
+
+
+def vit_timm(path, heads, no_embed_class=False):
     simple = {"params/embed/cls": ("cls_token", "id"),
-              "params/embed/pos_embedding": ("pos_embed", "id"),
+              "params/embed/pos_embedding": ("pos_embed", "zero_first_row" if no_embed_class else "id"),
+              "params/embed/registers": ("reg_token", "id"),
+              "params/embed/pre_norm/scale": ("norm_pre.weight", "id"),
+              "params/embed/pre_norm/bias": ("norm_pre.bias", "id"),
+              "params/map/probe": ("attn_pool.latent", "id"),
               "params/embed/patch/kernel": ("patch_embed.proj.weight", "conv"),
               "params/embed/patch/bias": ("patch_embed.proj.bias", "id"),
               "params/encoder/norm/scale": ("norm.weight", "id"),
@@ -55,6 +66,21 @@ def vit_timm(path, heads):
               "params/head/bias": ("head.bias", "id")}
     if path in simple:
         return simple[path]
+    if m := match(_TIMM_EXTRA, path):
+        return f"blocks.{m[1]}.{m[2]}.gamma", "id"
+    if m := match(_TIMM_MAP, path):  # timm AttentionPoolLatent: q, packed kv, proj
+        part, leaf = m[1], m[2]
+        param = "weight" if leaf == "kernel" else "bias"
+        if part in ("attention/key", "attention/value"):
+            index = 0 if part == "attention/key" else 1
+            return f"attn_pool.kv.{param}", f"kv_{'kernel' if leaf == 'kernel' else 'bias'}:{index}:{heads}"
+        if part == "attention/query":
+            return f"attn_pool.q.{param}", f"heads_{'kernel' if leaf == 'kernel' else 'bias'}:{heads}"
+        if part == "attention/out":
+            return f"attn_pool.proj.{param}", f"out_kernel:{heads}" if leaf == "kernel" else "id"
+        if part == "norm":
+            return f"attn_pool.norm.{_LN[leaf]}", "id"
+        return f"attn_pool.{part.replace('/', '.')}.{param}", "dense" if leaf == "kernel" else "id"
     if m := match(_VIT_BLOCK, path):
         block = f"blocks.{m[1]}"
         part, leaf = m[2], m[3]
@@ -127,21 +153,67 @@ def from_file(raw, path, model):
                         source.Arrays(raw, path), vit_npz)
     if "patch_embed.proj.weight" not in keys:
         return None
-    width = raw["patch_embed.proj.weight"].shape[0]  # timm vit_*
+    return _timm(raw, path, model)
+
+
+def _timm_config(path):
+    """The config.json timm writes beside its weights on the hub (architecture name,
+    pretrained_cfg with mean/std and input size), or {}."""
+    config_path = os.path.join(os.path.dirname(path), "config.json")
+    if not os.path.exists(config_path):
+        return {}
+    with open(config_path) as f:
+        config = json.load(f)
+    return config if "architecture" in config else {}
+
+
+def _timm(raw, path, model):
+    """A timm VisionTransformer state dict (timm models/vision_transformer.py): AugReg, DINOv2
+    (ls1/ls2 LayerScale, SwiGLUPacked fc1 for ViT-g, reg_token), CLIP (norm_pre, no patch
+    bias) and SigLIP (no class token, attn_pool MAP head). Numerics are timm's: exact GELU
+    unless the architecture is a `quickgelu` one, LayerNorm eps 1e-6 (1e-5 for CLIP's
+    pre-norm towers), bicubic position resampling with antialias
+    (layers/pos_embed.py resample_abs_pos_embed)."""
+    keys = set(raw)
+    timm_config = _timm_config(path)
+    architecture = timm_config.get("architecture", "")
+    width = raw["patch_embed.proj.weight"].shape[0]
     heads = next((h for w, _, _, h in SIZES.values() if w == width), None)
     if model and (m := re.search(r"heads=(\d+)", model)):
         heads = int(m[1])
     if heads is None:
         raise UserError(f"{path}: cannot tell the number of heads of a width-{width} ViT; "
                         f"pass model='vit:heads=N'")
-    if "cls_token" not in keys or "fc_norm.weight" in keys:
-        raise UserError(f"{path}: only class-token timm ViTs without fc_norm are supported")
+    class_token, pool = "cls_token" in keys, "attn_pool.latent" in keys
+    if "fc_norm.weight" in keys or not (class_token or pool):
+        raise UserError(f"{path}: timm ViTs pooled by fc_norm or an average are not supported "
+                        f"(class-token and attention-pool (SigLIP) ones are)")
     patch = raw["patch_embed.proj.weight"].shape[-1]
-    tokens = raw["pos_embed"].shape[1] - 1
+    positions = raw["pos_embed"].shape[1]
+    grid = math.isqrt(positions - (positions != math.isqrt(positions) ** 2))
+    pre_norm = "norm_pre.weight" in keys
+    fc1, fc2 = raw["blocks.0.mlp.fc1.weight"], raw["blocks.0.mlp.fc2.weight"]
+    swiglu = fc1.shape[0] == 2 * fc2.shape[1]
     arch = {"width": width, "patch": patch, "heads": heads,
             "depth": count(keys, r"blocks\.(\d+)\.norm1\.weight"),
-            "mlp_dim": raw["blocks.0.mlp.fc1.weight"].shape[0], "classifier": "token",
-            "ln_eps": 1e-6, "activation": "gelu"}
-    return Detected("vit", arch, raw["head.weight"].shape[0],
-                    {"normalization": source.MINUS_ONE_ONE, "image_size": int(round(tokens ** 0.5)) * patch},
-                    source.Arrays(raw, path, ("num_batches_tracked",)), lambda p: vit_timm(p, heads))
+            "mlp_dim": fc2.shape[1], "classifier": "token" if class_token else "map",
+            "ln_eps": 1e-5 if pre_norm else 1e-6,
+            "activation": "quick_gelu" if "quickgelu" in architecture else "gelu",
+            "layer_scale": "blocks.0.ls1.gamma" in keys, "ffn": "swiglu" if swiglu else "mlp",
+            "registers": raw["reg_token"].shape[1] if "reg_token" in keys else 0,
+            "pre_norm": pre_norm, "patch_bias": "patch_embed.proj.bias" in keys,
+            "pos_resize": "bicubic_antialias"}
+    classes = raw["head.weight"].shape[0] if "head.weight" in keys else 0
+    if classes and raw["head.weight"].shape[1] == 2 * width:
+        arch["classifier"] = "token_gap"
+    # timm's no_embed_class models (DINOv2 with registers) give the class token no position:
+    # tljax's grid then starts with a zero row for it.
+    no_embed_class = class_token and positions == grid**2
+    pretrained = timm_config.get("pretrained_cfg", {})
+    norm = source.MINUS_ONE_ONE
+    if pretrained.get("mean") and pretrained.get("std"):
+        norm = source.normalization_string(pretrained["mean"], pretrained["std"])
+    size = (pretrained.get("input_size") or [3, grid * patch])[-1]
+    return Detected("vit", arch, classes, {"normalization": norm, "image_size": size},
+                    source.Arrays(raw, path, ("num_batches_tracked",)),
+                    lambda p: vit_timm(p, heads, no_embed_class))
