@@ -359,3 +359,25 @@ def test_timm_models_themselves(architecture, size, tmp_path):
     with torch.no_grad():
         expected = model(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
     assert _relative_error(_ours("dinov2", loaded, images), expected) <= 1e-4
+
+
+def test_a_partial_or_foreign_checkpoint_is_one_error_naming_the_keys(tmp_path):
+    from safetensors.numpy import load_file, save_file
+
+    from tljax.errors import UserError
+
+    _saved("dinov2_registers", tmp_path)
+    arrays = load_file(str(tmp_path / "model.safetensors"))
+    arrays.pop("dinov2_with_registers.encoder.layer.1.layer_scale2.lambda1")
+    arrays["dinov2_with_registers.encoder.layer.1.extra.weight"] = np.zeros(3, np.float32)
+    save_file(arrays, str(tmp_path / "model.safetensors"))
+    with pytest.raises(UserError, match=r"missing keys \['dinov2_with_registers.encoder.layer.1."
+                                        r"layer_scale2.lambda1'\]; unexpected keys \['dinov2_with_"
+                                        r"registers.encoder.layer.1.extra.weight'\]"):
+        weights.load_model(str(tmp_path))
+    clip = tmp_path / "clip_classifier"
+    _saved("clip", clip)
+    config = json.loads((clip / "config.json").read_text())
+    (clip / "config.json").write_text(json.dumps(dict(config, architectures=["CLIPForImageClassification"])))
+    with pytest.raises(UserError, match="CLIPForImageClassification's head reads the mean patch token"):
+        weights.load_model(str(clip))
