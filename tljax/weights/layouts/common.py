@@ -16,7 +16,8 @@ Transforms: "conv" (PyTorch OIHW -> HWIO), "dense" (PyTorch (out, in) -> (in, ou
 CLIP's (D,) class token and (N, D) position table), and for attention:
 "qkv_kernel:<i>:<heads>", "qkv_bias:<i>:<heads>", "heads_kernel:<heads>",
 "heads_bias:<heads>", "out_kernel:<heads>", "kv_kernel:<i>:<heads>" and "kv_bias:<i>:<heads>"
-(a packed key/value projection), and "zero_first_row" (a class token without a position).
+(a packed key/value projection), "zero_first_row" (a class token without a position) and
+"flat" (a vector stored with singleton axes).
 """
 import json
 import os
@@ -57,6 +58,10 @@ def hf_preprocessing(folder, default_norm, size):
         norm = source.normalization_string(pre["image_mean"], pre["image_std"])
     resize, crop = pre.get("size") or {}, pre.get("crop_size") or {}
     crop = crop.get("height") if isinstance(crop, dict) else crop
+    if pre.get("crop_pct") and resize.get("shortest_edge"):  # ConvNeXt: resize to 224/0.875, crop 224
+        edge = resize["shortest_edge"]
+        return {"normalization": norm, "image_size": edge,
+                "pp_eval": f"resize_small({int(edge / pre['crop_pct'])})|central_crop({edge})|{norm}"}
     if pre.get("do_center_crop") and crop and resize.get("shortest_edge"):
         return {"normalization": norm, "image_size": crop,
                 "pp_eval": f"resize_small({resize['shortest_edge']})|central_crop({crop})|{norm}"}
@@ -129,6 +134,8 @@ def transform(array, kind, target_shape):
     if name == "out_kernel":  # (D, heads*hd) -> (heads, hd, D)
         heads = int(args[0])
         return np.transpose(array).reshape(heads, -1, array.shape[0])
+    if name == "flat":  # HF ConvNeXt V2's (1, 1, 1, C) GRN parameters
+        return array.reshape(-1)
     if name == "zero_first_row":  # a (1, N, D) table given a leading zero row: (1, 1 + N, D)
         return np.concatenate([np.zeros_like(array[:, :1]), array], axis=1)
     if name in ("qkv_kernel", "qkv_bias", "kv_kernel", "kv_bias"):
