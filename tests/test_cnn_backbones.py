@@ -120,3 +120,50 @@ def test_convnext_timm_layout(v2, tmp_path):
     if not v2:
         loaded = loaded._replace(module=loaded.module.clone(ln_eps=1e-12))
     assert _relative_error(loaded.module.apply(loaded.variables, images), _torch_logits(reference, images)) <= 1e-4
+
+
+# ------------------------------------------------------------------ keras.applications
+def _keras_model(name, **kw):
+    """A keras.applications model with random weights everywhere (biases, BatchNorm
+    statistics too), logits out."""
+    import keras
+
+    model = getattr(keras.applications, name)(weights=None, classifier_activation=None, **kw)
+    rng = np.random.default_rng(0)
+    for w in model.weights:
+        shape = tuple(w.shape)
+        if "moving_variance" in w.path:
+            w.assign(0.5 + rng.uniform(size=shape))
+        elif len(shape) == 1:
+            w.assign(0.1 * rng.normal(size=shape) + (1.0 if "gamma" in w.path else 0.0))
+        else:  # He-like scale keeps activations O(1) through the depth
+            fan_in = np.prod(shape[:-1]) if "depthwise" not in w.path else np.prod(shape[:2])
+            w.assign(rng.normal(size=shape) * np.sqrt(2.0 / fan_in))
+    return model
+
+
+def _keras_files(model, folder):
+    """The model's weights in each format Keras writes: legacy .h5 (keras.applications'
+    downloads), Keras 3 .weights.h5, and .keras."""
+    import h5py
+    from keras.src.legacy.saving import legacy_h5_format
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = [folder / "legacy.h5", folder / "model.weights.h5", folder / "model.keras"]
+    with h5py.File(paths[0], "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    model.save_weights(paths[1])
+    model.save(paths[2])
+    return [str(p) for p in paths]
+
+
+def test_keras_vgg16_equals_keras_from_each_file_format(tmp_path):
+    model = _keras_model("VGG16", input_shape=(32, 32, 3), classes=10)
+    images = np.random.default_rng(1).uniform(-120, 130, (2, 32, 32, 3)).astype(np.float32)
+    expected = np.asarray(model(images))
+    for path in _keras_files(model, tmp_path):
+        loaded = weights.load_model(path)
+        assert loaded.preprocessing == {"normalization": "caffe", "image_size": 32}, path
+        assert (loaded.module.depth, loaded.module.top) == (16, True)
+        error = _relative_error(loaded.module.apply(loaded.variables, images), expected)
+        assert error <= 1e-4, f"{path}: relative error {error:.2e}"

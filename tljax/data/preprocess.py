@@ -116,6 +116,19 @@ def normalize(mean, std):
     return lambda image, seed: (image / 255.0 - mean_t) / std_t
 
 
+# keras.applications imagenet_utils.py, mode "caffe" (VGG16/19, ResNet50): the ImageNet mean
+# of the BGR channels, subtracted from 0..255 pixels.
+CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+
+
+@_op
+def caffe():
+    """Keras' "caffe" input (VGG16/19 weights): RGB -> BGR, minus the ImageNet BGR mean,
+    no scaling."""
+    mean = tf.constant(CAFFE_BGR_MEAN, tf.float32)
+    return lambda image, seed: image[..., ::-1] - mean
+
+
 @_op
 def init_norm():
     """Placeholder for the normalisation the init weights expect; tljax.train substitutes it."""
@@ -181,5 +194,5 @@ def build(spec):
 def normalization_op(spec):
     """The last normalising op of a spec, e.g. 'value_range(-1,1)' ('' if none)."""
     ops = [op.strip() for op in spec.split("|")
-           if op.strip().startswith(("value_range", "normalize", "init_norm"))]
+           if op.strip().startswith(("value_range", "normalize", "caffe", "init_norm"))]
     return ops[-1] if ops else ""

@@ -9,7 +9,12 @@ from tljax.errors import UserError
 
 
 def read_arrays(path):
-    """{key: np.ndarray} from .safetensors, .npz, or a PyTorch .pth/.bin state dict."""
+    """{key: np.ndarray} from .safetensors, .npz, a PyTorch .pth/.bin state dict, or a Keras
+    .h5 / .weights.h5 / .keras file (keys as weights/keras_files.py writes them)."""
+    from tljax.weights import keras_files
+
+    if keras_files.is_keras_file(path):
+        return keras_files.read(path)
     try:
         if path.endswith(".safetensors"):
             from safetensors.numpy import load_file
@@ -40,7 +45,7 @@ def read_arrays(path):
         raise UserError(f"{path} is not a readable weights file ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:200]}); it may be truncated: download it again") from None
     raise UserError(f"unknown weights file type {os.path.basename(path)!r}: expected .safetensors, "
-                    f".npz, .pth or .bin")
+                    f".npz, .pth, .bin, or Keras .h5 / .keras")
 
 
 class Arrays:

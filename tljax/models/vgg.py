@@ -1,0 +1,82 @@
+"""VGG16 / VGG19 (Simonyan & Zisserman 2015), layout of keras.applications `vgg16.py` /
+`vgg19.py`: five blocks of 3x3 "same" convs with ReLU, each closed by a 2x2 max-pool, then
+the classifier block (fc1, fc2: 4096 wide with ReLU) and the head ("predictions").
+
+Names: block{b}/conv{i}, classifier/{fc1,fc2}, head. `top=False` is Keras' notop model
+(`include_top=False, pooling="avg"`): the head reads the global average of the last block.
+With the top, the last block's grid is flattened in NHWC order, as Keras does, so the
+pretrained fc1 fits 224 px inputs (a 7x7 grid).
+"""
+from typing import Sequence
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from tljax.models import family, names, peft as peft_lib
+
+# convs per block (keras.applications vgg16.py / vgg19.py)
+DEPTHS = {16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
+WIDTHS = (64, 128, 256, 512, 512)
+
+
+class _Block(nn.Module):
+    width: int
+    convs: int
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        for i in range(self.convs):
+            x = nn.relu(nn.Conv(self.width, (3, 3), padding="SAME", dtype=self.dtype,
+                                name=f"conv{i + 1}")(x))
+        return nn.max_pool(x, (2, 2), (2, 2))
+
+
+class _Classifier(nn.Module):
+    width: int
+    dropout: float = 0.0
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, train):
+        for name in ("fc1", "fc2"):
+            x = nn.relu(nn.Dense(self.width, dtype=self.dtype, name=name)(x))
+            x = nn.Dropout(self.dropout)(x, deterministic=not train)
+        return x
+
+
+class VGG(nn.Module):
+    num_classes: int
+    depth: int = 16
+    widths: Sequence[int] = WIDTHS   # per block; smaller for tiny test models
+    fc_width: int = 4096
+    top: bool = True                 # the fc1/fc2 classifier block (Keras include_top)
+    dropout: float = 0.0             # after fc1 and fc2 (torchvision's 0.5; Keras has none)
+    dtype: jnp.dtype = jnp.float32
+    peft: peft_lib.Peft = peft_lib.NONE
+
+    @nn.compact
+    def __call__(self, x, train: bool = False):
+        x = x.astype(self.dtype)
+        with peft_lib.intercept(self.peft, train, lora_default="c"):
+            for b, (convs, width) in enumerate(zip(DEPTHS[self.depth], self.widths)):
+                x = _Block(width, convs, self.dtype, name=f"block{b + 1}")(x)
+            if self.top:
+                x = x.reshape(x.shape[0], -1)
+                x = _Classifier(self.fc_width, self.dropout, self.dtype, name="classifier")(x, train)
+            else:
+                x = x.mean(axis=(1, 2))
+        self.sow(names.INTERMEDIATES, names.HEAD_INPUT, x)  # fc7 (fc2's output) with the top
+        return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
+                        name="head")(x).astype(jnp.float32)
+
+
+def _groups(module):
+    """The five conv blocks, the classifier block (fc1, fc2: "the final layers" a first
+    transfer project retrains with last_k:1), the head."""
+    blocks = [(f"block{b + 1}", rf"block{b + 1}/.*") for b in range(len(DEPTHS[module.depth]))]
+    top = [("classifier", "classifier/.*")] if module.top else []
+    return [*blocks, *top, (names.HEAD, "head/.*")]
+
+
+FAMILY = family.Family("vgg", VGG, _groups)

@@ -1,0 +1,93 @@
+"""Keras weight files read into one flat form, whichever Keras wrote them:
+  - legacy HDF5 (`.h5`: what keras.applications downloads into ~/.keras/models/, Keras 2's
+    `save_weights`): a group per layer name in `layer_names` order, `weight_names` inside;
+  - Keras 3 `.weights.h5`: `layers/<snake_case class>[_N]/vars/<i>`, N counting that class's
+    layers in model order (0 unnumbered);
+  - Keras 3 `.keras`: a zip of config.json and model.weights.h5 in the Keras 3 layout.
+
+Keys: "<kind>:<k>/<i>", weight i of the k-th layer of `kind` in model order, kind one of
+conv2d, depthwise_conv2d, batch_normalization, dense (Keras' own snake-case class names).
+Weights keep Keras' order and shapes (conv HWIO, dense (in, out); BatchNorm gamma, beta,
+moving mean, moving variance, without gamma when scale=False).
+"""
+import io
+import re
+import zipfile
+
+import numpy as np
+
+from tljax.errors import UserError
+
+KINDS = ("conv2d", "depthwise_conv2d", "batch_normalization", "dense")
+
+
+def is_keras_file(path):
+    return str(path).endswith((".h5", ".hdf5", ".keras"))
+
+
+def read(path):
+    import h5py
+
+    try:
+        if str(path).endswith(".keras"):
+            with zipfile.ZipFile(path) as archive:
+                data = io.BytesIO(archive.read("model.weights.h5"))
+            with h5py.File(data, "r") as f:
+                return _keras3(f, path)
+        with h5py.File(path, "r") as f:
+            if "layers" in f and "layer_names" not in f.attrs:
+                return _keras3(f, path)
+            return _legacy(f.get("model_weights", f), path)
+    except (OSError, KeyError, zipfile.BadZipFile) as e:
+        raise UserError(f"{path} is not a readable Keras weights file ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:160]}); it may be truncated: download it again") from None
+
+
+def _keras3(f, path):
+    out = {}
+    for slot, group in f["layers"].items():
+        m = re.fullmatch(r"([a-z0-9_]+?)(?:_(\d+))?", slot)
+        if not m or m[1] not in KINDS or "vars" not in group:
+            continue
+        for index, array in group["vars"].items():
+            out[f"{m[1]}:{int(m[2] or 0)}/{int(index)}"] = np.asarray(array)
+    if not out:
+        raise UserError(f"{path}: a Keras 3 weights file without convolution, BatchNorm or dense "
+                        f"layers")
+    return out
+
+
+def _kind(weight_names, arrays):
+    leaves = [name.split("/")[-1].split(":")[0] for name in weight_names]
+    if "depthwise_kernel" in leaves:
+        return "depthwise_conv2d"
+    if "moving_mean" in leaves:
+        return "batch_normalization"
+    if "kernel" in leaves:
+        return "conv2d" if arrays[leaves.index("kernel")].ndim == 4 else "dense"
+    return None
+
+
+def _legacy(f, path):
+    if "layer_names" not in f.attrs:
+        raise UserError(f"{path}: an HDF5 file without Keras' layer_names: not Keras weights")
+    out, counts = {}, {}
+    for layer in f.attrs["layer_names"]:
+        layer = layer.decode() if isinstance(layer, bytes) else layer
+        group = f[layer]
+        names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs.get("weight_names", [])]
+        if not names:
+            continue
+        arrays = [np.asarray(group[n]) for n in names]
+        kind = _kind(names, arrays)
+        if kind is None:
+            raise UserError(f"{path}: layer {layer!r} holds weights {names} of no layer kind tljax "
+                            f"reads ({', '.join(KINDS)})")
+        k = counts[kind] = counts.get(kind, -1) + 1
+        for i, array in enumerate(arrays):
+            out[f"{kind}:{k}/{i}"] = array
+    return out
+
+
+def layer_count(arrays, kind):
+    return len({key.split("/")[0] for key in arrays if key.startswith(kind + ":")})
