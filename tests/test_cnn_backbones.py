@@ -167,3 +167,17 @@ def test_keras_vgg16_equals_keras_from_each_file_format(tmp_path):
         assert (loaded.module.depth, loaded.module.top) == (16, True)
         error = _relative_error(loaded.module.apply(loaded.variables, images), expected)
         assert error <= 1e-4, f"{path}: relative error {error:.2e}"
+
+
+@pytest.mark.parametrize("alpha,size", [(0.35, 32), (1.0, 33)])
+def test_keras_mobilenet_v2_equals_keras_from_each_file_format(alpha, size, tmp_path):
+    """Width multipliers; an odd input size exercises Keras' correct_pad on the stride-2
+    depthwise convs; BatchNorm on running statistics with eps 1e-3."""
+    model = _keras_model("MobileNetV2", input_shape=(size, size, 3), alpha=alpha, classes=10)
+    images = np.random.default_rng(1).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
+    expected = np.asarray(model(images, training=False))
+    for path in _keras_files(model, tmp_path):
+        loaded = weights.load_model(path, image_shape=(size, size, 3))
+        assert loaded.module.alpha == alpha and loaded.preprocessing["normalization"] == "value_range(-1,1)"
+        error = _relative_error(loaded.module.apply(loaded.variables, images), expected)
+        assert error <= 1e-4, f"{path}: relative error {error:.2e}"

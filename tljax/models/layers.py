@@ -1,4 +1,5 @@
-"""Regularisation layers the families share: stochastic depth (drop path)."""
+"""Layers the families share: stochastic depth (drop path) and BatchNorm as every BatchNorm
+family runs it (frozen on running statistics, synchronised under pmap)."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -25,3 +26,17 @@ class DropPath(nn.Module):
         keep = 1.0 - self.rate
         mask = jax.random.bernoulli(self.make_rng("dropout"), keep, (x.shape[0],) + (1,) * (x.ndim - 1))
         return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+def batch_norm(module, name, train, momentum, epsilon):
+    """BatchNorm `name` inside `module` (fields frozen_norms, bn_axis_name, dtype): on running
+    statistics when not training or when listed in module.frozen_norms, so a frozen group's
+    statistics never move; batch statistics averaged over `bn_axis_name` under pmap.
+    `momentum` is flax's (the kept fraction of the old average: Keras' own convention;
+    PyTorch's 0.1 is flax's 0.9). The batch variance is two-pass, E[(x - E[x])^2], as PyTorch
+    and Keras compute it: flax's default E[x^2] - E[x]^2 loses the variance of channels whose
+    mean is large against their spread."""
+    path = "/".join((*module.scope.path, name))
+    return nn.BatchNorm(use_running_average=not train or path in module.frozen_norms,
+                        use_fast_variance=False, momentum=momentum, epsilon=epsilon,
+                        dtype=module.dtype, axis_name=module.bn_axis_name, name=name)

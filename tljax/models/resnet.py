@@ -20,18 +20,9 @@ DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
 
 
 def _batch_norm(module, name, train):
-    """BatchNorm `name` inside `module`; frozen (running statistics) if listed in frozen_norms.
-
-    torchvision models/resnet.py uses nn.BatchNorm2d's defaults: eps 1e-5 (`bn_eps`) and
-    running-average momentum 0.1, which is flax's momentum 0.9 (flax keeps 0.9 of the old).
-    The batch variance is two-pass, E[(x - E[x])^2], as PyTorch's: flax's default
-    E[x^2] - E[x]^2 loses the variance of channels whose mean is large against their spread.
-    """
-    path = "/".join((*module.scope.path, name))
-    return nn.BatchNorm(use_running_average=not train or path in module.frozen_norms,
-                        use_fast_variance=False,
-                        momentum=0.9, epsilon=module.bn_eps, dtype=module.dtype,
-                        axis_name=module.bn_axis_name, name=name)
+    """torchvision models/resnet.py uses nn.BatchNorm2d's defaults: eps 1e-5 (`bn_eps`) and
+    running-average momentum 0.1, which is flax's momentum 0.9 (flax keeps 0.9 of the old)."""
+    return layers.batch_norm(module, name, train, momentum=0.9, epsilon=module.bn_eps)
 
 
 def _pad(k):

@@ -57,9 +57,11 @@ def _keras3(f, path):
     return out
 
 
-def _kind(weight_names, arrays):
+def _kind(layer, weight_names, arrays):
+    """A legacy layer's kind from its weights (Keras 2 names a depthwise kernel
+    "depthwise_kernel"; Keras 3 writes "kernel", where the layer's name tells)."""
     leaves = [name.split("/")[-1].split(":")[0] for name in weight_names]
-    if "depthwise_kernel" in leaves:
+    if "depthwise_kernel" in leaves or ("kernel" in leaves and "depthwise" in layer):
         return "depthwise_conv2d"
     if "moving_mean" in leaves:
         return "batch_normalization"
@@ -79,7 +81,7 @@ def _legacy(f, path):
         if not names:
             continue
         arrays = [np.asarray(group[n]) for n in names]
-        kind = _kind(names, arrays)
+        kind = _kind(layer, names, arrays)
         if kind is None:
             raise UserError(f"{path}: layer {layer!r} holds weights {names} of no layer kind tljax "
                             f"reads ({', '.join(KINDS)})")

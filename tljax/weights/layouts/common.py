@@ -17,7 +17,7 @@ CLIP's (D,) class token and (N, D) position table), and for attention:
 "qkv_kernel:<i>:<heads>", "qkv_bias:<i>:<heads>", "heads_kernel:<heads>",
 "heads_bias:<heads>", "out_kernel:<heads>", "kv_kernel:<i>:<heads>" and "kv_bias:<i>:<heads>"
 (a packed key/value projection), "zero_first_row" (a class token without a position) and
-"flat" (a vector stored with singleton axes).
+"flat" (a vector stored with singleton axes), "keras_depthwise" (a Keras depthwise kernel).
 """
 import json
 import os
@@ -134,6 +134,8 @@ def transform(array, kind, target_shape):
     if name == "out_kernel":  # (D, heads*hd) -> (heads, hd, D)
         heads = int(args[0])
         return np.transpose(array).reshape(heads, -1, array.shape[0])
+    if name == "keras_depthwise":  # Keras (kh, kw, C, 1) -> flax grouped conv (kh, kw, 1, C)
+        return np.transpose(array, (0, 1, 3, 2))
     if name == "flat":  # HF ConvNeXt V2's (1, 1, 1, C) GRN parameters
         return array.reshape(-1)
     if name == "zero_first_row":  # a (1, N, D) table given a leading zero row: (1, 1 + N, D)

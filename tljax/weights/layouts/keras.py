@@ -1,13 +1,15 @@
 """keras.applications models from Keras weight files (weights/keras_files.py reads all three
-formats into "<kind>:<k>/<i>" keys): VGG16/19. Layers are matched by kind and order, so the
-layer names Keras generated (which depend on what else the session built) do not matter.
-Preprocessing as keras.applications defines it (imagenet_utils.preprocess_input): VGG
-"caffe" (BGR, ImageNet mean subtracted).
+formats into "<kind>:<k>/<i>" keys): VGG16/19, MobileNetV2. Layers are matched by kind and
+order, so the layer names Keras generated (which depend on what else the session built) do not
+matter. Preprocessing as keras.applications defines it (imagenet_utils.preprocess_input): VGG
+"caffe" (BGR, ImageNet mean subtracted); MobileNetV2 "tf" ([-1, 1]).
 """
 import math
+from collections import Counter
+
 
 from tljax.errors import UserError
-from tljax.models import vgg
+from tljax.models import mobilenet, vgg
 from tljax.weights import keras_files, source
 from tljax.weights.layouts.common import Detected, match
 
@@ -46,6 +48,64 @@ def _vgg(raw, path):
                     source.Arrays(raw, path), _vgg_layout(depth))
 
 
+BN = "batch_normalization"
+# flax BatchNorm leaf -> Keras weight index (gamma, beta, moving mean, moving variance)
+_BN_LEAVES = {"params/scale": 0, "params/bias": 1, "batch_stats/mean": 2, "batch_stats/var": 3}
+
+
+def _slots(layers):
+    """{tljax module path: "<kind>:<k>"} for (path, Keras kind) in Keras' model order."""
+    counts, slots = Counter(), {}
+    for path, kind in layers:
+        slots[path] = f"{kind}:{counts[kind]}"
+        counts[kind] += 1
+    return slots
+
+
+def _mobilenet_layers(alpha):
+    layers = [("stem/conv", "conv2d"), ("stem/bn", BN)]
+    for block_id, expansion, _, _ in mobilenet.block_plan(alpha):
+        if expansion != 1:
+            layers += [(f"block{block_id}/expand", "conv2d"), (f"block{block_id}/expand_bn", BN)]
+        layers += [(f"block{block_id}/depthwise", "depthwise_conv2d"), (f"block{block_id}/depthwise_bn", BN),
+                   (f"block{block_id}/project", "conv2d"), (f"block{block_id}/project_bn", BN)]
+    return layers + [("top/conv", "conv2d"), ("top/bn", BN), ("head", "dense")]
+
+
+def _slot_layout(slots):
+    """tljax path -> Keras key through `slots`: kernels HWIO as they are (a depthwise kernel
+    (3, 3, C, 1) becomes flax's (3, 3, 1, C)), BatchNorm leaves by Keras' weight order."""
+    def layout(path):
+        collection, _, rest = path.partition("/")
+        module, _, leaf = rest.rpartition("/")
+        if module not in slots:
+            return None
+        slot = slots[module]
+        if collection == "params" and leaf == "kernel":
+            return f"{slot}/0", "keras_depthwise" if slot.startswith("depthwise") else "id"
+        if slot.startswith(BN):
+            return f"{slot}/{_BN_LEAVES[f'{collection}/{leaf}']}", "id"
+        return f"{slot}/1", "id"  # a dense bias
+    return layout
+
+
+def _mobilenet(raw, path):
+    project = raw[f"conv2d:{keras_files.layer_count(raw, 'conv2d') - 2}/0"].shape[-1]  # block 16's
+    alpha = next((a for a in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+                  if mobilenet.make_divisible(int(320 * a)) == project), None)
+    if alpha is None:
+        raise UserError(f"{path}: a Keras MobileNetV2 whose last block has {project} filters, which "
+                        f"no Keras width multiplier gives")
+    layers = _mobilenet_layers(alpha)
+    top = keras_files.layer_count(raw, "dense") == 1
+    if not top:
+        layers = layers[:-1]
+    classes = raw["dense:0/0"].shape[1] if top else 0
+    return Detected("mobilenet_v2", {"alpha": alpha}, classes,
+                    {"normalization": source.MINUS_ONE_ONE, "image_size": 224},
+                    source.Arrays(raw, path), _slot_layout(_slots(layers)))
+
+
 def from_hf(folder, cfg, raw, path):
     return None
 
@@ -53,6 +113,8 @@ def from_hf(folder, cfg, raw, path):
 def from_file(raw, path, model):
     if not any(":" in key for key in raw) or not keras_files.is_keras_file(path):
         return None
-    if keras_files.layer_count(raw, "batch_normalization") == 0:
+    if keras_files.layer_count(raw, BN) == 0:
         return _vgg(raw, path)
-    raise UserError(f"{path}: a Keras model tljax does not read (VGG16/19 are read)")
+    if keras_files.layer_count(raw, "depthwise_conv2d") == 17:
+        return _mobilenet(raw, path)
+    raise UserError(f"{path}: a Keras model tljax does not read (VGG16/19 and MobileNetV2 are read)")
