@@ -39,6 +39,11 @@ _FAMILIES = {
                ["stage4"], ["stage1", "stage2", "stage3", "stem"]),
     "vit": ({"size": "Ti", "width": 16, "depth": 2, "mlp_dim": 32, "heads": 2, "patch": 4},
             ["encoder/block1", "encoder/norm"], ["embed", "encoder/block0"]),
+    "convnext": ({"depths": (1, 1), "widths": (4, 8)}, ["stage2", "norm"], ["stage1", "stem"]),
+    # VGG's last unit is its classifier block (fc1, fc2): "retrain the final layers".
+    "vgg": ({"widths": (2, 2, 4, 4, 4), "fc_width": 8}, ["classifier"],
+            [f"block{b}" for b in range(1, 6)]),
+    "mobilenet_v2": ({"alpha": 0.35}, ["top"], ["stem", *(f"block{i}" for i in range(17))]),
 }
 
 
@@ -124,7 +129,7 @@ def test_depth_strategies_agree_on_every_family(family):
     unit first; layer_decay gives it depth 1 (the head depth 0)."""
     arch, top_unit, rest = _FAMILIES[family]
     module = models.build(family, arch, 5)
-    variables = weights.init_variables(module, (8, 8, 3))
+    variables = weights.init_variables(module, (32, 32, 3))
     paths = list(traverse_util.flatten_dict(variables["params"], sep="/"))
     group_list = models.groups(module)
 
@@ -202,7 +207,7 @@ def test_weight_decay_reaches_exactly_the_kernels(family, name):
     """Default rules, as big_vision's `.*/kernel$`: ViT q/k/v biases (2-D), cls and
     pos_embedding, norm scales and every bias are never decayed; every kernel is."""
     module = models.build(family, _FAMILIES[family][0], 5)
-    params = weights.init_variables(module, (8, 8, 3))["params"]
+    params = weights.init_variables(module, (32, 32, 3))["params"]
     params = jax.tree.map(lambda x: x + 1.0, params)  # no zero weights: decay shows everywhere
     plan = freezing.make_plan("full", models.groups(module), list(
         traverse_util.flatten_dict(params, sep="/")))

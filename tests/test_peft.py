@@ -21,7 +21,11 @@ ARCH = {
     "vit": {"size": "Ti", "patch": 4, "width": 16, "depth": 2, "mlp_dim": 32, "heads": 2},
     "bit": {"block_counts": (1, 1), "base_width": 8, "gn_groups": 4, "stem": "small"},
     "resnet": {"depth": 18, "base_width": 4, "stem": "small"},  # 1x1 convs: the projections
+    "convnext": {"depths": (1, 1), "widths": (4, 8)},
+    "vgg": {"widths": (2, 2, 4, 4, 4), "fc_width": 8},
+    "mobilenet_v2": {"alpha": 0.35},
 }
+CNNS = ("convnext", "vgg", "mobilenet_v2")
 # The ViT options of the backbones people transfer from today (models/vit.py), as variants
 # "vit-NAME": every method must start at and merge into these too.
 VIT_VARIANTS = {
@@ -31,14 +35,15 @@ VIT_VARIANTS = {
 }
 ARCH.update({name: {**ARCH["vit"], **options} for name, options in VIT_VARIANTS.items()})
 SHAPE = (16, 16, 3)
+SHAPES = {"vgg": (32, 32, 3)}  # five 2x2 max-pools need 32 px
 METHODS = {  # spec -> families it applies to
-    "lora:r=4": ("vit", "bit", "resnet"),
+    "lora:r=4": ("vit", "bit", "resnet", *CNNS),
     "lora:r=4,targets=qkvom,dora=1": ("vit",),
     "lora:r=4,dora=1": ("bit", "resnet"),
-    "adapter:dim=4": ("vit", "bit", "resnet"),
+    "adapter:dim=4": ("vit", "bit", "resnet", *CNNS),
     "adapter:dim=4,where=mlp": ("vit",),
     "adaptformer:dim=4": ("vit",),
-    "ssf": ("vit", "bit", "resnet"),
+    "ssf": ("vit", "bit", "resnet", *CNNS),
     "lora:r=4,targets=qkvom,dora=1+adapter:dim=4+ssf": ("vit", *VIT_VARIANTS),
     "adaptformer:dim=4+ssf": tuple(VIT_VARIANTS),
 }
@@ -53,7 +58,7 @@ def _apply(module, variables, images):
 def _pretrained(family):
     """A model with random, non-trivial weights everywhere (head and BN statistics too)."""
     module = models.build(family.split("-")[0], ARCH[family], 5)
-    variables = weights.init_variables(module, SHAPE)
+    variables = weights.init_variables(module, SHAPES.get(family, SHAPE))
     leaves, tree = jax.tree.flatten(variables)
     keys = jax.random.split(jax.random.PRNGKey(7), len(leaves))
     noisy = [x + 0.1 * jax.random.normal(k, x.shape) if "var" not in str(x.shape) else x
@@ -66,13 +71,14 @@ def _pretrained(family):
     return module, variables
 
 
-def _images(seed=1):
-    return jax.random.normal(jax.random.PRNGKey(seed), (4, *SHAPE))
+def _images(seed=1, family=""):
+    return jax.random.normal(jax.random.PRNGKey(seed), (4, *SHAPES.get(family, SHAPE)))
 
 
 def _with(family, spec):
     module, variables = _pretrained(family)
-    return peft.add(module, variables, models.with_peft(module, freezing.parse(spec).peft), SHAPE)
+    return peft.add(module, variables, models.with_peft(module, freezing.parse(spec).peft),
+                    SHAPES.get(family, SHAPE))
 
 
 def _added(variables):
@@ -93,13 +99,14 @@ def _perturbed(variables, scale=0.3):
 @pytest.mark.parametrize("family,spec", CASES)
 def test_added_modules_start_as_the_pretrained_model_and_merge_into_it(family, spec):
     module, variables = _pretrained(family)
-    pretrained = _apply(module, variables, _images())
+    images = _images(family=family)
+    pretrained = _apply(module, variables, images)
     adapted, adapted_vars = _with(family, spec)
     assert _added(adapted_vars), "no parameters were added"
     base = traverse_util.flatten_dict(variables["params"], sep="/")
     flat = traverse_util.flatten_dict(adapted_vars["params"], sep="/")
     assert all(np.array_equal(flat[p], v) for p, v in base.items())  # base weights untouched
-    at_init = _apply(adapted, adapted_vars, _images())
+    at_init = _apply(adapted, adapted_vars, images)
     if "dora" in spec:  # magnitude / ||W|| is 1 up to rounding
         np.testing.assert_allclose(at_init, pretrained, rtol=1e-5, atol=1e-5)
     else:
@@ -107,10 +114,10 @@ def test_added_modules_start_as_the_pretrained_model_and_merge_into_it(family, s
 
     # Trained (perturbed) modules fold into the weights: the same logits from the plain model.
     trained = _perturbed(adapted_vars)
-    expected = _apply(adapted, trained, _images())
+    expected = _apply(adapted, trained, images)
     assert not np.allclose(expected, pretrained)
     merged_module, merged = peft.merged(adapted, trained, models.mergeable_lora(adapted))
-    np.testing.assert_allclose(_apply(merged_module, merged, _images()), expected, atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(_apply(merged_module, merged, images), expected, atol=1e-5, rtol=1e-5)
     if family != "bit":  # LoRA and SSF leave nothing behind
         assert not merged_module.peft.lora and not merged_module.peft.ssf
     else:  # BiT: weight standardisation keeps LoRA unmerged; SSF (on GroupNorm) merges

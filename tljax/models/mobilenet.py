@@ -95,7 +95,8 @@ class MobileNetV2(nn.Module):
     def __call__(self, x, train: bool = False):
         bn = (tuple(self.frozen_norms), self.bn_axis_name, self.dtype)
         x = x.astype(self.dtype)
-        with peft_lib.intercept(self.peft, train, units=_Block, lora_default="c"):
+        # LoRA's default targets: the 1x1 convs (expansions, projections, the last conv).
+        with peft_lib.intercept(self.peft, train, units=_Block, lora_default=r".*(expand|project|top/conv)"):
             x = _ConvBN(make_divisible(32 * self.alpha), 3, 2, *bn, name="stem")(x, train)
             for block_id, expansion, filters, stride in block_plan(self.alpha):
                 x = _Block(expansion, filters, stride, *bn, name=f"block{block_id}")(x, train)

@@ -58,7 +58,9 @@ class VGG(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool = False):
         x = x.astype(self.dtype)
-        with peft_lib.intercept(self.peft, train, lora_default="c"):
+        # LoRA's default targets: the classifier block's dense layers (tljax's LoRA takes dense
+        # layers and 1x1 convs; VGG's convs are 3x3). Adapters follow each conv block.
+        with peft_lib.intercept(self.peft, train, units=_Block, lora_default=r"classifier/fc[12]"):
             for b, (convs, width) in enumerate(zip(DEPTHS[self.depth], self.widths)):
                 x = _Block(width, convs, self.dtype, name=f"block{b + 1}")(x)
             if self.top:
