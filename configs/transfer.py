@@ -3,10 +3,9 @@
 Model arguments (the part after ':' of --config=configs/DATASET.py:ARG):
   bit-m-r50x1, bit-m-r101x1  BiT-M (ImageNet-21k) with BiT-HyperRule (config.hyperrule=True)
   vit-b16, vit-b32           AugReg ViT (ImageNet-21k) at 384 px, big_vision-style SGD recipe
-  dinov2-*, clip-*, siglip*  the hub backbones of tljax.weights.catalog.HUB (`python -m
-                             tljax.cli.catalog`) at 224 px with the same big_vision ViT recipe:
-                             DINOv2, CLIP and SigLIP publish linear-probe / zero-shot protocols,
-                             not a fine-tuning recipe for these datasets
+  dinov2-*, clip-*, siglip*, the backbones of tljax.weights.catalog.BACKBONES (`python -m
+  convnext-*, vgg16, vgg19,  tljax.cli.catalog`) at 224 px with the same big_vision recipe:
+  mobilenet_v2               none of them publishes a fine-tuning recipe for these datasets
 """
 from configs import common
 from tljax.weights import catalog
@@ -18,7 +17,7 @@ MODELS = {
     "vit-b16": ("vit", "catalog:augreg-B_16-i21k", 384, 448),
     "vit-b32": ("vit", "catalog:augreg-B_32-i21k", 384, 448),
     # 224 px, the resolution their published numbers use; 256 → 224 as DINOv2's eval crop.
-    **{name: ("vit", init, 224, 256) for name, (init, _, _) in catalog.HUB.items()},
+    **{name: (b.family, b.init, 224, 256) for name, b in catalog.BACKBONES.items()},
 }
 NORM = "init_norm"  # the normalisation recorded with the checkpoint (value_range(-1,1) for these)
 

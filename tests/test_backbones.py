@@ -224,8 +224,8 @@ def test_a_dataset_config_trains_from_a_hub_backbone_offline(tmp_path, monkeypat
         config.data.pp_train = "resize(12)|flip_lr|init_norm"
         config.data.pp_eval = "resize(12)|init_norm"
         config.data.batch_size, config.data.eval_batch_size = 4, 6
-        config.total_steps, config.checkpoint_every, config.log_every = 2, 2, 1
-        config.optim.warmup_steps, config.schedule, config.export_weights = 1, "linear_probe", True
+        config.total_steps, config.checkpoint_every, config.log_every = 4, 4, 1
+        config.optim.warmup_steps, config.freeze, config.export_weights = 1, "linear_probe", True
     with _mock():
         runs.run(config, str(tmp_path / "run"))
     exported = tljax_format.load(str(tmp_path / "run" / "model.safetensors"))
@@ -238,6 +238,7 @@ def test_a_dataset_config_trains_from_a_hub_backbone_offline(tmp_path, monkeypat
                                            "bicubic_antialias")
     np.testing.assert_array_equal(ours.pop("embed/pos_embedding"), resized)
     assert all(np.array_equal(ours[p], theirs[p]) for p in theirs if not p.startswith(("head", "embed/pos")))
+    assert np.any(ours["head/kernel"] != 0)  # the probe trained its (zero-initialised) head
 
 
 def _timm_state_dict(name, folder):

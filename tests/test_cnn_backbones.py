@@ -181,3 +181,47 @@ def test_keras_mobilenet_v2_equals_keras_from_each_file_format(alpha, size, tmp_
         assert loaded.module.alpha == alpha and loaded.preprocessing["normalization"] == "value_range(-1,1)"
         error = _relative_error(loaded.module.apply(loaded.variables, images), expected)
         assert error <= 1e-4, f"{path}: relative error {error:.2e}"
+
+
+def test_the_dogs_config_retrains_vggs_final_layers_from_the_keras_cache(tmp_path, monkeypatch):
+    """configs/dogs.py (default keras:VGG16) with the weights in the Keras cache ($KERAS_HOME
+    /models, as keras.applications leaves them): without the dataset one TFDS line; on mock
+    data, last_k:1 trains the classifier block and a new 120-way head, the conv blocks stay
+    bit-identical, and the run's preprocessing is Keras' caffe."""
+    import h5py
+    from flax import traverse_util
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from tests.test_dataset_configs import _mock
+    from tljax import config_lib, runs
+    from tljax.weights import catalog, tljax_format
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    model = _keras_model("VGG16", input_shape=(32, 32, 3), classes=10)
+    path = tmp_path / "keras" / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
+    path.parent.mkdir(parents=True)
+    with h5py.File(path, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, model)
+    assert catalog.resolve("keras:VGG16") == str(path)
+
+    config = config_lib.load("configs/dogs.py")
+    assert (config.model.init, config.freeze) == ("keras:VGG16", "last_k:1")
+    with config.unlocked():
+        config.data.data_dir = str(tmp_path / "tfds")
+        config.data.image_size = 32
+        config.data.pp_train = "resize(32)|flip_lr|init_norm"
+        config.data.pp_eval = "resize(32)|init_norm"
+        config.data.batch_size, config.data.eval_batch_size = 4, 6
+        config.total_steps, config.checkpoint_every, config.log_every = 3, 3, 1
+        config.optim.warmup_steps, config.export_weights = 1, True
+    with pytest.raises(UserError, match="stanford_dogs"):
+        runs.run(config, str(tmp_path / "offline"))
+    with _mock():
+        runs.run(config, str(tmp_path / "run"))
+    exported = tljax_format.load(str(tmp_path / "run" / "model.safetensors"))
+    assert exported.num_classes == 120 and exported.preprocessing["normalization"] == "caffe"
+    start = traverse_util.flatten_dict(weights.read(str(path)).variables["params"], sep="/")
+    end = traverse_util.flatten_dict(exported.variables["params"], sep="/")
+    moved = {p for p in end if not p.startswith("head/") and not np.array_equal(start[p], end[p])}
+    assert moved == {f"classifier/{fc}/{leaf}" for fc in ("fc1", "fc2") for leaf in ("kernel", "bias")}
+    assert end["head/kernel"].shape == (4096, 120) and np.any(end["head/kernel"] != 0)

@@ -19,9 +19,15 @@ def main(argv):
     for name, entry in sorted(catalog.CATALOG.items()):
         state = "downloaded" if os.path.exists(catalog.local_path(name)) else "not downloaded"
         print(f"{name:<22} {entry['model']:<7} {entry['resolution']}px  {state:<15} {entry['url']}")
-    print("\nBy hub name (model.init=NAME; through the Hugging Face cache, see docs/weights.md):")
-    for name, (init, published, where) in catalog.HUB.items():
-        print(f"{name:<16} {init:<42} {published or '—':<24} {where}")
+    print("\nBackbones by short name (configs/DATASET.py:NAME; hf:/timm: through the Hugging Face "
+          "cache, keras: through the Keras cache; docs/weights.md):")
+    for name, b in catalog.BACKBONES.items():
+        print(f"{name:<16} {b.family:<13} {b.init:<42} {b.published or '—':<24} {b.source}")
+    print(f"\nkeras.applications files (model.init=keras:NAME; in {catalog.keras_cache_dir()}):")
+    for name, file in catalog.KERAS.items():
+        state = "downloaded" if os.path.exists(os.path.join(catalog.keras_cache_dir(),
+                                                            os.path.basename(file))) else "not downloaded"
+        print(f"keras:{name:<20} {state:<15} {os.path.basename(file)}")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ an error that says where to put it after downloading it elsewhere.
 import os
 import urllib.error
 import urllib.request
+from typing import NamedTuple
 
 from tljax import paths
 from tljax.errors import UserError
@@ -37,26 +38,69 @@ CATALOG = {
 }
 
 
-# Backbones read from the Hugging Face hub by name (weights/hub.py), with the published number
-# each one targets (ImageNet-1k top-1 %, under the protocol named) and where it was read.
+class Backbone(NamedTuple):
+    """A pretrained backbone by short name (configs/DATASET.py:NAME): its model.init, family,
+    the published number it targets (ImageNet-1k top-1 %, under the protocol named), and
+    where that number was read."""
+    init: str
+    family: str
+    published: str
+    source: str
+
+
 _DINOV2 = "facebookresearch/dinov2 README.md"
 _OPENCLIP = "mlfoundations/open_clip docs/openclip_results.csv"
-HUB = {
-    "dinov2-s14": ("hf:facebook/dinov2-small", "linear 81.1, k-NN 79.0", _DINOV2),
-    "dinov2-b14": ("hf:facebook/dinov2-base", "linear 84.5, k-NN 82.1", _DINOV2),
-    "dinov2-l14": ("hf:facebook/dinov2-large", "linear 86.3, k-NN 83.5", _DINOV2),
-    "dinov2-g14": ("hf:facebook/dinov2-giant", "linear 86.5, k-NN 83.5", _DINOV2),
-    "dinov2-s14-reg": ("hf:facebook/dinov2-with-registers-small", "linear 80.9, k-NN 79.1", _DINOV2),
-    "dinov2-b14-reg": ("hf:facebook/dinov2-with-registers-base", "linear 84.6, k-NN 82.0", _DINOV2),
-    "dinov2-l14-reg": ("hf:facebook/dinov2-with-registers-large", "linear 86.7, k-NN 83.8", _DINOV2),
-    "dinov2-g14-reg": ("hf:facebook/dinov2-with-registers-giant", "linear 87.1, k-NN 83.7", _DINOV2),
-    "clip-b32": ("hf:openai/clip-vit-base-patch32", "zero-shot 63.3", _OPENCLIP),
-    "clip-b16": ("hf:openai/clip-vit-base-patch16", "zero-shot 68.3", _OPENCLIP),
-    "clip-l14": ("hf:openai/clip-vit-large-patch14", "zero-shot 75.5", _OPENCLIP),
-    "siglip-b16": ("hf:google/siglip-base-patch16-224", "zero-shot 76.0", _OPENCLIP),
-    "siglip-so400m14": ("hf:google/siglip-so400m-patch14-384", "zero-shot 82.0", _OPENCLIP),
-    "siglip2-b16": ("hf:google/siglip2-base-patch16-224", "", ""),
+_TIMM = "huggingface/pytorch-image-models results/results-imagenet.csv"
+_KERAS_TABLE = "keras.io/api/applications (the table of Keras' own evaluation)"
+BACKBONES = {
+    "dinov2-s14": Backbone("hf:facebook/dinov2-small", "vit", "linear 81.1, k-NN 79.0", _DINOV2),
+    "dinov2-b14": Backbone("hf:facebook/dinov2-base", "vit", "linear 84.5, k-NN 82.1", _DINOV2),
+    "dinov2-l14": Backbone("hf:facebook/dinov2-large", "vit", "linear 86.3, k-NN 83.5", _DINOV2),
+    "dinov2-g14": Backbone("hf:facebook/dinov2-giant", "vit", "linear 86.5, k-NN 83.5", _DINOV2),
+    "dinov2-s14-reg": Backbone("hf:facebook/dinov2-with-registers-small", "vit", "linear 80.9, k-NN 79.1", _DINOV2),
+    "dinov2-b14-reg": Backbone("hf:facebook/dinov2-with-registers-base", "vit", "linear 84.6, k-NN 82.0", _DINOV2),
+    "dinov2-l14-reg": Backbone("hf:facebook/dinov2-with-registers-large", "vit", "linear 86.7, k-NN 83.8", _DINOV2),
+    "dinov2-g14-reg": Backbone("hf:facebook/dinov2-with-registers-giant", "vit", "linear 87.1, k-NN 83.7", _DINOV2),
+    "clip-b32": Backbone("hf:openai/clip-vit-base-patch32", "vit", "zero-shot 63.3", _OPENCLIP),
+    "clip-b16": Backbone("hf:openai/clip-vit-base-patch16", "vit", "zero-shot 68.3", _OPENCLIP),
+    "clip-l14": Backbone("hf:openai/clip-vit-large-patch14", "vit", "zero-shot 75.5", _OPENCLIP),
+    "siglip-b16": Backbone("hf:google/siglip-base-patch16-224", "vit", "zero-shot 76.0", _OPENCLIP),
+    "siglip-so400m14": Backbone("hf:google/siglip-so400m-patch14-384", "vit", "zero-shot 82.0", _OPENCLIP),
+    "siglip2-b16": Backbone("hf:google/siglip2-base-patch16-224", "vit", "", ""),
+    "convnext-t": Backbone("timm:convnext_tiny.fb_in22k_ft_in1k", "convnext", "fine-tuned 82.9", _TIMM),
+    "convnext-b": Backbone("timm:convnext_base.fb_in22k_ft_in1k", "convnext", "fine-tuned 85.8", _TIMM),
+    "vgg16": Backbone("keras:VGG16", "vgg", "71.3", _KERAS_TABLE),
+    "vgg19": Backbone("keras:VGG19", "vgg", "71.3", _KERAS_TABLE),
+    "mobilenet_v2": Backbone("keras:MobileNetV2", "mobilenet_v2", "71.3", _KERAS_TABLE),
 }
+
+
+# keras:NAME -> the file keras.applications downloads for NAME(weights="imagenet") into the
+# Keras cache, $KERAS_HOME/models or ~/.keras/models (keras/src/applications/vgg16.py, vgg19.py,
+# mobilenet_v2.py: WEIGHTS_PATH, WEIGHTS_PATH_NO_TOP, BASE_WEIGHT_PATH).
+_KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
+KERAS = {
+    "VGG16": "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels.h5",
+    "VGG16-notop": "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "VGG19": "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels.h5",
+    "VGG19-notop": "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "MobileNetV2": "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5",
+    "MobileNetV2-notop": "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+}
+
+
+def keras_cache_dir():
+    """Where keras.applications keeps its downloads (keras/src/backend/config.py keras_home)."""
+    return os.path.join(os.path.expanduser(os.environ.get("KERAS_HOME", "~/.keras")), "models")
+
+
+def _keras_file(name):
+    if name not in KERAS:
+        raise UserError(f"unknown Keras application {name!r} (model.init=keras:NAME); known: "
+                        f"{', '.join(KERAS)}")
+    path = os.path.join(keras_cache_dir(), os.path.basename(KERAS[name]))
+    return path if os.path.exists(path) else _download(_KERAS_URL + KERAS[name], path, f"keras:{name}",
+                                                         "KERAS_HOME")
 
 
 def cache_dir():
@@ -70,9 +114,12 @@ def local_path(name):
 
 def resolve(source, download=True):
     """A local path for `source`; "catalog:NAME" is looked up (and downloaded if missing),
-    "hf:ORG/NAME" and "timm:NAME" come through huggingface_hub (weights/hub.py)."""
+    "hf:ORG/NAME" and "timm:NAME" come through huggingface_hub (weights/hub.py), "keras:NAME"
+    is the keras.applications file in the Keras cache (downloaded there if missing)."""
     if hub.is_hub_name(source):
         return hub.resolve(source)
+    if str(source).startswith("keras:"):
+        return _keras_file(str(source).split(":", 1)[1])
     if not str(source).startswith("catalog:"):
         return source
     name = source.split(":", 1)[1]
@@ -88,7 +135,10 @@ def resolve(source, download=True):
 
 def fetch(name):
     """Downloads NAME into the cache atomically; offline it says where to put the file."""
-    url, path = CATALOG[name]["url"], local_path(name)
+    return _download(CATALOG[name]["url"], local_path(name), name)
+
+
+def _download(url, path, name, cache_variable="TLJAX_WEIGHTS_DIR"):
     os.makedirs(os.path.dirname(path), exist_ok=True)
     tmp = path + ".part"
     try:
@@ -97,6 +147,6 @@ def fetch(name):
         if os.path.exists(tmp):
             os.remove(tmp)
         raise UserError(f"cannot download {name} from {url} ({getattr(e, 'reason', e)}); on a machine "
-                        f"with internet download it and put it at {path} (or set TLJAX_WEIGHTS_DIR)") from None
+                        f"with internet download it and put it at {path} (or set {cache_variable})") from None
     os.replace(tmp, path)
     return path
