@@ -20,6 +20,10 @@ PRESETS = {
     "siglip-b16": ("vit", {"size": "B", "patch": 16, "classifier": "map", "activation": "gelu_tanh"}),
     "clip-b16": ("vit", {"size": "B", "patch": 16, "pre_norm": True, "patch_bias": False,
                          "activation": "quick_gelu"}),
+    # The classic CNNs (keras.applications) and ConvNeXt-T.
+    "vgg16": ("vgg", {"depth": 16}),
+    "mobilenet_v2": ("mobilenet_v2", {"alpha": 1.0}),
+    "convnext-t": ("convnext", {"size": "T"}),
     "tiny-bit": ("bit", {"block_counts": (1, 1, 1), "base_width": 8, "gn_groups": 8}),
 }
 
