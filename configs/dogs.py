@@ -7,11 +7,12 @@ ImageNet, its final layers retrained on dog breeds.
     python -m tljax.main --config=configs/dogs.py:convnext-b --workdir=/tmp/dogs_cnx \\
         --config.freeze=full
 
-Model arguments: vgg16 (default), vgg19, mobilenet_v2, convnext-t, convnext-b, and every other
-model of configs/transfer.py. Default schedule `last_k:1`: the top depth unit and a new head
-train (VGG: its classifier block fc1, fc2; MobileNetV2: its last 1x1 conv; ConvNeXt: the
-last stage), the rest stays frozen and costs no backward pass. Recipe: configs/transfer.py's
-big_vision one at 224 px (2000 steps, lr 0.01, resize-small crops); no source publishes one for
+Model arguments: vgg16 (default), vgg19, mobilenet_v2, inception_v3, convnext-t, convnext-b,
+and every other model of configs/transfer.py. Default schedule `last_k:1`: the top depth unit
+and a new head train (VGG: its classifier block fc1, fc2; MobileNetV2: its last 1x1 conv;
+InceptionV3: mixed10; ConvNeXt: the last stage), the rest stays frozen and costs no backward
+pass. Recipe: configs/transfer.py's
+big_vision one at 224 px (InceptionV3 299; 2000 steps, lr 0.01, resize-small crops); no source publishes one for
 this dataset and these models.
 """
 from configs import transfer

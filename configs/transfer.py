@@ -4,8 +4,9 @@ Model arguments (the part after ':' of --config=configs/DATASET.py:ARG):
   bit-m-r50x1, bit-m-r101x1  BiT-M (ImageNet-21k) with BiT-HyperRule (config.hyperrule=True)
   vit-b16, vit-b32           AugReg ViT (ImageNet-21k) at 384 px, big_vision-style SGD recipe
   dinov2-*, clip-*, siglip*, the backbones of tljax.weights.catalog.BACKBONES (`python -m
-  convnext-*, vgg16, vgg19,  tljax.cli.catalog`) at 224 px with the same big_vision recipe:
-  mobilenet_v2               none of them publishes a fine-tuning recipe for these datasets
+  convnext-*, vgg16, vgg19,  tljax.cli.catalog`) at 224 px (inception_v3: 299) with the same
+  mobilenet_v2, inception_v3 big_vision recipe: none of them publishes a fine-tuning recipe
+                             for these datasets
 """
 from configs import common
 from tljax.weights import catalog
@@ -18,6 +19,7 @@ MODELS = {
     "vit-b32": ("vit", "catalog:augreg-B_32-i21k", 384, 448),
     # 224 px, the resolution their published numbers use; 256 → 224 as DINOv2's eval crop.
     **{name: (b.family, b.init, 224, 256) for name, b in catalog.BACKBONES.items()},
+    "inception_v3": ("inception_v3", "keras:InceptionV3", 299, 342),  # Keras' 299 px
 }
 NORM = "init_norm"  # the normalisation recorded with the checkpoint (value_range(-1,1) for these)
 

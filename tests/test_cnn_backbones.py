@@ -225,3 +225,32 @@ def test_the_dogs_config_retrains_vggs_final_layers_from_the_keras_cache(tmp_pat
     moved = {p for p in end if not p.startswith("head/") and not np.array_equal(start[p], end[p])}
     assert moved == {f"classifier/{fc}/{leaf}" for fc in ("fc1", "fc2") for leaf in ("kernel", "bias")}
     assert end["head/kernel"].shape == (4096, 120) and np.any(end["head/kernel"] != 0)
+
+
+def test_keras_inception_v3_equals_keras_from_each_file_format(tmp_path):
+    """Branching blocks: Keras lists (and Keras 3 numbers) the layers in its graph's
+    topological order, not the order its code builds them; BatchNorm without gamma; "same"
+    average pools that do not count the padding."""
+    model = _keras_model("InceptionV3", input_shape=(75, 75, 3), classes=10)
+    images = np.random.default_rng(1).uniform(-1, 1, (2, 75, 75, 3)).astype(np.float32)
+    expected = np.asarray(model(images, training=False))
+    for path in _keras_files(model, tmp_path):
+        loaded = weights.load_model(path, image_shape=(75, 75, 3))
+        assert loaded.preprocessing == {"normalization": "value_range(-1,1)", "image_size": 299}
+        error = _relative_error(loaded.module.apply(loaded.variables, images), expected)
+        assert error <= 1e-4, f"{path}: relative error {error:.2e}"
+
+
+def test_inception_v3_groups_cover_every_parameter_and_last_k_trains_mixed10():
+    from flax import traverse_util
+
+    from tljax import freezing
+
+    module = models.build("inception_v3", {}, 5)
+    shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), np.zeros((1, 75, 75, 3), np.float32)))
+    paths = list(traverse_util.flatten_dict(shapes["params"], sep="/"))
+    groups = models.groups(module)
+    assert {models.group_of(p, groups) for p in paths} == {"stem", "head", *(f"mixed{i}" for i in range(11))}
+    trainable = freezing.make_plan("last_k:1", groups, paths).phases[0].trainable_paths()
+    assert {p.split("/")[0] for p in trainable} == {"mixed10", "head"}
+    assert not any(p.endswith("bn/scale") for p in paths)  # Keras' conv2d_bn: scale=False

@@ -3,12 +3,13 @@ groups, PEFT support, BatchNorm settings. Each family keeps its knowledge in its
 (its FAMILY, see family.py); the line below is the registry."""
 import jax.numpy as jnp
 
-from tljax.models import attention, convnext, family, mobilenet, resnet, resnetv2, vgg, vit
+from tljax.models import (attention, convnext, family, inception, mobilenet, resnet, resnetv2, vgg,
+                          vit)
 from tljax.models.family import build, depth_groups, group_of, groups  # noqa: F401
 from tljax.models.names import FINAL_NORM, HEAD, is_classifier  # noqa: F401
 
 family.register(resnetv2.FAMILY, resnet.FAMILY, vit.FAMILY, convnext.FAMILY, vgg.FAMILY,
-                mobilenet.FAMILY)  # the registry: one entry per family
+                mobilenet.FAMILY, inception.FAMILY)  # the registry: one entry per family
 
 
 def with_peft(module, methods):

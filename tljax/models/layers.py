@@ -28,7 +28,7 @@ class DropPath(nn.Module):
         return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
-def batch_norm(module, name, train, momentum, epsilon):
+def batch_norm(module, name, train, momentum, epsilon, use_scale=True):
     """BatchNorm `name` inside `module` (fields frozen_norms, bn_axis_name, dtype): on running
     statistics when not training or when listed in module.frozen_norms, so a frozen group's
     statistics never move; batch statistics averaged over `bn_axis_name` under pmap.
@@ -38,5 +38,5 @@ def batch_norm(module, name, train, momentum, epsilon):
     mean is large against their spread."""
     path = "/".join((*module.scope.path, name))
     return nn.BatchNorm(use_running_average=not train or path in module.frozen_norms,
-                        use_fast_variance=False, momentum=momentum, epsilon=epsilon,
+                        use_fast_variance=False, use_scale=use_scale, momentum=momentum, epsilon=epsilon,
                         dtype=module.dtype, axis_name=module.bn_axis_name, name=name)

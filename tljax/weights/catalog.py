@@ -72,12 +72,13 @@ BACKBONES = {
     "vgg16": Backbone("keras:VGG16", "vgg", "71.3", _KERAS_TABLE),
     "vgg19": Backbone("keras:VGG19", "vgg", "71.3", _KERAS_TABLE),
     "mobilenet_v2": Backbone("keras:MobileNetV2", "mobilenet_v2", "71.3", _KERAS_TABLE),
+    "inception_v3": Backbone("keras:InceptionV3", "inception_v3", "77.9", _KERAS_TABLE),
 }
 
 
 # keras:NAME -> the file keras.applications downloads for NAME(weights="imagenet") into the
 # Keras cache, $KERAS_HOME/models or ~/.keras/models (keras/src/applications/vgg16.py, vgg19.py,
-# mobilenet_v2.py: WEIGHTS_PATH, WEIGHTS_PATH_NO_TOP, BASE_WEIGHT_PATH).
+# mobilenet_v2.py, inception_v3.py: WEIGHTS_PATH, WEIGHTS_PATH_NO_TOP, BASE_WEIGHT_PATH).
 _KERAS_URL = "https://storage.googleapis.com/tensorflow/keras-applications/"
 KERAS = {
     "VGG16": "vgg16/vgg16_weights_tf_dim_ordering_tf_kernels.h5",
@@ -86,6 +87,8 @@ KERAS = {
     "VGG19-notop": "vgg19/vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
     "MobileNetV2": "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224.h5",
     "MobileNetV2-notop": "mobilenet_v2/mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_224_no_top.h5",
+    "InceptionV3": "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels.h5",
+    "InceptionV3-notop": "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
 }
 
 

@@ -5,12 +5,18 @@
     layers in model order (0 unnumbered);
   - Keras 3 `.keras`: a zip of config.json and model.weights.h5 in the Keras 3 layout.
 
-Keys: "<kind>:<k>/<i>", weight i of the k-th layer of `kind` in model order, kind one of
-conv2d, depthwise_conv2d, batch_normalization, dense (Keras' own snake-case class names).
+Keys: "<kind>:<k>/<i>", weight i of the k-th layer of `kind`, kind one of conv2d,
+depthwise_conv2d, batch_normalization, dense (Keras' own snake-case class names). k counts in
+the order the model's code builds the layers: a functional model lists (and Keras 3 numbers)
+its layers in its graph's topological order, which for branching models (InceptionV3) is not
+the build order; where a file records the layer names and all of a kind are Keras' generated
+names ("conv2d_17"), their numbers give the build order. A bare Keras 3 `.weights.h5` records
+no names: `in_build_order` reorders it with the order Keras itself reports.
 Weights keep Keras' order and shapes (conv HWIO, dense (in, out); BatchNorm gamma, beta,
 moving mean, moving variance, without gamma when scale=False).
 """
 import io
+import json
 import re
 import zipfile
 
@@ -32,8 +38,9 @@ def read(path):
         if str(path).endswith(".keras"):
             with zipfile.ZipFile(path) as archive:
                 data = io.BytesIO(archive.read("model.weights.h5"))
+                config = json.loads(archive.read("config.json"))
             with h5py.File(data, "r") as f:
-                return _keras3(f, path)
+                return in_build_order(_keras3(f, path), _layer_names(config))
         with h5py.File(path, "r") as f:
             if "layers" in f and "layer_names" not in f.attrs:
                 return _keras3(f, path)
@@ -41,6 +48,16 @@ def read(path):
     except (OSError, KeyError, zipfile.BadZipFile) as e:
         raise UserError(f"{path} is not a readable Keras weights file ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:160]}); it may be truncated: download it again") from None
+
+
+def is_bare_keras3(path):
+    """A Keras 3 `.weights.h5` (no layer names recorded, unlike legacy .h5 and .keras)."""
+    import h5py
+
+    if str(path).endswith(".keras"):
+        return False
+    with h5py.File(path, "r") as f:
+        return "layers" in f and "layer_names" not in f.attrs
 
 
 def _keras3(f, path):
@@ -70,10 +87,53 @@ def _kind(layer, weight_names, arrays):
     return None
 
 
+def _layer_names(config):
+    """{kind: [layer names in model order]} from a .keras file's config.json."""
+    layers = config.get("config", {}).get("layers", [])
+    snake = {"Conv2D": "conv2d", "DepthwiseConv2D": "depthwise_conv2d",
+             "BatchNormalization": "batch_normalization", "Dense": "dense"}
+    names = {}
+    for layer in layers:
+        kind = snake.get(layer.get("class_name"))
+        if kind:
+            names.setdefault(kind, []).append(layer.get("name") or layer["config"]["name"])
+    return names
+
+
+def _build_rank(names, kind):
+    """Positions in build order of layers listed in model order, when all carry Keras'
+    generated names (kind, kind_1, kind_2, ...); None otherwise."""
+    numbers = []
+    for name in names:
+        m = re.fullmatch(rf"{kind}(?:_(\d+))?", name)
+        if not m:
+            return None
+        numbers.append(int(m[1] or 0))
+    order = sorted(range(len(numbers)), key=numbers.__getitem__)
+    return {model_index: build_index for build_index, model_index in enumerate(order)}
+
+
+def in_build_order(arrays, names):
+    """`arrays` keyed in model order, re-keyed in build order for each kind whose layers
+    `names` ({kind: [names in model order]}) shows as generated names."""
+    out = dict(arrays)
+    for kind, kind_names in names.items():
+        rank = _build_rank(kind_names, kind)
+        if rank is None:
+            continue
+        for key in [k for k in arrays if k.startswith(kind + ":")]:
+            del out[key]
+        for key, value in arrays.items():
+            if key.startswith(kind + ":"):
+                index, _, weight = key[len(kind) + 1:].partition("/")
+                out[f"{kind}:{rank[int(index)]}/{weight}"] = value
+    return out
+
+
 def _legacy(f, path):
     if "layer_names" not in f.attrs:
         raise UserError(f"{path}: an HDF5 file without Keras' layer_names: not Keras weights")
-    out, counts = {}, {}
+    out, counts, layer_names = {}, {}, {}
     for layer in f.attrs["layer_names"]:
         layer = layer.decode() if isinstance(layer, bytes) else layer
         group = f[layer]
@@ -86,9 +146,10 @@ def _legacy(f, path):
             raise UserError(f"{path}: layer {layer!r} holds weights {names} of no layer kind tljax "
                             f"reads ({', '.join(KINDS)})")
         k = counts[kind] = counts.get(kind, -1) + 1
+        layer_names.setdefault(kind, []).append(layer)
         for i, array in enumerate(arrays):
             out[f"{kind}:{k}/{i}"] = array
-    return out
+    return in_build_order(out, layer_names)
 
 
 def layer_count(arrays, kind):

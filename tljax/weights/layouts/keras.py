@@ -1,15 +1,16 @@
 """keras.applications models from Keras weight files (weights/keras_files.py reads all three
-formats into "<kind>:<k>/<i>" keys): VGG16/19, MobileNetV2. Layers are matched by kind and
-order, so the layer names Keras generated (which depend on what else the session built) do not
-matter. Preprocessing as keras.applications defines it (imagenet_utils.preprocess_input): VGG
-"caffe" (BGR, ImageNet mean subtracted); MobileNetV2 "tf" ([-1, 1]).
+formats into "<kind>:<k>/<i>" keys): VGG16/19, MobileNetV2, InceptionV3. Layers are matched by
+kind and build order, so the layer names Keras generated (which depend on what else the session
+built) do not matter. Preprocessing as keras.applications defines it
+(imagenet_utils.preprocess_input): VGG "caffe" (BGR, ImageNet mean subtracted); MobileNetV2
+and InceptionV3 "tf" ([-1, 1]); InceptionV3 at 299 px.
 """
 import math
 from collections import Counter
 
 
 from tljax.errors import UserError
-from tljax.models import mobilenet, vgg
+from tljax.models import inception, mobilenet, vgg
 from tljax.weights import keras_files, source
 from tljax.weights.layouts.common import Detected, match
 
@@ -49,8 +50,10 @@ def _vgg(raw, path):
 
 
 BN = "batch_normalization"
-# flax BatchNorm leaf -> Keras weight index (gamma, beta, moving mean, moving variance)
+# flax BatchNorm leaf -> Keras weight index (gamma, beta, moving mean, moving variance; no gamma
+# with scale=False, as InceptionV3's)
 _BN_LEAVES = {"params/scale": 0, "params/bias": 1, "batch_stats/mean": 2, "batch_stats/var": 3}
+_BN_NO_SCALE = {"params/bias": 0, "batch_stats/mean": 1, "batch_stats/var": 2}
 
 
 def _slots(layers):
@@ -72,7 +75,7 @@ def _mobilenet_layers(alpha):
     return layers + [("top/conv", "conv2d"), ("top/bn", BN), ("head", "dense")]
 
 
-def _slot_layout(slots):
+def _slot_layout(slots, bn_leaves=_BN_LEAVES):
     """tljax path -> Keras key through `slots`: kernels HWIO as they are (a depthwise kernel
     (3, 3, C, 1) becomes flax's (3, 3, 1, C)), BatchNorm leaves by Keras' weight order."""
     def layout(path):
@@ -84,7 +87,7 @@ def _slot_layout(slots):
         if collection == "params" and leaf == "kernel":
             return f"{slot}/0", "keras_depthwise" if slot.startswith("depthwise") else "id"
         if slot.startswith(BN):
-            return f"{slot}/{_BN_LEAVES[f'{collection}/{leaf}']}", "id"
+            return f"{slot}/{bn_leaves[f'{collection}/{leaf}']}", "id"
         return f"{slot}/1", "id"  # a dense bias
     return layout
 
@@ -106,6 +109,33 @@ def _mobilenet(raw, path):
                     source.Arrays(raw, path), _slot_layout(_slots(layers)))
 
 
+def _keras_build_order(top, classes):
+    """{kind: [layer names in model order]} of Keras' own InceptionV3: a bare Keras 3
+    .weights.h5 numbers layers in that order and records no names."""
+    import keras
+
+    model = keras.applications.InceptionV3(weights=None, include_top=top, classes=classes or 1000,
+                                           input_shape=(299, 299, 3))
+    kinds = {"Conv2D": "conv2d", "BatchNormalization": BN}
+    names = {}
+    for layer in model.layers:
+        if type(layer).__name__ in kinds:
+            names.setdefault(kinds[type(layer).__name__], []).append(layer.name)
+    return names
+
+
+def _inception(raw, path):
+    top = keras_files.layer_count(raw, "dense") == 1
+    classes = raw["dense:0/0"].shape[1] if top else 0
+    if keras_files.is_bare_keras3(path):
+        raw = keras_files.in_build_order(raw, _keras_build_order(top, classes))
+    layers = [(f"{p}/{part}", kind) for p in inception.conv_paths()
+              for part, kind in (("conv", "conv2d"), ("bn", BN))]
+    layers += [("head", "dense")] if top else []
+    return Detected("inception_v3", {}, classes, {"normalization": source.MINUS_ONE_ONE, "image_size": 299},
+                    source.Arrays(raw, path), _slot_layout(_slots(layers), _BN_NO_SCALE))
+
+
 def from_hf(folder, cfg, raw, path):
     return None
 
@@ -117,4 +147,7 @@ def from_file(raw, path, model):
         return _vgg(raw, path)
     if keras_files.layer_count(raw, "depthwise_conv2d") == 17:
         return _mobilenet(raw, path)
-    raise UserError(f"{path}: a Keras model tljax does not read (VGG16/19 and MobileNetV2 are read)")
+    if keras_files.layer_count(raw, "conv2d") == 94 and f"{BN}:0/3" not in raw:
+        return _inception(raw, path)
+    raise UserError(f"{path}: a Keras model tljax does not read (VGG16/19, MobileNetV2 and "
+                    f"InceptionV3 are read)")
