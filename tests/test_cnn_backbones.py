@@ -1,7 +1,6 @@
 """ConvNeXt (V1, V2) and the classic Keras CNNs loaded from their sources' files: logits equal
 to the sources' own models (HF transformers, tf.keras.applications) built with random
 weights, in float32, and on an input where the first normalisation's epsilon shows."""
-import json
 
 import numpy as np
 import pytest
