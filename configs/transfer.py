@@ -21,7 +21,8 @@ MODELS = {
     **{name: (b.family, b.init, 224, 256) for name, b in catalog.BACKBONES.items()},
     "inception_v3": ("inception_v3", "keras:InceptionV3", 299, 342),  # Keras' 299 px
 }
-NORM = "init_norm"  # the normalisation recorded with the checkpoint (value_range(-1,1) for these)
+NORM = "init_norm"  # the normalisation recorded with the checkpoint (BiT/ViT [-1, 1], DINOv2 ImageNet
+#                    mean/std, CLIP its own, Keras VGG caffe, ...)
 
 
 def config(dataset, splits, arg, vit_recipe=None, **data):

@@ -382,3 +382,54 @@ def test_a_partial_or_foreign_checkpoint_is_one_error_naming_the_keys(tmp_path):
     (clip / "config.json").write_text(json.dumps(dict(config, architectures=["CLIPForImageClassification"])))
     with pytest.raises(UserError, match="CLIPForImageClassification's head reads the mean patch token"):
         weights.load_model(str(clip))
+
+
+def test_exports_made_before_the_activation_option_still_build():
+    """Exports and model.json written before 2026-11-27 record `gelu_approximate`."""
+    arch = {"size": "Ti", "width": 16, "depth": 1, "mlp_dim": 32, "heads": 2, "patch": 4}
+    assert models.build("vit", {**arch, "gelu_approximate": True}, 3).activation == "gelu_tanh"
+    assert models.build("vit", {**arch, "gelu_approximate": False}, 3).activation == "gelu"
+
+
+@pytest.mark.parametrize("config,expected", [
+    # openai/clip-vit-*: older int sizes, short side then crop
+    ({"size": 224, "crop_size": 224, "do_center_crop": True}, (224, "resize_small(224)|central_crop(224)")),
+    # facebook/convnext-*-224: 224/crop_pct then crop; at 384 and above HF warps, no crop
+    ({"size": 224, "crop_pct": 0.875}, (224, "resize_small(256)|central_crop(224)")),
+    ({"size": {"shortest_edge": 384}, "crop_pct": 0.875}, (384, "resize(384)")),
+    # google/vit-*: an int size without crop is the square's side
+    ({"size": 224, "do_center_crop": False}, (224, "resize(224)")),
+    ({"size": {"height": 224, "width": 224}}, (224, "resize(224)")),
+])
+def test_hf_preprocessor_configs_old_and_new(config, expected, tmp_path):
+    from tljax.weights.layouts.common import hf_preprocessing
+
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps(
+        {**config, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}))
+    pp = hf_preprocessing(str(tmp_path), "none", 99)
+    assert (pp["image_size"], pp["pp_eval"]) == (expected[0], expected[1] + "|value_range(-1,1)")
+
+
+def test_vpt_prompts_go_after_the_class_token_and_registers_and_leave_the_features():
+    """With registers, prompts enter after [class, registers] and leave before the final norm;
+    the pooled features (token_gap head input, probes' block pooling, DINOv2's linear input)
+    average the patch tokens only."""
+    from tljax import freezing
+    from tljax.models import peft, vit
+
+    arch = {"size": "Ti", "width": 16, "depth": 2, "mlp_dim": 32, "heads": 2, "patch": 4,
+            "registers": 2, "layer_scale": True, "classifier": "token_gap"}
+    module = models.build("vit", arch, 3)
+    variables = weights.init_variables(module, (16, 16, 3))
+    prompted, pvars = peft.add(module, variables, freezing.parse("vpt:tokens=3,deep=1").peft, (16, 16, 3))
+    images = _images(16)
+    _, state = prompted.apply(pvars, images, capture_intermediates=True, mutable=[names.INTERMEDIATES])
+    flat = traverse_util.flatten_dict(state[names.INTERMEDIATES])
+    block = flat[("encoder", "block1", "__call__")][0]
+    assert block.shape[1] == 1 + 2 + 3 + 16  # class, registers, prompts, patches
+    final = flat[("encoder", "__call__")][0]
+    assert final.shape[1] == 1 + 2 + 16
+    np.testing.assert_allclose(flat[(names.HEAD_INPUT,)][0],
+                               np.concatenate([final[:, 0], final[:, 3:].mean(1)], -1), rtol=1e-6)
+    pooled = vit.FAMILY.pool(prompted, block)
+    np.testing.assert_allclose(pooled, np.concatenate([block[:, 0], block[:, 6:].mean(1)], -1), rtol=1e-6)

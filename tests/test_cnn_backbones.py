@@ -1,6 +1,6 @@
-"""ConvNeXt (V1, V2) and the classic Keras CNNs loaded from their sources' files: logits equal
-to the sources' own models (HF transformers, tf.keras.applications) built with random
-weights, in float32, and on an input where the first normalisation's epsilon shows."""
+"""ConvNeXt (V1, V2) from HF and timm layouts: logits equal to HF transformers' own models built
+with random weights, in float32, and on an input where the first normalisation's epsilon
+shows. (The Keras CNNs: tests/test_keras_models.py.)"""
 
 import numpy as np
 import pytest
@@ -10,8 +10,7 @@ transformers = pytest.importorskip("transformers")
 
 import jax  # noqa: E402
 
-from tljax import models, weights  # noqa: E402
-from tljax.errors import UserError  # noqa: E402
+from tljax import weights  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 
@@ -119,137 +118,3 @@ def test_convnext_timm_layout(v2, tmp_path):
     if not v2:
         loaded = loaded._replace(module=loaded.module.clone(ln_eps=1e-12))
     assert _relative_error(loaded.module.apply(loaded.variables, images), _torch_logits(reference, images)) <= 1e-4
-
-
-# ------------------------------------------------------------------ keras.applications
-def _keras_model(name, **kw):
-    """A keras.applications model with random weights everywhere (biases, BatchNorm
-    statistics too), logits out."""
-    import keras
-
-    model = getattr(keras.applications, name)(weights=None, classifier_activation=None, **kw)
-    rng = np.random.default_rng(0)
-    for w in model.weights:
-        shape = tuple(w.shape)
-        if "moving_variance" in w.path:
-            w.assign(0.5 + rng.uniform(size=shape))
-        elif len(shape) == 1:
-            w.assign(0.1 * rng.normal(size=shape) + (1.0 if "gamma" in w.path else 0.0))
-        else:  # He-like scale keeps activations O(1) through the depth
-            fan_in = np.prod(shape[:-1]) if "depthwise" not in w.path else np.prod(shape[:2])
-            w.assign(rng.normal(size=shape) * np.sqrt(2.0 / fan_in))
-    return model
-
-
-def _keras_files(model, folder):
-    """The model's weights in each format Keras writes: legacy .h5 (keras.applications'
-    downloads), Keras 3 .weights.h5, and .keras."""
-    import h5py
-    from keras.src.legacy.saving import legacy_h5_format
-
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = [folder / "legacy.h5", folder / "model.weights.h5", folder / "model.keras"]
-    with h5py.File(paths[0], "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, model)
-    model.save_weights(paths[1])
-    model.save(paths[2])
-    return [str(p) for p in paths]
-
-
-def test_keras_vgg16_equals_keras_from_each_file_format(tmp_path):
-    model = _keras_model("VGG16", input_shape=(32, 32, 3), classes=10)
-    images = np.random.default_rng(1).uniform(-120, 130, (2, 32, 32, 3)).astype(np.float32)
-    expected = np.asarray(model(images))
-    for path in _keras_files(model, tmp_path):
-        loaded = weights.load_model(path)
-        assert loaded.preprocessing == {"normalization": "caffe", "image_size": 32}, path
-        assert (loaded.module.depth, loaded.module.top) == (16, True)
-        error = _relative_error(loaded.module.apply(loaded.variables, images), expected)
-        assert error <= 1e-4, f"{path}: relative error {error:.2e}"
-
-
-@pytest.mark.parametrize("alpha,size", [(0.35, 32), (1.0, 33)])
-def test_keras_mobilenet_v2_equals_keras_from_each_file_format(alpha, size, tmp_path):
-    """Width multipliers; an odd input size exercises Keras' correct_pad on the stride-2
-    depthwise convs; BatchNorm on running statistics with eps 1e-3."""
-    model = _keras_model("MobileNetV2", input_shape=(size, size, 3), alpha=alpha, classes=10)
-    images = np.random.default_rng(1).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
-    expected = np.asarray(model(images, training=False))
-    for path in _keras_files(model, tmp_path):
-        loaded = weights.load_model(path, image_shape=(size, size, 3))
-        assert loaded.module.alpha == alpha and loaded.preprocessing["normalization"] == "value_range(-1,1)"
-        error = _relative_error(loaded.module.apply(loaded.variables, images), expected)
-        assert error <= 1e-4, f"{path}: relative error {error:.2e}"
-
-
-def test_the_dogs_config_retrains_vggs_final_layers_from_the_keras_cache(tmp_path, monkeypatch):
-    """configs/dogs.py (default keras:VGG16) with the weights in the Keras cache ($KERAS_HOME
-    /models, as keras.applications leaves them): without the dataset one TFDS line; on mock
-    data, last_k:1 trains the classifier block and a new 120-way head, the conv blocks stay
-    bit-identical, and the run's preprocessing is Keras' caffe."""
-    import h5py
-    from flax import traverse_util
-    from keras.src.legacy.saving import legacy_h5_format
-
-    from tests.test_dataset_configs import _mock
-    from tljax import config_lib, runs
-    from tljax.weights import catalog, tljax_format
-
-    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
-    model = _keras_model("VGG16", input_shape=(32, 32, 3), classes=10)
-    path = tmp_path / "keras" / "models" / "vgg16_weights_tf_dim_ordering_tf_kernels.h5"
-    path.parent.mkdir(parents=True)
-    with h5py.File(path, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, model)
-    assert catalog.resolve("keras:VGG16") == str(path)
-
-    config = config_lib.load("configs/dogs.py")
-    assert (config.model.init, config.freeze) == ("keras:VGG16", "last_k:1")
-    with config.unlocked():
-        config.data.data_dir = str(tmp_path / "tfds")
-        config.data.image_size = 32
-        config.data.pp_train = "resize(32)|flip_lr|init_norm"
-        config.data.pp_eval = "resize(32)|init_norm"
-        config.data.batch_size, config.data.eval_batch_size = 4, 6
-        config.total_steps, config.checkpoint_every, config.log_every = 3, 3, 1
-        config.optim.warmup_steps, config.export_weights = 1, True
-    with pytest.raises(UserError, match="stanford_dogs"):
-        runs.run(config, str(tmp_path / "offline"))
-    with _mock():
-        runs.run(config, str(tmp_path / "run"))
-    exported = tljax_format.load(str(tmp_path / "run" / "model.safetensors"))
-    assert exported.num_classes == 120 and exported.preprocessing["normalization"] == "caffe"
-    start = traverse_util.flatten_dict(weights.read(str(path)).variables["params"], sep="/")
-    end = traverse_util.flatten_dict(exported.variables["params"], sep="/")
-    moved = {p for p in end if not p.startswith("head/") and not np.array_equal(start[p], end[p])}
-    assert moved == {f"classifier/{fc}/{leaf}" for fc in ("fc1", "fc2") for leaf in ("kernel", "bias")}
-    assert end["head/kernel"].shape == (4096, 120) and np.any(end["head/kernel"] != 0)
-
-
-def test_keras_inception_v3_equals_keras_from_each_file_format(tmp_path):
-    """Branching blocks: Keras lists (and Keras 3 numbers) the layers in its graph's
-    topological order, not the order its code builds them; BatchNorm without gamma; "same"
-    average pools that do not count the padding."""
-    model = _keras_model("InceptionV3", input_shape=(75, 75, 3), classes=10)
-    images = np.random.default_rng(1).uniform(-1, 1, (2, 75, 75, 3)).astype(np.float32)
-    expected = np.asarray(model(images, training=False))
-    for path in _keras_files(model, tmp_path):
-        loaded = weights.load_model(path, image_shape=(75, 75, 3))
-        assert loaded.preprocessing == {"normalization": "value_range(-1,1)", "image_size": 299}
-        error = _relative_error(loaded.module.apply(loaded.variables, images), expected)
-        assert error <= 1e-4, f"{path}: relative error {error:.2e}"
-
-
-def test_inception_v3_groups_cover_every_parameter_and_last_k_trains_mixed10():
-    from flax import traverse_util
-
-    from tljax import freezing
-
-    module = models.build("inception_v3", {}, 5)
-    shapes = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), np.zeros((1, 75, 75, 3), np.float32)))
-    paths = list(traverse_util.flatten_dict(shapes["params"], sep="/"))
-    groups = models.groups(module)
-    assert {models.group_of(p, groups) for p in paths} == {"stem", "head", *(f"mixed{i}" for i in range(11))}
-    trainable = freezing.make_plan("last_k:1", groups, paths).phases[0].trainable_paths()
-    assert {p.split("/")[0] for p in trainable} == {"mixed10", "head"}
-    assert not any(p.endswith("bn/scale") for p in paths)  # Keras' conv2d_bn: scale=False

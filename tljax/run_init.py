@@ -132,8 +132,9 @@ def _build_and_init(config, num_classes):
                                 f"{expected!r} but data.{key} uses {got or 'nothing'!r}; fix "
                                 f"data.{key} or set model.check_preprocessing=False")
     variables = weights.init_variables(module.clone(peft=peft.NONE), (size, size, 3), seed=config.seed)
+    # Position embeddings resample as the checkpoint's own code does, whatever model.arch says.
     variables = merge_lib.merge(variables, loaded, reset_head=reset, source=config.model.init,
-                                pos_resize=models.pos_resize(module))
+                                pos_resize=models.pos_resize(source_module))
     return module, variables, expected
 
 

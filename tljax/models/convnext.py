@@ -2,7 +2,7 @@
 `modeling_convnext.py` / `modeling_convnextv2.py` and timm `models/convnext.py`.
 
 Names: stem/{conv,norm}, stage{s}/down/{norm,conv} (stages after the first),
-stage{s}/block{i}/{dwconv, norm, mlp/fc1, grn, mlp/fc2, gamma}, norm (after global average
+stage{s}/block{i}/{dwconv, norm, mlp/{fc1, grn, fc2}, gamma}, norm (after global average
 pooling), head. A block: depthwise 7x7 conv, channels-last LayerNorm, pointwise MLP (4x, GELU)
 with V2's global response normalisation (GRN) inside, V1's LayerScale `gamma`, residual.
 LayerNorms inside the network use eps 1e-6 (hard-coded in HF and timm); the final one's

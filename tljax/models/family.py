@@ -35,6 +35,8 @@ class Family:
     # for families with a class token (probe.n_last_blocks); None elsewhere
     linear_input: Callable = None
     blocks: Callable = None      # module -> names of its transformer blocks, input to output
+    # arch dict as older exports recorded it -> today's fields (renamed options)
+    upgrade_arch: Callable = lambda arch: arch
 
 
 FAMILIES = {}  # name -> Family
@@ -66,7 +68,7 @@ def of(module):
 def build(name, arch, num_classes, dtype="float32"):
     """The linen Module of family `name` with architecture kwargs `arch` (a dict)."""
     family = get(name)
-    arch = dict(arch)
+    arch = dict(family.upgrade_arch(dict(arch)))
     unknown = set(arch) - set(family.module.__dataclass_fields__)
     if unknown:
         raise UserError(f"model {name!r} has no architecture options {sorted(unknown)} (model.arch)")

@@ -1,6 +1,6 @@
 """Vision Transformer (Dosovitskiy et al. 2021), layout of the official vit_jax / big_vision code,
 with the options of the ViTs people transfer from today, each numerically equal to its reference
-(tests/test_weights.py): DINOv2 (LayerScale, SwiGLU, registers, class + mean-patch head), CLIP
+(tests/test_backbones.py): DINOv2 (LayerScale, SwiGLU, registers, class + mean-patch head), CLIP
 (pre-norm, no patch bias, quick GELU) and SigLIP (no class token, MAP head).
 
 Names: embed/{patch,cls,registers,pos_embedding,pre_norm}, encoder/block{i}/{norm1,attn,ls1,
@@ -40,6 +40,7 @@ ACTIVATIONS = {"gelu": lambda x: nn.gelu(x, approximate=False),
                "quick_gelu": quick_gelu}
 CLASSIFIERS = ("token", "gap", "token_gap", "map")  # what the head reads, see ViT
 FFNS = ("mlp", "swiglu")
+POS_RESIZE = ("zoom_linear", "bicubic", "bicubic_antialias")  # weights/merge.py RESAMPLERS
 
 
 class Mlp(nn.Module):
@@ -278,7 +279,8 @@ class ViT(nn.Module):
     def _check(self):
         for field, value, allowed in (("classifier", self.classifier, CLASSIFIERS),
                                       ("activation", self.activation, tuple(ACTIVATIONS)),
-                                      ("ffn", self.ffn, FFNS)):
+                                      ("ffn", self.ffn, FFNS),
+                                      ("pos_resize", self.pos_resize, POS_RESIZE)):
             if value not in allowed:
                 raise UserError(f"vit {field}={value!r} is not one of {', '.join(allowed)}")
         if self.registers and not self.class_token():
@@ -325,11 +327,16 @@ def _groups(module):
 
 def _pool(module, tokens):
     """A block's tokens as one vector: the class token and the mean of the patch tokens
-    (DINOv2's linear-probe features; registers are not patch tokens), or the mean of all
-    tokens without a class token."""
+    (DINOv2's linear-probe features; registers and VPT prompts are not patch tokens), or the
+    mean of the patch tokens without a class token."""
+    patches = tokens[:, module.lead_tokens() + _prompt_tokens(module):]
     if module.class_token():
-        return jnp.concatenate([tokens[:, 0], tokens[:, module.lead_tokens():].mean(1)], -1)
-    return tokens.mean(1)
+        return jnp.concatenate([tokens[:, 0], patches.mean(1)], -1)
+    return patches.mean(1)
+
+
+def _prompt_tokens(module):
+    return module.peft.prompts.tokens if module.peft.prompts else 0
 
 
 def _blocks(module):
@@ -346,10 +353,17 @@ def _linear_input(module, params, blocks, avgpool):
     normed = [norm.apply({"params": params["encoder"]["norm"]}, x) for x in blocks]
     parts = [x[:, 0] for x in normed]
     if avgpool:
-        prompts = module.peft.prompts.tokens if module.peft.prompts else 0
-        parts.append(normed[-1][:, module.lead_tokens() + prompts:].mean(1))
+        parts.append(normed[-1][:, module.lead_tokens() + _prompt_tokens(module):].mean(1))
     return jnp.concatenate(parts, -1)
 
 
+def _upgrade_arch(arch):
+    """Exports and run records written before 2026-11-27 name the activation by the boolean
+    `gelu_approximate` (True: tanh GELU)."""
+    if "gelu_approximate" in arch:
+        arch.setdefault("activation", "gelu_tanh" if arch.pop("gelu_approximate") else "gelu")
+    return arch
+
+
 FAMILY = family.Family("vit", ViT, _groups, pool=_pool, token_methods=True,
-                       linear_input=_linear_input, blocks=_blocks)
+                       linear_input=_linear_input, blocks=_blocks, upgrade_arch=_upgrade_arch)

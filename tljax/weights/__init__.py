@@ -185,7 +185,7 @@ def load_model(source, *, model=None, num_classes=None, image_shape=None, which=
                                     source=source, pos_resize=models.pos_resize(module))
     else:
         variables = jax.tree.map(np.asarray, variables)
-        _check_used(module, variables, size, source)
+        _check_used(module, variables, image_shape[0], source)
     if classes != source_classes:
         class_names = None
     return LoadedModel(module, variables, preprocessing, class_names)

@@ -11,17 +11,16 @@ pools with its MAP head (vision_model.head).
 """
 from tljax.errors import UserError
 from tljax.weights import source
-from tljax.weights.layouts.common import Detected, activation_of, hf_preprocessing, match, prefix_of
+from tljax.weights.layouts.common import (MAP_PATH, TORCH_LEAF, Detected, activation_of, hf_preprocessing,
+                                          match, prefix_of)
 
 HF_MODEL_TYPES = ("clip", "clip_vision_model", "siglip", "siglip_vision_model")
 
-_LN = {"scale": "weight", "bias": "bias"}
 _BLOCK = r"params/encoder/block(\d+)/(norm1|norm2|attn/(?:query|key|value|out)|mlp/fc1|mlp/fc2)/(\w+)"
-_MAP = r"params/map/(attention/(?:query|key|value|out)|norm|mlp/fc1|mlp/fc2)/(\w+)"
 
 
 def _dense(key, leaf):
-    return (f"{key}.weight", "dense") if leaf == "kernel" else (f"{key}.{_LN.get(leaf, leaf)}", "id")
+    return (f"{key}.weight", "dense") if leaf == "kernel" else (f"{key}.{TORCH_LEAF[leaf]}", "id")
 
 
 def _attention(key, which, leaf, heads, out_name="out_proj"):
@@ -51,11 +50,11 @@ def tower_hf(path, heads, prefix="vision_model."):
     if m := match(_BLOCK, path):
         layer, part, leaf = f"{prefix}encoder.layers.{m[1]}", m[2], m[3]
         if part in ("norm1", "norm2"):
-            return f"{layer}.layer_norm{part[-1]}.{_LN[leaf]}", "id"
+            return f"{layer}.layer_norm{part[-1]}.{TORCH_LEAF[leaf]}", "id"
         if part.startswith("attn/"):
             return _attention(f"{layer}.self_attn", part[5:], leaf, heads)
         return _dense(f"{layer}.{part.replace('/', '.')}", leaf)
-    if m := match(_MAP, path):  # torch nn.MultiheadAttention packs q, k, v in in_proj
+    if m := match(MAP_PATH, path):  # torch nn.MultiheadAttention packs q, k, v in in_proj
         head, part, leaf = f"{prefix}head", m[1], m[2]
         if part.startswith("attention/") and part != "attention/out":
             index = ("query", "key", "value").index(part[10:])
@@ -65,7 +64,7 @@ def tower_hf(path, heads, prefix="vision_model."):
         if part == "attention/out":
             return _attention(f"{head}.attention", "out", leaf, heads)
         if part == "norm":
-            return f"{head}.layernorm.{_LN[leaf]}", "id"
+            return f"{head}.layernorm.{TORCH_LEAF[leaf]}", "id"
         return _dense(f"{head}.{part.replace('/', '.')}", leaf)
     return None
 

@@ -34,6 +34,12 @@ def match(pattern, path):
     return re.fullmatch(pattern, path)
 
 
+# flax leaf -> PyTorch parameter name (Dense/Conv kernels, LayerNorm scale, GRN gamma/beta)
+TORCH_LEAF = {"kernel": "weight", "scale": "weight", "bias": "bias", "gamma": "weight", "beta": "bias"}
+# The ViT MAP head's parameters (models/vit.py MAPHead): (part, leaf)
+MAP_PATH = r"params/map/(attention/(?:query|key|value|out)|norm|mlp/fc1|mlp/fc2)/(\w+)"
+
+
 class Detected(NamedTuple):
     """A recognised checkpoint: its family, architecture and preprocessing, and how to convert it."""
     family: str
@@ -46,8 +52,11 @@ class Detected(NamedTuple):
 
 def hf_preprocessing(folder, default_norm, size):
     """Normalisation, image size and eval pipeline of an HF folder's preprocessor_config.json:
-    resize the short side then centre-crop (DINOv2 256 → 224, CLIP 224 → 224), or resize
-    to a square (SigLIP, ViT). HF resizes bicubically; tljax's resize ops are bilinear."""
+    resize the short side then centre-crop (DINOv2 256 → 224, CLIP 224 → 224, ConvNeXt below
+    384 px: 224/crop_pct → 224), or resize to a square (SigLIP, ViT, ConvNeXt at 384 px and
+    above, which HF warps without a crop). `size` is a dict, or in older files an int: the
+    short side where the processor crops, else the square's side. HF resizes bicubically;
+    tljax's resize ops are bilinear."""
     path = os.path.join(folder, "preprocessor_config.json")
     if not os.path.exists(path):
         return {"normalization": default_norm, "image_size": size}
@@ -56,15 +65,21 @@ def hf_preprocessing(folder, default_norm, size):
     norm = default_norm
     if pre.get("image_mean") and pre.get("image_std"):
         norm = source.normalization_string(pre["image_mean"], pre["image_std"])
-    resize, crop = pre.get("size") or {}, pre.get("crop_size") or {}
+    resize, crop = pre.get("size"), pre.get("crop_size")
     crop = crop.get("height") if isinstance(crop, dict) else crop
-    if pre.get("crop_pct") and resize.get("shortest_edge"):  # ConvNeXt: resize to 224/0.875, crop 224
-        edge = resize["shortest_edge"]
+    crops = bool(pre.get("do_center_crop") or pre.get("crop_pct"))
+    if isinstance(resize, int):
+        resize = {"shortest_edge": resize} if crops else {"height": resize, "width": resize}
+    resize = resize or {}
+    edge = resize.get("shortest_edge")
+    if pre.get("crop_pct") and edge:  # ConvNextImageProcessor
+        if edge >= 384:
+            return {"normalization": norm, "image_size": edge, "pp_eval": f"resize({edge})|{norm}"}
         return {"normalization": norm, "image_size": edge,
                 "pp_eval": f"resize_small({int(edge / pre['crop_pct'])})|central_crop({edge})|{norm}"}
-    if pre.get("do_center_crop") and crop and resize.get("shortest_edge"):
+    if pre.get("do_center_crop") and crop and edge:
         return {"normalization": norm, "image_size": crop,
-                "pp_eval": f"resize_small({resize['shortest_edge']})|central_crop({crop})|{norm}"}
+                "pp_eval": f"resize_small({edge})|central_crop({crop})|{norm}"}
     if resize.get("height") and resize.get("height") == resize.get("width"):
         return {"normalization": norm, "image_size": resize["height"],
                 "pp_eval": f"resize({resize['height']})|{norm}"}

@@ -3,18 +3,17 @@
 models/convnext.py: stem.0/1, stages.s.downsample.0/1, stages.s.blocks.i.{conv_dw, norm,
 mlp.fc1, mlp.grn, mlp.fc2, gamma}, head.norm, head.fc)."""
 from tljax.weights import source
-from tljax.weights.layouts.common import Detected, count, hf_preprocessing, match, prefix_of
+from tljax.weights.layouts.common import TORCH_LEAF, Detected, count, hf_preprocessing, match, prefix_of
 
 HF_MODEL_TYPES = ("convnext", "convnextv2")
 
 _BLOCK = r"params/stage(\d+)/block(\d+)/(dwconv|norm|mlp/fc1|mlp/fc2|mlp/grn|gamma)/?(\w*)"
 _DOWN = r"params/stage(\d+)/down/(norm|conv)/(\w+)"
-_TORCH_LEAF = {"kernel": "weight", "scale": "weight", "bias": "bias", "gamma": "weight", "beta": "bias"}
 
 
 def _leaf(name, leaf, conv=False):
     kind = ("conv" if conv else "dense") if leaf == "kernel" else "id"
-    return f"{name}.{_TORCH_LEAF[leaf]}", kind
+    return f"{name}.{TORCH_LEAF[leaf]}", kind
 
 
 def convnext_hf(path, prefix):
@@ -37,7 +36,7 @@ def convnext_hf(path, prefix):
         if part == "gamma":
             return f"{layer}.layer_scale_parameter", "id"
         if part == "mlp/grn":  # HF stores (1, 1, 1, C)
-            return f"{layer}.grn.{_TORCH_LEAF[leaf]}", "flat"
+            return f"{layer}.grn.{TORCH_LEAF[leaf]}", "flat"
         name = {"dwconv": "dwconv", "norm": "layernorm", "mlp/fc1": "pwconv1", "mlp/fc2": "pwconv2"}[part]
         return _leaf(f"{layer}.{name}", leaf, conv=part == "dwconv")
     return None

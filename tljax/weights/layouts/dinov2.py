@@ -7,12 +7,11 @@ classifier reads [class token, mean patch token] (modeling_dinov2.py).
 """
 from tljax.weights import source
 from tljax.weights.layouts import vit
-from tljax.weights.layouts.common import Detected, activation_of, hf_preprocessing, match
+from tljax.weights.layouts.common import TORCH_LEAF, Detected, activation_of, hf_preprocessing, match, prefix_of
 
 HF_MODEL_TYPES = ("dinov2", "dinov2_with_registers")
 
 _BLOCK_EXTRA = r"params/encoder/block(\d+)/(norm1|norm2|mlp/fc1|mlp/fc2|ls1|ls2)/(\w+)"
-_LEAF = {"scale": "weight", "bias": "bias", "kernel": "weight"}
 
 
 def swiglu_hidden(width, mlp_ratio):
@@ -30,15 +29,15 @@ def dinov2_hf(path, heads, prefix, swiglu):
             return f"{layer}.layer_scale{part[-1]}.lambda1", "id"
         if part.startswith("mlp/") and swiglu:
             name = "weights_in" if part == "mlp/fc1" else "weights_out"
-            return f"{layer}.mlp.{name}.{_LEAF[leaf]}", "dense" if leaf == "kernel" else "id"
+            return f"{layer}.mlp.{name}.{TORCH_LEAF[leaf]}", "dense" if leaf == "kernel" else "id"
         name = part.replace("/", ".")
-        return f"{layer}.{name}.{_LEAF[leaf]}", "dense" if leaf == "kernel" else "id"
+        return f"{layer}.{name}.{TORCH_LEAF[leaf]}", "dense" if leaf == "kernel" else "id"
     return vit.vit_hf(path, heads, prefix)
 
 
 def from_hf(folder, cfg, raw, path):
     registers = cfg.get("num_register_tokens", 0) if cfg["model_type"] == "dinov2_with_registers" else 0
-    prefix = f"{cfg['model_type']}." if any(k.startswith(f"{cfg['model_type']}.") for k in raw) else ""
+    prefix = prefix_of(raw, f"{cfg['model_type']}.")
     width, heads = cfg["hidden_size"], cfg["num_attention_heads"]
     swiglu = bool(cfg.get("use_swiglu_ffn"))
     ratio = cfg.get("mlp_ratio", 4)

@@ -7,14 +7,13 @@ import re
 from tljax.errors import UserError
 from tljax.models.vit import SIZES
 from tljax.weights import source
-from tljax.weights.layouts.common import (Detected, activation_of, count, hf_preprocessing, match,
-                                          prefix_of)
+from tljax.weights.layouts.common import (MAP_PATH, TORCH_LEAF, Detected, activation_of, count,
+                                          hf_preprocessing, match, prefix_of)
 
 HF_MODEL_TYPES = ("vit",)
 
 
 _VIT_BLOCK = r"params/encoder/block(\d+)/(norm1|norm2|attn/(?:query|key|value|out)|mlp/fc1|mlp/fc2)/(\w+)"
-_LN = {"scale": "weight", "bias": "bias"}
 
 
 def vit_hf(path, heads, prefix="vit."):
@@ -34,7 +33,7 @@ def vit_hf(path, heads, prefix="vit."):
         part, leaf = m[2], m[3]
         if part in ("norm1", "norm2"):
             name = "layernorm_before" if part == "norm1" else "layernorm_after"
-            return f"{layer}.{name}.{_LN[leaf]}", "id"
+            return f"{layer}.{name}.{TORCH_LEAF[leaf]}", "id"
         if part.startswith("attn/"):
             which = part[5:]
             if which == "out":
@@ -48,7 +47,6 @@ def vit_hf(path, heads, prefix="vit."):
 
 
 _TIMM_EXTRA = r"params/encoder/block(\d+)/(ls1|ls2)/gamma"
-_TIMM_MAP = r"params/map/(attention/(?:query|key|value|out)|norm|mlp/fc1|mlp/fc2)/(\w+)"
 
 
 def vit_timm(path, heads, no_embed_class=False):
@@ -68,7 +66,7 @@ def vit_timm(path, heads, no_embed_class=False):
         return simple[path]
     if m := match(_TIMM_EXTRA, path):
         return f"blocks.{m[1]}.{m[2]}.gamma", "id"
-    if m := match(_TIMM_MAP, path):  # timm AttentionPoolLatent: q, packed kv, proj
+    if m := match(MAP_PATH, path):  # timm AttentionPoolLatent: q, packed kv, proj
         part, leaf = m[1], m[2]
         param = "weight" if leaf == "kernel" else "bias"
         if part in ("attention/key", "attention/value"):
@@ -79,13 +77,13 @@ def vit_timm(path, heads, no_embed_class=False):
         if part == "attention/out":
             return f"attn_pool.proj.{param}", f"out_kernel:{heads}" if leaf == "kernel" else "id"
         if part == "norm":
-            return f"attn_pool.norm.{_LN[leaf]}", "id"
+            return f"attn_pool.norm.{TORCH_LEAF[leaf]}", "id"
         return f"attn_pool.{part.replace('/', '.')}.{param}", "dense" if leaf == "kernel" else "id"
     if m := match(_VIT_BLOCK, path):
         block = f"blocks.{m[1]}"
         part, leaf = m[2], m[3]
         if part in ("norm1", "norm2"):
-            return f"{block}.{part}.{_LN[leaf]}", "id"
+            return f"{block}.{part}.{TORCH_LEAF[leaf]}", "id"
         if part.startswith("attn/"):
             which = part[5:]
             if which == "out":
@@ -156,6 +154,13 @@ def from_file(raw, path, model):
     return _timm(raw, path, model)
 
 
+# timm architectures built with act_layer="gelu_tanh" (timm models/vision_transformer.py: the
+# SigLIP 2 ViTs); other timm ViTs use exact GELU, quickgelu ones OpenAI CLIP's.
+TIMM_GELU_TANH = ("vit_base_patch32_siglip_256", "vit_large_patch16_siglip_512",
+                  "vit_so400m_patch16_siglip_", "vit_giantopt_patch16_siglip_",
+                  "vit_base_patch32_siglip_gap_256", "vit_large_patch16_siglip_gap_512")
+
+
 def _timm_config(path):
     """The config.json timm writes beside its weights on the hub (architecture name,
     pretrained_cfg with mean/std and input size), or {}."""
@@ -173,7 +178,9 @@ def _timm(raw, path, model):
     bias) and SigLIP (no class token, attn_pool MAP head). Numerics are timm's: exact GELU
     unless the architecture is a `quickgelu` one, LayerNorm eps 1e-6 (1e-5 for CLIP's
     pre-norm towers), bicubic position resampling with antialias
-    (layers/pos_embed.py resample_abs_pos_embed)."""
+    (layers/pos_embed.py resample_abs_pos_embed). timm's SigLIP 2 architectures use tanh GELU
+    (TIMM_GELU_TANH); a bare file without timm's config.json gets exact GELU
+    (model='vit:activation=gelu_tanh' overrides)."""
     keys = set(raw)
     timm_config = _timm_config(path)
     architecture = timm_config.get("architecture", "")
@@ -198,7 +205,8 @@ def _timm(raw, path, model):
             "depth": count(keys, r"blocks\.(\d+)\.norm1\.weight"),
             "mlp_dim": fc2.shape[1], "classifier": "token" if class_token else "map",
             "ln_eps": 1e-5 if pre_norm else 1e-6,
-            "activation": "quick_gelu" if "quickgelu" in architecture else "gelu",
+            "activation": ("quick_gelu" if "quickgelu" in architecture else
+                           "gelu_tanh" if architecture.startswith(TIMM_GELU_TANH) else "gelu"),
             "layer_scale": "blocks.0.ls1.gamma" in keys, "ffn": "swiglu" if swiglu else "mlp",
             "registers": raw["reg_token"].shape[1] if "reg_token" in keys else 0,
             "pre_norm": pre_norm, "patch_bias": "patch_embed.proj.bias" in keys,
