@@ -293,17 +293,21 @@ def test_each_phase_compiles_once(make_config, tmp_path, monkeypatch):
     assert compiled == [0, 1, 2, 3]
 
 
-def test_frozen_batchnorm_statistics_and_weights_stay_bit_identical(make_config, tmp_path):
-    arch = {"depth": 18, "base_width": 4, "stem": "small"}
+@pytest.mark.parametrize("name,arch,top", [
+    ("resnet", {"depth": 18, "base_width": 4, "stem": "small"}, ("stage4",)),
+    # Keras' BatchNorm family (eps 1e-3, momentum 0.999): last_k:1 is its last 1x1 conv
+    ("mobilenet_v2", {"alpha": 0.35}, ("top",)),
+])
+def test_frozen_batchnorm_statistics_and_weights_stay_bit_identical(make_config, tmp_path, name, arch, top):
     config = make_config(freeze="last_k:1", export_weights=True,
-                         **{"model.name": "resnet", "model.arch": arch})
+                         **{"model.name": name, "model.arch": arch})
     runs.run(config, str(tmp_path))
-    module = models.build("resnet", arch, 5)
+    module = models.build(name, arch, 5)
     start = traverse_util.flatten_dict(weights.init_variables(module, (8, 8, 3)), sep="/")
     end = traverse_util.flatten_dict(tljax_format.load(str(tmp_path / "model.safetensors"))[4], sep="/")
     moved = {p for p in start if not np.array_equal(start[p], end[p])}
-    assert moved and all(p.split("/")[1] in ("stage4", "head") for p in moved), sorted(moved)[:5]
-    assert any(p.startswith("batch_stats/stage4") for p in moved)
+    assert moved and all(p.split("/")[1] in (*top, "head") for p in moved), sorted(moved)[:5]
+    assert any(p.startswith(f"batch_stats/{top[0]}") for p in moved)
 
 
 def test_l2sp_pulls_towards_the_pretrained_weights_and_the_head_towards_zero():
