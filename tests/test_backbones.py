@@ -18,6 +18,8 @@ from tljax import models, weights  # noqa: E402
 from tljax.models import names  # noqa: E402
 from tljax.weights import merge  # noqa: E402
 
+from tests.helpers import relative_error, square_images  # noqa: E402
+
 jax.config.update("jax_default_matmul_precision", "highest")
 
 TOWER = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, patch_size=4)
@@ -105,15 +107,6 @@ def _ours(name, loaded, images):
     return np.asarray(state[names.INTERMEDIATES][names.HEAD_INPUT][0])
 
 
-def _relative_error(ours, reference):
-    assert ours.shape == reference.shape
-    return float(np.max(np.abs(ours - reference)) / np.max(np.abs(reference)))
-
-
-def _images(size, n=2, seed=0):
-    return np.random.default_rng(seed).uniform(-1, 1, (n, size, size, 3)).astype(np.float32)
-
-
 @pytest.mark.parametrize("name", list(MODELS))
 def test_modern_vits_equal_hugging_face_at_two_resolutions(name, tmp_path):
     reference = _saved(name, tmp_path)
@@ -122,16 +115,16 @@ def test_modern_vits_equal_hugging_face_at_two_resolutions(name, tmp_path):
         shape = None if size == 16 else (size, size, 3)
         loaded = weights.load_model(str(tmp_path), num_classes=classes, image_shape=shape)
         assert models.pos_resize(loaded.module) == MODELS[name][2]
-        images = _images(size)
+        images = square_images(size)
         expected = _reference(name, reference, images)
-        error = _relative_error(_ours(name, loaded, images), expected)
+        error = relative_error(_ours(name, loaded, images), expected)
         assert error <= 1e-4, f"{name} at {size}px: relative error {error:.2e}"
     # The resampler is visible: the other torch variant misses at 6x6.
     other = "bicubic" if MODELS[name][2] == "bicubic_antialias" else "bicubic_antialias"
     loaded = weights.load_model(str(tmp_path), model=f"vit:pos_resize={other}", num_classes=classes,
                                 image_shape=(24, 24, 3))
-    images = _images(24)
-    assert _relative_error(_ours(name, loaded, images), _reference(name, reference, images)) > 1e-3
+    images = square_images(24)
+    assert relative_error(_ours(name, loaded, images), _reference(name, reference, images)) > 1e-3
 
 
 @pytest.mark.parametrize("name", ["dinov2_registers", "clip", "siglip"])
@@ -141,11 +134,11 @@ def test_epsilons_are_the_checkpoints_on_a_near_constant_layernorm_input(name, t
     another epsilon shows."""
     reference = _saved(name, tmp_path, embed_scale=1e-3)
     loaded = weights.load_model(str(tmp_path), num_classes=None if MODELS[name][1] == "logits" else 3)
-    images = 1e-2 * _images(16)
+    images = 1e-2 * square_images(16)
     expected = _reference(name, reference, images)
-    assert _relative_error(_ours(name, loaded, images), expected) <= 1e-4
+    assert relative_error(_ours(name, loaded, images), expected) <= 1e-4
     other = loaded._replace(module=loaded.module.clone(ln_eps=loaded.module.ln_eps * 10))
-    assert _relative_error(_ours(name, other, images), expected) > 1e-3
+    assert relative_error(_ours(name, other, images), expected) > 1e-3
 
 
 def test_dinov2_preprocessing_and_the_stored_grid_travel_with_the_weights(tmp_path):
@@ -161,8 +154,8 @@ def test_dinov2_preprocessing_and_the_stored_grid_travel_with_the_weights(tmp_pa
     assert loaded.preprocessing["pp_eval"] == (
         "resize_small(14)|central_crop(12)|normalize([0.485,0.456,0.406],[0.229,0.224,0.225])")
     assert loaded.variables["params"]["embed"]["pos_embedding"].shape == (1, 1 + 9, 32)
-    images = _images(12)
-    assert _relative_error(_ours("dinov2", loaded, images), _reference("dinov2", reference, images)) <= 1e-4
+    images = square_images(12)
+    assert relative_error(_ours("dinov2", loaded, images), _reference("dinov2", reference, images)) <= 1e-4
 
 
 def test_each_parameter_of_the_new_options_belongs_to_the_depth_group_it_should(tmp_path):
@@ -336,8 +329,8 @@ def test_timm_layouts_of_the_modern_vits_equal_hugging_face(name, tmp_path):
     assert loaded.preprocessing == {"normalization": "normalize([0.485,0.456,0.406],[0.229,0.224,0.225])",
                                     "image_size": 16}
     assert models.pos_resize(loaded.module) == "bicubic_antialias"  # timm resample_abs_pos_embed
-    images = _images(16)
-    error = _relative_error(_ours(name, loaded, images), _reference(name, reference, images))
+    images = square_images(16)
+    error = relative_error(_ours(name, loaded, images), _reference(name, reference, images))
     assert error <= 1e-4, f"{name}: relative error {error:.2e}"
 
 
@@ -356,10 +349,10 @@ def test_timm_models_themselves(architecture, size, tmp_path):
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "model.safetensors"))
     (tmp_path / "config.json").write_text(json.dumps({"architecture": architecture}))
     loaded = weights.load_model(str(tmp_path / "model.safetensors"))
-    images = _images(size)
+    images = square_images(size)
     with torch.no_grad():
         expected = model(torch.from_numpy(images.transpose(0, 3, 1, 2))).numpy()
-    assert _relative_error(_ours("dinov2", loaded, images), expected) <= 1e-4
+    assert relative_error(_ours("dinov2", loaded, images), expected) <= 1e-4
 
 
 def test_a_partial_or_foreign_checkpoint_is_one_error_naming_the_keys(tmp_path):
@@ -422,7 +415,7 @@ def test_vpt_prompts_go_after_the_class_token_and_registers_and_leave_the_featur
     module = models.build("vit", arch, 3)
     variables = weights.init_variables(module, (16, 16, 3))
     prompted, pvars = peft.add(module, variables, freezing.parse("vpt:tokens=3,deep=1").peft, (16, 16, 3))
-    images = _images(16)
+    images = square_images(16)
     _, state = prompted.apply(pvars, images, capture_intermediates=True, mutable=[names.INTERMEDIATES])
     flat = traverse_util.flatten_dict(state[names.INTERMEDIATES])
     block = flat[("encoder", "block1", "__call__")][0]

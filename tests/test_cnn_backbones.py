@@ -2,7 +2,6 @@
 with random weights, in float32, and on an input where the first normalisation's epsilon
 shows. (The Keras CNNs: tests/test_keras_models.py.)"""
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -12,17 +11,9 @@ import jax  # noqa: E402
 
 from tljax import weights  # noqa: E402
 
+from tests.helpers import relative_error, square_images  # noqa: E402
+
 jax.config.update("jax_default_matmul_precision", "highest")
-
-
-def _relative_error(ours, reference):
-    ours, reference = np.asarray(ours), np.asarray(reference)
-    assert ours.shape == reference.shape
-    return float(np.max(np.abs(ours - reference)) / np.max(np.abs(reference)))
-
-
-def _images(size, n=2, seed=0):
-    return np.random.default_rng(seed).uniform(-1, 1, (n, size, size, 3)).astype(np.float32)
 
 
 def _randomize(model, seed=0):
@@ -60,8 +51,8 @@ def test_convnext_equals_hugging_face(v2, tmp_path):
     loaded = weights.load_model(str(tmp_path))
     assert (loaded.module.grn, loaded.module.layer_scale) == (v2, not v2)
     for size in (32, 40):  # and a size the stride-4 stem and 2x2 downsampling do not divide evenly
-        images = _images(size)
-        assert _relative_error(loaded.module.apply(loaded.variables, images),
+        images = square_images(size)
+        assert relative_error(loaded.module.apply(loaded.variables, images),
                                _torch_logits(reference, images)) <= 1e-4
 
 
@@ -70,14 +61,14 @@ def test_convnext_layernorm_epsilons_show_on_a_near_constant_stem(tmp_path):
     timm hard-code it) decides the output; 1e-5 would not match."""
     reference = _convnext(tmp_path, False, stem_scale=1e-3)
     loaded = weights.load_model(str(tmp_path))
-    images = _images(32)
+    images = square_images(32)
     expected = _torch_logits(reference, images)
-    assert _relative_error(loaded.module.apply(loaded.variables, images), expected) <= 1e-4
+    assert relative_error(loaded.module.apply(loaded.variables, images), expected) <= 1e-4
     from tljax.models import convnext
     original = convnext.INNER_EPS
     try:
         convnext.INNER_EPS = 1e-5
-        assert _relative_error(loaded.module.apply(loaded.variables, images), expected) > 1e-3
+        assert relative_error(loaded.module.apply(loaded.variables, images), expected) > 1e-3
     finally:
         convnext.INNER_EPS = original
 
@@ -113,8 +104,8 @@ def test_convnext_timm_layout(v2, tmp_path):
     reference = _convnext(tmp_path / "hf", v2)
     save_file(_timm_convnext_state_dict(tmp_path / "hf", v2), str(tmp_path / "convnext.safetensors"))
     loaded = weights.load_model(str(tmp_path / "convnext.safetensors"))
-    images = _images(32)
+    images = square_images(32)
     # timm's final norm uses eps 1e-6; the HF reference is built with the same for V2 only.
     if not v2:
         loaded = loaded._replace(module=loaded.module.clone(ln_eps=1e-12))
-    assert _relative_error(loaded.module.apply(loaded.variables, images), _torch_logits(reference, images)) <= 1e-4
+    assert relative_error(loaded.module.apply(loaded.variables, images), _torch_logits(reference, images)) <= 1e-4

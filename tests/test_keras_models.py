@@ -12,13 +12,9 @@ import jax  # noqa: E402
 from tljax import models, weights  # noqa: E402
 from tljax.errors import UserError  # noqa: E402
 
+from tests.helpers import relative_error  # noqa: E402
+
 jax.config.update("jax_default_matmul_precision", "highest")
-
-
-def _relative_error(ours, reference):
-    ours, reference = np.asarray(ours), np.asarray(reference)
-    assert ours.shape == reference.shape
-    return float(np.max(np.abs(ours - reference)) / np.max(np.abs(reference)))
 
 
 def _keras_model(name, **kw):
@@ -60,7 +56,7 @@ def test_keras_vgg16_equals_keras_from_each_file_format(tmp_path):
         loaded = weights.load_model(path)
         assert loaded.preprocessing == {"normalization": "caffe", "image_size": 32}, path
         assert (loaded.module.depth, loaded.module.top) == (16, True)
-        error = _relative_error(loaded.module.apply(loaded.variables, images), expected)
+        error = relative_error(loaded.module.apply(loaded.variables, images), expected)
         assert error <= 1e-4, f"{path}: relative error {error:.2e}"
 
 
@@ -74,7 +70,7 @@ def test_keras_mobilenet_v2_equals_keras_from_each_file_format(alpha, size, tmp_
     for path in _keras_files(model, tmp_path):
         loaded = weights.load_model(path, image_shape=(size, size, 3))
         assert loaded.module.alpha == alpha and loaded.preprocessing["normalization"] == "value_range(-1,1)"
-        error = _relative_error(loaded.module.apply(loaded.variables, images), expected)
+        error = relative_error(loaded.module.apply(loaded.variables, images), expected)
         assert error <= 1e-4, f"{path}: relative error {error:.2e}"
 
 
@@ -131,7 +127,7 @@ def test_keras_inception_v3_equals_keras_from_each_file_format(tmp_path):
     for path in _keras_files(model, tmp_path):
         loaded = weights.load_model(path, image_shape=(75, 75, 3))
         assert loaded.preprocessing == {"normalization": "value_range(-1,1)", "image_size": 299}
-        error = _relative_error(loaded.module.apply(loaded.variables, images), expected)
+        error = relative_error(loaded.module.apply(loaded.variables, images), expected)
         assert error <= 1e-4, f"{path}: relative error {error:.2e}"
 
 
