@@ -47,6 +47,10 @@ _FAMILIES = {
 }
 
 
+def _init_shape(family):
+    return (32, 32, 3) if family == "vgg" else (8, 8, 3)  # VGG's five 2x2 max-pools need 32 px
+
+
 def _trainable_groups(plan, index=0):
     return sorted({p.split("/")[0] for p in plan.phases[index].trainable_paths()})
 
@@ -129,7 +133,7 @@ def test_depth_strategies_agree_on_every_family(family):
     unit first; layer_decay gives it depth 1 (the head depth 0)."""
     arch, top_unit, rest = _FAMILIES[family]
     module = models.build(family, arch, 5)
-    variables = weights.init_variables(module, (32, 32, 3))
+    variables = weights.init_variables(module, _init_shape(family))
     paths = list(traverse_util.flatten_dict(variables["params"], sep="/"))
     group_list = models.groups(module)
 
@@ -207,7 +211,7 @@ def test_weight_decay_reaches_exactly_the_kernels(family, name):
     """Default rules, as big_vision's `.*/kernel$`: ViT q/k/v biases (2-D), cls and
     pos_embedding, norm scales and every bias are never decayed; every kernel is."""
     module = models.build(family, _FAMILIES[family][0], 5)
-    params = weights.init_variables(module, (32, 32, 3))["params"]
+    params = weights.init_variables(module, _init_shape(family))["params"]
     params = jax.tree.map(lambda x: x + 1.0, params)  # no zero weights: decay shows everywhere
     plan = freezing.make_plan("full", models.groups(module), list(
         traverse_util.flatten_dict(params, sep="/")))

@@ -37,13 +37,14 @@ ARCH.update({name: {**ARCH["vit"], **options} for name, options in VIT_VARIANTS.
 SHAPE = (16, 16, 3)
 SHAPES = {"vgg": (32, 32, 3)}  # five 2x2 max-pools need 32 px
 METHODS = {  # spec -> families it applies to
-    "lora:r=4": ("vit", "bit", "resnet", *CNNS),
+    "lora:r=4": ("vit", "bit", "resnet"),
     "lora:r=4,targets=qkvom,dora=1": ("vit",),
     "lora:r=4,dora=1": ("bit", "resnet"),
-    "adapter:dim=4": ("vit", "bit", "resnet", *CNNS),
+    "adapter:dim=4": ("vit", "bit", "resnet"),
     "adapter:dim=4,where=mlp": ("vit",),
     "adaptformer:dim=4": ("vit",),
-    "ssf": ("vit", "bit", "resnet", *CNNS),
+    "ssf": ("vit", "bit", "resnet"),
+    "lora:r=4+adapter:dim=4+ssf": CNNS,  # one compile per new CNN family
     "lora:r=4,targets=qkvom,dora=1+adapter:dim=4+ssf": ("vit", *VIT_VARIANTS),
     "adaptformer:dim=4+ssf": tuple(VIT_VARIANTS),
 }
@@ -117,7 +118,9 @@ def test_added_modules_start_as_the_pretrained_model_and_merge_into_it(family, s
     expected = _apply(adapted, trained, images)
     assert not np.allclose(expected, pretrained)
     merged_module, merged = peft.merged(adapted, trained, models.mergeable_lora(adapted))
-    np.testing.assert_allclose(_apply(merged_module, merged, images), expected, atol=1e-5, rtol=1e-5)
+    # float32 rounding, relative to the logits' scale (deep CNNs reach |logits| ~ 15)
+    scale = max(1.0, float(np.abs(expected).max()))
+    np.testing.assert_allclose(_apply(merged_module, merged, images), expected, atol=1e-5 * scale, rtol=1e-5)
     if family != "bit":  # LoRA and SSF leave nothing behind
         assert not merged_module.peft.lora and not merged_module.peft.ssf
     else:  # BiT: weight standardisation keeps LoRA unmerged; SSF (on GroupNorm) merges
