@@ -34,6 +34,20 @@ def _keras_model(name, **kw):
     return model
 
 
+def _load_each_format(model, folder, **kwargs):
+    """The model loaded from each Keras format: the first as loaded, with the others checked
+    to hold the same arrays (one forward pass then covers all three)."""
+    from flax import traverse_util
+
+    loaded = [weights.load_model(path, **kwargs) for path in _keras_files(model, folder)]
+    first = traverse_util.flatten_dict(loaded[0].variables, sep="/")
+    for other in loaded[1:]:
+        assert other.module == loaded[0].module and other.preprocessing == loaded[0].preprocessing
+        flat = traverse_util.flatten_dict(other.variables, sep="/")
+        assert flat.keys() == first.keys() and all(np.array_equal(flat[p], first[p]) for p in first)
+    return loaded[0]
+
+
 def _keras_files(model, folder):
     """The model's weights in each format Keras writes: legacy .h5 (keras.applications'
     downloads), Keras 3 .weights.h5, and .keras."""
@@ -52,12 +66,10 @@ def test_keras_vgg16_equals_keras_from_each_file_format(tmp_path):
     model = _keras_model("VGG16", input_shape=(32, 32, 3), classes=10)
     images = np.random.default_rng(1).uniform(-120, 130, (2, 32, 32, 3)).astype(np.float32)
     expected = np.asarray(model(images))
-    for path in _keras_files(model, tmp_path):
-        loaded = weights.load_model(path)
-        assert loaded.preprocessing == {"normalization": "caffe", "image_size": 32}, path
-        assert (loaded.module.depth, loaded.module.top) == (16, True)
-        error = relative_error(loaded.module.apply(loaded.variables, images), expected)
-        assert error <= 1e-4, f"{path}: relative error {error:.2e}"
+    loaded = _load_each_format(model, tmp_path)
+    assert loaded.preprocessing == {"normalization": "caffe", "image_size": 32}
+    assert (loaded.module.depth, loaded.module.top) == (16, True)
+    assert relative_error(loaded.module.apply(loaded.variables, images), expected) <= 1e-4
 
 
 @pytest.mark.parametrize("alpha,size", [(0.35, 32), (1.0, 33)])
@@ -67,11 +79,9 @@ def test_keras_mobilenet_v2_equals_keras_from_each_file_format(alpha, size, tmp_
     model = _keras_model("MobileNetV2", input_shape=(size, size, 3), alpha=alpha, classes=10)
     images = np.random.default_rng(1).uniform(-1, 1, (2, size, size, 3)).astype(np.float32)
     expected = np.asarray(model(images, training=False))
-    for path in _keras_files(model, tmp_path):
-        loaded = weights.load_model(path, image_shape=(size, size, 3))
-        assert loaded.module.alpha == alpha and loaded.preprocessing["normalization"] == "value_range(-1,1)"
-        error = relative_error(loaded.module.apply(loaded.variables, images), expected)
-        assert error <= 1e-4, f"{path}: relative error {error:.2e}"
+    loaded = _load_each_format(model, tmp_path, image_shape=(size, size, 3))
+    assert loaded.module.alpha == alpha and loaded.preprocessing["normalization"] == "value_range(-1,1)"
+    assert relative_error(loaded.module.apply(loaded.variables, images), expected) <= 1e-4
 
 
 def test_the_dogs_config_retrains_vggs_final_layers_from_the_keras_cache(tmp_path, monkeypatch):
@@ -124,11 +134,9 @@ def test_keras_inception_v3_equals_keras_from_each_file_format(tmp_path):
     model = _keras_model("InceptionV3", input_shape=(75, 75, 3), classes=10)
     images = np.random.default_rng(1).uniform(-1, 1, (2, 75, 75, 3)).astype(np.float32)
     expected = np.asarray(model(images, training=False))
-    for path in _keras_files(model, tmp_path):
-        loaded = weights.load_model(path, image_shape=(75, 75, 3))
-        assert loaded.preprocessing == {"normalization": "value_range(-1,1)", "image_size": 299}
-        error = relative_error(loaded.module.apply(loaded.variables, images), expected)
-        assert error <= 1e-4, f"{path}: relative error {error:.2e}"
+    loaded = _load_each_format(model, tmp_path, image_shape=(75, 75, 3))
+    assert loaded.preprocessing == {"normalization": "value_range(-1,1)", "image_size": 299}
+    assert relative_error(loaded.module.apply(loaded.variables, images), expected) <= 1e-4
 
 
 def test_inception_v3_groups_cover_every_parameter_and_last_k_trains_mixed10():
