@@ -61,9 +61,15 @@ def _siglip(classifier=False):
     return transformers.SiglipVisionModel(transformers.SiglipVisionConfig(**vision))
 
 
+def _vit():
+    cfg = transformers.ViTConfig(**TOWER, intermediate_size=64, image_size=16, num_labels=5)
+    return transformers.ViTForImageClassification(cfg)
+
+
 # name -> (HF model maker, what tljax compares: "logits" or the pooled output "features",
 #          the pos_resize the loader must pick)
 MODELS = {
+    "vit": (_vit, "logits", "bicubic"),
     "dinov2": (_dinov2, "logits", "bicubic"),
     "dinov2_swiglu": (lambda: _dinov2(use_swiglu_ffn=True, hidden_act="gelu"), "logits", "bicubic"),
     "dinov2_registers": (_dinov2_registers, "logits", "bicubic_antialias"),
@@ -96,6 +102,8 @@ def _reference(name, model, images):
         if name.startswith("siglip"):
             out = model(pixel_values=pixels, interpolate_pos_encoding=True)
             return (out.pooler_output if name == "siglip" else out.logits).numpy()
+        if name == "vit":
+            return model(pixel_values=pixels, interpolate_pos_encoding=True).logits.numpy()
         return model(pixel_values=pixels).logits.numpy()  # DINOv2 always interpolates
 
 

@@ -124,7 +124,8 @@ def from_hf(folder, cfg, raw, path):
     arch = {"width": cfg["hidden_size"], "depth": cfg["num_hidden_layers"],
             "mlp_dim": cfg["intermediate_size"], "heads": cfg["num_attention_heads"],
             "patch": cfg["patch_size"], "classifier": "token",
-            "ln_eps": cfg.get("layer_norm_eps", 1e-12), "activation": activation_of(cfg, folder)}
+            "ln_eps": cfg.get("layer_norm_eps", 1e-12), "activation": activation_of(cfg, folder),
+            "pos_resize": "bicubic"}  # HF ViT interpolate_pos_encoding: torch bicubic
     heads = cfg["num_attention_heads"]
     has_head = "classifier.weight" in raw
     return Detected("vit", arch, len(cfg.get("id2label", {})) if has_head else 0,
