@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tljax.data import vtab
+from tljax.data import suites, vtab
 
 
 def test_nineteen_tasks_in_three_groups_with_1k_examples_each():
@@ -68,18 +68,21 @@ def test_clevr_count_and_distance():
 
 
 def test_suite_means_label_both_conventions_and_refuse_an_incomplete_suite():
+    suite = suites.SUITES["vtab1k"]
     accuracy = {name: 0.5 for name in vtab.TASKS}
     for name, task in vtab.TASKS.items():
         if task.group == "natural":
             accuracy[name] = 0.9
-    means = vtab.suite_means(accuracy)
+    means = suite.means(accuracy)
     assert means["group_means"] == {"natural": pytest.approx(0.9), "specialized": 0.5, "structured": 0.5}
-    assert means["flat_mean_19"] == pytest.approx((7 * 0.9 + 12 * 0.5) / 19)  # 0.647
+    assert means["flat_mean"] == pytest.approx((7 * 0.9 + 12 * 0.5) / 19)  # 0.647
     assert means["mean_of_group_means"] == pytest.approx((0.9 + 0.5 + 0.5) / 3)  # 0.633
     accuracy["dmlab"] = None  # a failed task
-    partial = vtab.suite_means(accuracy)
+    partial = suite.means(accuracy)
     assert not partial["complete"] and partial["missing"] == ["dmlab"]
-    assert partial["flat_mean_19"] is None and partial["mean_of_group_means"] is None
+    assert partial["flat_mean"] is None and partial["mean_of_group_means"] is None
     assert partial["group_means"]["structured"] is None and partial["group_means"]["natural"] == pytest.approx(0.9)
-    with pytest.raises(ValueError, match="not VTAB-1k tasks"):
-        vtab.suite_means({"imagenet": 0.8})
+    assert partial["partial"]["tasks"] == 18  # what did finish, labelled partial
+    assert partial["partial"]["group_means"]["structured"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="not vtab1k tasks"):
+        suite.means({"imagenet": 0.8})

@@ -104,6 +104,8 @@ def base():
     c.probe.epochs = 100
     c.probe.batch_size = 256
     c.probe.knn_ks = (1, 5, 10, 20)  # k-NN: k chosen on validation (DINO eval_knn.py: 20)
+    c.probe.refit = False       # then refit on train + validation at the chosen value before
+    #                             test (VTAB's train800val200; DINOv2 eval/log_regression.py)
 
     c.fewshot = mlc.ConfigDict()  # few-shot monitoring during fine-tuning (tljax/probe/monitor.py)
     c.fewshot.name = ""         # dataset whose ridge few-shot accuracy is logged at every evaluation

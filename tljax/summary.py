@@ -15,8 +15,12 @@ FIELDS = (
     "status",                 # "running" | "done" | "failed"
     "freeze",                 # the schedule's label (spec string, explicit phases, probe:METHOD)
     "seed",
-    "test_accuracy",          # at the step (or probe hyperparameter) validation selected
-    "selected_step", "val_accuracy", "final_accuracy", "val_history",
+    "test_accuracy",          # at the step (or probe hyperparameter) validation selected;
+    #                           None when data.test_split is empty (test never read)
+    "selected_step", "val_accuracy",  # the best validation accuracy and its step
+    "final_val_accuracy",     # validation accuracy at the last step (what a fixed-length run
+    #                           is chosen by: the VTAB protocol, launch.suite)
+    "final_accuracy", "val_history",
     "trainable_fraction",     # step-weighted over phases
     "phases",                 # what trained: [(start, [(regex, lr_mult or None)])] (training runs)
     "train_step_flops", "mean_train_step_flops", "train_flops",
@@ -103,6 +107,7 @@ def summarize(config, spec, plan, phases, param_sizes, record, status="done"):
         test_accuracy=record.selected[1]["accuracy"] if record.selected else None,
         selected_step=record.selected[0] if record.selected else None,
         val_accuracy=best_val[1] if best_val else None,
+        final_val_accuracy=_last(record.history("validation")),
         final_accuracy=tests[-1][1] if tests else None,
         val_history=record.history("validation"),
         trainable_fraction=sum(freezing.trainable_fraction(p, param_sizes) * (end - start)

@@ -284,7 +284,7 @@ def _train(run_, runner, state, record, start_step, train_iter):
             if eval_now and run_.fewshot is not None:
                 run_.writer.write(done, dict(run_.fewshot(state), dataset=config.fewshot.name),
                                   kind="fewshot")
-            if last:
+            if last and "test" in run_.eval_data:  # data.test_split="": never read
                 _test(run_, state, done, record)
             if not last and run_.plan.phase_index(done) != runner.index:
                 runner, state = _next_phase(run_, state, done)
@@ -329,12 +329,17 @@ def run(config, start):
         raise UserError(f"data.batch_size={config.data.batch_size} is larger than the "
                         f"{train_count} train examples of {config.data.name}: use at most "
                         f"{train_count}")
+    evaluated = [w for w, key in (("validation", "val_split"), ("test", "test_split"))
+                 if config.data[key]]
+    if not evaluated:
+        raise UserError("data.val_split and data.test_split are both empty: a run evaluates on "
+                        "at least one of them")
     eval_data = {  # Re-iterable: read at every evaluation.
         which: data.eval_batches(data_cfg, seed=config.seed, which=which,
                                  global_batch=config.data.eval_batch_size,
                                  process_index=jax.process_index(),
                                  process_count=jax.process_count())
-        for which in (("validation", "test") if config.data.val_split else ("test",))}
+        for which in evaluated}
     workdir_lock = run_init.claim_workdir(workdir, config)
 
     run_ = _Run(config, workdir, par, model.module, start.spec, plan,
@@ -395,7 +400,10 @@ def _write_summary(run_, record, status):
                                     run_.param_sizes, record, status)
     if jax.process_index() == 0:
         paths.write_json(run_.workdir / "summary.json", summary)
-    if status == "done":
+    if status == "done" and summary["test_accuracy"] is None:
+        logging.info("validation accuracy %.4f at the last step, best %.4f (no test split: "
+                     "test was not read)", summary["final_val_accuracy"], summary["val_accuracy"])
+    elif status == "done":
         logging.info("test accuracy %.4f at step %d (selected by validation: %s); final step "
                      "%.4f", summary["test_accuracy"], summary["selected_step"],
                      "yes" if summary["val_accuracy"] is not None else "no validation split",

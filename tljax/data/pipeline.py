@@ -18,19 +18,27 @@ import tensorflow_datasets as tfds
 
 from etils import epath
 
-from tljax.data import digits, folder, k_shot, preprocess
+from tljax.data import digits, folder, k_shot, preprocess, vtab
 from tljax.errors import UserError
 
 # Datasets whose data ships with a package: prepared locally on first use.
 LOCAL_BUILDERS = {"tljax_digits": digits.TljaxDigits}
 
 
+def _vtab_task(cfg):
+    return vtab.task_of(cfg.name) if vtab.is_vtab_name(cfg.name) else None
+
+
 def get_builder(cfg):
     """The TFDS builder of data.name: an image folder ("folder:/path"), a dataset that ships
-    with a package (prepared on first use) or a TFDS dataset in data.data_dir."""
+    with a package (prepared on first use), a VTAB-1k task ("vtab:TASK": its TFDS dataset,
+    tljax/data/vtab.py) or a TFDS dataset in data.data_dir."""
     if folder.is_folder_name(cfg.name):
         return folder.builder(cfg.name, tuple(cfg.folder_fractions), cfg.folder_split_seed)
     kwargs = {"data_dir": cfg.data_dir or None}
+    task = _vtab_task(cfg)
+    if task is not None:
+        return _vtab_builder(cfg, task, kwargs)
     if cfg.name in LOCAL_BUILDERS:
         builder = LOCAL_BUILDERS[cfg.name](**kwargs)
         if not builder.is_prepared():
@@ -49,6 +57,23 @@ def get_builder(cfg):
                         f"'cifar10:3.0.2', nor 'folder:/path' ({str(e).splitlines()[0]})") from None
 
 
+def _vtab_builder(cfg, task, kwargs):
+    """The TFDS builder at the version task_adaptation pins (its slices are positional): from
+    data.data_dir when prepared there, else from the installed tensorflow-datasets' code."""
+    try:
+        return tfds.builder(task.tfds, **kwargs)
+    except AssertionError as e:
+        if "cannot be loaded at version" not in str(e):
+            raise
+        versions = ", ".join(str(v) for v in tfds.builder(task.tfds_name, **kwargs).versions)
+        raise UserError(
+            f"data.name={cfg.name!r} needs TFDS {task.tfds!r} (task_adaptation pins the version: "
+            f"the VTAB-1k slices are positions in it); it is not prepared in data.data_dir="
+            f"{cfg.data_dir or '~/tensorflow_datasets'!r} and this tensorflow-datasets builds only "
+            f"{versions}: prepare it with a tensorflow-datasets release that has it (VPT's "
+            f"VTAB_SETUP.md used 4.4) and set data.data_dir") from None
+
+
 def _check_writable_data_dir(cfg):
     """A local builder prepares its files in data.data_dir only when that is a TFDS data
     directory (missing, empty or holding prepared datasets), never into other folders."""
@@ -64,12 +89,18 @@ def _check_writable_data_dir(cfg):
                         f"prepared datasets)")
 
 
+def _tfds_name(cfg):
+    task = _vtab_task(cfg)
+    return task.tfds if task else cfg.name
+
+
 def _not_prepared(cfg, builder):
-    root = builder.data_dir.rsplit("/", 2)[0]
+    root = str(builder.data_dir_root)
     manual = f", manual_dir='{cfg.manual_dir}'" if cfg.manual_dir else ""
+    what = f"{cfg.name!r} (TFDS {_tfds_name(cfg)!r})" if _vtab_task(cfg) else repr(cfg.name)
     return UserError(
-        f"dataset {cfg.name!r} is not prepared in {root!r}. On a machine with internet run: "
-        f"python -c \"import tensorflow_datasets as tfds; tfds.builder('{cfg.name}', "
+        f"dataset {what} is not prepared in {root!r}. On a machine with internet run: "
+        f"python -c \"import tensorflow_datasets as tfds; tfds.builder('{_tfds_name(cfg)}', "
         f"data_dir='{root}').download_and_prepare(download_config=tfds.download.DownloadConfig("
         f"manual_dir='{cfg.manual_dir or 'MANUAL_DIR'}'))\" (manual_dir only for datasets whose "
         f"files must be downloaded by hand{manual}), then copy the data_dir here or set data.data_dir")
@@ -92,12 +123,37 @@ def _as_dataset(cfg, builder, split, **kwargs):
 
 
 def num_classes(cfg):
-    return get_builder(cfg).info.features["label"].num_classes
+    task = _vtab_task(cfg)
+    return task.num_classes if task else get_builder(cfg).info.features["label"].num_classes
 
 
 def class_names(cfg):
     """The label names of the dataset, index i naming label i."""
+    task = _vtab_task(cfg)
+    if task and task.label:
+        return list(task.class_names or map(str, range(task.num_classes)))
     return list(get_builder(cfg).info.features["label"].names)
+
+
+def _label(cfg):
+    """TFDS example -> its label: the "label" feature, or a VTAB task's label function."""
+    task = _vtab_task(cfg)
+    return (task and task.label) or (lambda ex: ex["label"])
+
+
+def _pair(cfg):
+    """TFDS example -> (image, int32 label)."""
+    task = _vtab_task(cfg)
+    image, label = (task and task.image) or (lambda ex: ex["image"]), _label(cfg)
+    return _no_autograph(lambda ex: (image(ex), tf.cast(label(ex), tf.int32)))
+
+
+def split_of(cfg, which):
+    """The TFDS split string of `which` ("train", "validation", "test"): data.*_split, with a
+    VTAB task's protocol names (train800, val200, train800val200, test) resolved."""
+    split = cfg[SPLIT_KEYS[which]]
+    task = _vtab_task(cfg)
+    return task.split(split) if task and split else split
 
 
 _LABELS = {}  # (TFDS name, data_dir, split) -> labels: a run asks for them once per set
@@ -110,7 +166,7 @@ def _split_labels(cfg, builder, split):
     if key in _LABELS:
         return _LABELS[key]
     ds = _as_dataset(cfg, builder, split, decoders={"image": tfds.decode.SkipDecoding()})
-    batches = tfds.as_numpy(ds.map(_no_autograph(lambda ex: ex["label"])).batch(4096))
+    batches = tfds.as_numpy(ds.map(_no_autograph(_label(cfg))).batch(4096))
     labels = np.concatenate([np.zeros([0], np.int64), *batches]).astype(np.int64)
     labels.setflags(write=False)
     if key is not None:
@@ -137,7 +193,7 @@ def _few_shot_masks(cfg, labels, seed):
     masks["train"][k_shot.few_shot_indices(labels, cfg.few_shot_k, shot_seed)] = True
     rest = np.flatnonzero(~masks["train"])
     masks["validation"] = np.zeros(len(labels), bool)
-    if cfg.val_split == cfg.train_split:
+    if split_of(cfg, "validation") == split_of(cfg, "train"):
         if cfg.few_shot_val_k <= 0:
             raise UserError("data.val_split is the few-shot train split: set data.few_shot_val_k "
                             "(validation examples per class, disjoint from the train shots)")
@@ -154,22 +210,22 @@ def examples(cfg, which, seed):
     validation and test sets drawn from the same split are disjoint from it and from each
     other (see _few_shot_masks). A split other than the train split is used whole.
     """
-    split = cfg[SPLIT_KEYS[which]]
+    split, train_split = split_of(cfg, which), split_of(cfg, "train")
     if not split:
         raise UserError(f"no {which} split configured (data.{SPLIT_KEYS[which]})")
-    if which != "train" and split == cfg.train_split and cfg.few_shot_k <= 0:
-        raise UserError(f"data.{SPLIT_KEYS[which]}={split!r} is also the train split; use "
-                        f"disjoint slices such as train[:90%] / train[90%:]")
+    if which != "train" and split == train_split and cfg.few_shot_k <= 0:
+        raise UserError(f"data.{SPLIT_KEYS[which]}={cfg[SPLIT_KEYS[which]]!r} is also the train "
+                        f"split; use disjoint slices such as train[:90%] / train[90%:]")
     builder = get_builder(cfg)
-    if cfg.few_shot_k <= 0 or split != cfg.train_split:
+    if cfg.few_shot_k <= 0 or split != train_split:
         ds = _as_dataset(cfg, builder, split)
         try:
             count = builder.info.splits[split].num_examples
         except KeyError:  # Split metadata missing (e.g. under tfds.testing.mock_data): count.
             count = len(_split_labels(cfg, builder, split))
         return ds, count
-    keep = _few_shot_masks(cfg, _split_labels(cfg, builder, cfg.train_split), seed)[which]
-    return _select(cfg, builder, cfg.train_split, keep), int(keep.sum())
+    keep = _few_shot_masks(cfg, _split_labels(cfg, builder, train_split), seed)[which]
+    return _select(cfg, builder, train_split, keep), int(keep.sum())
 
 
 def _no_autograph(fn):
@@ -180,10 +236,6 @@ def _drop_index(i, ex):
     return ex
 
 
-def _as_pair(ex):
-    return ex["image"], tf.cast(ex["label"], tf.int32)
-
-
 def train_batches(cfg, *, seed, global_batch, process_index=0, process_count=1, start_step=0):
     """Endless iterator of this process's numpy train batches, starting at `start_step`."""
     if global_batch % process_count:
@@ -191,7 +243,7 @@ def train_batches(cfg, *, seed, global_batch, process_index=0, process_count=1, 
                         f"{process_count} processes")
     local_batch = global_batch // process_count
     ds, count = examples(cfg, "train", seed)
-    ds = ds.map(_as_pair)
+    ds = ds.map(_pair(cfg))
     if cfg.cache:
         ds = ds.cache()
     ds = ds.shuffle(min(count, cfg.shuffle_buffer), seed=seed, reshuffle_each_iteration=True)
@@ -227,7 +279,7 @@ def eval_batches(cfg, *, seed, global_batch, process_index=0, process_count=1, w
         return {"image": pp(image, tf.zeros([2], tf.int64)), "label": label,
                 "mask": tf.constant(1.0, tf.float32)}
 
-    ds = ds.map(_as_pair).shard(process_count, process_index).map(prepare)
+    ds = ds.map(_pair(cfg)).shard(process_count, process_index).map(prepare)
     padding = tf.data.Dataset.from_tensors(
         tf.nest.map_structure(tf.zeros_like, next(iter(ds.take(1))))).repeat()
     ds = ds.concatenate(padding).take(num_batches * local_batch).batch(local_batch)

@@ -7,15 +7,19 @@ is reported on test (the VTAB-1k protocol, REFERENCES.md).
 
 Groups follow the VTAB paper (natural 7, specialized 4, structured 8); the repository itself
 does not encode them. Two means are in use and are often mixed up: the flat mean over the 19
-tasks and the mean of the three group means; `suite_means` computes both, labelled.
+tasks and the mean of the three group means; tljax.data.suites computes both, labelled.
 """
 import dataclasses
 from typing import Callable, Optional
 
-import numpy as np
 import tensorflow as tf
 
+from tljax.errors import UserError
+
 GROUPS = ("natural", "specialized", "structured")
+PREFIX = "vtab:"  # data.name="vtab:TASK"
+# The protocol's split names; any other data.*_split is a split of the task's TFDS dataset.
+SPLITS = ("train800", "val200", "train800val200", "test")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,10 +32,33 @@ class Task:
     val200: str
     test: str
     label: Optional[Callable] = None  # TFDS example -> int64 label; None: its "label" feature
+    image: Optional[Callable] = None  # TFDS example -> uint8 RGB image; None: its "image"
+    class_names: tuple = ()  # for a derived label; () with `label`: "0", "1", ...
 
     @property
     def train800val200(self):
         return f"{self.train800}+{self.val200}"
+
+    @property
+    def tfds_name(self):
+        return self.tfds.split(":")[0]
+
+    def split(self, name):
+        """The TFDS split string of a protocol split name; other names pass through."""
+        return getattr(self, name) if name in SPLITS else name
+
+
+def is_vtab_name(name):
+    return str(name).startswith(PREFIX)
+
+
+def task_of(name):
+    """The Task of data.name="vtab:TASK"; an unknown task is one line naming the 19."""
+    task = name[len(PREFIX):]
+    if task not in TASKS:
+        raise UserError(f"data.name={name!r}: unknown VTAB-1k task {task!r}; the tasks: "
+                        f"{', '.join(TASKS)}")
+    return TASKS[task]
 
 
 def _below(thresholds, value):
@@ -76,6 +103,20 @@ def feature(name):
     return lambda example: tf.cast(example[name], tf.int64)
 
 
+def gray_to_rgb(scale):
+    """task_adaptation/data/dsprites.py (`tf.tile(image, [1,1,3]) * 255`: dSprites pixels are
+    0/1) and smallnorb.py (tiled, scale 1): one channel repeated to three."""
+    def image(example):
+        return tf.tile(example["image"], [1, 1, 3]) * tf.constant(scale, tf.uint8)
+    return image
+
+
+def _bins(thresholds):
+    """Class names of `_below` bins: "(lo, hi]" (the first bin is everything up to its hi)."""
+    return tuple(f"<= {hi:g}" if i == 0 else f"({lo:g}, {hi:g}]"
+                 for i, (lo, hi) in enumerate(zip(thresholds, thresholds[1:])))
+
+
 def _carved(train_count):
     """val200 taken from TFDS train after its first `train_count` examples."""
     return f"train[{train_count}:{train_count + 200}]"
@@ -97,40 +138,20 @@ TASKS = {t.name: t for t in [
          TRAIN800, "validation[:200]", "test"),
     # CLEVR's test split is TFDS validation: its TFDS test has no scene annotations.
     Task("clevr_count", "structured", "clevr:3.*.*", 8, TRAIN800, _carved(63000), "validation",
-         clevr_count),
+         clevr_count, class_names=tuple(f"{n} objects" for n in range(3, 11))),
     Task("clevr_distance", "structured", "clevr:3.*.*", 6, TRAIN800, _carved(63000), "validation",
-         clevr_distance),
+         clevr_distance, class_names=_bins(CLEVR_DISTANCE_THRESHOLDS)),
     Task("dmlab", "structured", "dmlab:2.0.1", 6, TRAIN800, "validation[:200]", "test"),
     Task("kitti_distance", "structured", "kitti:3.1.0", 4, TRAIN800, "validation[:200]", "test",
-         kitti_distance),
+         kitti_distance, class_names=(*_bins(KITTI_DISTANCE_THRESHOLDS), "no vehicle")),
     Task("dsprites_location", "structured", "dsprites:2.*.*", 16, TRAIN800, _carved(589824),
-         "train[663552:]", dsprites("label_x_position", 32)),
+         "train[663552:]", dsprites("label_x_position", 32), gray_to_rgb(255)),
     Task("dsprites_orientation", "structured", "dsprites:2.*.*", 16, TRAIN800, _carved(589824),
-         "train[663552:]", dsprites("label_orientation", 40)),
+         "train[663552:]", dsprites("label_orientation", 40), gray_to_rgb(255)),
     # smallNORB's val200 comes from the official test set's first half; test is its second half.
     Task("smallnorb_azimuth", "structured", "smallnorb:2.*.*", 18, TRAIN800, "test[:200]",
-         "test[50%:]", feature("label_azimuth")),
+         "test[50%:]", feature("label_azimuth"), gray_to_rgb(1)),
     Task("smallnorb_elevation", "structured", "smallnorb:2.*.*", 9, TRAIN800, "test[:200]",
-         "test[50%:]", feature("label_elevation")),
+         "test[50%:]", feature("label_elevation"), gray_to_rgb(1)),
 ]}
 
-
-def suite_means(accuracy):
-    """{task: accuracy or None} -> the flat mean over the 19 tasks, each group's mean and the
-    mean of the three group means, each labelled. A suite with a task missing or failed
-    (None, or absent) has no overall mean: `complete` is False and the means it would need
-    are None, never computed over fewer tasks."""
-    unknown = set(accuracy) - set(TASKS)
-    if unknown:
-        raise ValueError(f"not VTAB-1k tasks: {sorted(unknown)}")
-    done = {t: a for t, a in accuracy.items() if a is not None}
-    groups = {}
-    for group in GROUPS:
-        members = [t.name for t in TASKS.values() if t.group == group]
-        groups[group] = (float(np.mean([done[m] for m in members]))
-                         if all(m in done for m in members) else None)
-    complete = len(done) == len(TASKS)
-    return {"flat_mean_19": float(np.mean(list(done.values()))) if complete else None,
-            "group_means": groups,
-            "mean_of_group_means": float(np.mean(list(groups.values()))) if complete else None,
-            "complete": complete, "missing": sorted(set(TASKS) - set(done))}

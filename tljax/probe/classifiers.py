@@ -1,6 +1,8 @@
 """Cheap classifiers fitted on fixed features: closed-form ridge, a grid of logistic
 regressions trained at once, and k-NN. Each takes (train, validation, test) feature sets,
-chooses its hyperparameter on validation only, and reports test once.
+chooses its hyperparameter on validation only, and reports test once. Validation may be None
+when one hyperparameter is given (a refit at the chosen one); test may be None (a run that
+never reads test: its test_accuracy is None).
 
 References: big_vision `evaluators/fewshot_lsr.py` (ridge: standardised features, bias
 feature 100, ±1 targets, one eigendecomposition for every regularisation strength);
@@ -37,9 +39,24 @@ def check_finite(name, features):
 
 
 def _standardise(train, *others):
+    """Features standardised by the train set's statistics; a None set stays None."""
     mean = train.mean(0, keepdims=True)
     std = train.std(0, keepdims=True) + RIDGE_STD_EPS
-    return [(x - mean) / std for x in (train, *others)]
+    return [None if x is None else (x - mean) / std for x in (train, *others)]
+
+
+def _x(features):
+    return None if features is None else features.x
+
+
+def _accuracy(predicted, features):
+    return float(np.mean(predicted == features.y))
+
+
+def _only(name, values, val):
+    """Without a validation set there is nothing to choose: exactly one value is required."""
+    if val is None and len(values) != 1:
+        raise ValueError(f"no validation set to choose {name} from {values}: give one value")
 
 
 def _with_bias(x):
@@ -68,15 +85,15 @@ def ridge_weights(x, y, num_classes, l2_regs):
 def ridge(train, val, test, num_classes, l2_regs):
     """{"test_accuracy", "val_accuracy", "l2"}: ridge with l2 chosen on validation (the
     first of l2_regs without a validation set)."""
-    x_train, x_val, x_test = [_with_bias(x) for x in _standardise(
-        train.x, val.x if val else train.x[:0], test.x)]
+    x_train, x_val, x_test = [None if x is None else _with_bias(x)
+                              for x in _standardise(train.x, _x(val), _x(test))]
     weights = ridge_weights(x_train, train.y, num_classes, l2_regs)
     if val is not None and len(val.y):
-        scores = {l2: float(np.mean((x_val @ w).argmax(1) == val.y)) for l2, w in weights.items()}
+        scores = {l2: _accuracy((x_val @ w).argmax(1), val) for l2, w in weights.items()}
         l2 = max(l2_regs, key=lambda r: (scores[r], -l2_regs.index(r)))
     else:
         scores, l2 = {}, l2_regs[0]
-    return {"test_accuracy": float(np.mean((x_test @ weights[l2]).argmax(1) == test.y)),
+    return {"test_accuracy": None if test is None else _accuracy((x_test @ weights[l2]).argmax(1), test),
             "val_accuracy": scores.get(l2), "l2": l2}
 
 
@@ -132,8 +149,9 @@ def _logreg_grid_fit(x, y, key, lrs, wds, *, num_classes, epochs, batch_size):
 def logreg(train, val, test, num_classes, lrs, wds, epochs, batch_size=256, seed=0):
     """{"test_accuracy", "val_accuracy", "lr", "wd", "fit_flops"}: the grid of heads trained
     at once on standardised features, the head with the best validation accuracy reported."""
-    x_train, x_val, x_test = _standardise(train.x, val.x, test.x)
+    x_train, x_val, x_test = _standardise(train.x, _x(val), _x(test))
     heads = [(lr, wd) for lr in lrs for wd in wds]
+    _only("(lr, wd)", heads, val)
     args = (jnp.asarray(x_train), jnp.asarray(train.y), jax.random.PRNGKey(seed),
             jnp.array([h[0] for h in heads], jnp.float32), jnp.array([h[1] for h in heads], jnp.float32))
     static = dict(num_classes=num_classes, epochs=epochs, batch_size=min(batch_size, len(train.y)))
@@ -145,11 +163,12 @@ def logreg(train, val, test, num_classes, lrs, wds, epochs, batch_size=256, seed
     def accuracy(x, y):
         return ((np.einsum("nd,hdc->hnc", x, w) + b[:, None]).argmax(-1) == y).mean(1)
 
-    val_acc = accuracy(x_val, val.y)
-    best = int(np.argmax(val_acc))  # first best: the smallest lr, then the smallest wd
-    return {"test_accuracy": float(accuracy(x_test, test.y)[best]),
-            "val_accuracy": float(val_acc[best]), "lr": heads[best][0], "wd": heads[best][1],
-            "fit_flops": flops}
+    val_acc = accuracy(x_val, val.y) if val is not None else None
+    # The first best: the smallest lr, then the smallest wd.
+    best = int(np.argmax(val_acc)) if val is not None else 0
+    return {"test_accuracy": None if test is None else float(accuracy(x_test, test.y)[best]),
+            "val_accuracy": None if val is None else float(val_acc[best]),
+            "lr": heads[best][0], "wd": heads[best][1], "fit_flops": flops}
 
 
 @functools.partial(jax.jit, static_argnames=("k", "num_classes"))
@@ -174,9 +193,13 @@ def knn_predict(train, query_x, num_classes, k, temperature=KNN_TEMPERATURE):
 
 def knn(train, val, test, num_classes, ks, temperature=KNN_TEMPERATURE):
     """{"test_accuracy", "val_accuracy", "k"}: k chosen on validation."""
-    scores = {k: float(np.mean(knn_predict(train, val.x, num_classes, k, temperature) == val.y))
-              for k in ks}
-    k = max(ks, key=lambda c: (scores[c], -ks.index(c)))
-    return {"test_accuracy": float(np.mean(knn_predict(train, test.x, num_classes, k,
-                                                       temperature) == test.y)),
+    _only("k", ks, val)
+    if val is None:
+        scores = {ks[0]: None}
+    else:
+        scores = {k: _accuracy(knn_predict(train, val.x, num_classes, k, temperature), val)
+                  for k in ks}
+    k = max(ks, key=lambda c: (scores[c] or 0.0, -ks.index(c)))
+    return {"test_accuracy": None if test is None else _accuracy(
+                knn_predict(train, test.x, num_classes, k, temperature), test),
             "val_accuracy": scores[k], "k": k}

@@ -28,18 +28,39 @@ def check(config):
         raise UserError("a probe chooses its hyperparameter on validation: set data.val_split")
 
 
-def _fit(config, sets, num_classes):
+def _classify(config, train, val, test, num_classes, chosen=None):
+    """config.probe.method fitted on train, its hyperparameter chosen on val (or `chosen`,
+    the result of an earlier choice: then val may be None), test reported (None: not read)."""
     p = config.probe
-    train, val, test = (sets[w] for w in SETS)
     if p.method == "ridge":
-        result = classifiers.ridge(train, val, test, num_classes, list(p.l2_regs))
+        return classifiers.ridge(train, val, test, num_classes,
+                                 [chosen["l2"]] if chosen else list(p.l2_regs))
+    if p.method == "logreg":
+        lrs, wds = ((chosen["lr"],), (chosen["wd"],)) if chosen else (tuple(p.lrs), tuple(p.wds))
+        return classifiers.logreg(train, val, test, num_classes, lrs, wds, p.epochs,
+                                  p.batch_size, config.seed)
+    return classifiers.knn(train, val, test, num_classes,
+                           [chosen["k"]] if chosen else list(p.knn_ks))
+
+
+def _fit(config, sets, num_classes):
+    """The probe chosen on validation; with probe.refit, refitted on train + validation at
+    the chosen hyperparameter before test is read (the VTAB protocol's train800val200,
+    DINOv2 eval/log_regression.py's final fit)."""
+    p = config.probe
+    train, val, test = (sets.get(w) for w in SETS)
+    result = _classify(config, train, val, None if p.refit else test, num_classes)
+    if p.refit:
+        both = classifiers.Features(np.concatenate([train.x, val.x]),
+                                    np.concatenate([train.y, val.y]))
+        refit = _classify(config, both, None, test, num_classes, chosen=result)
+        result.update(test_accuracy=refit["test_accuracy"], refit_examples=len(both.y))
+        if result.get("fit_flops") is not None:
+            result["fit_flops"] += refit.get("fit_flops") or 0
+    if p.method == "ridge" and test is not None:
         result["few_shot"] = classifiers.few_shot_ridge(train, test, num_classes, tuple(p.shots),
                                                         p.few_shot_seeds, p.few_shot_l2)
-        return result
-    if p.method == "logreg":
-        return classifiers.logreg(train, val, test, num_classes, tuple(p.lrs), tuple(p.wds),
-                                  p.epochs, p.batch_size, config.seed)
-    return classifiers.knn(train, val, test, num_classes, list(p.knn_ks))
+    return result
 
 
 def run(config, start):
@@ -54,7 +75,7 @@ def run(config, start):
     try:
         cache = features.Cache(workdir, features.fingerprint(config, data_cfg))
         sets, forward_flops = {}, {}
-        for which in SETS:
+        for which in [w for w in SETS if w != "test" or config.data.test_split]:
             cached = cache.load(which)
             if cached is None:
                 logging.info("extracting %s features...", which)
@@ -69,8 +90,9 @@ def run(config, start):
                            time.monotonic() - started)
         if jax.process_index() == 0:
             paths.write_json(workdir / "summary.json", summary)
-        logging.info("probe %s: test accuracy %.4f (validation %.4f)", config.probe.method,
-                     summary["test_accuracy"], summary["val_accuracy"] or float("nan"))
+        logging.info("probe %s: test accuracy %s (validation %.4f)", config.probe.method,
+                     "not read" if summary["test_accuracy"] is None
+                     else f"{summary['test_accuracy']:.4f}", summary["val_accuracy"])
         return summary
     finally:
         workdir_lock.release()
@@ -87,6 +109,7 @@ def _summary(config, model, result, forward_flops, wall):
     return summary_lib.new(
         status="done", freeze=freezing.label_of(config_lib.to_dict(config)), seed=config.seed,
         test_accuracy=result["test_accuracy"], val_accuracy=result["val_accuracy"],
+        final_val_accuracy=result["val_accuracy"],
         final_accuracy=result["test_accuracy"], val_history=[],
         trainable_fraction=head / sum(sizes.values()), train_step_flops={},
         train_flops=forward + fit, forward_flops=forward, probe_fit_flops=result.get("fit_flops"),

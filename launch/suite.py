@@ -1,0 +1,212 @@
+"""A benchmark suite (VTAB-1k or FGVC) in one command, with its protocol, then its report.
+
+    python -m launch.suite --suite=vtab1k --config=configs/vtab.py:vit-b16 \\
+        --schedules=full,linear_probe,bitfit,lora:r=8,probe:ridge \\
+        --grid=optim.lr=0.001,0.01 --seeds=3 --workdir=/tmp/vtab
+    python -m launch.suite ... --check            # which tasks' data is ready, and how to prepare the rest
+    python -m launch.suite ... --emit=commands    # the next stage's commands, for launch/slurm_array.sh
+
+Per task and schedule (tljax/data/suites.py):
+  select  one run per --grid point and --select_seeds seed, train -> validation (VTAB:
+          train800 -> val200), test never read; the point with the best mean validation
+          accuracy at the last step is chosen (select/<schedule>/choice.json). With one grid
+          point there is nothing to choose and no select stage.
+  final   the chosen point over --seeds seeds, trained on train + validation (VTAB:
+          train800val200) and reported on test at the last step. A probe keeps validation
+          to choose its regularisation and refits on train + validation (probe.refit).
+Every run is an ordinary tljax run in WORKDIR/<task>/<stage>/<schedule>/<grid>/seed<N>; a
+finished run is skipped, so re-running the command resumes the suite; a failed run writes
+failed.json and the report shows the task as failed. The report: WORKDIR/suite.md (+ .csv,
+.json, .png), tljax/suite_report.py.
+"""
+import itertools
+import os
+
+from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
+from absl import flags, logging
+from etils import epath
+
+from launch import sweep
+from tljax import config_lib, freezing, paths
+from tljax.cli.common import run_main
+from tljax.data import suites
+from tljax.errors import UserError
+
+# --config, --schedules, --seeds, --grid, --set, --workdir, --emit, --python and --baseline
+# are launch.sweep's flags (the same meaning; --grid points are chosen per task and schedule).
+flags.DEFINE_enum("suite", None, list(suites.SUITES), "the benchmark suite")
+flags.DEFINE_integer("select_seeds", 1, "seeds of each select-stage run")
+flags.DEFINE_string("tasks", "", "comma-separated subset of the suite's tasks (default: all); "
+                    "the report marks the suite means incomplete")
+flags.DEFINE_bool("check", False, "list which tasks' data is prepared, then stop")
+FLAGS = flags.FLAGS
+
+
+def is_probe(schedule):
+    return schedule.startswith(freezing.PROBE + ":")
+
+
+class Plan:
+    """The runs of a suite: select-stage runs up front, final runs once their choice is made."""
+
+    def __init__(self, suite, config_spec, schedules, workdir, *, grid=(), fixed=(), tasks=None,
+                 seeds=3, select_seeds=1):
+        self.suite, self.config_spec, self.schedules = suite, config_spec, list(schedules)
+        self.workdir, self.grid, self.fixed = str(workdir), list(grid), list(fixed)
+        self.tasks = [suite.tasks[t] for t in (tasks or suite.tasks)]
+        self.seeds, self.select_seeds = seeds, select_seeds
+        self.points = [list(p) for p in itertools.product(*sweep._grid_axes(self.grid))]
+
+    def _dir(self, task, stage, schedule=None):
+        parts = [self.workdir, task.name, stage] + ([sweep._slug(schedule)] if schedule else [])
+        return os.path.join(*parts)
+
+    def select_runs(self, task, schedule):
+        """[(run_dir, overrides)]; none when there is a single grid point to take."""
+        if len(self.points) < 2:
+            return []
+        fixed = [*self.fixed, *task.overrides("select", is_probe(schedule))]
+        return sweep.plan_runs(self.config_spec, [schedule], self.select_seeds,
+                               self._dir(task, "select"), self.grid, fixed)
+
+    def choice(self, task, schedule):
+        """(grid point overrides, choice record) or None while select runs are unfinished.
+        The point with the best mean last-step validation accuracy over its finished
+        select runs (the first on ties); None for the point when every run failed."""
+        runs = self.select_runs(task, schedule)
+        if not runs:
+            return self.points[0], {"chosen": self.points[0], "selected_by": "single grid point"}
+        scores, failed = {}, []
+        for point in self.points:
+            members = [d for d, o in runs if o[-len(point):] == point]
+            summaries = [_summary(d) for d in members]
+            if any(s is None for s in summaries):
+                return None  # still to run
+            values = [s["final_val_accuracy"] for s in summaries if s.get("status") == "done"]
+            failed += [d for d, s in zip(members, summaries) if s.get("status") != "done"]
+            if values:
+                scores[" ".join(point)] = sum(values) / len(values)
+        record = {"scores": scores, "failed_runs": failed, "seeds": self.select_seeds,
+                  "selected_by": "mean last-step validation accuracy (test not read)"}
+        if not scores:
+            return None, dict(record, chosen=None)
+        best = max(scores, key=lambda k: (scores[k], -list(scores).index(k)))
+        chosen = next(p for p in self.points if " ".join(p) == best)
+        return chosen, dict(record, chosen=chosen)
+
+    def final_runs(self, task, schedule, point):
+        fixed = [*self.fixed, *task.overrides("final", is_probe(schedule)), *point]
+        return sweep.plan_runs(self.config_spec, [schedule], self.seeds,
+                               self._dir(task, "final"), [], fixed)
+
+    def write_choice(self, task, schedule, record):
+        path = epath.Path(self._dir(task, "select", schedule)) / "choice.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        paths.write_json(path, record)
+
+
+def _summary(run_dir):
+    """The run's summary.json ("done") or failed.json ("failed"); None while unfinished."""
+    run_dir = epath.Path(run_dir)
+    if sweep.is_finished(run_dir):
+        return paths.read_json(run_dir / "summary.json")
+    if (run_dir / "failed.json").exists():
+        return paths.read_json(run_dir / "failed.json")
+    return None
+
+
+def run_suite(plan):
+    """Runs every stage in order, skipping finished runs; writes each choice as it is made."""
+    for index, task in enumerate(plan.tasks):
+        for schedule in plan.schedules:
+            logging.info("suite %s: task %d/%d %s, %s", plan.suite.name, index + 1,
+                         len(plan.tasks), task.name, schedule)
+            sweep.run_all(plan.config_spec, plan.select_runs(task, schedule))
+            point, record = plan.choice(task, schedule)
+            plan.write_choice(task, schedule, record)
+            if point is None:
+                logging.error("suite: every select run of %s on %s failed; no final run",
+                              schedule, task.name)
+                continue
+            logging.info("suite: %s on %s: chose %s", schedule, task.name,
+                         " ".join(point) or "(no grid)")
+            sweep.run_all(plan.config_spec, plan.final_runs(task, schedule, point))
+
+
+def next_commands(plan, python):
+    """(select commands, final commands) not yet finished: final ones for the (task,
+    schedule) pairs whose select stage is done. Choices are written as they are made."""
+    select, final = [], []
+    for task in plan.tasks:
+        for schedule in plan.schedules:
+            runs = plan.select_runs(task, schedule)
+            select += [(d, o) for d, o in runs if _summary(d) is None]
+            made = plan.choice(task, schedule)
+            if made is None or made[0] is None:
+                continue
+            plan.write_choice(task, schedule, made[1])
+            final += [(d, o) for d, o in plan.final_runs(task, schedule, made[0])
+                      if not sweep.is_finished(d)]
+    return ([sweep.command(python, plan.config_spec, d, o) for d, o in select],
+            [sweep.command(python, plan.config_spec, d, o) for d, o in final])
+
+
+def check(plan):
+    """[(task, ready, what to do)] for the data of every task of the plan."""
+    from tljax.data import pipeline
+
+    config = config_lib.load(plan.config_spec)
+    rows = []
+    for task in plan.tasks:
+        data = config.data.copy_and_resolve_references()
+        for override in task.overrides("final"):
+            key, _, value = override.partition("=")
+            data[key.split(".", 1)[1]] = value
+        try:
+            pipeline.examples(data, "test", 0)
+            rows.append((task.name, True, ""))
+        except UserError as e:
+            rows.append((task.name, False, str(e)))
+    return rows
+
+
+def main(argv):
+    del argv
+    if not FLAGS.suite or not FLAGS.config or not FLAGS.workdir:
+        raise UserError("--suite, --config and --workdir are required")
+    suite = suites.SUITES[FLAGS.suite]
+    tasks = [t for t in FLAGS.tasks.split(",") if t]
+    unknown = [t for t in tasks if t not in suite.tasks]
+    if unknown:
+        raise UserError(f"--tasks: {', '.join(unknown)} not in {suite.name}; its tasks: "
+                        f"{', '.join(suite.tasks)}")
+    config_lib.load(FLAGS.config)  # Fails early on a bad config file.
+    plan = Plan(suite, FLAGS.config, sweep.split_schedules(FLAGS.schedules), FLAGS.workdir,
+                grid=FLAGS.grid, fixed=FLAGS.set, tasks=tasks, seeds=FLAGS.seeds,
+                select_seeds=FLAGS.select_seeds)
+    if FLAGS.check:
+        rows = check(plan)
+        for name, ready, why in rows:
+            print(f"{name:22s} {'ready' if ready else 'NOT READY: ' + why}")
+        print(f"{sum(r[1] for r in rows)} of {len(rows)} tasks ready")
+        return
+    if FLAGS.emit == "commands":
+        select, final = next_commands(plan, FLAGS.python)
+        root = epath.Path(FLAGS.workdir)
+        root.mkdir(parents=True, exist_ok=True)
+        for name, lines in (("commands_select.txt", select), ("commands_final.txt", final)):
+            paths.write_text_atomic(root / name, "".join(line + "\n" for line in lines))
+        print("\n".join(select + final))
+        if select:
+            print(f"# {len(select)} select runs ({root / 'commands_select.txt'}); once they "
+                  f"finish, run this again for the final runs they choose", flush=True)
+        return
+    logs.setup()
+    run_suite(plan)
+    from tljax import suite_report
+
+    print(suite_report.write_report(plan))
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,33 @@
+"""The FGVC suite of visual prompt tuning (Jia et al. 2022, KMnP/vpt) and the PEFT papers that
+follow it: CUB-200-2011, NABirds, Oxford Flowers, Stanford Dogs, Stanford Cars.
+
+VPT's validation sets are its own random 10 % of each official train set (json lists shipped
+with its data, README "Datasets preparation"); Flowers uses its official train / validation.
+tljax uses the TFDS datasets and, where VPT uses its own list, the last 10 % of TFDS train in
+TFDS order (train[:90%] / train[90%:]): the same sizes, not the same images. The final stage
+trains on all of the official train (+ validation for Flowers) and reports the official test
+split. Facts and sizes: docs/dev/suite_facts.md.
+"""
+import dataclasses
+
+SOURCE = "KMnP/vpt README (FGVC), its splits replaced by TFDS slices (tljax/data/fgvc.py)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+    name: str
+    data_name: str      # data.name: the TFDS dataset
+    num_classes: int
+    train: str          # select stage: train -> val
+    val: str
+    trainval: str       # final stage: trainval -> test
+    test: str
+
+
+TASKS = {t.name: t for t in [
+    Task("cub200", "caltech_birds2011", 200, "train[:90%]", "train[90%:]", "train", "test"),
+    Task("nabirds", "nabirds", 555, "train[:90%]", "train[90%:]", "train", "test"),
+    Task("flowers102", "oxford_flowers102", 102, "train", "validation", "train+validation", "test"),
+    Task("stanford_dogs", "stanford_dogs", 120, "train[:90%]", "train[90%:]", "train", "test"),
+    Task("stanford_cars", "cars196", 196, "train[:90%]", "train[90%:]", "train", "test"),
+]}
