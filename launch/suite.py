@@ -155,18 +155,16 @@ def check(plan):
     """[(task, ready, what to do)] for the data of every task of the plan."""
     from tljax.data import pipeline
 
-    config = config_lib.load(plan.config_spec)
     rows = []
     for task in plan.tasks:
-        data = config.data.copy_and_resolve_references()
-        for override in task.overrides("final"):
-            key, _, value = override.partition("=")
-            data[key.split(".", 1)[1]] = value
+        config = config_lib.load(plan.config_spec)
+        for override in [*plan.fixed, *task.overrides("final")]:
+            config_lib.apply_override(config, override)
         try:
-            pipeline.examples(data, "test", 0)
+            pipeline.examples(config.data, "test", 0)
             rows.append((task.name, True, ""))
         except UserError as e:
-            rows.append((task.name, False, str(e)))
+            rows.append((task.name, False, task.note or str(e)))
     return rows
 
 

@@ -178,3 +178,234 @@ def test_a_pinned_tfds_version_this_tfds_cannot_build_is_one_line(tmp_path):
     data.data_dir = str(tmp_path)
     with pytest.raises(UserError, match=r"needs TFDS 'oxford_iiit_pet:3\.\*\.\*' .* builds only 4\.0\.0"):
         pipeline.num_classes(data) and pipeline.examples(data, "train", 0)
+
+
+TINY_SET = ["model.name=bit", "model.init=",
+            "model.arch={'block_counts': (1,), 'base_width': 4, 'gn_groups': 4, 'stem': 'small'}",
+            "data.image_size=8", "data.pp_train=resize(8)|value_range(-1,1)",
+            "data.pp_eval=resize(8)|value_range(-1,1)", "data.batch_size=16",
+            "data.eval_batch_size=200", "total_steps=4", "optim.schedule=cosine",
+            "optim.decay_boundaries=()", "optim.warmup_steps=1", "eval_every=2",
+            "checkpoint_every=2", "log_every=2", "export_weights=False"]
+SUITE_TASKS = ["dtd", "eurosat"]  # natural and specialized; official splits and a carved one
+SCHEDULES = ["full", "probe:ridge"]
+
+
+def _plan(workdir, **kwargs):
+    return suite_cli.Plan(suites.SUITES["vtab1k"], os.path.join(ROOT, "configs", "vtab.py"),
+                          SCHEDULES, str(workdir), grid=["optim.lr=0.01,0.3"], fixed=TINY_SET,
+                          tasks=SUITE_TASKS, seeds=2, **kwargs)
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_mock_suite_selects_on_val200_resumes_after_a_kill_and_reports_both_means(
+        tmp_path, monkeypatch):
+    plan = _plan(tmp_path / "suite")
+    select, final = suite_cli.next_commands(plan, "python")
+    assert len(select) == 2 * 2 * 2 and not final  # finals wait for their choice
+    assert all("--config.data.test_split=" in c and "train800" in c for c in select)
+
+    # A kill in the middle of the 11th run (eurosat, full, final seed 0), after a checkpoint.
+    from tljax import runs
+    real_run, calls = runs.run, []
+
+    def killed_at_the_11th(config, workdir):
+        calls.append(workdir)
+        if len(calls) == 11:
+            with config.unlocked():
+                config.stop_at_step = 2
+            real_run(config, workdir)
+            raise _Killed(workdir)
+        return real_run(config, workdir)
+
+    monkeypatch.setattr(runs, "run", killed_at_the_11th)
+    monkeypatch.setattr(sweep, "run_one", lambda spec, d, o: _run_or_raise(spec, d, o))
+    with _mock(), pytest.raises(_Killed):
+        suite_cli.run_suite(plan)
+    interrupted = calls[-1]
+    assert json.load(open(os.path.join(interrupted, "summary.json")))["status"] == "running"
+    monkeypatch.setattr(runs, "run", real_run)
+    calls.clear()
+    with _mock():
+        suite_cli.run_suite(plan)  # resumes: finished runs are skipped
+        text = suite_report.write_report(plan)
+        # The interrupted run, re-run alone and uninterrupted, ends where the resumed one did.
+        overrides = next(o for d, o in _all_runs(plan) if d == interrupted)
+        config = config_lib.load(plan.config_spec)
+        for override in overrides:
+            config_lib.apply_override(config, override)
+        alone = runs.run(config, str(tmp_path / "alone"))
+    resumed = json.load(open(os.path.join(interrupted, "summary.json")))
+    assert resumed["test_accuracy"] == alone["test_accuracy"]
+    assert resumed["final_val_accuracy"] is None  # the final stage trains on train800val200
+
+    for task in SUITE_TASKS:
+        for schedule in SCHEDULES:
+            # Select runs never read test, and the choice is the best mean val200 accuracy.
+            scores = {}
+            for run_dir, overrides in plan.select_runs(suites.SUITES["vtab1k"].tasks[task], schedule):
+                summary = json.load(open(os.path.join(run_dir, "summary.json")))
+                assert summary["test_accuracy"] is None and summary["final_val_accuracy"] is not None
+                assert not any(json.loads(line).get("split") == "test"
+                               for line in open(os.path.join(run_dir, "metrics.jsonl"))
+                               ) if schedule == "full" else True
+                scores[overrides[-1]] = summary["final_val_accuracy"]
+            choice = json.load(open(os.path.join(plan._dir(plan.suite.tasks[task], "select", schedule),
+                                                 "choice.json")))
+            assert choice["chosen"] == [max(scores, key=lambda k: (scores[k], k == "optim.lr=0.01"))]
+            for seed, (run_dir, overrides) in enumerate(
+                    plan.final_runs(plan.suite.tasks[task], schedule, choice["chosen"])):
+                config = json.load(open(os.path.join(run_dir, "config.json")))
+                if schedule == "full":  # train800val200 -> test, nothing to select with
+                    assert (config["data"]["train_split"], config["data"]["val_split"]) == (
+                        "train800val200", "")
+                else:  # a probe chooses its l2 on val200, then refits on train800val200
+                    summary = json.load(open(os.path.join(run_dir, "summary.json")))
+                    assert summary["probe"]["refit_examples"] == 1000
+    # The report's means against a hand computation from the final summaries.
+    summary = json.load(open(tmp_path / "suite" / "suite.json"))
+    for schedule in SCHEDULES:
+        per_task = {}
+        for task in SUITE_TASKS:
+            t = plan.suite.tasks[task]
+            choice = json.load(open(os.path.join(plan._dir(t, "select", schedule), "choice.json")))
+            per_task[task] = np.mean([json.load(open(os.path.join(d, "summary.json")))["test_accuracy"]
+                                      for d, _ in plan.final_runs(t, schedule, choice["chosen"])])
+        means = summary["methods"][schedule]["means"]
+        assert means["flat_mean"] is None and means["mean_of_group_means"] is None  # 2 of 19
+        assert means["partial"]["flat_mean"] == pytest.approx(np.mean(list(per_task.values())))
+        assert means["partial"]["group_means"] == {"natural": pytest.approx(per_task["dtd"]),
+                                                   "specialized": pytest.approx(per_task["eurosat"])}
+    paired = summary["methods"]["probe:ridge"]["paired"]
+    assert paired["flat_mean"]["n"] == 0  # an incomplete suite has no overall difference
+    assert "Partial means over the tasks that finished (**not** suite means" in text
+    assert "## Published: V-PETL Bench" in text and "flat mean over the 19 tasks" in text
+    assert "| LoRA | 72.25 | 74.60 | 72.25 | 0.29 |" in text  # both conventions, recomputed
+    assert (tmp_path / "suite" / "suite.png").exists()
+    if os.environ.get("TLJAX_KEEP_SUITE"):  # to look at the report
+        import shutil
+        shutil.copytree(tmp_path / "suite", os.environ["TLJAX_KEEP_SUITE"], dirs_exist_ok=True)
+    assert suite_cli.next_commands(plan, "python") == ([], [])  # nothing left to run
+
+
+def _all_runs(plan):
+    out = []
+    for task in plan.tasks:
+        for schedule in plan.schedules:
+            out += plan.select_runs(task, schedule)
+            made = plan.choice(task, schedule)
+            if made and made[0] is not None:
+                out += plan.final_runs(task, schedule, made[0])
+    return out
+
+
+def _run_or_raise(config_spec, run_dir, overrides):
+    """sweep.run_one without its failure capture, so the simulated kill stops the suite."""
+    from tljax import runs
+
+    config = config_lib.load(config_spec)
+    for override in overrides:
+        config_lib.apply_override(config, override)
+    runs.run(config, run_dir)
+    return True
+
+
+def _write_summary(run_dir, **fields):
+    os.makedirs(run_dir, exist_ok=True)
+    summary = {"status": "done", "test_accuracy": None, "final_val_accuracy": None,
+               "trainable_fraction": 0.5, "num_params": 2_000_000, "train_flops": 1e12, **fields}
+    with open(os.path.join(run_dir, "summary.json"), "w") as f:
+        json.dump(summary, f)
+
+
+def test_the_choice_follows_validation_even_where_test_would_choose_otherwise(tmp_path):
+    plan = _plan(tmp_path, select_seeds=2)
+    task = plan.suite.tasks["dtd"]
+    val = {"optim.lr=0.01": (0.30, 0.50), "optim.lr=0.3": (0.45, 0.44)}  # means 0.40 / 0.445
+    for run_dir, overrides in plan.select_runs(task, "full"):
+        seed = int(run_dir[-1])
+        # (a select run has no test accuracy; were one there, it would prefer lr=0.01)
+        _write_summary(run_dir, final_val_accuracy=val[overrides[-1]][seed],
+                       test_accuracy=0.9 if overrides[-1] == "optim.lr=0.01" else 0.1)
+    point, record = plan.choice(task, "full")
+    assert point == ["optim.lr=0.3"] and record["scores"]["optim.lr=0.3"] == pytest.approx(0.445)
+    # A failed select run leaves its point to the finished seeds; an unfinished one waits.
+    failed_dir = plan.select_runs(task, "full")[3][0]
+    os.remove(os.path.join(failed_dir, "summary.json"))
+    assert plan.choice(task, "full") is None
+    with open(os.path.join(failed_dir, "failed.json"), "w") as f:
+        json.dump({"status": "failed", "error": "UserError: NaN"}, f)
+    point, record = plan.choice(task, "full")
+    assert point == ["optim.lr=0.3"] and record["scores"]["optim.lr=0.3"] == pytest.approx(0.45)
+    assert record["failed_runs"] == [failed_dir]
+
+
+def test_a_complete_suite_report_computes_both_means_and_the_paired_difference(tmp_path):
+    """19 tasks x 2 methods x 2 seeds of fabricated final summaries (a single grid point: no
+    select stage), against a hand computation; one failed task makes a method incomplete."""
+    plan = suite_cli.Plan(suites.SUITES["vtab1k"], "configs/vtab.py", ["full", "lora"],
+                          str(tmp_path), seeds=2)
+    rng = np.random.default_rng(0)
+    accuracy = {}
+    for task in plan.tasks:
+        for schedule in plan.schedules:
+            for seed, (run_dir, _) in enumerate(plan.final_runs(task, schedule, [])):
+                accuracy[task.name, schedule, seed] = float(rng.uniform(0.2, 0.9))
+                _write_summary(run_dir, test_accuracy=accuracy[task.name, schedule, seed])
+    suite_report.write_report(plan, baseline="full")
+    methods = json.load(open(tmp_path / "suite.json"))["methods"]
+    groups = {g: [t.name for t in plan.tasks if t.group == g] for g in vtab.GROUPS}
+
+    def hand(schedule, seeds=(0, 1)):
+        per_task = {t.name: np.mean([accuracy[t.name, schedule, s] for s in seeds]) for t in plan.tasks}
+        group = [np.mean([per_task[t] for t in members]) for members in groups.values()]
+        return np.mean(list(per_task.values())), np.mean(group)
+
+    for schedule in plan.schedules:
+        flat, of_groups = hand(schedule)
+        assert methods[schedule]["means"]["flat_mean"] == pytest.approx(flat)
+        assert methods[schedule]["means"]["mean_of_group_means"] == pytest.approx(of_groups)
+    per_seed = [np.subtract(hand("lora", (s,)), hand("full", (s,))) for s in (0, 1)]
+    paired = methods["lora"]["paired"]
+    assert paired["flat_mean"]["mean"] == pytest.approx(np.mean([d[0] for d in per_seed]))
+    assert paired["mean_of_group_means"]["mean"] == pytest.approx(np.mean([d[1] for d in per_seed]))
+    assert paired["flat_mean"]["n"] == 2
+
+    # LoRA fails on dmlab (seed 1): its suite means are gone, its other tasks stay.
+    run_dir = plan.final_runs(plan.suite.tasks["dmlab"], "lora", [])[1][0]
+    os.remove(os.path.join(run_dir, "summary.json"))
+    with open(os.path.join(run_dir, "failed.json"), "w") as f:
+        json.dump({"status": "failed", "error": "UserError: the train state became NaN"}, f)
+    text = suite_report.write_report(plan, baseline="full")
+    lora = json.load(open(tmp_path / "suite.json"))["methods"]["lora"]
+    assert lora["means"]["flat_mean"] is None and lora["means"]["missing"] == ["dmlab"]
+    assert lora["means"]["group_means"]["natural"] is not None
+    assert "| dmlab | structured | " in text and "failed (1 seeds done)" in text
+
+
+def test_check_lists_which_tasks_are_ready(tmp_path, monkeypatch, capsys):
+    plan = suite_cli.Plan(suites.SUITES["vtab1k"], "configs/vtab.py", ["full"], str(tmp_path),
+                          tasks=["dtd", "sun397"], fixed=[f"data.data_dir={tmp_path}"])
+    monkeypatch.chdir(ROOT)
+    not_ready = suite_cli.check(plan)
+    assert [r[:2] for r in not_ready] == [("dtd", False), ("sun397", False)]
+    assert "tfds.builder('sun397/tfds:4.*.*'" in not_ready[1][2]
+    with _mock():
+        assert [r[1] for r in suite_cli.check(plan)] == [True, True]
+    fgvc = suite_cli.Plan(suites.SUITES["fgvc"], "configs/vtab.py", ["full"], str(tmp_path),
+                          tasks=["nabirds"])
+    assert "NABirds has no TFDS builder" in suite_cli.check(fgvc)[0][2]
+
+
+def test_fgvc_stages_follow_vpt_splits():
+    cub, flowers = suites.SUITES["fgvc"].tasks["cub200"], suites.SUITES["fgvc"].tasks["flowers102"]
+    assert cub.overrides("select") == ["data.name=caltech_birds2011", "data.train_split=train[:90%]",
+                                       "data.val_split=train[90%:]", "data.test_split="]
+    assert cub.overrides("final") == ["data.name=caltech_birds2011", "data.train_split=train",
+                                      "data.val_split=", "data.test_split=test"]
+    assert flowers.overrides("final", probe=True) == [
+        "data.name=oxford_flowers102", "data.train_split=train", "data.val_split=validation",
+        "data.test_split=test", "probe.refit=True"]

@@ -136,7 +136,9 @@ def _fmt_delta(stat):
     text = f"{100 * stat['mean']:+.1f}"
     if stat["n"] > 1:
         low, high = stat["mean"] - stat["ci95"], stat["mean"] + stat["ci95"]
-        text += f" [{100 * low:+.1f}, {100 * high:+.1f}]" + ("*" if low > 0 or high < 0 else "")
+        # (identical per-seed results give a zero-width interval: no claim either way)
+        real = stat["std"] > 1e-9 and (low > 0 or high < 0)
+        text += f" [{100 * low:+.1f}, {100 * high:+.1f}]" + ("*" if real else "")
     return text
 
 
@@ -153,6 +155,11 @@ def markdown(plan, table, rows, baseline):
     for task in plan.tasks:
         lines.append(f"| {task.name} | {task.group} | "
                      + " | ".join(_fmt_cell(table[m][task.name]) for m in methods) + " |")
+    lines += ["", "Chosen on validation (mean last-step accuracy of the select runs):", "",
+              "| task | " + " | ".join(methods) + " |", "|---|" + "---|" * len(methods)]
+    for task in plan.tasks:
+        lines.append(f"| {task.name} | "
+                     + " | ".join(_fmt_choice(plan, task, m) for m in methods) + " |")
     lines += ["", "## Suite means (each labelled; a mean over an incomplete suite is not computed)",
               "", _means_header(groups, baseline)]
     for row in rows:
@@ -181,6 +188,18 @@ def markdown(plan, table, rows, baseline):
                          + " |")
     lines += ["", *_published_lines(plan.suite)]
     return "\n".join(lines) + "\n"
+
+
+def _fmt_choice(plan, task, schedule):
+    made = plan.choice(task, schedule)
+    if made is None:
+        return "select stage unfinished"
+    point, record = made
+    if point is None:
+        return "every select run failed"
+    if not record.get("scores"):
+        return " ".join(point) or "–"
+    return f"{' '.join(point)} ({100 * record['scores'][' '.join(point)]:.1f})"
 
 
 def _means_header(groups, baseline):
@@ -248,43 +267,45 @@ def write_csv(plan, table, path):
     paths.write_text_atomic(path, text.getvalue())
 
 
+LABELLED = {"Full fine-tuning", "Linear probing", "BitFit", "VPT-Deep", "Adapter", "LoRA",
+            "SSF", "FacT"}  # published rows named in the plot (the rest: unnamed grey circles)
+
+
 def plot(plan, rows, path):
-    """Suite accuracy against trainable parameters: ours (filled; the headline mean, or the
-    partial mean, marked, over an incomplete suite) and the published rows (hollow grey)."""
+    """Flat suite mean against trainable parameters: ours (filled, methods that finished every
+    task; an incomplete one has no suite mean and is not drawn) and the published rows (hollow
+    grey, their flat mean recomputed from the per-task numbers)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    two = len(plan.suite.groups) > 1
-    key = "mean_of_group_means" if two else "flat_mean"
-    label = "mean of group means" if two else "flat mean"
-    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    fig, ax = plt.subplots(figsize=(8, 4.8))
     table = published.TABLES.get(plan.suite.name)
     if table:
-        for method, row in table.rows.items():
-            means = plan.suite.means({t: a / 100 for t, a in row["tasks"].items()})
+        for index, (method, row) in enumerate(table.rows.items()):
+            mean = plan.suite.means({t: a / 100 for t, a in row["tasks"].items()})["flat_mean"]
             x = max(row["params_m"], 1e-3)
-            ax.scatter(x, 100 * means[key], facecolors="none", edgecolors="0.5", s=40)
-            ax.annotate(method, (x, 100 * means[key]), fontsize=7, color="0.4",
-                        xytext=(4, -3), textcoords="offset points")
+            ax.scatter(x, 100 * mean, facecolors="none", edgecolors="0.55", s=36,
+                       label=f"published ({table.source.split(' (')[0]}, {table.backbone})"
+                       if index == 0 else None)
+            if method in LABELLED:
+                ax.annotate(method, (x, 100 * mean), fontsize=7, color="0.4", xytext=(4, -3),
+                            textcoords="offset points")
+    left_out = []
     for index, row in enumerate(rows):
-        value = row["means"][key]
-        partial = value is None
-        if partial:
-            value = row["means"]["partial"]["flat_mean"]
-        if value is None or row["trainable"] is None:
+        if row["means"]["flat_mean"] is None or row["trainable"] is None:
+            left_out.append(row["method"])
             continue
         style = _style(index)
-        ax.scatter(max(row["trainable"] / 1e6, 1e-3), 100 * value, color=style["color"],
-                   marker=style["marker"], s=55, zorder=3,
-                   label=row["method"] + (f" (partial: {row['means']['partial']['tasks']} "
-                                          f"tasks, flat)" if partial else ""))
+        ax.scatter(max(row["trainable"] / 1e6, 1e-3), 100 * row["means"]["flat_mean"],
+                   color=style["color"], marker=style["marker"], s=60, zorder=3,
+                   label=row["method"])
     ax.set_xscale("log")
-    ax.set(xlabel="trainable parameters, M (log; ours include the head)",
-           ylabel=f"test accuracy %, {label}",
-           title=f"{plan.suite.name}: accuracy against trainable parameters"
-                 + (f"\n(grey hollow: published, {table.source})" if table else ""))
+    note = f"\nnot drawn, incomplete suite: {', '.join(left_out)}" if left_out else ""
+    ax.set(xlabel="trainable parameters, M (log; ours include the head; 0 drawn at 1e-3)",
+           ylabel="test accuracy %, flat mean over the tasks",
+           title=f"{plan.suite.name}: accuracy against trainable parameters{note}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.tight_layout()

@@ -22,11 +22,15 @@ class Task:
     val: str
     trainval: str       # final stage: trainval -> test
     test: str
+    note: str = ""      # how to get the data, where TFDS cannot
 
 
 TASKS = {t.name: t for t in [
     Task("cub200", "caltech_birds2011", 200, "train[:90%]", "train[90%:]", "train", "test"),
-    Task("nabirds", "nabirds", 555, "train[:90%]", "train[90%:]", "train", "test"),
+    Task("nabirds", "nabirds", 555, "train[:90%]", "train[90%:]", "train", "test",
+         note="NABirds has no TFDS builder (it needs a registration at dl.allaboutbirds.org): "
+              "prepare it as a TFDS dataset named nabirds in data.data_dir, or leave it out "
+              "with --tasks (the FGVC mean is then marked incomplete)"),
     Task("flowers102", "oxford_flowers102", 102, "train", "validation", "train+validation", "test"),
     Task("stanford_dogs", "stanford_dogs", 120, "train[:90%]", "train[90%:]", "train", "test"),
     Task("stanford_cars", "cars196", 196, "train[:90%]", "train[90%:]", "train", "test"),

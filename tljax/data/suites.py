@@ -23,6 +23,7 @@ class SuiteTask:
     select: tuple           # (train, validation) splits of the select stage
     final_train: str        # the final stage trains here ...
     test: str               # ... and reports here
+    note: str = ""          # how to get data TFDS cannot download (shown by --check)
 
     def overrides(self, stage, probe=False):
         """The data.* overrides ("key=value") of a stage. A probe chooses its regularisation on
@@ -79,7 +80,7 @@ def _vtab_task(task):
 
 def _fgvc_task(task):
     return SuiteTask(task.name, "fgvc", task.data_name, (task.train, task.val), task.trainval,
-                     task.test)
+                     task.test, task.note)
 
 
 SUITES = {
