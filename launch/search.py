@@ -17,7 +17,7 @@ in the workdir by default, or --storage=postgresql://... on a cluster) lets many
 counts each trial's train FLOPs up to its last rung (a LoRA step costs less than a full
 one; a trial that fails, e.g. diverges, is counted to its last rung). At the end the best configuration of each method is re-run over --seeds at full
 length into WORKDIR/final and reported with paired differences (tljax.report); test data
-never chooses anything. Optuna is used for the sampler, the pruner and the shared storage:
+never chooses anything: trials run without a test split and never read it. Optuna is used for the sampler, the pruner and the shared storage:
 a maintained implementation of exactly the logic this needs.
 """
 import dataclasses
@@ -153,8 +153,8 @@ class Objective:
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
         steps = [self.total_steps] if method.startswith(freezing.PROBE + ":") else self.rungs
         for step in steps:
-            config = self._config(overrides + [
-                f"stop_at_step={0 if step == self.total_steps else step}"])
+            config = self._config(overrides + [  # a trial never reads test (test_split="")
+                "data.test_split=", f"stop_at_step={0 if step == self.total_steps else step}"])
             summary = runs.run(config, workdir)
             value = validation_at(summary, step) if not summary.get("probe") else (
                 summary["val_accuracy"])

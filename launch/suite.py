@@ -183,6 +183,7 @@ def main(argv):
                 grid=FLAGS.grid, fixed=FLAGS.set, tasks=tasks, seeds=FLAGS.seeds,
                 select_seeds=FLAGS.select_seeds)
     if FLAGS.check:
+        logging.set_verbosity(logging.WARNING)  # (TFDS logs every lookup it tries)
         rows = check(plan)
         for name, ready, why in rows:
             print(f"{name:22s} {'ready' if ready else 'NOT READY: ' + why}")

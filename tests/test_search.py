@@ -79,6 +79,7 @@ def test_search_halves_on_validation_accounts_flops_and_fails_nan_trials(data_di
         with open(os.path.join(trial.user_attrs["workdir"], "summary.json")) as f:
             summary = json.load(f)
         assert trial.value == dict(map(tuple, summary["val_history"]))[12]
+        assert summary["test_accuracy"] is None  # trials run without a test split
     text = search.write_search_report(study, workdir, lambda t: 1.0)
     assert "| method | best trial |" in text and os.path.exists(os.path.join(workdir, "search.png"))
 

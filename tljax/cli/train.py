@@ -38,6 +38,10 @@ def main(argv):
 
 
 def _result_line(summary):
+    if summary["test_accuracy"] is None:  # data.test_split="": a selection run
+        return (f"{summary['freeze']}: validation accuracy {summary['final_val_accuracy']:.4f} "
+                f"at the last step, best {summary['val_accuracy']:.4f} (no test split: test "
+                f"was not read; {summary['wall_time_s']:.0f}s)")
     if summary["freeze"].startswith("probe:"):
         return (f"{summary['freeze']}: test accuracy {summary['test_accuracy']:.4f} (its "
                 f"hyperparameter chosen on validation, {summary['val_accuracy']:.4f}; "
