@@ -23,7 +23,8 @@ def get_config(arg=""):
     parts = [p for p in arg.split(",") if p]
     tasks = [p for p in parts if p in vtab.TASKS]
     models = [p for p in parts if p not in vtab.TASKS]
-    if len(tasks) > 1 or len(models) > 1:
+    unknown = [m for m in models if m not in transfer.MODELS]
+    if unknown or len(tasks) > 1 or len(models) > 1:
         raise ValueError(f"configs/vtab.py:{arg}: give at most one task ({', '.join(vtab.TASKS)}) "
                          f"and one model ({', '.join(sorted(transfer.MODELS))})")
     task = tasks[0] if tasks else "caltech101"

@@ -15,7 +15,9 @@ that goes on resumes from its checkpoint, so stopping costs nothing. Optuna's st
 in the workdir by default, or --storage=postgresql://... on a cluster) lets many workers
 (a SLURM array, one per GPU) run one search; a re-started search continues it. The budget
 counts each trial's train FLOPs up to its last rung (a LoRA step costs less than a full
-one; a trial that fails, e.g. diverges, is counted to its last rung). At the end the best configuration of each method is re-run over --seeds at full
+one; a trial that fails, e.g. diverges, is counted to its last rung), or its train steps
+(--budget_steps), or its wall time (--budget_seconds). --space keys probe.* are sampled for
+the probe methods only, the others for the trained methods only. At the end the best configuration of each method is re-run over --seeds at full
 length into WORKDIR/final and reported with paired differences (tljax.report); test data
 never chooses anything: trials run without a test split and never read it. Optuna is used for the sampler, the pruner and the shared storage:
 a maintained implementation of exactly the logic this needs.
@@ -42,6 +44,8 @@ flags.DEFINE_string("space", "", "';'-separated KEY=loguniform(a,b) | uniform(a,
 flags.DEFINE_integer("trials", 20, "trials this worker runs at most (a shared study may hold more)")
 flags.DEFINE_float("budget_flops", 0.0, "stop starting trials once the study's trials have "
                    "spent this many train FLOPs (0: no budget)")
+flags.DEFINE_integer("budget_steps", 0, "... this many train steps (a probe counts none)")
+flags.DEFINE_float("budget_seconds", 0.0, "... this much wall time in trials (seconds)")
 flags.DEFINE_integer("eta", 3, "successive halving's reduction factor")
 flags.DEFINE_float("min_fraction", 1 / 9, "first rung as a fraction of total_steps")
 flags.DEFINE_string("storage", "", "Optuna storage URL (default: sqlite:///WORKDIR/study.db)")
@@ -145,7 +149,11 @@ class Objective:
         from tljax import runs
 
         method = trial.suggest_categorical("method", self.methods)
-        overrides = [sweep.how(method)] + [f"{p.key}={p.suggest(trial)}" for p in self.space]
+        # probe.* keys act on the probes, the others on trained methods: a trial samples only
+        # what acts on its method (TPE handles the conditional space).
+        probe = method.startswith(freezing.PROBE + ":")
+        overrides = [sweep.how(method)] + [f"{p.key}={p.suggest(trial)}" for p in self.space
+                                           if p.key.startswith("probe.") == probe]
         workdir = trial.user_attrs.get("workdir") or os.path.join(
             self.workdir, "trials", f"{trial.number:04d}")
         trial.set_user_attr("workdir", workdir)
@@ -159,22 +167,37 @@ class Objective:
             value = validation_at(summary, step) if not summary.get("probe") else (
                 summary["val_accuracy"])
             trial.set_user_attr("train_flops", flops_spent(summary, step))
+            trial.set_user_attr("train_steps", 0 if summary.get("probe") else step)
+            trial.set_user_attr("wall_time_s", summary["wall_time_s"])
             trial.report(value, step)
             if step < self.total_steps and trial.should_prune():
                 raise optuna.TrialPruned()
         return value
 
 
-def spent(study):
-    return sum(t.user_attrs.get("train_flops", 0.0) for t in study.get_trials(deepcopy=False))
+BUDGETS = {"train_flops": "train FLOPs", "train_steps": "train steps",
+           "wall_time_s": "seconds of trial wall time"}  # what a budget may count
 
 
-def budget_callback(budget):
+def spent(study, what="train_flops"):
+    """The study's trials' total of `what` (a BUDGETS key), each to its last rung."""
+    return sum(t.user_attrs.get(what, 0.0) for t in study.get_trials(deepcopy=False))
+
+
+def exhausted(study, budgets):
+    """The first {what: limit} budget (limit 0: none) the study has spent, or None."""
+    return next((what for what, limit in budgets.items()
+                 if limit and spent(study, what) >= limit), None)
+
+
+def budget_callback(budgets):
+    """Stops the study (no new trials; running ones finish) once a budget is spent."""
     def stop_when_spent(study, trial):
         del trial
-        if budget and spent(study) >= budget:
-            logging.info("search: %.3g of %.3g train FLOPs spent: no new trials", spent(study),
-                         budget)
+        what = exhausted(study, budgets)
+        if what:
+            logging.info("search: %.3g of %.3g %s spent: no new trials", spent(study, what),
+                         budgets[what], BUDGETS[what])
             study.stop()
     return stop_when_spent
 
@@ -254,8 +277,10 @@ def write_search_report(study, workdir, total_flops_per_trial):
                      f"{t.user_attrs.get('train_flops', 0):.3g} |")
     full_cost = sum(total_flops_per_trial(t) for t in trials)
     used = spent(study)
-    lines += ["", f"{len(trials)} trials spent {used:.3g} train FLOPs; training every one of "
-              f"them to total_steps would have cost {full_cost:.3g} "
+    lines += ["", f"{len(trials)} trials spent {used:.3g} train FLOPs, "
+              f"{spent(study, 'train_steps'):.0f} train steps and "
+              f"{spent(study, 'wall_time_s'):.0f} s; training every one of "
+              f"them to total_steps would have cost {full_cost:.3g} FLOPs "
               f"({used / full_cost:.0%} of it)." if full_cost else ""]
     best = best_per_method(study)
     lines += ["", "| method | best trial | validation % | hyper-parameters |", "|---|---:|---:|---|"]
@@ -306,9 +331,11 @@ def main(argv):
                        objective.rungs[0])
     resume_interrupted(study)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if not (FLAGS.budget_flops and spent(study) >= FLAGS.budget_flops):
+    budgets = {"train_flops": FLAGS.budget_flops, "train_steps": FLAGS.budget_steps,
+               "wall_time_s": FLAGS.budget_seconds}
+    if not exhausted(study, budgets):
         study.optimize(objective, n_trials=FLAGS.trials, catch=(UserError, FloatingPointError),
-                       callbacks=[budget_callback(FLAGS.budget_flops)])
+                       callbacks=[budget_callback(budgets)])
 
     def full_length(trial):
         flops = trial.user_attrs.get("train_flops", 0.0)

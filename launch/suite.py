@@ -28,6 +28,7 @@ from etils import epath
 
 from launch import sweep
 from tljax import config_lib, freezing, paths
+from tljax.suite_report import outcome
 from tljax.cli.common import run_main
 from tljax.data import suites
 from tljax.errors import UserError
@@ -55,7 +56,14 @@ class Plan:
         self.workdir, self.grid, self.fixed = str(workdir), list(grid), list(fixed)
         self.tasks = [suite.tasks[t] for t in (tasks or suite.tasks)]
         self.seeds, self.select_seeds = seeds, select_seeds
-        self.points = [list(p) for p in itertools.product(*sweep._grid_axes(self.grid))]
+
+    def grid_of(self, schedule):
+        """The --grid axes that act on `schedule`: probe.* axes for a feature probe (it
+        trains nothing, so optim.* would only repeat its run), the others for the rest."""
+        return [axis for axis in self.grid if axis.startswith("probe.") == is_probe(schedule)]
+
+    def points(self, schedule):
+        return [list(p) for p in itertools.product(*sweep._grid_axes(self.grid_of(schedule)))]
 
     def _dir(self, task, stage, schedule=None):
         parts = [self.workdir, task.name, stage] + ([sweep._slug(schedule)] if schedule else [])
@@ -63,56 +71,51 @@ class Plan:
 
     def select_runs(self, task, schedule):
         """[(run_dir, overrides)]; none when there is a single grid point to take."""
-        if len(self.points) < 2:
+        if len(self.points(schedule)) < 2:
             return []
         fixed = [*self.fixed, *task.overrides("select", is_probe(schedule))]
         return sweep.plan_runs(self.config_spec, [schedule], self.select_seeds,
-                               self._dir(task, "select"), self.grid, fixed)
+                               self._dir(task, "select"), self.grid_of(schedule), fixed)
 
     def choice(self, task, schedule):
         """(grid point overrides, choice record) or None while select runs are unfinished.
-        The point with the best mean last-step validation accuracy over its finished
-        select runs (the first on ties); None for the point when every run failed."""
+        The point with the best mean last-step validation accuracy over its select runs (the
+        first on ties); a point with a failed run (e.g. a diverging lr) is out. The point is
+        None when every point is out."""
+        points = self.points(schedule)
         runs = self.select_runs(task, schedule)
         if not runs:
-            return self.points[0], {"chosen": self.points[0], "selected_by": "single grid point"}
+            return points[0], {"chosen": points[0], "selected_by": "single grid point"}
         scores, failed = {}, []
-        for point in self.points:
+        for point in points:
             members = [d for d, o in runs if o[-len(point):] == point]
-            summaries = [_summary(d) for d in members]
+            summaries = [outcome(d) for d in members]
             if any(s is None for s in summaries):
                 return None  # still to run
-            values = [s["final_val_accuracy"] for s in summaries if s.get("status") == "done"]
             failed += [d for d, s in zip(members, summaries) if s.get("status") != "done"]
-            if values:
-                scores[" ".join(point)] = sum(values) / len(values)
+            if all(s.get("status") == "done" for s in summaries):
+                scores[" ".join(point)] = (sum(s["final_val_accuracy"] for s in summaries)
+                                           / len(summaries))
         record = {"scores": scores, "failed_runs": failed, "seeds": self.select_seeds,
-                  "selected_by": "mean last-step validation accuracy (test not read)"}
+                  "selected_by": "mean last-step validation accuracy (test not read); "
+                                 "points with a failed run are out"}
         if not scores:
             return None, dict(record, chosen=None)
         best = max(scores, key=lambda k: (scores[k], -list(scores).index(k)))
-        chosen = next(p for p in self.points if " ".join(p) == best)
+        chosen = next(p for p in points if " ".join(p) == best)
         return chosen, dict(record, chosen=chosen)
 
     def final_runs(self, task, schedule, point):
-        fixed = [*self.fixed, *task.overrides("final", is_probe(schedule)), *point]
+        """The final runs of `point`, in a directory named after it (a different choice, e.g.
+        after a failed select run is retried, gets runs of its own)."""
+        fixed = [*self.fixed, *task.overrides("final", is_probe(schedule))]
         return sweep.plan_runs(self.config_spec, [schedule], self.seeds,
-                               self._dir(task, "final"), [], fixed)
+                               self._dir(task, "final"), point, fixed)
 
     def write_choice(self, task, schedule, record):
         path = epath.Path(self._dir(task, "select", schedule)) / "choice.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         paths.write_json(path, record)
-
-
-def _summary(run_dir):
-    """The run's summary.json ("done") or failed.json ("failed"); None while unfinished."""
-    run_dir = epath.Path(run_dir)
-    if sweep.is_finished(run_dir):
-        return paths.read_json(run_dir / "summary.json")
-    if (run_dir / "failed.json").exists():
-        return paths.read_json(run_dir / "failed.json")
-    return None
 
 
 def run_suite(plan):
@@ -122,7 +125,7 @@ def run_suite(plan):
             logging.info("suite %s: task %d/%d %s, %s", plan.suite.name, index + 1,
                          len(plan.tasks), task.name, schedule)
             sweep.run_all(plan.config_spec, plan.select_runs(task, schedule))
-            point, record = plan.choice(task, schedule)
+            point, record = plan.choice(task, schedule) or (None, {"chosen": None})
             plan.write_choice(task, schedule, record)
             if point is None:
                 logging.error("suite: every select run of %s on %s failed; no final run",
@@ -134,13 +137,14 @@ def run_suite(plan):
 
 
 def next_commands(plan, python):
-    """(select commands, final commands) not yet finished: final ones for the (task,
-    schedule) pairs whose select stage is done. Choices are written as they are made."""
+    """(select commands, final commands) not yet finished (failed ones again, as a re-run
+    suite retries them): final ones for the (task, schedule) pairs whose select stage has
+    ended. Choices are written as they are made."""
     select, final = [], []
     for task in plan.tasks:
         for schedule in plan.schedules:
             runs = plan.select_runs(task, schedule)
-            select += [(d, o) for d, o in runs if _summary(d) is None]
+            select += [(d, o) for d, o in runs if not sweep.is_finished(d)]
             made = plan.choice(task, schedule)
             if made is None or made[0] is None:
                 continue
@@ -178,7 +182,9 @@ def main(argv):
     if unknown:
         raise UserError(f"--tasks: {', '.join(unknown)} not in {suite.name}; its tasks: "
                         f"{', '.join(suite.tasks)}")
-    config_lib.load(FLAGS.config)  # Fails early on a bad config file.
+    config = config_lib.load(FLAGS.config)  # Fails early on a bad config file,
+    for override in [*FLAGS.set, *(axis.split(",")[0] for axis in FLAGS.grid)]:
+        config_lib.apply_override(config, override)  # and on a mistyped key, once.
     plan = Plan(suite, FLAGS.config, sweep.split_schedules(FLAGS.schedules), FLAGS.workdir,
                 grid=FLAGS.grid, fixed=FLAGS.set, tasks=tasks, seeds=FLAGS.seeds,
                 select_seeds=FLAGS.select_seeds)
@@ -204,7 +210,7 @@ def main(argv):
     run_suite(plan)
     from tljax import suite_report
 
-    print(suite_report.write_report(plan))
+    print(suite_report.write_report(plan, FLAGS.baseline))
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ def test_search_halves_on_validation_accounts_flops_and_fails_nan_trials(data_di
             summary = json.load(f)
         by_hand += summary["train_step_flops"]["0"] * max(trial.intermediate_values)
     assert search.spent(study) == pytest.approx(by_hand, rel=1e-9)
+    assert search.spent(study, "train_steps") == sum(max(t.intermediate_values) for t in trials)
     # The choice is the validation accuracy at the last rung; test never enters it.
     best = search.best_per_method(study)
     assert best and all(t.number != 0 for t in best.values())
@@ -82,6 +83,24 @@ def test_search_halves_on_validation_accounts_flops_and_fails_nan_trials(data_di
         assert summary["test_accuracy"] is None  # trials run without a test split
     text = search.write_search_report(study, workdir, lambda t: 1.0)
     assert "| method | best trial |" in text and os.path.exists(os.path.join(workdir, "search.png"))
+
+
+def test_probe_trials_sample_only_probe_keys_and_a_steps_budget_stops_the_study(data_dir, tmp_path):
+    workdir = str(tmp_path / "search")
+    space = search.parse_space("optim.lr=loguniform(0.01,0.3);probe.few_shot_l2=1,1024")
+    objective = search.Objective(lambda: tiny_config(data_dir), workdir,
+                                 ["probe:ridge", "linear_probe"], space, [], 3, 0.25)
+    study = search.open_study("", workdir, 0, 3, objective.rungs[0])
+    study.enqueue_trial({"method": "probe:ridge"})
+    study.enqueue_trial({"method": "linear_probe"})
+    study.optimize(objective, n_trials=5, callbacks=[search.budget_callback({"train_steps": 12})])
+    trials = study.get_trials()
+    # The probe samples only probe.* keys, the trained method only the others; the probe
+    # counts no train steps, the linear probe its 12: the budget is spent after two trials.
+    assert [set(t.params) for t in trials] == [{"method", "probe.few_shot_l2"},
+                                               {"method", "optim.lr"}]
+    assert search.spent(study, "train_steps") == 12 and search.spent(study, "wall_time_s") > 0
+    assert search.exhausted(study, {"train_flops": 0, "train_steps": 12}) == "train_steps"
 
 
 @pytest.mark.slow

@@ -177,7 +177,7 @@ def test_a_pinned_tfds_version_this_tfds_cannot_build_is_one_line(tmp_path):
     data = _data_config("pets")
     data.data_dir = str(tmp_path)
     with pytest.raises(UserError, match=r"needs TFDS 'oxford_iiit_pet:3\.\*\.\*' .* builds only 4\.0\.0"):
-        pipeline.num_classes(data) and pipeline.examples(data, "train", 0)
+        pipeline.examples(data, "train", 0)
 
 
 TINY_SET = ["model.name=bit", "model.init=",
@@ -193,7 +193,10 @@ SCHEDULES = ["full", "probe:ridge"]
 
 def _plan(workdir, **kwargs):
     return suite_cli.Plan(suites.SUITES["vtab1k"], os.path.join(ROOT, "configs", "vtab.py"),
-                          SCHEDULES, str(workdir), grid=["optim.lr=0.01,0.3"], fixed=TINY_SET,
+                          SCHEDULES, str(workdir),
+                          # optim.* acts on training runs, probe.* on the probe (an axis
+                          # that leaves its validation choice alone: the few-shot table's l2)
+                          grid=["optim.lr=0.01,0.3", "probe.few_shot_l2=1.0,1024.0"], fixed=TINY_SET,
                           tasks=SUITE_TASKS, seeds=2, **kwargs)
 
 
@@ -249,13 +252,17 @@ def test_a_mock_suite_selects_on_val200_resumes_after_a_kill_and_reports_both_me
             for run_dir, overrides in plan.select_runs(suites.SUITES["vtab1k"].tasks[task], schedule):
                 summary = json.load(open(os.path.join(run_dir, "summary.json")))
                 assert summary["test_accuracy"] is None and summary["final_val_accuracy"] is not None
-                assert not any(json.loads(line).get("split") == "test"
-                               for line in open(os.path.join(run_dir, "metrics.jsonl"))
-                               ) if schedule == "full" else True
+                if schedule == "full":
+                    assert not any(json.loads(line).get("split") == "test"
+                                   for line in open(os.path.join(run_dir, "metrics.jsonl")))
+                else:  # a probe extracted train and validation features only
+                    assert sorted(os.listdir(os.path.join(run_dir, "features"))) == [
+                        "meta.json", "train.npz", "validation.npz"]
                 scores[overrides[-1]] = summary["final_val_accuracy"]
             choice = json.load(open(os.path.join(plan._dir(plan.suite.tasks[task], "select", schedule),
                                                  "choice.json")))
-            assert choice["chosen"] == [max(scores, key=lambda k: (scores[k], k == "optim.lr=0.01"))]
+            first = plan.points(schedule)[0][0]  # ties go to the first point
+            assert choice["chosen"] == [max(scores, key=lambda k: (scores[k], k == first))]
             for seed, (run_dir, overrides) in enumerate(
                     plan.final_runs(plan.suite.tasks[task], schedule, choice["chosen"])):
                 config = json.load(open(os.path.join(run_dir, "config.json")))
@@ -332,15 +339,19 @@ def test_the_choice_follows_validation_even_where_test_would_choose_otherwise(tm
                        test_accuracy=0.9 if overrides[-1] == "optim.lr=0.01" else 0.1)
     point, record = plan.choice(task, "full")
     assert point == ["optim.lr=0.3"] and record["scores"]["optim.lr=0.3"] == pytest.approx(0.445)
-    # A failed select run leaves its point to the finished seeds; an unfinished one waits.
-    failed_dir = plan.select_runs(task, "full")[3][0]
-    os.remove(os.path.join(failed_dir, "summary.json"))
+    # An unfinished select run makes the choice wait; a failed one (a diverged run writes its
+    # own summary.json, status "failed") puts its point out of the choice.
+    failed_dir = plan.select_runs(task, "full")[3][0]  # lr=0.3, seed 1
+    _write_summary(failed_dir, status="running")
     assert plan.choice(task, "full") is None
-    with open(os.path.join(failed_dir, "failed.json"), "w") as f:
-        json.dump({"status": "failed", "error": "UserError: NaN"}, f)
+    _write_summary(failed_dir, status="failed")
     point, record = plan.choice(task, "full")
-    assert point == ["optim.lr=0.3"] and record["scores"]["optim.lr=0.3"] == pytest.approx(0.45)
+    assert point == ["optim.lr=0.01"] and list(record["scores"]) == ["optim.lr=0.01"]
     assert record["failed_runs"] == [failed_dir]
+    # ... and is run again by a re-run suite or the next --emit=commands.
+    select, _ = suite_cli.next_commands(plan, "python")
+    assert [c for c in select if "dtd/select/full" in c] == [
+        c for c in select if failed_dir + " " in c]
 
 
 def test_a_complete_suite_report_computes_both_means_and_the_paired_difference(tmp_path):
@@ -404,8 +415,11 @@ def test_fgvc_stages_follow_vpt_splits():
     cub, flowers = suites.SUITES["fgvc"].tasks["cub200"], suites.SUITES["fgvc"].tasks["flowers102"]
     assert cub.overrides("select") == ["data.name=caltech_birds2011", "data.train_split=train[:90%]",
                                        "data.val_split=train[90%:]", "data.test_split="]
-    assert cub.overrides("final") == ["data.name=caltech_birds2011", "data.train_split=train",
+    # VPT trains the final FGVC model on its train split, not train + val (train.py l.66-82).
+    assert cub.overrides("final") == ["data.name=caltech_birds2011", "data.train_split=train[:90%]",
                                       "data.val_split=", "data.test_split=test"]
     assert flowers.overrides("final", probe=True) == [
         "data.name=oxford_flowers102", "data.train_split=train", "data.val_split=validation",
-        "data.test_split=test", "probe.refit=True"]
+        "data.test_split=test"]  # nothing more to refit on
+    dtd = suites.SUITES["vtab1k"].tasks["dtd"]
+    assert dtd.overrides("final", probe=True)[-1] == "probe.refit=True"  # train800val200

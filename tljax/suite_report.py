@@ -24,17 +24,30 @@ from tljax.report import _save_figure, _stats, _style
 _STATUSES = ("done", "failed", "incomplete", "missing")
 
 
-def _final_runs(plan, task, schedule):
-    """[(seed, summary or None)] of the final runs of (task, schedule); None while the
-    select stage has not chosen (the runs are then missing)."""
-    from launch.suite import _summary
+def outcome(run_dir):
+    """A run's outcome: summary.json when "done" or "failed" (a diverged run writes it
+    itself), else failed.json (written by an in-process suite or sweep); None while
+    unfinished."""
+    run_dir = epath.Path(run_dir)
+    summary = run_dir / "summary.json"
+    if summary.exists() and paths.read_json(summary).get("status") in ("done", "failed"):
+        return paths.read_json(summary)
+    if (run_dir / "failed.json").exists():
+        return paths.read_json(run_dir / "failed.json")
+    return None
 
+
+def _final_runs(plan, task, schedule):
+    """[(seed, outcome or None)] of the final runs of (task, schedule) (a launch.suite Plan);
+    None while the select stage has not chosen (the runs are then missing)."""
     made = plan.choice(task, schedule)
-    if made is None or made[0] is None:
+    if made is None:
         return None
+    if made[0] is None:  # every select run failed
+        return [(0, {"status": "failed", "error": "every select run failed"})]
     out = []
     for seed, (run_dir, _) in enumerate(plan.final_runs(task, schedule, made[0])):
-        summary = _summary(run_dir)
+        summary = outcome(run_dir)
         if summary is None and (epath.Path(run_dir) / "config.json").exists():
             summary = {"status": "incomplete"}
         out.append((seed, summary))
@@ -133,7 +146,7 @@ def _fmt_cell(cell):
 def _fmt_delta(stat):
     if not stat or not stat["n"]:
         return "–"
-    text = f"{100 * stat['mean']:+.1f}"
+    text = f"{100 * stat['mean']:+.1f}" + (" (1 seed)" if stat["n"] == 1 else "")
     if stat["n"] > 1:
         low, high = stat["mean"] - stat["ci95"], stat["mean"] + stat["ci95"]
         # (identical per-seed results give a zero-width interval: no claim either way)
@@ -163,7 +176,7 @@ def markdown(plan, table, rows, baseline):
     lines += ["", "## Suite means (each labelled; a mean over an incomplete suite is not computed)",
               "", _means_header(groups, baseline)]
     for row in rows:
-        lines.append(_means_line(row, groups))
+        lines.append(_means_line(row, groups, baseline))
     incomplete = [row for row in rows if not row["means"]["complete"]]
     if incomplete:
         lines += ["", "Partial means over the tasks that finished (**not** suite means: "
@@ -212,18 +225,15 @@ def _means_header(groups, baseline):
     return head + "\n|---|" + "---:|" * (columns - 1)
 
 
-def _means_line(row, groups):
+def _means_line(row, groups, baseline):
     means, two = row["means"], len(groups) > 1
     paired = row["paired"] or {}
     cells = [row["method"], str(row["tasks_done"]), _pct(means["flat_mean"])]
     if two:
         cells.append(_pct(means["mean_of_group_means"]))
         cells += [_pct(means["group_means"][g]) for g in groups]
-    cells.append(_fmt_delta(paired.get("flat_mean")) if row["paired"] else "baseline"
-                 if not row["paired_tasks"] else "–")
-    if two:
-        cells.append(_fmt_delta(paired.get("mean_of_group_means")) if row["paired"] else
-                     "baseline" if not row["paired_tasks"] else "–")
+    for key in ("flat_mean", "mean_of_group_means") if two else ("flat_mean",):
+        cells.append("baseline" if row["method"] == baseline else _fmt_delta(paired.get(key)))
     cells.append("–" if row["trainable"] is None else f"{row['trainable'] / 1e6:.3f}")
     cells.append("–" if row["train_flops"] is None else f"{row['train_flops']:.3g}")
     return "| " + " | ".join(cells) + " |"

@@ -4,9 +4,10 @@ follow it: CUB-200-2011, NABirds, Oxford Flowers, Stanford Dogs, Stanford Cars.
 VPT's validation sets are its own random 10 % of each official train set (json lists shipped
 with its data, README "Datasets preparation"); Flowers uses its official train / validation.
 tljax uses the TFDS datasets and, where VPT uses its own list, the last 10 % of TFDS train in
-TFDS order (train[:90%] / train[90%:]): the same sizes, not the same images. The final stage
-trains on all of the official train (+ validation for Flowers) and reports the official test
-split. Facts and sizes: docs/dev/suite_facts.md.
+TFDS order (train[:90%] / train[90%:]): the same sizes, not the same images. As in VPT
+(train.py l.66-82: only vtab-* tasks train on trainval), the final stage trains on the same
+train split, without its validation part, and reports the official test split. Facts and
+sizes: docs/dev/suite_facts.md section 4.
 """
 import dataclasses
 
@@ -20,18 +21,18 @@ class Task:
     num_classes: int
     train: str          # select stage: train -> val
     val: str
-    trainval: str       # final stage: trainval -> test
+    final_train: str    # final stage: final_train -> test (VPT: the select train split)
     test: str
     note: str = ""      # how to get the data, where TFDS cannot
 
 
 TASKS = {t.name: t for t in [
-    Task("cub200", "caltech_birds2011", 200, "train[:90%]", "train[90%:]", "train", "test"),
-    Task("nabirds", "nabirds", 555, "train[:90%]", "train[90%:]", "train", "test",
+    Task("cub200", "caltech_birds2011", 200, "train[:90%]", "train[90%:]", "train[:90%]", "test"),
+    Task("nabirds", "nabirds", 555, "train[:90%]", "train[90%:]", "train[:90%]", "test",
          note="NABirds has no TFDS builder (it needs a registration at dl.allaboutbirds.org): "
               "prepare it as a TFDS dataset named nabirds in data.data_dir, or leave it out "
               "with --tasks (the FGVC mean is then marked incomplete)"),
-    Task("flowers102", "oxford_flowers102", 102, "train", "validation", "train+validation", "test"),
-    Task("stanford_dogs", "stanford_dogs", 120, "train[:90%]", "train[90%:]", "train", "test"),
-    Task("stanford_cars", "cars196", 196, "train[:90%]", "train[90%:]", "train", "test"),
+    Task("flowers102", "oxford_flowers102", 102, "train", "validation", "train", "test"),
+    Task("stanford_dogs", "stanford_dogs", 120, "train[:90%]", "train[90%:]", "train[:90%]", "test"),
+    Task("stanford_cars", "cars196", 196, "train[:90%]", "train[90%:]", "train[:90%]", "test"),
 ]}

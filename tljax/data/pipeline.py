@@ -70,8 +70,8 @@ def _vtab_builder(cfg, task, kwargs):
             f"data.name={cfg.name!r} needs TFDS {task.tfds!r} (task_adaptation pins the version: "
             f"the VTAB-1k slices are positions in it); it is not prepared in data.data_dir="
             f"{cfg.data_dir or '~/tensorflow_datasets'!r} and this tensorflow-datasets builds only "
-            f"{versions}: prepare it with a tensorflow-datasets release that has it (VPT's "
-            f"VTAB_SETUP.md used 4.4) and set data.data_dir") from None
+            f"{versions}: prepare it with a tensorflow-datasets release that has it and set "
+            f"data.data_dir") from None
 
 
 def _check_writable_data_dir(cfg):

@@ -2,9 +2,9 @@
 of the protocol, its group, and the suite's means.
 
 Stage "select" trains on the selection train split and evaluates the validation split only
-(data.test_split is empty: test is never read); stage "final" trains on train + validation at
-the chosen hyper-parameters and reports test. VTAB-1k: train800 -> val200, then
-train800val200 -> test (tljax/data/vtab.py); FGVC: tljax/data/fgvc.py.
+(data.test_split is empty: test is never read); stage "final" trains at the chosen
+hyper-parameters and reports test. VTAB-1k: train800 -> val200, then train800val200 -> test
+(tljax/data/vtab.py); FGVC, as VPT: train -> val, then train -> test (tljax/data/fgvc.py).
 """
 import dataclasses
 
@@ -28,7 +28,8 @@ class SuiteTask:
     def overrides(self, stage, probe=False):
         """The data.* overrides ("key=value") of a stage. A probe chooses its regularisation on
         validation inside its run, so its final stage keeps the validation split and refits
-        on train + validation (probe.refit) before reading test."""
+        on train + validation (probe.refit; VTAB's train800val200) before reading test when
+        the final stage trains on more than the select stage (FGVC's does not)."""
         train, val = self.select
         if stage == "select":
             splits = (train, val, "")
@@ -38,7 +39,8 @@ class SuiteTask:
             splits = (self.final_train, "", self.test)
         out = [f"data.name={self.data_name}", f"data.train_split={splits[0]}",
                f"data.val_split={splits[1]}", f"data.test_split={splits[2]}"]
-        return out + (["probe.refit=True"] if probe and stage == "final" else [])
+        refit = probe and stage == "final" and self.final_train != train
+        return out + (["probe.refit=True"] if refit else [])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,7 +81,7 @@ def _vtab_task(task):
 
 
 def _fgvc_task(task):
-    return SuiteTask(task.name, "fgvc", task.data_name, (task.train, task.val), task.trainval,
+    return SuiteTask(task.name, "fgvc", task.data_name, (task.train, task.val), task.final_train,
                      task.test, task.note)
 
 

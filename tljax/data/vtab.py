@@ -18,7 +18,8 @@ from tljax.errors import UserError
 
 GROUPS = ("natural", "specialized", "structured")
 PREFIX = "vtab:"  # data.name="vtab:TASK"
-# The protocol's split names; any other data.*_split is a split of the task's TFDS dataset.
+# The protocol's split names, the only ones a task takes: other slices of its TFDS dataset
+# could overlap its test set (eurosat's test is train[21600:], CLEVR's is TFDS validation).
 SPLITS = ("train800", "val200", "train800val200", "test")
 
 
@@ -44,8 +45,12 @@ class Task:
         return self.tfds.split(":")[0]
 
     def split(self, name):
-        """The TFDS split string of a protocol split name; other names pass through."""
-        return getattr(self, name) if name in SPLITS else name
+        """The TFDS split string of a protocol split name; any other name is one line."""
+        if name not in SPLITS:
+            raise UserError(f"data.name='{PREFIX}{self.name}' takes the VTAB-1k splits "
+                            f"{', '.join(SPLITS)}, not {name!r}; for other slices of its data "
+                            f"use data.name={self.tfds_name!r} with TFDS split strings")
+        return getattr(self, name)
 
 
 def is_vtab_name(name):

@@ -92,7 +92,8 @@ def run(config, start):
             paths.write_json(workdir / "summary.json", summary)
         logging.info("probe %s: test accuracy %s (validation %.4f)", config.probe.method,
                      "not read" if summary["test_accuracy"] is None
-                     else f"{summary['test_accuracy']:.4f}", summary["val_accuracy"])
+                     else f"{summary['test_accuracy']:.4f}",
+                     summary["val_accuracy"] if summary["val_accuracy"] is not None else float("nan"))
         return summary
     finally:
         workdir_lock.release()
