@@ -6,6 +6,8 @@
 #   sbatch --array=1-$(wc -l < $SWEEP/commands.txt) launch/slurm_array.sh $SWEEP/commands.txt
 #   python -m tljax.cli.report $SWEEP        # when the array is done
 #
+# A benchmark suite emits one file per stage (docs/suites.md): commands_select.txt, then,
+# once those runs are done and --emit=commands is run again, commands_final.txt.
 # Re-submitting the array is safe: a run resumes from its checkpoints.
 #SBATCH --job-name=tljax-sweep
 #SBATCH --gres=gpu:1

@@ -408,7 +408,7 @@ def test_check_lists_which_tasks_are_ready(tmp_path, monkeypatch, capsys):
         assert [r[1] for r in suite_cli.check(plan)] == [True, True]
     fgvc = suite_cli.Plan(suites.SUITES["fgvc"], "configs/vtab.py", ["full"], str(tmp_path),
                           tasks=["nabirds"])
-    assert "NABirds has no TFDS builder" in suite_cli.check(fgvc)[0][2]
+    assert "NABirds needs a registration" in suite_cli.check(fgvc)[0][2]
 
 
 def test_fgvc_stages_follow_vpt_splits():
@@ -423,3 +423,60 @@ def test_fgvc_stages_follow_vpt_splits():
         "data.test_split=test"]  # nothing more to refit on
     dtd = suites.SUITES["vtab1k"].tasks["dtd"]
     assert dtd.overrides("final", probe=True)[-1] == "probe.refit=True"  # train800val200
+
+
+def test_vtab_config_is_task_adaptations_recipe():
+    """task_adaptation scripts/run_all_tasks.sh l.42-61 and data_loader.py l.61-69."""
+    config = config_lib.load(os.path.join(ROOT, "configs", "vtab.py") + ":dtd,dinov2-b14")
+    assert (config.data.name, config.model.init) == ("vtab:dtd", "hf:facebook/dinov2-base")
+    assert (config.data.train_split, config.data.val_split, config.data.test_split) == (
+        "train800", "val200", "test")
+    assert (config.optim.name, config.optim.momentum, config.optim.lr, config.data.batch_size,
+            config.total_steps, config.optim.warmup_steps, tuple(config.optim.decay_boundaries),
+            config.optim.schedule) == ("sgd", 0.9, 0.01, 64, 1000, 80, (300, 600, 900), "steps")
+    assert config.data.pp_train == config.data.pp_eval == "resize({size})|init_norm"  # no augmentation
+    assert config_lib.load(os.path.join(ROOT, "configs", "vtab.py")).data.name == "vtab:caltech101"
+    with pytest.raises(ValueError, match="at most one task .* and one model"):
+        config_lib.load(os.path.join(ROOT, "configs", "vtab.py") + ":dtdd")
+
+
+def _fake_nabirds(root):
+    """A NABirds download in miniature: six images of three classes (ids out of order)."""
+    os.makedirs(os.path.join(root, "images", "0295"))
+    ids = [f"{k:08x}-aaaa" for k in range(6)]
+    with open(os.path.join(root, "images.txt"), "w") as f:
+        for k, image_id in enumerate(ids):
+            f.write(f"{image_id} 0295/{image_id}.jpg\n")
+            pixels = tf.fill([5, 7, 3], tf.constant(40 * k, tf.uint8))
+            tf.io.write_file(os.path.join(root, "images", "0295", f"{image_id}.jpg"),
+                             tf.io.encode_jpeg(pixels))
+    classes = [817, 295, 1000]
+    with open(os.path.join(root, "image_class_labels.txt"), "w") as f:
+        f.writelines(f"{i} {classes[k % 3]}\n" for k, i in enumerate(ids))
+    with open(os.path.join(root, "train_test_split.txt"), "w") as f:
+        f.writelines(f"{i} {int(k < 4)}\n" for k, i in enumerate(ids))
+    with open(os.path.join(root, "classes.txt"), "w") as f:
+        f.write("0 Birds\n295 Red-tailed Hawk\n817 Blue Jay\n1000 House Sparrow\n")
+    return {i: classes[k % 3] for k, i in enumerate(ids)}
+
+
+def test_nabirds_is_prepared_from_its_manual_download(tmp_path):
+    data = common.base().data
+    data.name, data.data_dir = "nabirds", str(tmp_path / "tfds")
+    data.train_split, data.val_split, data.test_split = "train[:50%]", "train[50%:]", "test"
+    with pytest.raises(UserError, match="'nabirds' is not prepared .* unpack it into data.manual_dir"):
+        pipeline.get_builder(data)
+    assert not (tmp_path / "tfds").exists()  # nothing half-written
+    data.manual_dir = str(tmp_path / "download")
+    with pytest.raises(UserError, match="holds no NABirds download"):
+        pipeline.get_builder(data)
+    truth = _fake_nabirds(str(tmp_path / "download" / "nabirds"))
+    # Label i is the i-th class id in ascending order (VPT json_dataset.py's remapping).
+    assert pipeline.class_names(data) == ["Red-tailed Hawk", "Blue Jay", "House Sparrow"]
+    counts = {w: pipeline.examples(data, w, 0)[1] for w in ("train", "validation", "test")}
+    assert counts == {"train": 2, "validation": 2, "test": 2}
+    data.manual_dir = ""  # prepared now: read from data.data_dir alone
+    ds, _ = pipeline.examples(data, "test", 0)
+    labels = sorted(int(ex["label"]) for ex in tfds.as_numpy(ds))
+    test_classes = [c for i, c in truth.items() if i.startswith(("00000004", "00000005"))]
+    assert test_classes == [295, 1000] and labels == [0, 2]  # ids 295 < 817 < 1000

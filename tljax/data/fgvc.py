@@ -28,10 +28,11 @@ class Task:
 
 TASKS = {t.name: t for t in [
     Task("cub200", "caltech_birds2011", 200, "train[:90%]", "train[90%:]", "train[:90%]", "test"),
+    # No TFDS builder: tljax/data/nabirds.py prepares it from the manual download.
     Task("nabirds", "nabirds", 555, "train[:90%]", "train[90%:]", "train[:90%]", "test",
-         note="NABirds has no TFDS builder (it needs a registration at dl.allaboutbirds.org): "
-              "prepare it as a TFDS dataset named nabirds in data.data_dir, or leave it out "
-              "with --tasks (the FGVC mean is then marked incomplete)"),
+         note="NABirds needs a registration at dl.allaboutbirds.org: unpack nabirds.tar.gz "
+              "and pass --set=data.manual_dir=THAT_FOLDER (tljax prepares it on first use), or "
+              "leave it out with --tasks (the FGVC mean is then marked incomplete)"),
     Task("flowers102", "oxford_flowers102", 102, "train", "validation", "train", "test"),
     Task("stanford_dogs", "stanford_dogs", 120, "train[:90%]", "train[90%:]", "train[:90%]", "test"),
     Task("stanford_cars", "cars196", 196, "train[:90%]", "train[90%:]", "train[:90%]", "test"),

@@ -18,11 +18,13 @@ import tensorflow_datasets as tfds
 
 from etils import epath
 
-from tljax.data import digits, folder, k_shot, preprocess, vtab
+from tljax.data import digits, folder, k_shot, nabirds, preprocess, vtab
 from tljax.errors import UserError
 
-# Datasets whose data ships with a package: prepared locally on first use.
-LOCAL_BUILDERS = {"tljax_digits": digits.TljaxDigits}
+# Datasets prepared here on first use: from data a package ships, or (MANUAL) from a manual
+# download in data.manual_dir that TFDS has no builder for.
+LOCAL_BUILDERS = {"tljax_digits": digits.TljaxDigits, "nabirds": nabirds.Nabirds}
+MANUAL = {"nabirds"}
 
 
 def _vtab_task(cfg):
@@ -40,11 +42,7 @@ def get_builder(cfg):
     if task is not None:
         return _vtab_builder(cfg, task, kwargs)
     if cfg.name in LOCAL_BUILDERS:
-        builder = LOCAL_BUILDERS[cfg.name](**kwargs)
-        if not builder.is_prepared():
-            _check_writable_data_dir(cfg)
-            builder.download_and_prepare()
-        return builder
+        return _local_builder(cfg, kwargs)
     if epath.Path(cfg.name).expanduser().is_dir():
         raise UserError(f"data.name={cfg.name!r} is a directory; for a folder of images use "
                         f"data.name='folder:{cfg.name}'")
@@ -55,6 +53,23 @@ def get_builder(cfg):
     except ValueError as e:
         raise UserError(f"data.name={cfg.name!r} is not a TFDS name like 'oxford_flowers102' or "
                         f"'cifar10:3.0.2', nor 'folder:/path' ({str(e).splitlines()[0]})") from None
+
+
+def _local_builder(cfg, kwargs):
+    """A LOCAL_BUILDERS dataset, prepared in data.data_dir on first use."""
+    manual = {"manual_dir": cfg.manual_dir or None} if cfg.name in MANUAL else {}
+    try:
+        builder = LOCAL_BUILDERS[cfg.name](**kwargs, **manual)  # (checks a manual_dir)
+        if not builder.is_prepared():
+            if manual and not cfg.manual_dir:  # before anything is written
+                raise FileNotFoundError(f"it is prepared from its manual download: "
+                                        f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+            _check_writable_data_dir(cfg)
+            builder.download_and_prepare()
+    except FileNotFoundError as e:  # a manual download missing or incomplete
+        raise UserError(f"dataset {cfg.name!r} is not prepared in data.data_dir="
+                        f"{cfg.data_dir or '~/tensorflow_datasets'!r}: {e}") from None
+    return builder
 
 
 def _vtab_builder(cfg, task, kwargs):
