@@ -53,6 +53,11 @@ flags.DEFINE_integer("sampler_seed", 0, "seed of the TPE sampler")
 FLAGS = flags.FLAGS
 
 STUDY = "search"
+UNSEARCHED = "unsearched_method"  # the param of a method with nothing to sample
+
+
+def method_of(trial):
+    return trial.params.get("method") or trial.params.get(UNSEARCHED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,14 +151,9 @@ class Objective:
     def __call__(self, trial):
         import optuna
 
-        from tljax import runs
-
-        method = trial.suggest_categorical("method", self.methods)
-        # probe.* keys act on the probes, the others on trained methods: a trial samples only
-        # what acts on its method (TPE handles the conditional space).
-        probe = method.startswith(freezing.PROBE + ":")
-        overrides = [sweep.how(method)] + [f"{p.key}={p.suggest(trial)}" for p in self.space
-                                           if p.key.startswith("probe.") == probe]
+        method = trial.suggest_categorical("method", self.searched)
+        overrides = [sweep.how(method)] + [f"{p.key}={p.suggest(trial)}"
+                                           for p in self.space_of(method)]
         workdir = trial.user_attrs.get("workdir") or os.path.join(
             self.workdir, "trials", f"{trial.number:04d}")
         trial.set_user_attr("workdir", workdir)
@@ -161,18 +161,67 @@ class Objective:
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
         steps = [self.total_steps] if method.startswith(freezing.PROBE + ":") else self.rungs
         for step in steps:
-            config = self._config(overrides + [  # a trial never reads test (test_split="")
-                "data.test_split=", f"stop_at_step={0 if step == self.total_steps else step}"])
-            summary = runs.run(config, workdir)
-            value = validation_at(summary, step) if not summary.get("probe") else (
-                summary["val_accuracy"])
-            trial.set_user_attr("train_flops", flops_spent(summary, step))
-            trial.set_user_attr("train_steps", 0 if summary.get("probe") else step)
-            trial.set_user_attr("wall_time_s", summary["wall_time_s"])
+            value, costs = self._run_to(overrides, workdir, step)
+            for key, amount in costs.items():
+                trial.set_user_attr(key, amount)
             trial.report(value, step)
             if step < self.total_steps and trial.should_prune():
                 raise optuna.TrialPruned()
         return value
+
+    def _run_to(self, overrides, workdir, step):
+        """(validation accuracy at `step`, {budget key: spent}) of the run in `workdir`,
+        trained (or resumed) up to `step`. A trial never reads test (test_split="")."""
+        from tljax import runs
+
+        config = self._config(overrides + [
+            "data.test_split=", f"stop_at_step={0 if step == self.total_steps else step}"])
+        summary = runs.run(config, workdir)
+        probe = bool(summary.get("probe"))
+        value = summary["val_accuracy"] if probe else validation_at(summary, step)
+        return value, {"train_flops": flops_spent(summary, step),
+                       "train_steps": 0 if probe else step,
+                       "wall_time_s": summary["wall_time_s"]}
+
+    def space_of(self, method):
+        """The --space params that act on `method`: probe.* keys on the probes, the others on
+        trained methods (TPE handles such a conditional space)."""
+        probe = method.startswith(freezing.PROBE + ":")
+        return [p for p in self.space if p.key.startswith("probe.") == probe]
+
+    @property
+    def searched(self):
+        """The methods the sampler chooses among: those with something to sample."""
+        return [m for m in self.methods if self.space_of(m)]
+
+    @property
+    def unsearched(self):
+        """Methods with nothing to sample (a probe without probe.* keys, any method without
+        --space) have one configuration: run once at full length (run_unsearched), not
+        again each time a sampler would pick them."""
+        return [m for m in self.methods if not self.space_of(m)]
+
+    def run_unsearched(self, study):
+        """Runs each unsearched method the study lacks, and adds it as a finished trial
+        (param UNSEARCHED, so the sampler's "method" choices hold searched methods only)."""
+        import optuna
+
+        for method in self.unsearched:
+            if any(method_of(t) == method for t in study.get_trials(deepcopy=False)):
+                continue
+            workdir = os.path.join(self.workdir, "trials", sweep._slug(method))
+            overrides = [sweep.how(method)]
+            value, costs = self._run_to(overrides, workdir, self.total_steps)
+            if any(method_of(t) == method for t in study.get_trials(deepcopy=False)):
+                continue  # another worker added it meanwhile (the same run: its workdir)
+            study.add_trial(optuna.trial.create_trial(
+                params={UNSEARCHED: method},
+                distributions={UNSEARCHED: optuna.distributions.CategoricalDistribution(
+                    self.unsearched)},
+                value=value, intermediate_values={self.total_steps: value},
+                user_attrs={"workdir": workdir, "overrides": overrides, **costs}))
+            logging.info("search: %s (nothing to sample) ran once: validation %.4f", method,
+                         value)
 
 
 BUDGETS = {"train_flops": "train FLOPs", "train_steps": "train steps",
@@ -249,7 +298,7 @@ def best_per_method(study):
 
     best = {}
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        method = trial.params["method"]
+        method = method_of(trial)
         if method not in best or trial.value > best[method].value:
             best[method] = trial
     return best
@@ -270,8 +319,8 @@ def write_search_report(study, workdir, total_flops_per_trial):
         values = t.intermediate_values
         last = max(values) if values else None
         hyper = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in t.params.items() if k != "method")
-        lines.append(f"| {t.number} | {t.params.get('method', '')} | {hyper} | {t.state.name} | "
+                          for k, v in t.params.items() if k not in ("method", UNSEARCHED))
+        lines.append(f"| {t.number} | {method_of(t) or ''} | {hyper} | {t.state.name} | "
                      f"{last if last is not None else ''} | "
                      f"{'' if last is None else f'{100 * values[last]:.1f}'} | "
                      f"{t.user_attrs.get('train_flops', 0):.3g} |")
@@ -285,13 +334,13 @@ def write_search_report(study, workdir, total_flops_per_trial):
     best = best_per_method(study)
     lines += ["", "| method | best trial | validation % | hyper-parameters |", "|---|---:|---:|---|"]
     for method, t in sorted(best.items(), key=lambda kv: -kv[1].value):
-        hyper = ", ".join(f"{k}={v}" for k, v in t.params.items() if k != "method")
+        hyper = ", ".join(f"{k}={v}" for k, v in t.params.items() if k not in ("method", UNSEARCHED))
         lines.append(f"| {method} | {t.number} | {100 * t.value:.1f} | {hyper} |")
     text = "\n".join(lines) + "\n"
     paths.write_text_atomic(epath.Path(workdir) / "search.md", text)
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(sorted({t.params.get("method") for t in trials}))}
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(sorted({method_of(t) for t in trials}))}
     offset = 0.0
     for t in sorted(trials, key=lambda t: t.number):
         steps = sorted(t.intermediate_values)
@@ -300,7 +349,7 @@ def write_search_report(study, workdir, total_flops_per_trial):
         flops = t.user_attrs.get("train_flops", 0.0)
         xs = [offset + flops * s / steps[-1] for s in steps]
         ax.plot(xs, [100 * t.intermediate_values[s] for s in steps], "-o", ms=3,
-                color=colors[t.params.get("method")], alpha=0.8)
+                color=colors[method_of(t)], alpha=0.8)
         offset += flops
     for method, color in colors.items():
         ax.plot([], [], "-o", color=color, label=method)
@@ -334,6 +383,8 @@ def main(argv):
     budgets = {"train_flops": FLAGS.budget_flops, "train_steps": FLAGS.budget_steps,
                "wall_time_s": FLAGS.budget_seconds}
     if not exhausted(study, budgets):
+        objective.run_unsearched(study)
+    if objective.searched and not exhausted(study, budgets):
         study.optimize(objective, n_trials=FLAGS.trials, catch=(UserError, FloatingPointError),
                        callbacks=[budget_callback(budgets)])
 

@@ -103,6 +103,24 @@ def test_probe_trials_sample_only_probe_keys_and_a_steps_budget_stops_the_study(
     assert search.exhausted(study, {"train_flops": 0, "train_steps": 12}) == "train_steps"
 
 
+def test_a_method_with_nothing_to_sample_runs_once_outside_the_sampler(data_dir, tmp_path):
+    workdir = str(tmp_path / "search")
+    objective = search.Objective(lambda: tiny_config(data_dir), workdir,
+                                 ["probe:ridge", "linear_probe"],
+                                 search.parse_space("optim.lr=loguniform(0.01,0.3)"), [], 3, 0.25)
+    assert (objective.searched, objective.unsearched) == (["linear_probe"], ["probe:ridge"])
+    study = search.open_study("", workdir, 0, 3, objective.rungs[0])
+    objective.run_unsearched(study)
+    objective.run_unsearched(study)  # (a restarted worker: nothing to add)
+    study.optimize(objective, n_trials=2)
+    trials = study.get_trials()
+    assert [search.method_of(t) for t in trials] == ["probe:ridge", "linear_probe", "linear_probe"]
+    with open(os.path.join(trials[0].user_attrs["workdir"], "summary.json")) as f:
+        probe = json.load(f)
+    assert trials[0].value == probe["val_accuracy"] and probe["test_accuracy"] is None
+    assert search.best_per_method(study)["probe:ridge"].number == 0
+
+
 @pytest.mark.slow
 def test_two_workers_share_one_study_and_run_each_trial_once(data_dir, tmp_path):
     workdir = str(tmp_path / "shared")

@@ -162,3 +162,20 @@ def test_a_run_that_failed_before_its_workdir_existed_is_reported(tmp_path):
     rows = {(r["schedule"], r["setting"]): r for r in report.summarize(report.load_runs(root))}
     assert rows[("bitfit", "optim.lr=None")]["failed"] == 1
     assert {("full", "optim.lr=0.1"), ("full", "optim.lr=0.2")} <= set(rows)  # lr still varies
+
+
+def test_report_plots_absolute_compute_when_no_full_run_finished(tmp_path):
+    """A search's final re-run may hold no `full` (pruned early): costs relative to full
+    fine-tuning do not exist, so the trade-off plot uses absolute train FLOPs."""
+    root = str(tmp_path)
+    for seed in range(2):
+        _write_run(root, "linear_probe", seed, 0.6 + seed / 100, [(10, 0.5)], flops=100.0)
+        _write_run(root, "bitfit", seed, 0.7, [(10, 0.6)], flops=200.0)
+    for run_dir, _, files in os.walk(root):  # train FLOPs as runs record them
+        if "summary.json" in files:
+            path = os.path.join(run_dir, "summary.json")
+            summary = json.load(open(path))
+            summary["train_flops"] = summary["mean_train_step_flops"] * 20
+            json.dump(summary, open(path, "w"))
+    report.write_report(root, baseline="linear_probe")
+    assert os.path.getsize(os.path.join(root, "tradeoff.png")) > 10_000

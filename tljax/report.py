@@ -265,13 +265,18 @@ def plot(rows, root):
         written.append(_plot_curves(plt, curves, root))
     done = [r for r in rows if r["test"]["n"]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
-    cost = ("train_flops_vs_full" if any(not math.isnan(r["train_flops_vs_full"]) for r in done)
-            else "flops_vs_full")
+    # Compute relative to full fine-tuning; absolute FLOPs when no run of `full` finished.
+    known = {key: [r for r in done if _positive(r[key])]
+             for key in ("train_flops_vs_full", "flops_vs_full", "train_flops")}
+    cost = next((key for key in known if known[key]), "train_flops")
     for ax, key, xlabel in ((axes[0], "trainable_fraction", "trainable parameters % (log)"),
-                            (axes[1], cost, "training compute vs full fine-tuning (log)"
-                             if cost == "train_flops_vs_full" else
-                             "train-step FLOPs vs full fine-tuning (log)")):
+                            (axes[1], cost, {
+                                "train_flops_vs_full": "training compute vs full fine-tuning (log)",
+                                "flops_vs_full": "train-step FLOPs vs full fine-tuning (log)",
+                                "train_flops": "training compute, FLOPs (log)"}[cost])):
         for index, r in enumerate(done):
+            if not _positive(r[key]):
+                continue  # nothing to place on a log axis
             x = r[key] * (100 if key == "trainable_fraction" else 1)
             interval = 100 * r["test"]["ci95"] if r["test"]["n"] > 1 else None
             ax.errorbar(x, 100 * r["test"]["mean"], yerr=interval, capsize=3, linestyle="none",
@@ -289,6 +294,10 @@ def plot(rows, root):
     written.append(_save_figure(fig, epath.Path(root) / "tradeoff.png"))
     plt.close(fig)
     return written
+
+
+def _positive(value):
+    return value is not None and not math.isnan(value) and value > 0
 
 
 def _plot_curves(plt, rows, root):
