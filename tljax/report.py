@@ -118,7 +118,9 @@ def summarize(runs, baseline="full", order=None, select=False):
     groups = {}
     for run in runs:
         label = freezing.label_of(run["config"])
-        extra = ", ".join(f"{k}={run['config'].get(k)}" for k in varying)
+        probe = label.startswith(freezing.PROBE + ":")  # only probe.* keys act on a probe
+        extra = ", ".join(f"{k}={run['config'].get(k)}" for k in varying
+                          if k.startswith("probe.") == probe)
         groups.setdefault((label, extra), []).append(run)
     rows = []
     for (schedule, extra), members in groups.items():
