@@ -47,7 +47,7 @@ def search_results(root):
     study = optuna.load_study(study_name=search.STUDY,
                               storage=f"sqlite:///{os.path.abspath(os.path.join(root, 'study.db'))}")
     best = {m: (t.value, ", ".join(f"{k}={v:.3g}" for k, v in t.params.items()
-                                   if k not in ("method", search.UNSEARCHED)) or "–")
+                                   if k != "method") or "–")
             for m, t in search.best_per_method(study).items()}
     return best, search.spent(study), len(study.get_trials())
 

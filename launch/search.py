@@ -17,7 +17,9 @@ in the workdir by default, or --storage=postgresql://... on a cluster) lets many
 counts each trial's train FLOPs up to its last rung (a LoRA step costs less than a full
 one; a trial that fails, e.g. diverges, is counted to its last rung), or its train steps
 (--budget_steps), or its wall time (--budget_seconds). --space keys probe.* are sampled for
-the probe methods only, the others for the trained methods only. At the end the best configuration of each method is re-run over --seeds at full
+the probe methods only, the others for the trained methods only; a method with nothing to
+sample (a probe without probe.* keys; every method when --space is empty, which makes the
+search a single full-length run per method and --trials moot) runs once, outside the sampler. At the end the best configuration of each method is re-run over --seeds at full
 length into WORKDIR/final and reported with paired differences (tljax.report); test data
 never chooses anything: trials run without a test split and never read it. Optuna is used for the sampler, the pruner and the shared storage:
 a maintained implementation of exactly the logic this needs.
@@ -53,11 +55,11 @@ flags.DEFINE_integer("sampler_seed", 0, "seed of the TPE sampler")
 FLAGS = flags.FLAGS
 
 STUDY = "search"
-UNSEARCHED = "unsearched_method"  # the param of a method with nothing to sample
+UNSEARCHED = "unsearched_method"  # user_attrs key: the method of a run with nothing sampled
 
 
 def method_of(trial):
-    return trial.params.get("method") or trial.params.get(UNSEARCHED)
+    return trial.params.get("method") or trial.user_attrs.get(UNSEARCHED)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,25 +203,34 @@ class Objective:
         again each time a sampler would pick them."""
         return [m for m in self.methods if not self.space_of(m)]
 
-    def run_unsearched(self, study):
-        """Runs each unsearched method the study lacks, and adds it as a finished trial
-        (param UNSEARCHED, so the sampler's "method" choices hold searched methods only)."""
+    def run_unsearched(self, study, budgets=None):
+        """Runs each unsearched method the study lacks, while no budget is spent, and adds
+        it as a finished trial without sampled params (its method in user_attrs UNSEARCHED),
+        so the sampler's "method" choices hold the searched methods only. A method another
+        worker is running (its workdir is locked) is left to that worker."""
         import optuna
+
+        from tljax import lock
 
         for method in self.unsearched:
             if any(method_of(t) == method for t in study.get_trials(deepcopy=False)):
                 continue
+            if exhausted(study, budgets or {}):
+                return
             workdir = os.path.join(self.workdir, "trials", sweep._slug(method))
             overrides = [sweep.how(method)]
-            value, costs = self._run_to(overrides, workdir, self.total_steps)
+            try:
+                value, costs = self._run_to(overrides, workdir, self.total_steps)
+            except lock.WorkdirInUse:
+                logging.info("search: %s is running in another worker", method)
+                continue
             if any(method_of(t) == method for t in study.get_trials(deepcopy=False)):
                 continue  # another worker added it meanwhile (the same run: its workdir)
             study.add_trial(optuna.trial.create_trial(
-                params={UNSEARCHED: method},
-                distributions={UNSEARCHED: optuna.distributions.CategoricalDistribution(
-                    self.unsearched)},
-                value=value, intermediate_values={self.total_steps: value},
-                user_attrs={"workdir": workdir, "overrides": overrides, **costs}))
+                params={}, distributions={}, value=value,
+                intermediate_values={self.total_steps: value},
+                user_attrs={UNSEARCHED: method, "workdir": workdir, "overrides": overrides,
+                            **costs}))
             logging.info("search: %s (nothing to sample) ran once: validation %.4f", method,
                          value)
 
@@ -319,7 +330,7 @@ def write_search_report(study, workdir, total_flops_per_trial):
         values = t.intermediate_values
         last = max(values) if values else None
         hyper = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in t.params.items() if k not in ("method", UNSEARCHED))
+                          for k, v in t.params.items() if k != "method")
         lines.append(f"| {t.number} | {method_of(t) or ''} | {hyper} | {t.state.name} | "
                      f"{last if last is not None else ''} | "
                      f"{'' if last is None else f'{100 * values[last]:.1f}'} | "
@@ -334,7 +345,7 @@ def write_search_report(study, workdir, total_flops_per_trial):
     best = best_per_method(study)
     lines += ["", "| method | best trial | validation % | hyper-parameters |", "|---|---:|---:|---|"]
     for method, t in sorted(best.items(), key=lambda kv: -kv[1].value):
-        hyper = ", ".join(f"{k}={v}" for k, v in t.params.items() if k not in ("method", UNSEARCHED))
+        hyper = ", ".join(f"{k}={v}" for k, v in t.params.items() if k != "method")
         lines.append(f"| {method} | {t.number} | {100 * t.value:.1f} | {hyper} |")
     text = "\n".join(lines) + "\n"
     paths.write_text_atomic(epath.Path(workdir) / "search.md", text)
@@ -382,8 +393,7 @@ def main(argv):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     budgets = {"train_flops": FLAGS.budget_flops, "train_steps": FLAGS.budget_steps,
                "wall_time_s": FLAGS.budget_seconds}
-    if not exhausted(study, budgets):
-        objective.run_unsearched(study)
+    objective.run_unsearched(study, budgets)
     if objective.searched and not exhausted(study, budgets):
         study.optimize(objective, n_trials=FLAGS.trials, catch=(UserError, FloatingPointError),
                        callbacks=[budget_callback(budgets)])
@@ -405,7 +415,7 @@ def main(argv):
         sweep.run_all(FLAGS.config, planned)
         from tljax import report
 
-        baseline = "full" if "full" in best else next(iter(best), "full")
+        baseline = "full" if "full" in best else next((m for m in methods if m in best), "full")
         print(report.write_report(final, baseline, order=[m for m in methods if m in best],
                                   select=True))  # each method at its own best setting, paired by seed
 

@@ -168,7 +168,7 @@ def check(plan):
             pipeline.examples(config.data, "test", 0)
             rows.append((task.name, True, ""))
         except UserError as e:
-            rows.append((task.name, False, task.note or str(e)))
+            rows.append((task.name, False, f"{e}" + (f" ({task.note})" if task.note else "")))
     return rows
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from launch import search
 from tests.conftest import ROOT, tiny_config
+from tljax import lock
 from tljax.errors import UserError
 
 
@@ -110,6 +111,14 @@ def test_a_method_with_nothing_to_sample_runs_once_outside_the_sampler(data_dir,
                                  search.parse_space("optim.lr=loguniform(0.01,0.3)"), [], 3, 0.25)
     assert (objective.searched, objective.unsearched) == (["linear_probe"], ["probe:ridge"])
     study = search.open_study("", workdir, 0, 3, objective.rungs[0])
+    real_run_to = objective._run_to
+
+    def busy(*args):
+        raise lock.WorkdirInUse("in use by another worker")
+    objective._run_to = busy
+    objective.run_unsearched(study)  # another worker holds its workdir: left to it
+    assert not study.get_trials()
+    objective._run_to = real_run_to
     objective.run_unsearched(study)
     objective.run_unsearched(study)  # (a restarted worker: nothing to add)
     study.optimize(objective, n_trials=2)

@@ -475,7 +475,7 @@ def test_nabirds_is_prepared_from_its_manual_download(tmp_path):
     assert pipeline.class_names(data) == ["Red-tailed Hawk", "Blue Jay", "House Sparrow"]
     counts = {w: pipeline.examples(data, w, 0)[1] for w in ("train", "validation", "test")}
     assert counts == {"train": 2, "validation": 2, "test": 2}
-    data.manual_dir = ""  # prepared now: read from data.data_dir alone
+    data.manual_dir = str(tmp_path / "gone")  # prepared now: the download is not needed
     ds, _ = pipeline.examples(data, "test", 0)
     labels = sorted(int(ex["label"]) for ex in tfds.as_numpy(ds))
     test_classes = [c for i, c in truth.items() if i.startswith(("00000004", "00000005"))]

@@ -178,4 +178,6 @@ def test_report_plots_absolute_compute_when_no_full_run_finished(tmp_path):
             summary["train_flops"] = summary["mean_train_step_flops"] * 20
             json.dump(summary, open(path, "w"))
     report.write_report(root, baseline="linear_probe")
+    rows = report.summarize(report.load_runs(root), baseline="linear_probe")
+    assert report.cost_axis([r for r in rows if r["test"]["n"]]) == "train_flops"
     assert os.path.getsize(os.path.join(root, "tradeoff.png")) > 10_000

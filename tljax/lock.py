@@ -13,6 +13,10 @@ from etils import epath
 
 from tljax.errors import UserError
 
+
+class WorkdirInUse(UserError):
+    """Another live process holds the workdir (a worker may skip to other work)."""
+
 LOCK_NAME = "lock.json"
 
 
@@ -63,7 +67,7 @@ class WorkdirLock:
                 except (OSError, ValueError):
                     holder = {}
                 if not self._stale(holder):
-                    raise UserError(
+                    raise WorkdirInUse(
                         f"workdir {self.path.parent} is in use by pid {holder.get('pid')} on "
                         f"{holder.get('host')} (since {holder.get('since')}); wait for that run "
                         f"to end or use another --workdir. If that run is gone, delete "

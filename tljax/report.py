@@ -118,12 +118,12 @@ def summarize(runs, baseline="full", order=None, select=False):
     groups = {}
     for run in runs:
         label = freezing.label_of(run["config"])
-        probe = label.startswith(freezing.PROBE + ":")  # only probe.* keys act on a probe
-        extra = ", ".join(f"{k}={run['config'].get(k)}" for k in varying
-                          if k.startswith("probe.") == probe)
+        extra = ", ".join(f"{k}={run['config'].get(k)}" for k in varying)
         groups.setdefault((label, extra), []).append(run)
     rows = []
     for (schedule, extra), members in groups.items():
+        if schedule.startswith(freezing.PROBE + ":"):  # optim.* cannot act on a probe: not shown
+            extra = ", ".join(e for e in extra.split(", ") if e and not e.startswith("optim."))
         done = [r for r in members if r["status"] == "done"]
         failed = [r for r in members if r["status"] == "failed"]
         rows.append({
@@ -267,10 +267,7 @@ def plot(rows, root):
         written.append(_plot_curves(plt, curves, root))
     done = [r for r in rows if r["test"]["n"]]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.6), sharey=True)
-    # Compute relative to full fine-tuning; absolute FLOPs when no run of `full` finished.
-    known = {key: [r for r in done if _positive(r[key])]
-             for key in ("train_flops_vs_full", "flops_vs_full", "train_flops")}
-    cost = next((key for key in known if known[key]), "train_flops")
+    cost = cost_axis(done)
     for ax, key, xlabel in ((axes[0], "trainable_fraction", "trainable parameters % (log)"),
                             (axes[1], cost, {
                                 "train_flops_vs_full": "training compute vs full fine-tuning (log)",
@@ -291,11 +288,20 @@ def plot(rows, root):
     axes[0].set_ylabel("test accuracy % (val-selected step)")
     fig.suptitle("Accuracy against what trains and what it costs (mean over "
                  f"{'/'.join(map(str, seeds))} seeds; bars: 95% t-interval of the mean)")
-    axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
+    handles, labels = axes[0].get_legend_handles_labels()  # (every row is on axes[0])
+    axes[1].legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5),
+                   frameon=False)
     fig.tight_layout()
     written.append(_save_figure(fig, epath.Path(root) / "tradeoff.png"))
     plt.close(fig)
     return written
+
+
+def cost_axis(rows):
+    """The trade-off plot's compute key: relative to full fine-tuning, or absolute train
+    FLOPs when no run of `full` finished (nothing to be relative to)."""
+    keys = ("train_flops_vs_full", "flops_vs_full", "train_flops")
+    return next((key for key in keys if any(_positive(r[key]) for r in rows)), "train_flops")
 
 
 def _positive(value):

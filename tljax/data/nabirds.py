@@ -45,16 +45,30 @@ class Nabirds(tfds.core.GeneratorBasedBuilder):
                                     "nabirds.tar.gz and unpack it into data.manual_dir.")
 
     def __init__(self, *, manual_dir=None, **kwargs):
-        """manual_dir: the unpacked download, read for the class names when preparing (a
-        prepared dataset restores them from its own files)."""
-        self._root = find_root(os.fspath(manual_dir)) if manual_dir else None
+        """manual_dir: the unpacked download, read when preparing (a prepared dataset
+        restores its class names from its own files and needs no download)."""
+        self._manual_dir = os.fspath(manual_dir) if manual_dir else None
         super().__init__(**kwargs)
+
+    @property
+    def _root(self):
+        return find_root(self._manual_dir) if self._manual_dir else None
+
+    def check_manual_download(self):
+        """Raises FileNotFoundError, before anything is written, when there is none."""
+        if not self._root:
+            raise FileNotFoundError(f"it is prepared from its manual download: "
+                                    f"{self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
 
     def _info(self):
         names = None
-        if self._root:
-            classes = _table(self._root, "classes.txt")
-            names = [classes[c] for c in class_ids(self._root)]
+        try:
+            root = self._root
+        except FileNotFoundError:  # a prepared dataset needs no download
+            root = None
+        if root:
+            classes = _table(root, "classes.txt")
+            names = [classes[c] for c in class_ids(root)]
         return self.dataset_info_from_configs(
             features=tfds.features.FeaturesDict({
                 "image": tfds.features.Image(encoding_format="jpeg"),
@@ -66,18 +80,17 @@ class Nabirds(tfds.core.GeneratorBasedBuilder):
 
     def _split_generators(self, dl_manager):
         del dl_manager  # self._root: the manual download this builder was made with
-        if not self._root:
-            raise FileNotFoundError("NABirds is prepared from its manual download: set "
-                                    "data.manual_dir to the unpacked nabirds.tar.gz")
+        self.check_manual_download()
         is_train = _table(self._root, "train_test_split.txt")
         return {split: self._generate_examples(is_train, split == "train")
                 for split in ("train", "test")}
 
     def _generate_examples(self, is_train, train):
-        paths = _table(self._root, "images.txt")
-        labels = _table(self._root, "image_class_labels.txt")
-        index = {c: i for i, c in enumerate(class_ids(self._root))}
+        root = self._root
+        paths = _table(root, "images.txt")
+        labels = _table(root, "image_class_labels.txt")
+        index = {c: i for i, c in enumerate(class_ids(root))}
         for image_id, path in sorted(paths.items(), key=lambda kv: kv[1]):
             if (is_train[image_id].strip() == "1") == train:
-                yield image_id, {"image": os.path.join(self._root, "images", path),
+                yield image_id, {"image": os.path.join(root, "images", path),
                                  "label": index[labels[image_id]]}

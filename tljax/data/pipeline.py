@@ -59,11 +59,10 @@ def _local_builder(cfg, kwargs):
     """A LOCAL_BUILDERS dataset, prepared in data.data_dir on first use."""
     manual = {"manual_dir": cfg.manual_dir or None} if cfg.name in MANUAL else {}
     try:
-        builder = LOCAL_BUILDERS[cfg.name](**kwargs, **manual)  # (checks a manual_dir)
+        builder = LOCAL_BUILDERS[cfg.name](**kwargs, **manual)
         if not builder.is_prepared():
-            if manual and not cfg.manual_dir:  # before anything is written
-                raise FileNotFoundError(f"it is prepared from its manual download: "
-                                        f"{builder.MANUAL_DOWNLOAD_INSTRUCTIONS}")
+            if manual:  # before anything is written
+                builder.check_manual_download()
             _check_writable_data_dir(cfg)
             builder.download_and_prepare()
     except FileNotFoundError as e:  # a manual download missing or incomplete
