@@ -86,26 +86,15 @@ def test_search_halves_on_validation_accounts_flops_and_fails_nan_trials(data_di
     assert "| method | best trial |" in text and os.path.exists(os.path.join(workdir, "search.png"))
 
 
-def test_probe_trials_sample_only_probe_keys_and_a_steps_budget_stops_the_study(data_dir, tmp_path):
+def test_methods_sample_their_own_space_and_one_with_nothing_to_sample_runs_once(data_dir, tmp_path):
+    """probe.* keys act on probes, the others on trained methods; a method with nothing to
+    sample runs once outside the sampler; a steps budget stops the study."""
     workdir = str(tmp_path / "search")
-    space = search.parse_space("optim.lr=loguniform(0.01,0.3);probe.few_shot_l2=1,1024")
-    objective = search.Objective(lambda: tiny_config(data_dir), workdir,
-                                 ["probe:ridge", "linear_probe"], space, [], 3, 0.25)
-    study = search.open_study("", workdir, 0, 3, objective.rungs[0])
-    study.enqueue_trial({"method": "probe:ridge"})
-    study.enqueue_trial({"method": "linear_probe"})
-    study.optimize(objective, n_trials=5, callbacks=[search.budget_callback({"train_steps": 12})])
-    trials = study.get_trials()
-    # The probe samples only probe.* keys, the trained method only the others; the probe
-    # counts no train steps, the linear probe its 12: the budget is spent after two trials.
-    assert [set(t.params) for t in trials] == [{"method", "probe.few_shot_l2"},
-                                               {"method", "optim.lr"}]
-    assert search.spent(study, "train_steps") == 12 and search.spent(study, "wall_time_s") > 0
-    assert search.exhausted(study, {"train_flops": 0, "train_steps": 12}) == "train_steps"
-
-
-def test_a_method_with_nothing_to_sample_runs_once_outside_the_sampler(data_dir, tmp_path):
-    workdir = str(tmp_path / "search")
+    both = search.Objective(lambda: tiny_config(data_dir), workdir, ["probe:ridge", "linear_probe"],
+                            search.parse_space("optim.lr=loguniform(0.01,0.3);probe.few_shot_l2=1,1024"),
+                            [], 3, 0.25)
+    assert [p.key for p in both.space_of("probe:ridge")] == ["probe.few_shot_l2"]
+    assert [p.key for p in both.space_of("linear_probe")] == ["optim.lr"]
     objective = search.Objective(lambda: tiny_config(data_dir), workdir,
                                  ["probe:ridge", "linear_probe"],
                                  search.parse_space("optim.lr=loguniform(0.01,0.3)"), [], 3, 0.25)
@@ -119,11 +108,17 @@ def test_a_method_with_nothing_to_sample_runs_once_outside_the_sampler(data_dir,
     objective.run_unsearched(study)  # another worker holds its workdir: left to it
     assert not study.get_trials()
     objective._run_to = real_run_to
-    objective.run_unsearched(study)
-    objective.run_unsearched(study)  # (a restarted worker: nothing to add)
-    study.optimize(objective, n_trials=2)
+    budgets = {"train_flops": 0, "train_steps": 12}
+    objective.run_unsearched(study, budgets)
+    objective.run_unsearched(study, budgets)  # (a restarted worker: nothing to add)
+    study.optimize(objective, n_trials=5, callbacks=[search.budget_callback(budgets)])
     trials = study.get_trials()
-    assert [search.method_of(t) for t in trials] == ["probe:ridge", "linear_probe", "linear_probe"]
+    # The probe counts no train steps, the linear probe its 12: the budget is spent after
+    # one sampled trial, and the sampler never picked the probe again.
+    assert [search.method_of(t) for t in trials] == ["probe:ridge", "linear_probe"]
+    assert [set(t.params) for t in trials] == [set(), {"method", "optim.lr"}]
+    assert search.spent(study, "train_steps") == 12 and search.spent(study, "wall_time_s") > 0
+    assert search.exhausted(study, budgets) == "train_steps"
     with open(os.path.join(trials[0].user_attrs["workdir"], "summary.json")) as f:
         probe = json.load(f)
     assert trials[0].value == probe["val_accuracy"] and probe["test_accuracy"] is None
