@@ -5,7 +5,8 @@ setup(
     name="tljax",
     version="0.1.0",
     description="Transfer learning with freezing schedules for JAX/Flax vision backbones",
-    packages=find_packages(include=["tljax", "tljax.*", "launch", "configs"]),
+    packages=find_packages(include=["tljax", "tljax.*"]),
+    entry_points={"console_scripts": ["tljax = tljax.cli.commands:main"]},
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.10,<0.11",  # CPU jaxlib; GPU/TPU: the cuda12 / tpu extras below
@@ -26,7 +27,7 @@ setup(
         "clu>=0.0.12",  # metric writers (TensorBoard scalars + hparams)
         "etils[epath]",
         "huggingface_hub>=1.0",  # hf: and timm: weight names (tljax/weights/hub.py)
-        "optuna>=4.0",  # launch/search.py: TPE sampler, successive halving, shared storage
+        "optuna>=4.0",  # tljax/experiments/search.py: TPE sampler, successive halving, shared storage
     ],
     extras_require={
         # torch is pinned to the CPU wheel: an unpinned torch pulls CUDA packages.

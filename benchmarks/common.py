@@ -4,9 +4,10 @@ import jax.numpy as jnp
 from flax import traverse_util
 
 from configs import common
-from tljax import freezing, models, optim, steps
+from tljax import freezing, models
+from tljax.training import optim, steps
 from tljax.models import peft
-from tljax import state as state_lib
+from tljax.training import state as state_lib
 
 PRESETS = {
     "resnet50": ("resnet", {"depth": 50}),

@@ -36,10 +36,10 @@ def _config(**overrides):
 
 
 def _sets(config):
-    from tljax import freezing, run_init, runs
+    from tljax import freezing, recipes, run_init, runs
     from tljax.probe import features
 
-    recipe = run_init.init_recipe(config)
+    recipe = recipes.pending(config)
     if recipe is not None:  # the pretrained digits model, produced once by its recipe
         runs.run(*recipe)
     model = run_init.load_model(config, freezing.from_config(config))

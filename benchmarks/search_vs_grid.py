@@ -1,4 +1,4 @@
-"""What a budgeted search (launch.search) saved against the grid it replaces (launch.sweep).
+"""What a budgeted search (tljax search) saved against the grid it replaces (tljax sweep).
 
     python -m benchmarks.search_vs_grid --grid_dir=/tmp/vit_grid --search_dir=/tmp/vit_search
 
@@ -12,14 +12,14 @@ import os
 
 from absl import app, flags
 
-flags.DEFINE_string("grid_dir", None, "a launch.sweep directory (one seed per grid point)")
-flags.DEFINE_string("search_dir", None, "a launch.search directory")
+flags.DEFINE_string("grid_dir", None, "a tljax sweep directory (one seed per grid point)")
+flags.DEFINE_string("search_dir", None, "a tljax search directory")
 FLAGS = flags.FLAGS
 
 
 def grid_results(root):
     """{method: (best last-step validation accuracy, setting)} and the total train FLOPs."""
-    from tljax import report
+    from tljax.experiments import sweep_report as report
 
     best, flops = {}, 0.0
     for run in report.load_runs(root):
@@ -41,14 +41,14 @@ def grid_results(root):
 def search_results(root):
     import optuna
 
-    from launch import search
+    from tljax.experiments import search, search_report
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=search.STUDY,
                               storage=f"sqlite:///{os.path.abspath(os.path.join(root, 'study.db'))}")
     best = {m: (t.value, ", ".join(f"{k}={v:.3g}" for k, v in t.params.items()
                                    if k != "method") or "–")
-            for m, t in search.best_per_method(study).items()}
+            for m, t in search_report.best_per_method(study).items()}
     return best, search.spent(study), len(study.get_trials())
 
 

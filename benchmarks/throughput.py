@@ -16,7 +16,7 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks.common import build_model, build_step
-from tljax import parallel
+from tljax.training import parallel
 
 # Full fine-tuning train step at 224 px, GFLOPs per image (benchmarks/step_cost.py on CPU).
 TRAIN_GFLOPS_PER_IMAGE = {"resnet50": 23.97, "vit-b16": 106.18}

@@ -16,7 +16,7 @@ real BiT/ViT weights take.
 import os
 
 from configs import common
-from tljax.config_lib import recipe_output
+from tljax.recipes import recipe_output
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RECIPE = os.path.join(HERE, "digits.py") + ":pretrain"

@@ -2,11 +2,11 @@
 task caltech101, model vit-b16; models as configs/transfer.py).
 
     python -m tljax.main --config=configs/vtab.py:dtd,dinov2-b14 --workdir=/tmp/vtab_dtd
-    python -m launch.suite --suite=vtab1k --config=configs/vtab.py:vit-b16 ...   # all 19
+    tljax suite --suite=vtab1k --config=configs/vtab.py:vit-b16 ...   # all 19
 
 data.name="vtab:TASK" and the protocol's split names: train800 trains, val200 validates, test
 reports; the final VTAB-1k run is `--config.data.train_split=train800val200
---config.data.val_split=""` (launch.suite runs both stages).
+--config.data.val_split=""` (tljax suite runs both stages).
 
 Recipe: task_adaptation's own (scripts/run_all_tasks.sh l.42-61, adapt_and_eval.py l.73-74):
 SGD momentum 0.9, batch 64, lr 0.01, 1000 steps, 80 warmup steps, lr x0.1 at steps 300, 600

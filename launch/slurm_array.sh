@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs one line of a sweep's commands.txt per SLURM array task.
 #
-#   python -m launch.sweep --config=configs/flowers.py:bit-m-r50x1 \
+#   tljax sweep --config=configs/flowers.py:bit-m-r50x1 \
 #       --schedules=full,linear_probe,lp_ft:lp_steps=100 --seeds=3 --workdir=$SWEEP --emit=commands
 #   sbatch --array=1-$(wc -l < $SWEEP/commands.txt) launch/slurm_array.sh $SWEEP/commands.txt
 #   python -m tljax.cli.report $SWEEP        # when the array is done

@@ -77,6 +77,67 @@ def test_the_import_graph_has_no_cycles():
     assert not cycles, cycles
 
 
+# ------------------------------------------------------------------ the wings
+def _string_constants(path):
+    return {node.value for node in ast.walk(ast.parse(open(path).read()))
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+
+
+def test_only_the_workdir_module_names_a_run_directorys_files():
+    """tljax/workdir.py names them once; a file name spelled elsewhere is a second definition.
+    config.json and model.safetensors are also Hugging Face folder names: the modules that
+    read HF folders and hub repositories may spell those two."""
+    from tljax import workdir
+
+    run_files = {workdir.SUMMARY, workdir.METRICS, workdir.MODEL_RECORD, workdir.BEST,
+                 workdir.EMA, workdir.FAILED, workdir.LOCK}
+    hf_names = {workdir.CONFIG, workdir.MODEL}
+    own = {os.path.join(ROOT, "tljax", name) for name in ("workdir.py", "lock.py")}
+    spelled = []
+    for path in glob.glob(os.path.join(ROOT, "tljax", "**", "*.py"), recursive=True):
+        if path in own:
+            continue
+        names = run_files if _reads_hf_folders(path) else run_files | hf_names
+        spelled += [(os.path.relpath(path, ROOT), s) for s in _string_constants(path) & names]
+    assert not spelled, spelled
+
+
+def _reads_hf_folders(path):
+    text = open(path).read()
+    return "HF_MODEL_TYPES" in text or "huggingface" in text.lower() or "keras" in path
+
+
+def test_the_training_wing_never_imports_the_prologue_or_the_dispatcher():
+    graph, _ = _graph()
+    reaching = sorted((m, i) for m, imports in graph.items() if m.startswith("tljax.training")
+                      for i in imports if i in ("tljax.run_init", "tljax.runs", "tljax.probe.run"))
+    assert not reaching, reaching
+    assert any(m.startswith("tljax.training.") for m in graph)
+
+
+def test_the_experiments_wing_imports_no_private_name_across_modules():
+    private = []
+    for path in glob.glob(os.path.join(ROOT, "tljax", "experiments", "*.py")):
+        for node in ast.walk(ast.parse(open(path).read())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tljax"):
+                private += [(os.path.basename(path), node.module, a.name) for a in node.names
+                            if a.name.startswith("_")]
+            elif (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                  and not node.attr.startswith("__") and isinstance(node.value, ast.Name)
+                  and node.value.id in _module_aliases(path)):
+                private.append((os.path.basename(path), node.value.id, node.attr))
+    assert not private, private
+
+
+def _module_aliases(path):
+    """Names under which `path` imports other tljax modules."""
+    aliases = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("tljax"):
+            aliases.update(a.asname or a.name for a in node.names)
+    return aliases
+
+
 # ------------------------------------------------------------------ the grammar
 def _documented_specs():
     """Every freezing spec the README and docs/ show in a command: --config.freeze=...,
@@ -102,7 +163,7 @@ def test_every_documented_spec_parses():
 
 
 def test_the_sweep_splits_a_mixed_list_on_the_grammars_names():
-    from launch import sweep
+    from tljax.experiments import sweep
 
     text = ("full,lp_ft:lp_steps=9,ft_warmup=3,lora:r=8,targets=qv+bitfit,probe:ridge,"
             "adapter:dim=8,stop=200+lora:r=8,start=200,layer_decay:0.7")

@@ -11,8 +11,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image, ImageEnhance, ImageOps
 
-from tljax import models, steps, weights
-from tljax import state as state_lib
+from tljax import models, weights
+from tljax.training import steps
+from tljax.training import state as state_lib
 from tljax.data import preprocess
 from tljax.data import randaugment as ra
 from tljax.models import layers

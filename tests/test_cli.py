@@ -99,3 +99,65 @@ def test_runs_log_what_they_do_and_share_compiled_programs_through_the_cache(dat
     code, finished = _main(*args, f"--workdir={tmp_path}/b", env=env)
     assert code == 0 and "is finished already" in "\n".join(finished)
     assert not any(_COMPILED.search(line) for line in finished), finished
+
+
+# ------------------------------------------------------------------ the `tljax` command
+def _run(*command):
+    result = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    return result.returncode, result.stdout, result.stderr.strip().splitlines()
+
+
+def test_the_tljax_command_lists_its_subcommands_and_is_the_installed_script():
+    from importlib import metadata
+
+    from tljax.cli import commands
+
+    code, out, _ = _run("-m", "tljax", "--help")
+    assert code == 0
+    for name in ("train", "predict", "evaluate", "report", "catalog", "sweep", "suite", "search"):
+        assert re.search(rf"^  {name} ", out, re.M), out
+        assert name in commands.COMMANDS
+    scripts = metadata.entry_points(group="console_scripts", name="tljax")
+    assert [s.value for s in scripts] == ["tljax.cli.commands:main"]
+
+
+def test_each_subcommand_runs_its_python_m_module_as_main(monkeypatch):
+    """`tljax X args` is `python -m tljax.cli.X args`: the same module, run as __main__."""
+    import runpy
+
+    from tljax.cli import commands
+
+    ran = []
+    monkeypatch.setattr(runpy, "run_module", lambda name, run_name, alter_sys: ran.append(
+        (name, run_name, list(sys.argv[1:]))))
+    for name in commands.COMMANDS:
+        assert commands.main(["tljax", name, "--flag=1", "pos"]) == 0
+        assert ran[-1] == (f"tljax.cli.{name}", "__main__", ["--flag=1", "pos"])
+        source = open(os.path.join(ROOT, "tljax", "cli", f"{name}.py")).read()
+        assert 'if __name__ == "__main__":' in source, name
+    assert commands.main(["tljax", "nosuch"]) == 2
+
+
+@pytest.mark.parametrize("subcommand,module,args", [
+    ("train", "tljax.main", ["--config=configs/digits.py"]),
+    ("report", "tljax.cli.report", []),
+    ("sweep", "tljax.cli.sweep", ["--schedules=full,lroa", "--config=configs/digits.py",
+                                  "--workdir=/nonexistent/x"]),
+])
+def test_a_subcommand_and_its_python_m_form_answer_alike(subcommand, module, args):
+    one = _run("-m", "tljax", subcommand, *args)
+    other = _run("-m", module, *args)
+    assert one[0] == other[0] != 0
+    assert one[2][-1] == other[2][-1] and one[2][-1].startswith("error: "), (one[2][-3:], other[2][-3:])
+
+
+def test_config_files_import_their_siblings_from_any_working_directory(tmp_path):
+    """configs/ is not installed: a config file loaded by path still finds its sibling
+    modules (configs/flowers.py imports configs/transfer.py), wherever the command runs."""
+    flowers = os.path.join(ROOT, "configs", "flowers.py")
+    code = ("import sys; from tljax import config_lib; "
+            f"print(config_lib.load({flowers!r}).data.name)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=120, env=dict(os.environ, PYTHONPATH=""))
+    assert result.returncode == 0 and result.stdout.strip() == "oxford_flowers102", result.stderr[-500:]

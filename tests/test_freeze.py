@@ -10,8 +10,9 @@ import optax
 import pytest
 from flax import traverse_util
 
-from tljax import freezing, models, optim, runs, steps, train, weights
-from tljax import state as state_lib
+from tljax import freezing, models, runs, weights
+from tljax.training import loop, optim, steps
+from tljax.training import state as state_lib
 from tljax.errors import UserError
 from tljax.weights import tljax_format
 from configs import common
@@ -285,14 +286,14 @@ def test_unfrozen_group_starts_with_a_fresh_adam_and_others_keep_state():
 
 def test_each_phase_compiles_once(make_config, tmp_path, monkeypatch):
     compiled = []
-    real_init = train._PhaseRunner.__init__
+    real_init = loop._PhaseRunner.__init__
 
     def counting_init(self, *args, **kwargs):
         real_init(self, *args, **kwargs)
         lower = self._jitted.lower
         self._jitted = type("J", (), {"lower": lambda _, *a: (compiled.append(self.index), lower(*a))[1]})()
 
-    monkeypatch.setattr(train._PhaseRunner, "__init__", counting_init)
+    monkeypatch.setattr(loop._PhaseRunner, "__init__", counting_init)
     runs.run(make_config(freeze="gradual:every=3", total_steps=12), str(tmp_path))
     assert compiled == [0, 1, 2, 3]
 
@@ -351,7 +352,7 @@ EXPLICIT = ((0, (("head/.*", 1.0), (".*", None))), (3, ((".*", 0.5),)))
 def test_explicit_phases_run_from_a_config_and_read_well_in_the_summary(make_config, tmp_path):
     summary = runs.run(make_config(freeze_phases=EXPLICIT, total_steps=4), str(tmp_path))
     assert summary["freeze"] == "0: head/.*=1, .*=frozen | 3: .*=0.5"
-    from tljax import report
+    from tljax.experiments import sweep_report as report
     assert report.summarize(report.load_runs(str(tmp_path)))[0]["schedule"] == summary["freeze"]
 
 

@@ -9,8 +9,9 @@ import pytest
 from flax import traverse_util
 from sklearn.datasets import load_digits
 
-from tljax import models, steps
-from tljax import state as state_lib
+from tljax import models
+from tljax.training import steps
+from tljax.training import state as state_lib
 from tljax.errors import UserError
 from tljax.models import attention
 

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
-from tljax import evaluation, freezing, inference, models, optim, runs, steps, weights
-from tljax import state as state_lib
+from tljax import evaluation, freezing, inference, models, runs, weights
+from tljax.training import optim, steps
+from tljax.training import state as state_lib
 from tljax.errors import UserError
 from tljax.models import peft
 from tljax.weights import tljax_format

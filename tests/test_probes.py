@@ -7,8 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from launch import sweep
-from tljax import models, report, runs
+from tljax.experiments import sweep
+from tljax import models, runs
+from tljax.experiments import sweep_report as report
 from tljax.probe import classifiers, features
 from tljax.errors import UserError
 
@@ -125,10 +126,10 @@ def test_probe_run_caches_resumes_refuses_stale_cache_and_joins_the_report(make_
         k: v for k, v in first.items() if k != "wall_time_s"}
     with pytest.raises(UserError, match="different config"):  # the workdir's own check, first
         runs.run(config("ridge", **{"data.few_shot_val_k": 3}), workdir)
-    from tljax import paths
+    from tljax import workdir as workdir_lib
 
     with pytest.raises(UserError, match="features extracted with another model or data config"):
-        features.Cache(paths.resolve(workdir), '{"model.init": "other"}')
+        features.Cache(workdir_lib.Workdir(workdir).file(workdir_lib.FEATURES), '{"model.init": "other"}')
     with pytest.raises(UserError, match="2 of 3 test feature vectors hold NaN"):
         classifiers.check_finite("test", classifiers.Features(np.array([[np.nan], [1.0], [np.inf]]),
                                                     np.zeros(3, int)))

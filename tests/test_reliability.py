@@ -10,7 +10,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from tests.helpers import records
-from tljax import freezing, paths, run_init, runs, weights
+from tljax import freezing, paths, recipes, run_init, runs, weights
 from tljax.errors import UserError
 from tljax.lock import LOCK_NAME
 
@@ -30,6 +30,12 @@ BAD_CONFIGS = [
     ({"data.image_size": 0}, "config.data.image_size must be a whole number >= 1"),
     ({"data.batch_size": 100_000}, "data.batch_size=100000 is larger than the 25 train examples"),
     ({"optim.lr": -0.1}, "config.optim.lr must be a finite number >= 0"),
+    # Checks declared in the config table (tljax/defaults.py), once at the use:
+    ({"model.dtype": "float64"}, "config.model.dtype must be one of 'float32', 'bfloat16'"),
+    ({"model.dropout": 1.0}, "config.model.dropout must be in [0, 1), not 1.0"),
+    ({"probe.method": "svm"}, "config.probe.method must be one of '', 'ridge', 'logreg', 'knn'"),
+    ({"probe.method": "knn", "data.val_split": ""}, "a probe chooses its hyperparameter on "
+                                                     "validation: set data.val_split"),
     ({"model.num_classes": 3}, "model.num_classes=3 but tljax_digits has 5 classes"),
     ({"accum_steps": 2, "model.name": "resnet",
       "model.arch": {"depth": 18, "base_width": 4, "stem": "small"}},
@@ -118,7 +124,7 @@ def test_rerunning_a_finished_run_changes_nothing_and_builds_nothing(make_config
 
     with monkeypatch.context() as patch:  # It reads summary.json back: no model, no data.
         patch.setattr(run_init, "start", refuse)
-        patch.setattr(run_init, "init_recipe", refuse)
+        patch.setattr(recipes, "pending", refuse)
         second = runs.run(config, str(tmp_path))
     assert second == first
     assert (tmp_path / "metrics.jsonl").read_text() == metrics_text

@@ -38,14 +38,15 @@ _KILL_SCRIPT = """
 import os, signal, sys
 sys.path.insert(0, {root!r})
 from tests.conftest import tiny_config
-from tljax import runs, train
-real_call, calls = train._PhaseRunner.__call__, [0]
+from tljax import runs
+from tljax.training import loop
+real_call, calls = loop._PhaseRunner.__call__, [0]
 def call(self, state, batch):
     if calls[0] == {kill_at}:  # Dies as step {kill_at} would start.
         os.kill(os.getpid(), signal.SIGKILL)
     calls[0] += 1
     return real_call(self, state, batch)
-train._PhaseRunner.__call__ = call
+loop._PhaseRunner.__call__ = call
 runs.run(tiny_config({data_dir!r}, "scratch", **{overrides!r}), {workdir!r})
 """
 

@@ -6,8 +6,9 @@ import pytest
 from flax import traverse_util
 
 from configs import common
-from tljax import freezing, models, optim, runs, steps, weights
-from tljax import state as state_lib
+from tljax import freezing, models, runs, weights
+from tljax.training import optim, steps
+from tljax.training import state as state_lib
 
 
 def test_gradient_accumulation_gives_the_large_batch_update():
@@ -47,7 +48,8 @@ if {num_processes} > 1:
                                process_id={process_id})
 assert jax.device_count() == 4, jax.devices()
 from tests.conftest import tiny_config
-from tljax import parallel, runs
+from tljax import runs
+from tljax.training import parallel
 parallel.Jit.FSDP_MIN_SIZE = 1  # shard even the tiny model's tensors over both processes
 for freeze, extra in SCHEDULES:
     runs.run(tiny_config({data_dir!r}, "", freeze=freeze, total_steps=6, export_weights=True,

@@ -1,4 +1,4 @@
-"""launch/search.py: successive halving on validation at rungs, FLOPs accounting, failed
+"""tljax/experiments/search.py: successive halving on validation at rungs, FLOPs accounting, failed
 trials, bad spaces, and two workers on one study."""
 import json
 import os
@@ -9,7 +9,7 @@ import numpy as np
 import optuna
 import pytest
 
-from launch import search
+from tljax.experiments import search, search_report
 from tests.conftest import ROOT, tiny_config
 from tljax import lock
 from tljax.errors import UserError
@@ -75,14 +75,14 @@ def test_search_halves_on_validation_accounts_flops_and_fails_nan_trials(data_di
     assert search.spent(study) == pytest.approx(by_hand, rel=1e-9)
     assert search.spent(study, "train_steps") == sum(max(t.intermediate_values) for t in trials)
     # The choice is the validation accuracy at the last rung; test never enters it.
-    best = search.best_per_method(study)
+    best = search_report.best_per_method(study)
     assert best and all(t.number != 0 for t in best.values())
     for method, trial in best.items():
         with open(os.path.join(trial.user_attrs["workdir"], "summary.json")) as f:
             summary = json.load(f)
         assert trial.value == dict(map(tuple, summary["val_history"]))[12]
         assert summary["test_accuracy"] is None  # trials run without a test split
-    text = search.write_search_report(study, workdir, lambda t: 1.0)
+    text = search_report.write(study, workdir, lambda t: 1.0)
     assert "| method | best trial |" in text and os.path.exists(os.path.join(workdir, "search.png"))
 
 
@@ -122,7 +122,7 @@ def test_methods_sample_their_own_space_and_one_with_nothing_to_sample_runs_once
     with open(os.path.join(trials[0].user_attrs["workdir"], "summary.json")) as f:
         probe = json.load(f)
     assert trials[0].value == probe["val_accuracy"] and probe["test_accuracy"] is None
-    assert search.best_per_method(study)["probe:ridge"].number == 0
+    assert search_report.best_per_method(study)["probe:ridge"].number == 0
 
 
 @pytest.mark.slow
@@ -136,7 +136,7 @@ def test_two_workers_share_one_study_and_run_each_trial_once(data_dir, tmp_path)
              "--set=data.batch_size=8", "--set=total_steps=6", "--set=optim.warmup_steps=1",
              "--set=model.init_recipe=", "--set=model.init=", "--set=data.few_shot_k=5",
              "--set=data.few_shot_val_k=5", "--set=export_weights=False"]
-    command = [sys.executable, "-m", "launch.search", "--config=configs/digits.py",
+    command = [sys.executable, "-m", "tljax.cli.search", "--config=configs/digits.py",
                f"--workdir={workdir}", "--methods=full,linear_probe", "--trials=2", "--seeds=0",
                "--space=optim.lr=0.01,0.05", "--min_fraction=0.34", *fixed]
     workers = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
@@ -160,7 +160,7 @@ def _search_command(data_dir, workdir, *extra):
              "--set=data.batch_size=8", "--set=optim.warmup_steps=1",
              "--set=model.init_recipe=", "--set=model.init=", "--set=data.few_shot_k=5",
              "--set=data.few_shot_val_k=5"]
-    return [sys.executable, "-m", "launch.search", "--config=configs/digits.py",
+    return [sys.executable, "-m", "tljax.cli.search", "--config=configs/digits.py",
             f"--workdir={workdir}", "--seeds=0", *fixed, *extra]
 
 

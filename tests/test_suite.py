@@ -1,4 +1,4 @@
-"""Benchmark suites (tljax/data/suites.py, launch/suite.py, tljax/suite_report.py) on mock
+"""Benchmark suites (tljax/experiments/suites.py, tljax/experiments/suite.py, tljax/experiments/suite_report.py) on mock
 TFDS data: every VTAB-1k task's pipeline (split sizes, classes, label functions), a small
 suite end to end (select on validation only, resume after a kill, the report's means)."""
 import json
@@ -11,10 +11,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import common
-from launch import suite as suite_cli
-from launch import sweep
-from tljax import config_lib, suite_report
-from tljax.data import pipeline, suites, vtab
+from tljax.experiments import suite as suite_cli
+from tljax.experiments import sweep
+from tljax import config_lib
+from tljax.experiments import suite_report
+from tljax.data import pipeline, vtab
+from tljax.experiments import suites
 from tljax.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from launch import sweep
-from tljax import report
+from tljax.experiments import sweep
+from tljax.experiments import sweep_report as report
 from tljax.errors import UserError
 
 

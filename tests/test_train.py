@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from tests.helpers import exported_params, records
-from tljax import runs, train
+from tljax import runs
+from tljax.training import loop
 from tljax.data import pipeline
 from tljax.errors import UserError
 from tljax.weights import tljax_format
@@ -26,7 +27,7 @@ def _interrupt_after(monkeypatch, batches):
                 raise _Interrupt()
             yield batch
 
-    monkeypatch.setattr(train.data, "train_batches", limited)
+    monkeypatch.setattr(loop.data, "train_batches", limited)
 
 
 def test_resume_after_an_exception_ends_bit_identical_to_uninterrupted_run(
@@ -201,11 +202,11 @@ def test_steps_between_log_steps_never_wait_for_the_device(make_config, tmp_path
         logged.append(done)
         return check_and_log(run_, pending, state, done, *rest)
 
-    check_and_log = train._check_and_log
+    check_and_log = loop._check_and_log
     for name in ("_validate", "_test", "_save", "_next_phase"):
         monkeypatch.setattr(train, name, switched(getattr(train, name), False))
     monkeypatch.setattr(train, "_check_and_log", switched(counted, False))
-    monkeypatch.setattr(train, "_train", switched(train._train, True))
+    monkeypatch.setattr(train, "_train", switched(loop._train, True))
     config = make_config(total_steps=12, log_every=4, checkpoint_every=6,
                          freeze="lp_ft:lp_steps=5")
     runs.run(config, str(tmp_path / "run"))

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tljax.data import suites, vtab
+from tljax.data import vtab
+from tljax.experiments import suites
 
 
 def test_nineteen_tasks_in_three_groups_with_1k_examples_each():

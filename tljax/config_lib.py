@@ -1,12 +1,13 @@
 """Loading config files outside absl flags (init recipes, sweeps) and config checks."""
+import difflib
 import importlib.util
 import json
-import math
 import os
+import sys
 
 import ml_collections as mlc
 
-from tljax import literals, paths
+from tljax import config_keys, defaults, literals
 from tljax.errors import UserError
 
 # Keys that change neither what a run computes nor what it reports: where files are read
@@ -24,6 +25,7 @@ def load(spec):
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
         raise UserError(f"config file {path!r} does not exist")
+    make_siblings_importable(path)
     module_spec = importlib.util.spec_from_file_location(f"_tljax_config_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(module_spec)
     module_spec.loader.exec_module(module)
@@ -32,11 +34,26 @@ def load(spec):
     return config
 
 
+def make_siblings_importable(path):
+    """Lets a config file inside a package folder (configs/, with its __init__.py) import
+    its siblings as that package (`from configs import transfer`), from any working
+    directory, as Python would import it as part of its package. Config files are loaded
+    by path; the folder is not installed."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.exists(os.path.join(folder, "__init__.py")):
+        root = os.path.dirname(folder)
+        if root not in sys.path:
+            sys.path.append(root)
+
+
 def apply_override(config, assignment):
     """Sets "a.b=value" on a locked ConfigDict; the value is a Python literal or a plain string."""
     key, text = literals.assignment(assignment)
     value = literals.value(text)
     *parents, leaf = key.split(".")
+    parent = config_keys.lookup(config, ".".join(parents), missing=None) if parents else config
+    if parent is None or (isinstance(parent, mlc.ConfigDict) and leaf not in parent):
+        raise UserError(unknown_key_message(config, key))
     node = config
     try:
         for parent in parents:
@@ -49,6 +66,21 @@ def apply_override(config, assignment):
         node[leaf] = value
     except (KeyError, AttributeError, TypeError) as e:
         raise UserError(f"cannot set config key {key!r} to {text!r}: {e}") from None
+
+
+def unknown_key_message(config, key):
+    """One line for a key neither `config` nor the table (tljax/defaults.py KEYS) has, with
+    the closest known key: by whole name, or by last part ("lr" -> "optim.lr")."""
+    names = sorted({k.name for k in defaults.KEYS} | set(flatten(config.to_dict())))
+
+    def score(name):
+        return max(difflib.SequenceMatcher(None, key, name).ratio(),
+                   difflib.SequenceMatcher(None, key.rsplit(".", 1)[-1],
+                                           name.rsplit(".", 1)[-1]).ratio())
+
+    best = max(names, key=score, default=None)
+    hint = f"; did you mean {best!r}?" if best is not None and score(best) >= 0.75 else ""
+    return f"unknown config key {key!r}{hint} (every key is declared in tljax/defaults.py)"
 
 
 def copy(config):
@@ -82,65 +114,10 @@ def check_same_run(saved, current):
                         f"use a new --workdir, or the same config to resume")
 
 
-def _check(condition, message):
-    if not condition:
-        raise UserError(message)
-
-
 def validate(config):
-    """Types and ranges of the keys every run uses: one clear line per problem, raised before
-    anything is written into the workdir."""
-    for key in ("total_steps", "log_every", "checkpoint_every", "keep_checkpoints",
-                "accum_steps"):
-        _check(isinstance(config[key], int) and config[key] >= 1,
-               f"config.{key} must be a whole number >= 1, not {config[key]!r}")
-    _check(isinstance(config.eval_every, int) and config.eval_every >= 0,
-           f"config.eval_every must be a whole number >= 0 (0: only at the end), "
-           f"not {config.eval_every!r}")
-    for key in ("batch_size", "eval_batch_size", "image_size"):
-        _check(isinstance(config.data[key], int) and config.data[key] >= 1,
-               f"config.data.{key} must be a whole number >= 1, not {config.data[key]!r}")
-    _check(isinstance(config.freeze, str),
-           f"config.freeze must be a strategy string (explicit phases go in config.freeze_phases), "
-           f"not {config.freeze!r}")
-    _check(isinstance(config.model.peft, str),
-           f"config.model.peft must be a string of parameter-efficient methods such as "
-           f"'lora:r=8', not {config.model.peft!r}")
-    phases = config.freeze_phases
-    _check(isinstance(phases, (list, tuple)) and all(
-        isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], int)
-        and isinstance(p[1], (list, tuple)) and all(isinstance(r, (list, tuple)) and len(r) == 2
-                                                    for r in p[1]) for p in phases),
-           f"config.freeze_phases must be ((start_step, ((regex, lr_mult or None), ...)), ...), "
-           f"not {phases!r}")
-    lr = config.optim.lr
-    _check(isinstance(lr, (int, float)) and math.isfinite(lr) and lr >= 0,
-           f"config.optim.lr must be a finite number >= 0, not {lr!r}")
-    l2sp = tuple(config.optim.l2sp)
-    _check(l2sp == () or (len(l2sp) == 2 and all(isinstance(v, (int, float)) and v >= 0
-                                                for v in l2sp)),
-           f"config.optim.l2sp must be () or (alpha, beta) with both >= 0, not {l2sp!r}")
-    _check(config.model.num_classes == -1 or config.model.num_classes >= 1,
-           f"config.model.num_classes must be -1 (from the data) or >= 1, "
-           f"not {config.model.num_classes!r}")
-    for key in ("mixup_alpha", "cutmix_alpha"):
-        _check(config.data[key] >= 0, f"config.data.{key} must be >= 0 (0 = off), not {config.data[key]!r}")
-    for key in ("mix_prob", "mix_switch_prob"):
-        _check(0 <= config.data[key] <= 1, f"config.data.{key} must be in [0, 1], not {config.data[key]!r}")
-    _check(0 <= config.label_smoothing < 1,
-           f"config.label_smoothing must be in [0, 1), not {config.label_smoothing!r}")
-    _check(0 <= config.ema.decay < 1, f"config.ema.decay must be in [0, 1) (0 = off), not {config.ema.decay!r}")
-    _check(0 <= config.stop_at_step <= config.total_steps,
-           f"config.stop_at_step={config.stop_at_step} must be in 0..total_steps="
-           f"{config.total_steps} (0: train to the end)")
-
-
-def recipe_output(spec):
-    """Where the init recipe "path/to/config.py:arg" writes its weights.
-
-    A recipe only ever runs to produce this file, so a mistyped model.init can never
-    start a recipe that writes into an unrelated directory.
-    """
-    path, _, arg = spec.partition(":")
-    name = os.path.splitext(os.path.basename(path))[0] + (f"_{arg}" if arg else "")
-    return os.path.join(paths.cache_root(), "recipes", name, "model.safetensors")
+    """Every key's check in the table (tljax/defaults.py KEYS), then its CROSS_CHECKS: one
+    clear line for the first problem, raised before anything is written into the workdir.
+    Checks that need the data, the model or the devices come where those are known."""
+    problems = config_keys.problems(config, defaults.KEYS, defaults.CROSS_CHECKS)
+    if problems:
+        raise UserError(problems[0])

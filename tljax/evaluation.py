@@ -1,18 +1,17 @@
 """Evaluation of a trained model on a labelled set: the data config that names the set,
 class-name matching, the counts, and the confusion-matrix plot (tljax.cli.evaluate's library)."""
-import io
 import os
 
 import numpy as np
 
-from tljax import defaults, paths
+from tljax import defaults, paths, workdir
 from tljax.data.sets import SETS
 from tljax.errors import UserError
 
 
 
 def is_run(model):
-    return os.path.isdir(model) and os.path.exists(os.path.join(model, "summary.json"))
+    return os.path.isdir(model) and os.path.exists(os.path.join(model, workdir.SUMMARY))
 
 
 def data_config(model, data_name, split):
@@ -30,7 +29,7 @@ def data_config(model, data_name, split):
     if not is_run(model):
         raise UserError(f"--model={model} is not a finished tljax run: pass --data (a TFDS name "
                         f"or folder:/path) to say what to evaluate on")
-    saved = paths.read_json(os.path.join(model, "config.json"))
+    saved = paths.read_json(os.path.join(model, workdir.CONFIG))
     with cfg.unlocked():
         for key, value in saved["data"].items():
             cfg[key] = tuple(value) if isinstance(value, list) else value
@@ -76,10 +75,9 @@ def evaluate(predictor, cfg, which, seed, batch_size):
 
 def plot_confusion(result, title, path):
     """Row-normalised confusion matrix (colour) with counts written in, for up to 30 classes."""
-    import matplotlib
+    from tljax.experiments import tables
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = tables.pyplot()
 
     counts = np.array(result["confusion"])
     shown = [i for i in range(len(counts)) if counts[i].sum() or counts[:, i].sum()]
@@ -100,7 +98,4 @@ def plot_confusion(result, title, path):
     ax.set(xlabel="predicted class", ylabel="true class",
            title=f"{title}\naccuracy {100 * result['accuracy']:.1f}% of {result['count']} images")
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    paths.write_bytes_atomic(path, buffer.getvalue())
+    tables.save_figure(fig, path, dpi=110)

@@ -7,11 +7,12 @@ from absl import logging
 from etils import epath
 
 from tljax import paths
+from tljax import workdir as workdir_lib
 
 
 def read_records(workdir):
     """The records of workdir/metrics.jsonl ([] when there is none)."""
-    path = epath.Path(workdir) / "metrics.jsonl"
+    path = epath.Path(workdir) / workdir_lib.METRICS
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -33,9 +34,9 @@ class MetricWriter:
             return
         from clu import metric_writers  # Heavy import (TF), and only process 0 needs it.
 
-        self._path = epath.Path(workdir) / "metrics.jsonl"
+        self._path = epath.Path(workdir) / workdir_lib.METRICS
         self._lines = [json.dumps(r) for r in read_records(workdir) if r["step"] <= resume_step]
-        self._tb = metric_writers.SummaryWriter(str(epath.Path(workdir) / "tensorboard"))
+        self._tb = metric_writers.SummaryWriter(str(epath.Path(workdir) / workdir_lib.TENSORBOARD))
         if hparams:
             self._tb.write_hparams({k: v if isinstance(v, (bool, int, float, str)) else str(v)
                                     for k, v in hparams.items()})

@@ -6,8 +6,6 @@ import os
 from etils import epath
 
 
-MODEL_RECORD = "model.json"  # what a run built, written at its start (export.write_record)
-
 
 def resolve(path):
     """`path` as an epath.Path: URLs stay as they are, local paths become absolute (orbax

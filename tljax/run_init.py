@@ -1,16 +1,14 @@
-"""What a run starts from: the config after BiT-HyperRule, the init recipe to run when its
-weights are missing, the model with pretrained weights merged in and PEFT modules added,
-the data config with the normalisation those weights expect, and the claimed workdir."""
+"""What a run starts from (the prologue): the config after BiT-HyperRule, the model with
+pretrained weights merged in and PEFT modules added, and the data config with the
+normalisation those weights expect. It writes nothing; runs.py claims the workdir."""
 import dataclasses
-import os
 
-import jax
 from absl import logging
 
-from tljax import config_lib, data, distributed, hyperrule, lock, models, paths, weights
+from tljax import config_lib, data, hyperrule, models, weights
 from tljax.data import preprocess
 from tljax.errors import UserError
-from tljax.models import peft
+from tljax.models import names, peft
 from tljax.weights import merge as merge_lib
 
 
@@ -25,25 +23,6 @@ def with_hyperrule(config):
     logging.info("BiT-HyperRule for %d train examples, image area %s: %d steps, lr %g, %s",
                  count, area, config.total_steps, config.optim.lr, config.data.pp_train)
     return config
-
-
-def init_recipe(config):
-    """(recipe config, output directory) when model.init is the missing output file of the
-    init recipe model.init_recipe, else None. A recipe only ever writes its own output, so a
-    mistyped model.init never starts a recipe that writes somewhere else."""
-    init, recipe = config.model.init, config.model.init_recipe
-    if not init or os.path.exists(init) or not recipe or ":" in init.split("/")[0]:
-        return None  # (a name such as hf:ORG/NAME or catalog:NAME is no recipe's output)
-    output = config_lib.recipe_output(recipe)
-    if os.path.abspath(os.path.expanduser(init)) != output:
-        raise UserError(f"model.init {init} does not exist; the init recipe {recipe} would "
-                        f"write {output}. Fix model.init, or set model.init_recipe=''")
-    logging.info("model.init %s does not exist: producing it with %s", init, recipe)
-    recipe_config = config_lib.load(recipe)
-    with recipe_config.unlocked():
-        recipe_config.data.data_dir = config.data.data_dir
-        recipe_config.export_weights = True
-    return recipe_config, os.path.dirname(output)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,30 +49,22 @@ def load_model(config, spec):
     return Model(with_regularisation(module, config.model), variables, normalization, num_classes)
 
 
-REGULARISATION = ("dropout", "attention_dropout", "drop_path")  # model.* keys, module fields
 
 
 def with_regularisation(module, model_cfg):
     """`module` with the train-time regularisers of model.dropout / attention_dropout /
-    drop_path (each off at eval); one a family lacks is refused when set."""
-    rates = {k: float(model_cfg[k]) for k in REGULARISATION if model_cfg[k]}
+    drop_path (each off at eval); one a family lacks is refused when set. Their range is
+    the config table's check (tljax/defaults.py), run by config_lib.validate."""
+    rates = {k: float(model_cfg[k]) for k in names.REGULARISATION if model_cfg[k]}
     for key, rate in rates.items():
         if key not in module.__dataclass_fields__:
             raise UserError(f"model.{key}={rate:g}: {type(module).__name__} has no {key}; "
                             f"set it to 0")
-        if not 0 <= rate < 1:
-            raise UserError(f"model.{key}={rate:g} must be in [0, 1)")
     return module.clone(**rates) if rates else module
 
 
-FLOAT_DTYPES = ("float32", "bfloat16", "float16")
-
-
 def _numerics(module, config):
-    for key, allowed in (("dtype", FLOAT_DTYPES), ("forward_param_dtype", ("",) + FLOAT_DTYPES)):
-        if config.model[key] not in allowed:
-            raise UserError(f"model.{key}={config.model[key]!r} is not one of "
-                            f"{', '.join(repr(d) for d in allowed)}")
+    """model.dtype and model.attention applied (their values checked by config_lib.validate)."""
     return models.with_numerics(module, config.model.dtype, config.model.attention)
 
 
@@ -144,14 +115,13 @@ class Start:
     spec: object      # freezing.Spec, parsed once
     model: Model
     data_cfg: object  # config.data with {size} and init_norm filled in
-    workdir: object   # epath.Path
 
 
-def start(config, spec, workdir):
+def start(config, spec):
     """The prologue every run shares: the model with its weights and PEFT modules, and the
     data config its weights expect. Nothing is written yet."""
     model = load_model(config, spec)
-    return Start(spec, model, data_config(config, model.normalization), paths.resolve(workdir))
+    return Start(spec, model, data_config(config, model.normalization))
 
 
 def data_config(config, normalization):
@@ -165,32 +135,3 @@ def data_config(config, normalization):
             data_cfg[key] = preprocess.with_init_norm(spec, normalization)
             preprocess.check_output_size(data_cfg[key], data_cfg.image_size, key)
     return data_cfg
-
-
-def claim_workdir(workdir, config):
-    """Checks the workdir, locks it (process 0) and writes config.json; returns the lock.
-
-    Every check comes before the first write, so a refused start leaves the workdir as
-    it was; every process reads config.json before process 0 rewrites it (atomically),
-    and a refusal fails on every process.
-    """
-    path = workdir / "config.json"
-    if workdir.exists() and not workdir.is_dir():
-        raise UserError(f"--workdir {workdir} is a file, not a directory; use another --workdir")
-    if path.exists():
-        config_lib.check_same_run(paths.read_json(path), config_lib.to_dict(config))
-    workdir_lock, error = lock.WorkdirLock(workdir), None
-    if jax.process_index() == 0:
-        try:
-            workdir.mkdir(parents=True, exist_ok=True)
-            workdir_lock.acquire()
-        except PermissionError:
-            error = UserError(f"cannot create workdir {workdir} (permission denied); use a "
-                              f"writable --workdir")
-        except UserError as e:
-            error = e
-    if distributed.process_zero_failed(error is not None):
-        raise error or UserError(f"process 0 could not claim workdir {workdir}; see its log")
-    if jax.process_index() == 0:
-        paths.write_text_atomic(path, config.to_json_best_effort(indent=2))
-    return workdir_lock

@@ -1,6 +1,7 @@
-"""The one entry to a run: checks the config, parses its freezing spec once, produces missing
-init weights with their recipe (itself a run), then starts a training run or a probe run on
-the shared prologue (run_init.start). Neither kind of run imports the other.
+"""The one entry to a run (the dispatcher): checks the config, parses its freezing spec once,
+returns a finished run's summary at once, produces missing init weights with their recipe
+(itself a run), builds the shared prologue (run_init.start), claims the workdir once and
+hands it to a training run or a probe run. Neither kind of run imports the other.
 
     tljax.runs.run(config, workdir) -> summary dict (also workdir/summary.json)
 """
@@ -8,14 +9,16 @@ import os
 
 from absl import logging
 
-from tljax import compilation, config_lib, freezing, paths
+from tljax import compilation, config_lib, freezing, recipes
 from tljax.errors import UserError
+from tljax.workdir import Workdir
 
 
 def run(config, workdir):
     """Runs `config` in `workdir` (resuming what is there) and returns its summary."""
     config_lib.validate(config)
     spec = freezing.from_config(config)
+    workdir = Workdir(workdir)
     finished = finished_summary(config, workdir)
     if finished is not None:
         logging.info("the run in %s is finished already: its summary.json", workdir)
@@ -28,41 +31,33 @@ def run(config, workdir):
 
 
 def finished_summary(config, workdir):
-    """The summary of the finished run of `config` in `workdir`, or None: re-running a
-    finished run reads it back and builds no data, model or optimizer. A different config
-    in the workdir is refused as on resume; a run that should now export weights it did
-    not write, or a BiT-HyperRule run (whose config.json records the rule's choices),
-    goes through the full path."""
-    workdir = paths.resolve(workdir)
-    summary_path, config_path = workdir / "summary.json", workdir / "config.json"
-    if config.hyperrule or not (summary_path.exists() and config_path.exists()):
+    """The summary of the finished run of `config` in `workdir` (a Workdir), or None:
+    re-running a finished run reads it back and builds no data, model or optimizer. A
+    BiT-HyperRule run (whose config.json records the rule's choices) goes the full path."""
+    if config.hyperrule:
         return None
-    summary = paths.read_json(summary_path)
-    if summary.get("status") != "done":
-        return None
-    config_lib.check_same_run(paths.read_json(config_path), config_lib.to_dict(config))
-    if (config.export_weights and not config.probe.method
-            and not (workdir / "model.safetensors").exists()):
-        return None
-    return summary
+    return workdir.finished_summary(config, exports=config.export_weights and not config.probe.method)
 
 
 def _run(config, spec, workdir):
     # Imported here: a finished run's re-run (above) needs neither TensorFlow nor a model.
-    from tljax import run_init, train
+    from tljax import run_init
     from tljax.probe import run as probe_run
+    from tljax.training import loop
 
-    if config.probe.method:
-        probe_run.check(config)
-    recipe = run_init.init_recipe(config)
+    recipe = recipes.pending(config)
     if recipe is not None:
         run(*recipe)
         if not os.path.exists(config.model.init):
             raise UserError(f"init recipe {config.model.init_recipe} did not write "
-                                       f"{config.model.init}")
+                            f"{config.model.init}")
     if config.probe.method:
-        return probe_run.run(config, run_init.start(config, spec, workdir))
-    if config.hyperrule:
-        config = run_init.with_hyperrule(config)
-    train.check_batch_sizes(config)
-    return train.run(config, run_init.start(config, spec, workdir))
+        kind = probe_run
+    else:
+        kind = loop
+        if config.hyperrule:
+            config = run_init.with_hyperrule(config)
+        loop.check_batch_sizes(config)
+    prepared = kind.prepare(config, run_init.start(config, spec))
+    with workdir.claimed(config):  # after every check: a refused start writes nothing
+        return kind.run(prepared, workdir)

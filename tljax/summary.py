@@ -19,7 +19,7 @@ FIELDS = (
     #                           None when data.test_split is empty (test never read)
     "selected_step", "val_accuracy",  # the best validation accuracy and its step
     "final_val_accuracy",     # validation accuracy at the last step (what a fixed-length run
-    #                           is chosen by: the VTAB protocol, launch.suite)
+    #                           is chosen by: the VTAB protocol, tljax suite)
     "final_accuracy", "val_history",
     "trainable_fraction",     # step-weighted over phases
     "phases",                 # what trained: [(start, [(regex, lr_mult or None)])] (training runs)

@@ -1,2 +1,2 @@
-"""Command-line entry points: train (`python -m tljax.main`), predict, evaluate, report. Each
-parses its flags and calls the library; every one reports a UserError as one line (common.py)."""
+"""Command-line entry points only: one module per `tljax` subcommand (commands.py dispatches);
+each parses its flags and calls the library, and reports a UserError as one line (common.py)."""

@@ -1,9 +1,10 @@
 """Sweep results: python -m tljax.cli.report SWEEP_DIR [--baseline=SCHEDULE]
 [--order=SCHEDULE,...] [--select=validation] writes results.md, results.csv and plots
-(tljax/report.py)."""
+(tljax/experiments/sweep_report.py)."""
 import sys
 
-from tljax import freezing, report
+from tljax import freezing
+from tljax.experiments import sweep_report
 from tljax.cli.common import one_line_errors
 from tljax.errors import UserError
 
@@ -20,7 +21,7 @@ def main(argv=None):
     order = None
     if options.get("order"):
         order = freezing.split_list(options["order"])
-    print(report.write_report(positional[0], options.get("baseline", "full"), order,
+    print(sweep_report.write_report(positional[0], options.get("baseline", "full"), order,
                               select="select" in options))
 
 

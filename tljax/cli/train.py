@@ -4,6 +4,7 @@ from tljax import logs  # noqa: F401  (first: sets TF's log level before TF load
 from absl import flags
 from ml_collections import config_flags
 
+from tljax import config_lib
 from tljax.cli.common import fail, run_main
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file, optionally path:arg.",
@@ -54,6 +55,9 @@ def _result_line(summary):
 
 def _parse_flags(argv):
     """absl flag parsing, with config override mistakes turned into one-line errors."""
+    for arg in argv[1:]:
+        if arg.startswith("--config="):
+            config_lib.make_siblings_importable(arg[len("--config="):].partition(":")[0])
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:

@@ -1,6 +1,6 @@
 """NABirds (Van Horn et al., CVPR 2015) as a TFDS dataset prepared from its manual download:
 TFDS has no builder for it (the download needs a registration at dl.allaboutbirds.org), and
-it is one of the five FGVC datasets (tljax/data/fgvc.py).
+it is one of the five FGVC datasets (tljax/experiments/fgvc.py).
 
 The download unpacks to a folder holding images/ and the CUB-style lists: images.txt
 (<image id> <path under images/>), image_class_labels.txt (<image id> <class id>),

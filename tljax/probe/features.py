@@ -109,8 +109,8 @@ def fingerprint(config, data_cfg):
 class Cache:
     """WORKDIR/features: one .npz per set, meta.json naming what they were extracted with."""
 
-    def __init__(self, workdir, fingerprint):
-        self.directory = workdir / "features"
+    def __init__(self, directory, fingerprint):
+        self.directory = directory
         meta = self.directory / "meta.json"
         if meta.exists() and meta.read_text() != fingerprint:
             raise UserError(f"{self.directory} holds features extracted with another model or "

@@ -3,29 +3,19 @@ its cached features (config.probe.method: ridge, logreg or knn), chosen on valid
 
     python -m tljax.main --config=configs/digits.py --workdir=/tmp/probe --config.probe.method=logreg
 """
+import dataclasses
 import time
 
-import jax
 import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from tljax import config_lib, freezing, paths, run_init
+from tljax import config_lib, freezing
+from tljax import workdir as workdir_lib
 from tljax import summary as summary_lib
 from tljax.data.sets import SETS
-from tljax.errors import UserError
 from tljax.models import names
 from tljax.probe import classifiers, features
-
-METHODS = ("ridge", "logreg", "knn")
-
-
-def check(config):
-    """What a probe run needs, checked before anything is loaded."""
-    if config.probe.method not in METHODS:
-        raise UserError(f"probe.method={config.probe.method!r}: use {', '.join(METHODS)}")
-    if not config.data.val_split:
-        raise UserError("a probe chooses its hyperparameter on validation: set data.val_split")
 
 
 def _classify(config, train, val, test, num_classes, chosen=None):
@@ -63,40 +53,48 @@ def _fit(config, sets, num_classes):
     return result
 
 
-def run(config, start):
-    """Extracts (or reuses) the features, fits config.probe.method, writes summary.json.
-    `start` is the run_init.Start; wall time counts from the loaded model on, as a training
-    run's does."""
-    started = time.monotonic()
-    model, data_cfg, workdir = start.model, start.data_cfg, start.workdir
-    fn = features.feature_fn(model.module, config.probe.groups, config.probe.pre_logits,
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """A probe run before its workdir is claimed."""
+    config: object
+    model: object        # run_init.Model
+    data_cfg: object
+    feature_fn: object
+    started: float      # wall time counts from the loaded model on, as a training run's does
+
+
+def prepare(config, start):
+    """The probe of `config` on `start` (run_init.Start): its feature function. Nothing is
+    written; `run` then fits it in a claimed workdir."""
+    fn = features.feature_fn(start.model.module, config.probe.groups, config.probe.pre_logits,
                              config.probe.n_last_blocks, config.probe.avgpool)
-    workdir_lock = run_init.claim_workdir(workdir, config)
-    try:
-        cache = features.Cache(workdir, features.fingerprint(config, data_cfg))
-        sets, forward_flops = {}, {}
-        for which in [w for w in SETS if w != "test" or config.data.test_split]:
-            cached = cache.load(which)
-            if cached is None:
-                logging.info("extracting %s features...", which)
-                cached = features.extract(fn, model.variables, data_cfg, which, config.seed,
-                                          config.data.eval_batch_size)
-                cache.save(which, *cached)
-            sets[which], forward_flops[which] = cached
-            classifiers.check_finite(which, sets[which])
-            logging.info("%s features: %s", which, sets[which].x.shape)
-        result = _fit(config, sets, model.num_classes)
-        summary = _summary(config, model, result, forward_flops,
-                           time.monotonic() - started)
-        if jax.process_index() == 0:
-            paths.write_json(workdir / "summary.json", summary)
-        logging.info("probe %s: test accuracy %s (validation %.4f)", config.probe.method,
-                     "not read" if summary["test_accuracy"] is None
-                     else f"{summary['test_accuracy']:.4f}",
-                     summary["val_accuracy"] if summary["val_accuracy"] is not None else float("nan"))
-        return summary
-    finally:
-        workdir_lock.release()
+    return Prepared(config, start.model, start.data_cfg, fn, time.monotonic())
+
+
+def run(prepared, workdir):
+    """Extracts (or reuses) the features, fits config.probe.method, writes summary.json into
+    `workdir` (a Workdir claimed by tljax.runs)."""
+    config, model, data_cfg = prepared.config, prepared.model, prepared.data_cfg
+    cache = features.Cache(workdir.file(workdir_lib.FEATURES), features.fingerprint(config, data_cfg))
+    sets, forward_flops = {}, {}
+    for which in [w for w in SETS if w != "test" or config.data.test_split]:
+        cached = cache.load(which)
+        if cached is None:
+            logging.info("extracting %s features...", which)
+            cached = features.extract(prepared.feature_fn, model.variables, data_cfg, which,
+                                      config.seed, config.data.eval_batch_size)
+            cache.save(which, *cached)
+        sets[which], forward_flops[which] = cached
+        classifiers.check_finite(which, sets[which])
+        logging.info("%s features: %s", which, sets[which].x.shape)
+    result = _fit(config, sets, model.num_classes)
+    summary = workdir.write_summary(_summary(config, model, result, forward_flops,
+                                             time.monotonic() - prepared.started))
+    logging.info("probe %s: test accuracy %s (validation %.4f)", config.probe.method,
+                 "not read" if summary["test_accuracy"] is None
+                 else f"{summary['test_accuracy']:.4f}",
+                 summary["val_accuracy"] if summary["val_accuracy"] is not None else float("nan"))
+    return summary
 
 
 def _summary(config, model, result, forward_flops, wall):

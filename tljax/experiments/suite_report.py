@@ -1,4 +1,4 @@
-"""The report of a benchmark suite (launch.suite): WORKDIR/suite.md, suite.csv, suite.json and
+"""The report of a benchmark suite (tljax suite): WORKDIR/suite.md, suite.csv, suite.json and
 suite.png.
 
 Per task and method: test accuracy of the final runs (mean ± 95% t-interval over seeds),
@@ -6,7 +6,7 @@ failed or missing runs shown as such. Per method: the suite's means, each labell
 the flat mean over the 19 tasks and the mean of the three group means, which papers often mix
 up), None over an incomplete suite (the partial means over the finished tasks are shown
 apart, labelled partial); trainable parameters and training FLOPs; the paired difference to
-the baseline method per task and overall (same seeds). Published rows (tljax/data/published.py)
+the baseline method per task and overall (same seeds). Published rows (tljax/experiments/published.py)
 are printed beside ours, marked published, with both means computed from their per-task
 numbers and the mean their source prints.
 """
@@ -17,9 +17,9 @@ import math
 import numpy as np
 from etils import epath
 
-from tljax import paths
-from tljax.data import published
-from tljax.report import _save_figure, _stats, _style
+from tljax import paths, workdir
+from tljax.workdir import Workdir
+from tljax.experiments import published, tables
 
 _STATUSES = ("done", "failed", "incomplete", "missing")
 
@@ -28,17 +28,17 @@ def outcome(run_dir):
     """A run's outcome: summary.json when "done" or "failed" (a diverged run writes it
     itself), else failed.json (written by an in-process suite or sweep); None while
     unfinished."""
-    run_dir = epath.Path(run_dir)
-    summary = run_dir / "summary.json"
-    if summary.exists() and paths.read_json(summary).get("status") in ("done", "failed"):
-        return paths.read_json(summary)
-    if (run_dir / "failed.json").exists():
-        return paths.read_json(run_dir / "failed.json")
+    run = Workdir(run_dir)
+    summary = run.read_summary()
+    if summary is not None and summary["status"] in ("done", "failed"):
+        return summary
+    if run.file(workdir.FAILED).exists():
+        return paths.read_json(run.file(workdir.FAILED))
     return None
 
 
 def _final_runs(plan, task, schedule):
-    """[(seed, outcome or None)] of the final runs of (task, schedule) (a launch.suite Plan);
+    """[(seed, outcome or None)] of the final runs of (task, schedule) (a tljax suite Plan);
     None while the select stage has not chosen (the runs are then missing)."""
     made = plan.choice(task, schedule)
     if made is None:
@@ -48,7 +48,7 @@ def _final_runs(plan, task, schedule):
     out = []
     for seed, (run_dir, _) in enumerate(plan.final_runs(task, schedule, made[0])):
         summary = outcome(run_dir)
-        if summary is None and (epath.Path(run_dir) / "config.json").exists():
+        if summary is None and Workdir(run_dir).file(workdir.CONFIG).exists():
             summary = {"status": "incomplete"}
         out.append((seed, summary))
     return out
@@ -61,13 +61,13 @@ def collect(plan):
     for schedule in plan.schedules:
         for task in plan.tasks:
             runs = _final_runs(plan, task, schedule)
-            cell = {"status": "missing", "test": _stats([]), "by_seed": {}, "trainable": None,
+            cell = {"status": "missing", "test": tables.stats([]), "by_seed": {}, "trainable": None,
                     "train_flops": None, "error": ""}
             if runs:
                 done = [(s, r) for s, r in runs if r and r.get("status") == "done"]
                 failed = [r for _, r in runs if r and r.get("status") == "failed"]
                 cell["by_seed"] = {s: r["test_accuracy"] for s, r in done}
-                cell["test"] = _stats(cell["by_seed"].values())
+                cell["test"] = tables.stats(cell["by_seed"].values())
                 started = [r for _, r in runs if r is not None]
                 cell["status"] = ("done" if len(done) == len(runs) else "failed" if failed
                                   else "incomplete" if started else "missing")
@@ -110,8 +110,7 @@ def _mean(values):
 
 
 def _paired(cell, base):
-    seeds = sorted(set(cell["by_seed"]) & set(base["by_seed"]))
-    return _stats(cell["by_seed"][s] - base["by_seed"][s] for s in seeds)
+    return tables.paired(cell["by_seed"], base["by_seed"])
 
 
 def _paired_overall(plan, cells, base):
@@ -127,7 +126,7 @@ def _paired_overall(plan, cells, base):
         for key in diffs:
             if ours[key] is not None and theirs[key] is not None:
                 diffs[key].append(ours[key] - theirs[key])
-    return {key: _stats(values) for key, values in diffs.items()}
+    return {key: tables.stats(values) for key, values in diffs.items()}
 
 
 def _pct(value, digits=1):
@@ -285,10 +284,7 @@ def plot(plan, rows, path):
     """Flat suite mean against trainable parameters: ours (filled, methods that finished every
     task; an incomplete one has no suite mean and is not drawn) and the published rows (hollow
     grey, their flat mean recomputed from the per-task numbers)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = tables.pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 4.8))
     table = published.TABLES.get(plan.suite.name)
@@ -307,7 +303,7 @@ def plot(plan, rows, path):
         if row["means"]["flat_mean"] is None or row["trainable"] is None:
             left_out.append(row["method"])
             continue
-        style = _style(index)
+        style = tables.style(index)
         ax.scatter(max(row["trainable"] / 1e6, 1e-3), 100 * row["means"]["flat_mean"],
                    color=style["color"], marker=style["marker"], s=60, zorder=3,
                    label=row["method"])
@@ -319,8 +315,7 @@ def plot(plan, rows, path):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.tight_layout()
-    written = _save_figure(fig, path)
-    plt.close(fig)
+    written = tables.save_figure(fig, path)
     return written
 
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct, traverse_util
 
-from tljax import optim
+from tljax.training import optim
 
 
 @struct.dataclass

@@ -7,14 +7,14 @@ import orbax.checkpoint as ocp
 
 from tljax import paths
 from tljax.errors import UserError
-from tljax.state import TrainState
+from tljax.training.state import TrainState
 
 
 class Checkpoints:
     """Saves every `every` steps (and on demand), keeps the newest `keep`."""
 
-    def __init__(self, workdir, every, keep, name="checkpoints"):
-        self.directory = paths.resolve(workdir) / name
+    def __init__(self, directory, every, keep):
+        self.directory = paths.resolve(directory)
         options = ocp.CheckpointManagerOptions(
             save_interval_steps=max(every, 1), max_to_keep=keep, create=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options,

@@ -1,11 +1,11 @@
 """Runs (or emits the commands of) every freezing schedule x seed x grid value, then reports.
 A schedule `probe:ridge` / `probe:logreg` / `probe:knn` is a feature probe (config.probe).
 
-    python -m launch.sweep --config=configs/digits.py \\
+    tljax sweep --config=configs/digits.py \\
         --schedules=full,linear_probe,last_k:1,gradual:every=50,lp_ft:lp_steps=100,bitfit,layer_decay:0.7 \\
         --seeds=3 --workdir=/tmp/sweep
-    python -m launch.sweep ... --grid=optim.lr=0.01,0.03 --set=total_steps=300
-    python -m launch.sweep ... --emit=commands   # one tljax.main command per line, for launch/slurm_array.sh
+    tljax sweep ... --grid=optim.lr=0.01,0.03 --set=total_steps=300
+    tljax sweep ... --emit=commands   # one tljax.main command per line, for launch/slurm_array.sh
 
 Each run is an ordinary tljax run in WORKDIR/<schedule>/<grid>/seed<N>. A run with a
 finished summary.json is skipped, so re-running a sweep resumes it; a run that
@@ -19,26 +19,11 @@ import time
 import traceback
 
 from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
-from absl import flags, logging
-from etils import epath
+from absl import logging
 
-from tljax import config_lib, freezing, paths
-from tljax.cli.common import run_main
+from tljax import config_lib, freezing, paths, workdir
+from tljax.workdir import Workdir
 from tljax.errors import UserError
-
-flags.DEFINE_string("config", None, "config file, optionally path:arg")
-flags.DEFINE_string("schedules", "full,linear_probe", "comma-separated freezing strategies")
-flags.DEFINE_integer("seeds", 3, "number of seeds (0..N-1)")
-flags.DEFINE_string("workdir", None, "sweep directory")
-flags.DEFINE_multi_string("grid", [], "extra grid axis KEY=V1,V2,... (repeatable)")
-flags.DEFINE_multi_string("set", [], "fixed override KEY=VALUE for every run (repeatable)")
-flags.DEFINE_enum("emit", "", ["", "commands"], "'commands': print the commands instead of running")
-flags.DEFINE_string("python", "python", "interpreter named in emitted commands")
-flags.DEFINE_string("baseline", "full", "schedule the report's paired differences are taken to")
-flags.DEFINE_bool("select_on_validation", False, "report one row per schedule: its --grid point "
-                  "with the best validation accuracy")
-FLAGS = flags.FLAGS
-
 
 def split_schedules(text):
     """The --schedules list, split by the freezing grammar (freezing.split_list); every spec
@@ -50,11 +35,11 @@ def split_schedules(text):
     return schedules
 
 
-def _slug(text):
+def slug(text):
     return re.sub(r"[^A-Za-z0-9.=_-]+", "_", text.replace(":", "-")).strip("_") or "default"
 
 
-def _grid_axes(grid):
+def grid_axes(grid):
     axes = []
     for item in grid:
         key, sep, values = item.partition("=")
@@ -74,10 +59,10 @@ def plan_runs(config_spec, schedules, seeds, workdir, grid=(), fixed=()):
     """[(run_dir, overrides)] for every schedule x grid point x seed."""
     runs = []
     for schedule in schedules:
-        for point in itertools.product(*_grid_axes(grid)):
-            grid_dir = "_".join(_slug(p) for p in point) or "default"
+        for point in itertools.product(*grid_axes(grid)):
+            grid_dir = "_".join(slug(p) for p in point) or "default"
             for seed in range(seeds):
-                run_dir = os.path.join(workdir, _slug(schedule), grid_dir, f"seed{seed}")
+                run_dir = os.path.join(workdir, slug(schedule), grid_dir, f"seed{seed}")
                 overrides = [*fixed, how(schedule), f"seed={seed}", *point]
                 runs.append((run_dir, overrides))
     return runs
@@ -90,8 +75,7 @@ def command(python, config_spec, run_dir, overrides):
 
 
 def is_finished(run_dir):
-    path = epath.Path(run_dir) / "summary.json"
-    return path.exists() and paths.read_json(path).get("status") == "done"
+    return Workdir(run_dir).is_done()
 
 
 def run_one(config_spec, run_dir, overrides):
@@ -101,7 +85,7 @@ def run_one(config_spec, run_dir, overrides):
     config = config_lib.load(config_spec)
     for override in overrides:
         config_lib.apply_override(config, override)
-    failed = epath.Path(run_dir) / "failed.json"
+    failed = Workdir(run_dir).file(workdir.FAILED)
     try:
         runs.run(config, run_dir)
     except Exception as e:  # noqa: BLE001 - a failed schedule is a result to report.
@@ -138,29 +122,3 @@ def run_all(config_spec, runs):
         ran.append(run_dir)
     logging.info("sweep: %d runs done in %.0fs", len(ran), time.monotonic() - started)
     return ran
-
-
-def main(argv):
-    del argv
-    if not FLAGS.config or not FLAGS.workdir:
-        raise UserError("--config and --workdir are required")
-    config_lib.load(FLAGS.config)  # Fails early on a bad config file.
-    runs = plan_runs(FLAGS.config, split_schedules(FLAGS.schedules), FLAGS.seeds,
-                     FLAGS.workdir, FLAGS.grid, FLAGS.set)
-    if FLAGS.emit == "commands":
-        epath.Path(FLAGS.workdir).mkdir(parents=True, exist_ok=True)
-        lines = [command(FLAGS.python, FLAGS.config, d, o) for d, o in runs]
-        paths.write_text_atomic(epath.Path(FLAGS.workdir) / "commands.txt", "\n".join(lines) + "\n")
-        print("\n".join(lines))
-        return
-    logs.setup()
-    run_all(FLAGS.config, runs)
-    from tljax import report
-
-    print(report.write_report(FLAGS.workdir, FLAGS.baseline,
-                              order=split_schedules(FLAGS.schedules),
-                              select=FLAGS.select_on_validation))
-
-
-if __name__ == "__main__":
-    run_main(main)

@@ -11,7 +11,7 @@ sizes: docs/dev/suite_facts.md section 4.
 """
 import dataclasses
 
-SOURCE = "KMnP/vpt README (FGVC), its splits replaced by TFDS slices (tljax/data/fgvc.py)"
+SOURCE = "KMnP/vpt README (FGVC), its splits replaced by TFDS slices (tljax/experiments/fgvc.py)"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,14 +10,12 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from tljax import (checkpoint, config_lib, data, export, freezing, metrics, models, optim, parallel,
-                   paths, run_init, steps)
-from tljax import state as state_lib
+from tljax import config_lib, data, freezing, metrics, models
+from tljax import workdir as workdir_lib
+from tljax.training import checkpoint, export, optim, parallel, selection, steps
+from tljax.training import state as state_lib
 from tljax import summary as summary_lib
 from tljax.errors import UserError
-
-_EVAL_LOG_SECONDS = 30  # a long evaluation logs how far it got this often
-
 
 def _log_plan(plan, group_list, param_sizes):
     header = "group        params  " + "  ".join(f"phase@{p.start_step}" for p in plan.phases)
@@ -29,13 +27,15 @@ def _log_plan(plan, group_list, param_sizes):
 
 
 def check_batch_sizes(config):
+    """The batch sizes against the device count (their ranges, and accum_steps >= 1, are the
+    config table's checks, run by config_lib.validate before this)."""
     devices = jax.device_count()
     for key in ("batch_size", "eval_batch_size"):
         if config.data[key] % devices:
             raise UserError(f"data.{key}={config.data[key]} must be a multiple of the "
                             f"{devices} devices")
     per_device = config.data.batch_size // devices
-    if config.accum_steps < 1 or per_device % config.accum_steps:
+    if per_device % config.accum_steps:
         raise UserError(f"data.batch_size={config.data.batch_size} gives {per_device} examples per "
                         f"device, which must be a multiple of accum_steps={config.accum_steps}")
 
@@ -97,16 +97,18 @@ class _PhaseRunner:
 
 @dataclasses.dataclass
 class _Run:
-    """What the loop needs, fixed for the whole run."""
+    """What the loop needs, fixed for the whole run (prepare builds it; run adds the workdir)."""
     config: object
-    workdir: object
+    model: object               # run_init.Model
+    data_cfg: object
     par: object
     module: object
     spec: freezing.Spec
     plan: freezing.Plan
     phases: list                # the plan compiled to explicit phases (summary.json)
     param_sizes: dict
-    ckpt: checkpoint.Checkpoints
+    workdir: object = None      # the claimed Workdir
+    ckpt: checkpoint.Checkpoints = None
     writer: metrics.MetricWriter = None
     eval_step: object = None
     eval_data: dict = None      # split ("validation", "test") -> (batches, count)
@@ -145,71 +147,6 @@ def _start(run_, model):
         summary_lib.RunRecord())
     logging.info("resumed from step %d (phase %d)", start_step, runner.index)
     return runner, state, record, start_step
-
-
-def _evaluate(run_, state, which, step, label=None):
-    """Accuracy and loss over the whole `which` split (padded batches, masked)."""
-    batches, count = run_.eval_data[which]
-    sums, last_log = [], time.monotonic()
-    for index, batch in enumerate(batches):
-        sums.append(run_.eval_step(state.params, state.batch_stats, run_.par.put_batch(batch)))
-        if time.monotonic() - last_log > _EVAL_LOG_SECONDS:
-            last_log = time.monotonic()
-            logging.info("evaluating %s at step %d: %d batches done", which, step, index + 1)
-    # Summed on the host, once: no device program of its own.
-    totals = jax.tree.map(lambda *xs: np.sum(xs, axis=0), *run_.par.fetch(sums))
-    if int(totals["count"]) != count:
-        raise RuntimeError(f"eval counted {totals['count']} examples, the split has {count}")
-    result = {"accuracy": float(totals["correct"] / count), "loss": float(totals["loss"] / count),
-              "count": int(totals["count"])}
-    logging.info("%s at step %d: accuracy %.4f  loss %.4f  (%d examples)", label or which, step,
-                 result["accuracy"], result["loss"], count)
-    return result
-
-
-def _evaluate_ema(run_, state, which, step, record):
-    """The EMA weights on `which`, recorded as split "<which>_ema" next to the raw weights."""
-    if state.ema is None:
-        return
-    result = _evaluate(run_, state.replace(**state_lib.ema_variables(state)), which, step,
-                       label=f"{which} (EMA weights)")
-    record.add_eval(step, f"{which}_ema", result)
-    run_.writer.write(step, dict(result, split=which, weights="ema"), kind="eval")
-
-
-def _validate(run_, state, done, record):
-    """Evaluates the validation split; keeps the state when it is the best so far."""
-    _evaluate_ema(run_, state, "validation", done, record)
-    result = _evaluate(run_, state, "validation", done)
-    best = record.best("validation")
-    record.add_eval(done, "validation", result)
-    run_.writer.write(done, dict(result, split="validation"), kind="eval")
-    newest_best = run_.best.latest_step()
-    if (best is None or result["accuracy"] > best[1]) and not (newest_best or 0) >= done:
-        # (A resumed run redoes the same steps: a best saved then at this step or later stands.)
-        one = run_.par.one_copy(state)
-        run_.best.save_variables(done, {"params": one.params, "batch_stats": one.batch_stats},
-                                 {"step": done, "validation": result})
-
-
-def _test(run_, state, done, record):
-    """The test split, evaluated only now, at the end: for the final state and for the state
-    validation selected. Test never chooses anything."""
-    _evaluate_ema(run_, state, "test", done, record)
-    final = _evaluate(run_, state, "test", done)
-    record.add_eval(done, "test", final)
-    run_.writer.write(done, dict(final, split="test"), kind="eval")
-    best = record.best("validation")
-    if best is None or best[0] == done:
-        record.selected = [done, final]
-        return
-    run_.best.wait()
-    one = run_.par.one_copy(state)
-    variables = run_.best.restore_variables(
-        best[0], {"params": one.params, "batch_stats": one.batch_stats})
-    selected = state.replace(**run_.par.from_restored(variables))
-    record.selected = [best[0], _evaluate(run_, selected, "test", best[0])]
-    run_.writer.write(best[0], dict(record.selected[1], split="test", selected=True), kind="eval")
 
 
 def _check_and_log(run_, pending, state, done, runner, progress, record):
@@ -280,12 +217,12 @@ def _train(run_, runner, state, record, start_step, train_iter):
             pending = []
         with progress.paused():  # Evaluation and checkpoints are not train throughput.
             if eval_now and run_.best is not None:
-                _validate(run_, state, done, record)
+                selection.validate(run_, state, done, record)
             if eval_now and run_.fewshot is not None:
                 run_.writer.write(done, dict(run_.fewshot(state), dataset=config.fewshot.name),
                                   kind="fewshot")
             if last and "test" in run_.eval_data:  # data.test_split="": never read
-                _test(run_, state, done, record)
+                selection.test(run_, state, done, record)
             if not last and run_.plan.phase_index(done) != runner.index:
                 runner, state = _next_phase(run_, state, done)
             if save_now:
@@ -307,14 +244,10 @@ def _prefetch_to_device(batches, par, depth=2):
             yield queue.popleft()
 
 
-def run(config, start):
-    """Trains and evaluates `config` from `start` (run_init.Start), resuming if the workdir
-    holds checkpoints; tljax.runs.run is the entry that builds `start`.
-
-    Everything is checked before anything is written into the workdir. Returns the run
-    summary (also written to workdir/summary.json).
-    """
-    model, data_cfg, workdir = start.model, start.data_cfg, start.workdir
+def prepare(config, start):
+    """The run of `config` from `start` (run_init.Start), built and checked: plan, data,
+    batch sizes. Nothing is written; `run` then trains it in a claimed workdir."""
+    model, data_cfg = start.model, start.data_cfg
     par = parallel.build(config.parallelism)
     flat_params = traverse_util.flatten_dict(model.variables["params"], sep="/")
     param_sizes = {p: int(np.prod(v.shape)) for p, v in flat_params.items()}
@@ -340,32 +273,38 @@ def run(config, start):
                                  process_index=jax.process_index(),
                                  process_count=jax.process_count())
         for which in evaluated}
-    workdir_lock = run_init.claim_workdir(workdir, config)
+    return _Run(config, model, data_cfg, par, model.module, start.spec, plan,
+                freezing.compiled_phases(plan, group_list), param_sizes, eval_data=eval_data)
 
-    run_ = _Run(config, workdir, par, model.module, start.spec, plan,
-                freezing.compiled_phases(plan, group_list), param_sizes,
-                checkpoint.Checkpoints(workdir, config.checkpoint_every, config.keep_checkpoints),
-                eval_data=eval_data)
+
+def run(run_, workdir):
+    """Trains and evaluates the prepared run in `workdir` (a Workdir claimed by tljax.runs),
+    resuming if it holds checkpoints. Returns the run summary (also workdir/summary.json)."""
+    config, model, data_cfg = run_.config, run_.model, run_.data_cfg
+    run_.workdir = workdir
+    run_.ckpt = checkpoint.Checkpoints(workdir.file(workdir_lib.CHECKPOINTS),
+                                       config.checkpoint_every, config.keep_checkpoints)
     if config.data.val_split:
-        run_.best = checkpoint.Checkpoints(workdir, 1, 1, name="best")
+        run_.best = checkpoint.Checkpoints(workdir.file(workdir_lib.BEST_CHECKPOINT), 1, 1)
     if config.fewshot.name:
         from tljax.probe import monitor
 
-        run_.fewshot = monitor.FewShotMonitor(config, data_cfg, model.module, par)
+        run_.fewshot = monitor.FewShotMonitor(config, data_cfg, model.module, run_.par)
     try:  # On any failure, in-flight checkpoint saves (of finite states) still complete.
-        export.write_record(workdir, model.module, config.model.name, model.num_classes, data_cfg)
+        export.write_record(workdir.path, model.module, config.model.name, model.num_classes, data_cfg)
         runner, state, record, start_step = _start(run_, model)
         if start_step == config.total_steps:
             return _finished(run_, state, record, model.num_classes, data_cfg)
         if start_step >= _stop_step(config):  # paused there already
             return _write_summary(run_, record, status="running")
-        run_.writer = metrics.MetricWriter(workdir, jax.process_index() == 0, start_step,
+        run_.writer = metrics.MetricWriter(workdir.path, jax.process_index() == 0, start_step,
                                            hparams=config_lib.flatten(config_lib.to_dict(config)))
-        run_.eval_step = par.compile_eval(steps.make_eval_step(model.module, par.axis_name))
+        run_.eval_step = run_.par.compile_eval(steps.make_eval_step(model.module,
+                                                                    run_.par.axis_name))
         train_iter = _prefetch_to_device(data.train_batches(
             data_cfg, seed=config.seed, global_batch=config.data.batch_size,
             process_index=jax.process_index(), process_count=jax.process_count(),
-            start_step=start_step), par)
+            start_step=start_step), run_.par)
         state = _train(run_, runner, state, record, start_step, train_iter)
         if _stop_step(config) < config.total_steps:
             run_.writer.close()
@@ -380,26 +319,23 @@ def run(config, start):
         run_.ckpt.close()
         if run_.best is not None:
             run_.best.close()
-        workdir_lock.release()
 
 
 def _finished(run_, state, record, num_classes, data_cfg):
     """A re-run of a finished run: the summary it had, and the export if it is asked for now."""
     logging.info("the run in %s is finished already (step %d)", run_.workdir,
                  run_.config.total_steps)
-    if run_.config.export_weights and not (run_.workdir / "model.safetensors").exists():
+    if run_.config.export_weights and not run_.workdir.file(workdir_lib.MODEL).exists():
         _export(run_, state, num_classes, data_cfg)
-    summary_path = run_.workdir / "summary.json"
-    if summary_path.exists() and paths.read_json(summary_path)["status"] == "done":
-        return paths.read_json(summary_path)
+    if run_.workdir.is_done():
+        return run_.workdir.read_summary()
     return _write_summary(run_, record, status="done")
 
 
 def _write_summary(run_, record, status):
     summary = summary_lib.summarize(run_.config, run_.spec, run_.plan, run_.phases,
                                     run_.param_sizes, record, status)
-    if jax.process_index() == 0:
-        paths.write_json(run_.workdir / "summary.json", summary)
+    run_.workdir.write_summary(summary)
     if status == "done" and summary["test_accuracy"] is None:
         logging.info("validation accuracy %.4f at the last step, best %.4f (no test split: "
                      "test was not read)", summary["final_val_accuracy"], summary["val_accuracy"])
@@ -413,4 +349,4 @@ def _write_summary(run_, record, status):
 
 def _export(run_, state, num_classes, data_cfg):
     exports = export.gather(run_.par, state, run_.best, run_.config.ema.export)
-    export.write(run_.workdir, exports, run_.module, run_.config.model.name, num_classes, data_cfg)
+    export.write(run_.workdir.path, exports, run_.module, run_.config.model.name, num_classes, data_cfg)

@@ -1,12 +1,12 @@
 """A benchmark suite (VTAB-1k or FGVC) in one command, with its protocol, then its report.
 
-    python -m launch.suite --suite=vtab1k --config=configs/vtab.py:vit-b16 \\
+    tljax suite --suite=vtab1k --config=configs/vtab.py:vit-b16 \\
         --schedules=full,linear_probe,bitfit,lora:r=8,probe:ridge \\
         --grid=optim.lr=0.001,0.01 --seeds=3 --workdir=/tmp/vtab
-    python -m launch.suite ... --check            # which tasks' data is ready, and how to prepare the rest
-    python -m launch.suite ... --emit=commands    # the next stage's commands, for launch/slurm_array.sh
+    tljax suite ... --check            # which tasks' data is ready, and how to prepare the rest
+    tljax suite ... --emit=commands    # the next stage's commands, for launch/slurm_array.sh
 
-Per task and schedule (tljax/data/suites.py):
+Per task and schedule (tljax/experiments/suites.py):
   select  one run per --grid point and --select_seeds seed, train -> validation (VTAB:
           train800 -> val200), test never read; the point with the best mean validation
           accuracy at the last step is chosen (select/<schedule>/choice.json). With one grid
@@ -17,31 +17,20 @@ Per task and schedule (tljax/data/suites.py):
 Every run is an ordinary tljax run in WORKDIR/<task>/<stage>/<schedule>/<grid>/seed<N>; a
 finished run is skipped, so re-running the command resumes the suite; a failed run writes
 failed.json and the report shows the task as failed. The report: WORKDIR/suite.md (+ .csv,
-.json, .png), tljax/suite_report.py.
+.json, .png), tljax/experiments/suite_report.py.
 """
 import itertools
 import os
 
 from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
-from absl import flags, logging
+from absl import logging
 from etils import epath
 
-from launch import sweep
+from tljax.experiments import sweep
 from tljax import config_lib, freezing, paths
-from tljax.suite_report import outcome
-from tljax.cli.common import run_main
-from tljax.data import suites
+from tljax.experiments.suite_report import outcome
+from tljax.experiments import suites
 from tljax.errors import UserError
-
-# --config, --schedules, --seeds, --grid, --set, --workdir, --emit, --python and --baseline
-# are launch.sweep's flags (the same meaning; --grid points are chosen per task and schedule).
-flags.DEFINE_enum("suite", None, list(suites.SUITES), "the benchmark suite")
-flags.DEFINE_integer("select_seeds", 1, "seeds of each select-stage run")
-flags.DEFINE_string("tasks", "", "comma-separated subset of the suite's tasks (default: all); "
-                    "the report marks the suite means incomplete")
-flags.DEFINE_bool("check", False, "list which tasks' data is prepared, then stop")
-FLAGS = flags.FLAGS
-
 
 def is_probe(schedule):
     return schedule.startswith(freezing.PROBE + ":")
@@ -63,10 +52,10 @@ class Plan:
         return [axis for axis in self.grid if axis.startswith("probe.") == is_probe(schedule)]
 
     def points(self, schedule):
-        return [list(p) for p in itertools.product(*sweep._grid_axes(self.grid_of(schedule)))]
+        return [list(p) for p in itertools.product(*sweep.grid_axes(self.grid_of(schedule)))]
 
     def _dir(self, task, stage, schedule=None):
-        parts = [self.workdir, task.name, stage] + ([sweep._slug(schedule)] if schedule else [])
+        parts = [self.workdir, task.name, stage] + ([sweep.slug(schedule)] if schedule else [])
         return os.path.join(*parts)
 
     def select_runs(self, task, schedule):
@@ -170,48 +159,3 @@ def check(plan):
         except UserError as e:
             rows.append((task.name, False, f"{e}" + (f" ({task.note})" if task.note else "")))
     return rows
-
-
-def main(argv):
-    del argv
-    if not FLAGS.suite or not FLAGS.config or not FLAGS.workdir:
-        raise UserError("--suite, --config and --workdir are required")
-    suite = suites.SUITES[FLAGS.suite]
-    tasks = [t for t in FLAGS.tasks.split(",") if t]
-    unknown = [t for t in tasks if t not in suite.tasks]
-    if unknown:
-        raise UserError(f"--tasks: {', '.join(unknown)} not in {suite.name}; its tasks: "
-                        f"{', '.join(suite.tasks)}")
-    config = config_lib.load(FLAGS.config)  # Fails early on a bad config file,
-    for override in [*FLAGS.set, *(axis.split(",")[0] for axis in FLAGS.grid)]:
-        config_lib.apply_override(config, override)  # and on a mistyped key, once.
-    plan = Plan(suite, FLAGS.config, sweep.split_schedules(FLAGS.schedules), FLAGS.workdir,
-                grid=FLAGS.grid, fixed=FLAGS.set, tasks=tasks, seeds=FLAGS.seeds,
-                select_seeds=FLAGS.select_seeds)
-    if FLAGS.check:
-        logging.set_verbosity(logging.WARNING)  # (TFDS logs every lookup it tries)
-        rows = check(plan)
-        for name, ready, why in rows:
-            print(f"{name:22s} {'ready' if ready else 'NOT READY: ' + why}")
-        print(f"{sum(r[1] for r in rows)} of {len(rows)} tasks ready")
-        return
-    if FLAGS.emit == "commands":
-        select, final = next_commands(plan, FLAGS.python)
-        root = epath.Path(FLAGS.workdir)
-        root.mkdir(parents=True, exist_ok=True)
-        for name, lines in (("commands_select.txt", select), ("commands_final.txt", final)):
-            paths.write_text_atomic(root / name, "".join(line + "\n" for line in lines))
-        print("\n".join(select + final))
-        if select:
-            print(f"# {len(select)} select runs ({root / 'commands_select.txt'}); once they "
-                  f"finish, run this again for the final runs they choose", flush=True)
-        return
-    logs.setup()
-    run_suite(plan)
-    from tljax import suite_report
-
-    print(suite_report.write_report(plan, FLAGS.baseline))
-
-
-if __name__ == "__main__":
-    run_main(main)

@@ -17,7 +17,8 @@ import math
 import numpy as np
 from etils import epath
 
-from tljax import config_lib, freezing, literals, paths
+from tljax import config_lib, freezing, literals, paths, workdir
+from tljax.experiments import tables
 from tljax.errors import UserError
 
 KEY_IGNORED = {"seed", *config_lib.NO_EFFECT_KEYS}  # runs differing only in these are one row
@@ -27,15 +28,15 @@ def load_runs(root):
     """One dict per run directory (a directory holding config.json) under `root` (local or URL)."""
     runs = []
     for run_dir, _, filenames in sorted(epath.Path(root).walk()):
-        if "config.json" in filenames:
-            config = config_lib.flatten(paths.read_json(run_dir / "config.json"))
-        elif "failed.json" in filenames:  # Failed before its workdir was claimed: the
-            config = _config_of_overrides(paths.read_json(run_dir / "failed.json"))  # sweep's overrides
+        if workdir.CONFIG in filenames:
+            config = config_lib.flatten(paths.read_json(run_dir / workdir.CONFIG))
+        elif workdir.FAILED in filenames:  # Failed before its workdir was claimed: the
+            config = _config_of_overrides(paths.read_json(run_dir / workdir.FAILED))  # sweep's overrides
         else:
             continue
         run = {"dir": str(run_dir), "config": config, "status": "incomplete",
-               "partial_config": "config.json" not in filenames}
-        for name in ("summary.json", "failed.json"):
+               "partial_config": workdir.CONFIG not in filenames}
+        for name in (workdir.SUMMARY, workdir.FAILED):
             if (run_dir / name).exists():
                 run.update(paths.read_json(run_dir / name))
         if run["status"] == "running":  # A summary a run writes at each checkpoint.
@@ -50,23 +51,6 @@ def _config_of_overrides(failed):
             (literals.assignment(o) for o in failed.get("overrides", []))}
 
 
-def _t_quantile(n):
-    """Two-sided 95% Student-t quantile with n-1 degrees of freedom."""
-    from scipy import stats
-
-    return float(stats.t.ppf(0.975, n - 1)) if n > 1 else float("nan")
-
-
-def _stats(values):
-    values = np.asarray([v for v in values if v is not None], float)
-    n = len(values)
-    if not n:
-        return {"n": 0, "mean": float("nan"), "std": float("nan"), "ci95": float("nan")}
-    std = float(values.std(ddof=1)) if n > 1 else 0.0
-    return {"n": n, "mean": float(values.mean()), "std": std,
-            "ci95": _t_quantile(n) * std / math.sqrt(n) if n > 1 else float("nan")}
-
-
 def _varying_keys(runs):
     """Config keys whose values differ between runs. A key that some runs lack (written
     before the key existed, or a failed run known only by its overrides) is not compared."""
@@ -77,10 +61,10 @@ def _varying_keys(runs):
 
 def _paired(row, base):
     """Stats of row - base test accuracy over the seeds both finished."""
-    by_seed = {r["config"].get("seed"): r["test_accuracy"] for r in base["members"]}
-    return _stats(r["test_accuracy"] - by_seed[r["config"].get("seed")] for r in row["members"]
-                  if by_seed.get(r["config"].get("seed")) is not None
-                  and r["test_accuracy"] is not None)
+    def by_seed(members):
+        return {r["config"].get("seed"): r["test_accuracy"] for r in members}
+
+    return tables.paired(by_seed(row["members"]), by_seed(base["members"]))
 
 
 def select_on_validation(rows):
@@ -129,13 +113,13 @@ def summarize(runs, baseline="full", order=None, select=False):
         rows.append({
             "schedule": schedule, "setting": extra, "runs": len(members), "done": len(done),
             "failed": len(failed), "incomplete": len(members) - len(done) - len(failed),
-            "test": _stats(r["test_accuracy"] for r in done),
-            "val": _stats(r.get("val_accuracy") for r in done),
-            "final": _stats(r["final_accuracy"] for r in done),
-            "trainable_fraction": _stats(r["trainable_fraction"] for r in done)["mean"],
-            "flops": _stats(r.get("mean_train_step_flops") for r in done)["mean"],
-            "train_flops": _stats(r.get("train_flops") for r in done)["mean"],
-            "wall_time_s": _stats(r["wall_time_s"] for r in done)["mean"],
+            "test": tables.stats(r["test_accuracy"] for r in done),
+            "val": tables.stats(r.get("val_accuracy") for r in done),
+            "final": tables.stats(r["final_accuracy"] for r in done),
+            "trainable_fraction": tables.stats(r["trainable_fraction"] for r in done)["mean"],
+            "flops": tables.stats(r.get("mean_train_step_flops") for r in done)["mean"],
+            "train_flops": tables.stats(r.get("train_flops") for r in done)["mean"],
+            "wall_time_s": tables.stats(r["wall_time_s"] for r in done)["mean"],
             "errors": sorted({r.get("error", "") for r in failed}),
             "histories": [r["val_history"] for r in done if r["val_history"]],
             "members": done,
@@ -237,18 +221,6 @@ def write_csv(rows, path):
     paths.write_text_atomic(path, text.getvalue())
 
 
-COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
-          "#7f7f7f", "#bcbd22"]
-MARKERS = "osD^vP*Xhp"
-
-
-def _style(index):
-    """Distinct (color, marker) for every row: past ten rows the markers shift and go hollow."""
-    cycle = index // len(COLORS)
-    style = dict(color=COLORS[index % len(COLORS)], marker=MARKERS[(index + cycle) % len(MARKERS)])
-    return {**style, "markerfacecolor": "white"} if cycle % 2 else style
-
-
 def _label(row):
     return row["schedule"] + (f" ({row['setting']})" if row["setting"] else "")
 
@@ -256,10 +228,7 @@ def _label(row):
 def plot(rows, root):
     """accuracy_curves.png (one panel per schedule, the baseline dashed in each) and
     tradeoff.png (accuracy against trainable fraction and training compute, 95% intervals)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = tables.pyplot()
 
     written = []
     curves = [r for r in rows if r["histories"]]
@@ -279,7 +248,7 @@ def plot(rows, root):
             x = r[key] * (100 if key == "trainable_fraction" else 1)
             interval = 100 * r["test"]["ci95"] if r["test"]["n"] > 1 else None
             ax.errorbar(x, 100 * r["test"]["mean"], yerr=interval, capsize=3, linestyle="none",
-                        ms=7, label=_label(r), **_style(index))
+                        ms=7, label=_label(r), **tables.style(index))
         ax.set(xlabel=xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_xscale("log")
@@ -292,8 +261,7 @@ def plot(rows, root):
     axes[1].legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5),
                    frameon=False)
     fig.tight_layout()
-    written.append(_save_figure(fig, epath.Path(root) / "tradeoff.png"))
-    plt.close(fig)
+    written.append(tables.save_figure(fig, epath.Path(root) / "tradeoff.png"))
     return written
 
 
@@ -322,7 +290,7 @@ def _plot_curves(plt, rows, root):
     fig, axes = plt.subplots(lines, columns, figsize=(3.2 * columns, 2.6 * lines + 0.6),
                              sharex=True, sharey=True, squeeze=False)
     for index, (ax, row) in enumerate(zip(axes.flat, rows)):
-        style = _style(index)
+        style = tables.style(index)
         if base is not None and base is not row:
             steps, mean, _ = mean_std(base)
             ax.plot(steps, mean, color="0.55", linestyle="--", lw=1, label=f"{base['schedule']} (baseline)")
@@ -340,17 +308,8 @@ def _plot_curves(plt, rows, root):
         ax.set_ylabel("validation acc %")
     fig.suptitle("Validation accuracy during training (mean, band ±std over seeds)", fontsize=10)
     fig.tight_layout()
-    path = _save_figure(fig, epath.Path(root) / "accuracy_curves.png")
-    plt.close(fig)
+    path = tables.save_figure(fig, epath.Path(root) / "accuracy_curves.png")
     return path
-
-
-def _save_figure(fig, path):
-    """Saves a PNG through epath (so a sweep directory may be a bucket); returns its path."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
-    paths.write_bytes_atomic(path, buffer.getvalue())
-    return str(path)
 
 
 def write_report(root, baseline="full", order=None, select=False):

@@ -1,16 +1,17 @@
-"""Benchmark suites as launch.suite runs them: each task's data overrides for the two stages
+"""Benchmark suites as tljax suite runs them: each task's data overrides for the two stages
 of the protocol, its group, and the suite's means.
 
 Stage "select" trains on the selection train split and evaluates the validation split only
 (data.test_split is empty: test is never read); stage "final" trains at the chosen
 hyper-parameters and reports test. VTAB-1k: train800 -> val200, then train800val200 -> test
-(tljax/data/vtab.py); FGVC, as VPT: train -> val, then train -> test (tljax/data/fgvc.py).
+(tljax/data/vtab.py); FGVC, as VPT: train -> val, then train -> test (tljax/experiments/fgvc.py).
 """
 import dataclasses
 
 import numpy as np
 
-from tljax.data import fgvc, vtab
+from tljax.data import vtab
+from tljax.experiments import fgvc
 
 STAGES = ("select", "final")
 

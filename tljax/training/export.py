@@ -3,10 +3,11 @@ weights as tljax .safetensors files, each with what is needed to apply it: archi
 class names and the eval preprocessing."""
 import jax
 
-from tljax import data, models, paths, run_init
-from tljax import state as state_lib
+from tljax import data, models, paths
+from tljax import workdir as workdir_lib
+from tljax.training import state as state_lib
 from tljax.data import preprocess
-from tljax.models import peft
+from tljax.models import names, peft
 from tljax.weights import tljax_format
 
 
@@ -15,14 +16,14 @@ def gather(par, state, best, with_ema):
     `best` checkpoint manager holds one) and ema.safetensors (`with_ema`). Every process
     calls it (a collective under multi-process fsdp)."""
     one = par.one_copy(state)
-    exports = {"model.safetensors": {"params": one.params, "batch_stats": one.batch_stats}}
+    exports = {workdir_lib.MODEL: {"params": one.params, "batch_stats": one.batch_stats}}
     best_step = best.latest_step() if best is not None else None
     if best_step is not None:
         best.wait()
-        exports["best.safetensors"] = best.restore_variables(
+        exports[workdir_lib.BEST] = best.restore_variables(
             best_step, {"params": one.params, "batch_stats": one.batch_stats})
     if with_ema and state.ema is not None:
-        exports["ema.safetensors"] = state_lib.ema_variables(one)
+        exports[workdir_lib.EMA] = state_lib.ema_variables(one)
     return {name: par.to_host(v) for name, v in exports.items()}
 
 
@@ -39,12 +40,12 @@ def _class_names(data_cfg, num_classes):
 
 
 def write_record(workdir, module, model_name, num_classes, data_cfg):
-    """workdir/model.json (paths.MODEL_RECORD), written when a run starts: the model it
+    """workdir/model.json (workdir.MODEL_RECORD), written when a run starts: the model it
     built (architecture with its PEFT modules), its eval preprocessing and class names, so
     that its checkpoints read back as the model that ran, with or without exports."""
     if jax.process_index() != 0:
         return
-    paths.write_json(workdir / paths.MODEL_RECORD, {
+    paths.write_json(workdir / workdir_lib.MODEL_RECORD, {
         "model": model_name, "arch": arch_of(module), "num_classes": num_classes,
         "preprocessing": _preprocessing(data_cfg),
         "class_names": _class_names(data_cfg, num_classes)})
@@ -70,7 +71,7 @@ def arch_of(module):
     regularisers are not architecture, and parameter-efficient modules are stored only
     when present."""
     skip = {"num_classes", "dtype", "attention", "parent", "name", "frozen_norms", "bn_axis_name",
-            *run_init.REGULARISATION}
+            *names.REGULARISATION}
     arch = {k: getattr(module, k) for k in module.__dataclass_fields__ if k not in skip}
     methods = arch.pop("peft", peft.NONE)
     return {**arch, "peft": methods.to_dict()} if methods else arch

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 from tljax import distributed
-from tljax.state import is_finite
+from tljax.training.state import is_finite
 from tljax.errors import UserError
 
 

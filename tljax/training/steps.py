@@ -15,7 +15,7 @@ from flax import traverse_util
 
 from tljax import models
 from tljax.models import peft
-from tljax.state import merge_params, split_params, update_ema
+from tljax.training.state import merge_params, split_params, update_ema
 
 
 def cross_entropy(logits, labels, label_smoothing=0.0):

@@ -1,7 +1,7 @@
 """Which method, at which hyper-parameters, for this dataset and budget: a search over
 adaptation methods chosen on validation, with compute cut where a trial is clearly behind.
 
-    python -m launch.search --config=configs/digits.py --workdir=/tmp/search \\
+    tljax search --config=configs/digits.py --workdir=/tmp/search \\
         --methods=full,linear_probe,lp_ft:lp_steps=50,bitfit,probe:ridge \\
         --space="optim.lr=loguniform(1e-3,1e-1);optim.weight_decay=0,1e-4" \\
         --trials=24 --budget_flops=2e14 --seeds=3
@@ -20,7 +20,7 @@ one; a trial that fails, e.g. diverges, is counted to its last rung), or its tra
 the probe methods only, the others for the trained methods only; a method with nothing to
 sample (a probe without probe.* keys; every method when --space is empty, which makes the
 search a single full-length run per method and --trials moot) runs once, outside the sampler. At the end the best configuration of each method is re-run over --seeds at full
-length into WORKDIR/final and reported with paired differences (tljax.report); test data
+length into WORKDIR/final and reported with paired differences (tljax/experiments/sweep_report.py); test data
 never chooses anything: trials run without a test split and never read it. Optuna is used for the sampler, the pruner and the shared storage:
 a maintained implementation of exactly the logic this needs.
 """
@@ -31,28 +31,12 @@ import socket
 import time
 
 from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
-from absl import flags, logging
+from absl import logging
 from etils import epath
 
-from launch import sweep
+from tljax.experiments import sweep
 from tljax import config_lib, freezing, paths
-from tljax.cli.common import run_main
 from tljax.errors import UserError
-
-# --config, --workdir, --set and --seeds (the final re-run's seeds) are launch.sweep's flags.
-flags.DEFINE_string("methods", "full,linear_probe", "comma-separated freezing strategies, PEFT "
-                    "methods and probe:ridge|logreg|knn")
-flags.DEFINE_string("space", "", "';'-separated KEY=loguniform(a,b) | uniform(a,b) | v1,v2,...")
-flags.DEFINE_integer("trials", 20, "trials this worker runs at most (a shared study may hold more)")
-flags.DEFINE_float("budget_flops", 0.0, "stop starting trials once the study's trials have "
-                   "spent this many train FLOPs (0: no budget)")
-flags.DEFINE_integer("budget_steps", 0, "... this many train steps (a probe counts none)")
-flags.DEFINE_float("budget_seconds", 0.0, "... this much wall time in trials (seconds)")
-flags.DEFINE_integer("eta", 3, "successive halving's reduction factor")
-flags.DEFINE_float("min_fraction", 1 / 9, "first rung as a fraction of total_steps")
-flags.DEFINE_string("storage", "", "Optuna storage URL (default: sqlite:///WORKDIR/study.db)")
-flags.DEFINE_integer("sampler_seed", 0, "seed of the TPE sampler")
-FLAGS = flags.FLAGS
 
 STUDY = "search"
 UNSEARCHED = "unsearched_method"  # user_attrs key: the method of a run with nothing sampled
@@ -217,7 +201,7 @@ class Objective:
                 continue
             if exhausted(study, budgets or {}):
                 return
-            workdir = os.path.join(self.workdir, "trials", sweep._slug(method))
+            workdir = os.path.join(self.workdir, "trials", sweep.slug(method))
             overrides = [sweep.how(method)]
             try:
                 value, costs = self._run_to(overrides, workdir, self.total_steps)
@@ -301,124 +285,3 @@ def resume_interrupted(study):
         study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs={"workdir": trial.user_attrs.get("workdir")})
         logging.info("search: trial %d was interrupted; enqueued to resume", trial.number)
-
-
-def best_per_method(study):
-    """{method: FrozenTrial} of the complete trials with the highest validation accuracy."""
-    import optuna
-
-    best = {}
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        method = method_of(trial)
-        if method not in best or trial.value > best[method].value:
-            best[method] = trial
-    return best
-
-
-def write_search_report(study, workdir, total_flops_per_trial):
-    """search.md (trials, what they spent, the best per method) and search.png (validation
-    accuracy against FLOPs spent)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    trials = study.get_trials(deepcopy=False)
-    lines = ["| trial | method | hyper-parameters | state | last rung | validation % | "
-             "train FLOPs |", "|---:|---|---|---|---:|---:|---:|"]
-    for t in trials:
-        values = t.intermediate_values
-        last = max(values) if values else None
-        hyper = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
-                          for k, v in t.params.items() if k != "method")
-        lines.append(f"| {t.number} | {method_of(t) or ''} | {hyper} | {t.state.name} | "
-                     f"{last if last is not None else ''} | "
-                     f"{'' if last is None else f'{100 * values[last]:.1f}'} | "
-                     f"{t.user_attrs.get('train_flops', 0):.3g} |")
-    full_cost = sum(total_flops_per_trial(t) for t in trials)
-    used = spent(study)
-    lines += ["", f"{len(trials)} trials spent {used:.3g} train FLOPs, "
-              f"{spent(study, 'train_steps'):.0f} train steps and "
-              f"{spent(study, 'wall_time_s'):.0f} s; training every one of "
-              f"them to total_steps would have cost {full_cost:.3g} FLOPs "
-              f"({used / full_cost:.0%} of it)." if full_cost else ""]
-    best = best_per_method(study)
-    lines += ["", "| method | best trial | validation % | hyper-parameters |", "|---|---:|---:|---|"]
-    for method, t in sorted(best.items(), key=lambda kv: -kv[1].value):
-        hyper = ", ".join(f"{k}={v}" for k, v in t.params.items() if k != "method")
-        lines.append(f"| {method} | {t.number} | {100 * t.value:.1f} | {hyper} |")
-    text = "\n".join(lines) + "\n"
-    paths.write_text_atomic(epath.Path(workdir) / "search.md", text)
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(sorted({method_of(t) for t in trials}))}
-    offset = 0.0
-    for t in sorted(trials, key=lambda t: t.number):
-        steps = sorted(t.intermediate_values)
-        if not steps:
-            continue
-        flops = t.user_attrs.get("train_flops", 0.0)
-        xs = [offset + flops * s / steps[-1] for s in steps]
-        ax.plot(xs, [100 * t.intermediate_values[s] for s in steps], "-o", ms=3,
-                color=colors[method_of(t)], alpha=0.8)
-        offset += flops
-    for method, color in colors.items():
-        ax.plot([], [], "-o", color=color, label=method)
-    ax.set_xlabel("train FLOPs spent by the search (trials in order)")
-    ax.set_ylabel("validation accuracy % at each rung")
-    ax.set_title(f"{len(trials)} trials; each line a trial, stopped where it fell behind")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "search.png"), dpi=120)
-    plt.close(fig)
-    return text
-
-
-def main(argv):
-    del argv
-    import optuna
-
-    if not FLAGS.config or not FLAGS.workdir:
-        raise UserError("--config and --workdir are required")
-    methods = sweep.split_schedules(FLAGS.methods)
-    space = parse_space(FLAGS.space)
-    logs.setup()
-    objective = Objective(lambda: config_lib.load(FLAGS.config), FLAGS.workdir, methods, space,
-                          FLAGS.set, FLAGS.eta, FLAGS.min_fraction)
-    logging.info("search: rungs at steps %s", objective.rungs)
-    study = open_study(FLAGS.storage, FLAGS.workdir, FLAGS.sampler_seed, FLAGS.eta,
-                       objective.rungs[0])
-    resume_interrupted(study)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    budgets = {"train_flops": FLAGS.budget_flops, "train_steps": FLAGS.budget_steps,
-               "wall_time_s": FLAGS.budget_seconds}
-    objective.run_unsearched(study, budgets)
-    if objective.searched and not exhausted(study, budgets):
-        study.optimize(objective, n_trials=FLAGS.trials, catch=(UserError, FloatingPointError),
-                       callbacks=[budget_callback(budgets)])
-
-    def full_length(trial):
-        flops = trial.user_attrs.get("train_flops", 0.0)
-        last = max(trial.intermediate_values) if trial.intermediate_values else 0
-        return flops * objective.total_steps / last if last else 0.0
-
-    print(write_search_report(study, FLAGS.workdir, full_length))
-    if FLAGS.seeds:
-        best = best_per_method(study)
-        final = os.path.join(FLAGS.workdir, "final")
-        planned = []
-        for method, trial in best.items():
-            hyper = [o for o in trial.user_attrs["overrides"][1:]]
-            planned += sweep.plan_runs(FLAGS.config, [method], FLAGS.seeds, final,
-                                       fixed=[*FLAGS.set, *hyper])
-        sweep.run_all(FLAGS.config, planned)
-        from tljax import report
-
-        baseline = "full" if "full" in best else next((m for m in methods if m in best), "full")
-        print(report.write_report(final, baseline, order=[m for m in methods if m in best],
-                                  select=True))  # each method at its own best setting, paired by seed
-
-
-if __name__ == "__main__":
-    run_main(main)

@@ -1,0 +1,79 @@
+"""`tljax search` / `python -m tljax.cli.search`: a budgeted search over methods and
+hyper-parameters, validation only (tljax/experiments/search.py)."""
+import os
+
+from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
+from absl import flags, logging
+
+from tljax import config_lib
+from tljax.cli import sweep as _sweep_flags  # noqa: F401  (defines the flags the search shares)
+from tljax.cli.common import run_main
+from tljax.errors import UserError
+from tljax.experiments import search_report, sweep
+from tljax.experiments.search import (Objective, budget_callback, exhausted, open_study,
+                                      parse_space, resume_interrupted)
+
+# --config, --workdir, --set and --seeds (the final re-run's seeds) are tljax sweep's flags.
+flags.DEFINE_string("methods", "full,linear_probe", "comma-separated freezing strategies, PEFT "
+                    "methods and probe:ridge|logreg|knn")
+flags.DEFINE_string("space", "", "';'-separated KEY=loguniform(a,b) | uniform(a,b) | v1,v2,...")
+flags.DEFINE_integer("trials", 20, "trials this worker runs at most (a shared study may hold more)")
+flags.DEFINE_float("budget_flops", 0.0, "stop starting trials once the study's trials have "
+                   "spent this many train FLOPs (0: no budget)")
+flags.DEFINE_integer("budget_steps", 0, "... this many train steps (a probe counts none)")
+flags.DEFINE_float("budget_seconds", 0.0, "... this much wall time in trials (seconds)")
+flags.DEFINE_integer("eta", 3, "successive halving's reduction factor")
+flags.DEFINE_float("min_fraction", 1 / 9, "first rung as a fraction of total_steps")
+flags.DEFINE_string("storage", "", "Optuna storage URL (default: sqlite:///WORKDIR/study.db)")
+flags.DEFINE_integer("sampler_seed", 0, "seed of the TPE sampler")
+flags.adopt_module_key_flags(_sweep_flags)  # listed by --help too
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    import optuna
+
+    if not FLAGS.config or not FLAGS.workdir:
+        raise UserError("--config and --workdir are required")
+    methods = sweep.split_schedules(FLAGS.methods)
+    space = parse_space(FLAGS.space)
+    logs.setup()
+    objective = Objective(lambda: config_lib.load(FLAGS.config), FLAGS.workdir, methods, space,
+                          FLAGS.set, FLAGS.eta, FLAGS.min_fraction)
+    logging.info("search: rungs at steps %s", objective.rungs)
+    study = open_study(FLAGS.storage, FLAGS.workdir, FLAGS.sampler_seed, FLAGS.eta,
+                       objective.rungs[0])
+    resume_interrupted(study)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    budgets = {"train_flops": FLAGS.budget_flops, "train_steps": FLAGS.budget_steps,
+               "wall_time_s": FLAGS.budget_seconds}
+    objective.run_unsearched(study, budgets)
+    if objective.searched and not exhausted(study, budgets):
+        study.optimize(objective, n_trials=FLAGS.trials, catch=(UserError, FloatingPointError),
+                       callbacks=[budget_callback(budgets)])
+
+    def full_length(trial):
+        flops = trial.user_attrs.get("train_flops", 0.0)
+        last = max(trial.intermediate_values) if trial.intermediate_values else 0
+        return flops * objective.total_steps / last if last else 0.0
+
+    print(search_report.write(study, FLAGS.workdir, full_length))
+    if FLAGS.seeds:
+        best = search_report.best_per_method(study)
+        final = os.path.join(FLAGS.workdir, "final")
+        planned = []
+        for method, trial in best.items():
+            hyper = [o for o in trial.user_attrs["overrides"][1:]]
+            planned += sweep.plan_runs(FLAGS.config, [method], FLAGS.seeds, final,
+                                       fixed=[*FLAGS.set, *hyper])
+        sweep.run_all(FLAGS.config, planned)
+        from tljax.experiments import sweep_report
+
+        baseline = "full" if "full" in best else next((m for m in methods if m in best), "full")
+        print(sweep_report.write_report(final, baseline, order=[m for m in methods if m in best],
+                                  select=True))  # each method at its own best setting, paired by seed
+
+
+if __name__ == "__main__":
+    run_main(main)

@@ -1,0 +1,68 @@
+"""`tljax suite` / `python -m tljax.cli.suite`: a benchmark suite (VTAB-1k, FGVC) with its
+protocol, then its report (tljax/experiments/suite.py)."""
+from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
+from absl import flags, logging
+from etils import epath
+
+from tljax import config_lib, paths
+from tljax.cli import sweep as _sweep_flags  # noqa: F401  (defines the flags the suite shares)
+from tljax.cli.common import run_main
+from tljax.errors import UserError
+from tljax.experiments import suites
+from tljax.experiments.suite import Plan, check, next_commands, run_suite
+from tljax.experiments.sweep import split_schedules
+
+# --config, --schedules, --seeds, --grid, --set, --workdir, --emit, --python and --baseline
+# are tljax sweep's flags (the same meaning; --grid points are chosen per task and schedule).
+flags.DEFINE_enum("suite", None, list(suites.SUITES), "the benchmark suite")
+flags.DEFINE_integer("select_seeds", 1, "seeds of each select-stage run")
+flags.DEFINE_string("tasks", "", "comma-separated subset of the suite's tasks (default: all); "
+                    "the report marks the suite means incomplete")
+flags.DEFINE_bool("check", False, "list which tasks' data is prepared, then stop")
+flags.adopt_module_key_flags(_sweep_flags)  # listed by --help too
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    del argv
+    if not FLAGS.suite or not FLAGS.config or not FLAGS.workdir:
+        raise UserError("--suite, --config and --workdir are required")
+    suite = suites.SUITES[FLAGS.suite]
+    tasks = [t for t in FLAGS.tasks.split(",") if t]
+    unknown = [t for t in tasks if t not in suite.tasks]
+    if unknown:
+        raise UserError(f"--tasks: {', '.join(unknown)} not in {suite.name}; its tasks: "
+                        f"{', '.join(suite.tasks)}")
+    config = config_lib.load(FLAGS.config)  # Fails early on a bad config file,
+    for override in [*FLAGS.set, *(axis.split(",")[0] for axis in FLAGS.grid)]:
+        config_lib.apply_override(config, override)  # and on a mistyped key, once.
+    plan = Plan(suite, FLAGS.config, split_schedules(FLAGS.schedules), FLAGS.workdir,
+                grid=FLAGS.grid, fixed=FLAGS.set, tasks=tasks, seeds=FLAGS.seeds,
+                select_seeds=FLAGS.select_seeds)
+    if FLAGS.check:
+        logging.set_verbosity(logging.WARNING)  # (TFDS logs every lookup it tries)
+        rows = check(plan)
+        for name, ready, why in rows:
+            print(f"{name:22s} {'ready' if ready else 'NOT READY: ' + why}")
+        print(f"{sum(r[1] for r in rows)} of {len(rows)} tasks ready")
+        return
+    if FLAGS.emit == "commands":
+        select, final = next_commands(plan, FLAGS.python)
+        root = epath.Path(FLAGS.workdir)
+        root.mkdir(parents=True, exist_ok=True)
+        for name, lines in (("commands_select.txt", select), ("commands_final.txt", final)):
+            paths.write_text_atomic(root / name, "".join(line + "\n" for line in lines))
+        print("\n".join(select + final))
+        if select:
+            print(f"# {len(select)} select runs ({root / 'commands_select.txt'}); once they "
+                  f"finish, run this again for the final runs they choose", flush=True)
+        return
+    logs.setup()
+    run_suite(plan)
+    from tljax.experiments import suite_report
+
+    print(suite_report.write_report(plan, FLAGS.baseline))
+
+
+if __name__ == "__main__":
+    run_main(main)

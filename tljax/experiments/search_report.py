@@ -1,0 +1,75 @@
+"""The search's report: search.md (every trial, what it spent, the best per method) and
+search.png (validation accuracy at each rung against the FLOPs spent)."""
+from etils import epath
+
+from tljax import paths
+from tljax.experiments import tables
+from tljax.experiments.search import method_of, spent
+
+
+def best_per_method(study):
+    """{method: FrozenTrial} of the complete trials with the highest validation accuracy."""
+    import optuna
+
+    best = {}
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        method = method_of(trial)
+        if method not in best or trial.value > best[method].value:
+            best[method] = trial
+    return best
+
+
+def write(study, workdir, total_flops_per_trial):
+    """search.md (trials, what they spent, the best per method) and search.png (validation
+    accuracy against FLOPs spent)."""
+    plt = tables.pyplot()
+
+    trials = study.get_trials(deepcopy=False)
+    lines = ["| trial | method | hyper-parameters | state | last rung | validation % | "
+             "train FLOPs |", "|---:|---|---|---|---:|---:|---:|"]
+    for t in trials:
+        values = t.intermediate_values
+        last = max(values) if values else None
+        hyper = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                          for k, v in t.params.items() if k != "method")
+        lines.append(f"| {t.number} | {method_of(t) or ''} | {hyper} | {t.state.name} | "
+                     f"{last if last is not None else ''} | "
+                     f"{'' if last is None else f'{100 * values[last]:.1f}'} | "
+                     f"{t.user_attrs.get('train_flops', 0):.3g} |")
+    full_cost = sum(total_flops_per_trial(t) for t in trials)
+    used = spent(study)
+    lines += ["", f"{len(trials)} trials spent {used:.3g} train FLOPs, "
+              f"{spent(study, 'train_steps'):.0f} train steps and "
+              f"{spent(study, 'wall_time_s'):.0f} s; training every one of "
+              f"them to total_steps would have cost {full_cost:.3g} FLOPs "
+              f"({used / full_cost:.0%} of it)." if full_cost else ""]
+    best = best_per_method(study)
+    lines += ["", "| method | best trial | validation % | hyper-parameters |", "|---|---:|---:|---|"]
+    for method, t in sorted(best.items(), key=lambda kv: -kv[1].value):
+        hyper = ", ".join(f"{k}={v}" for k, v in t.params.items() if k != "method")
+        lines.append(f"| {method} | {t.number} | {100 * t.value:.1f} | {hyper} |")
+    text = "\n".join(lines) + "\n"
+    paths.write_text_atomic(epath.Path(workdir) / "search.md", text)
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(sorted({method_of(t) for t in trials}))}
+    offset = 0.0
+    for t in sorted(trials, key=lambda t: t.number):
+        steps = sorted(t.intermediate_values)
+        if not steps:
+            continue
+        flops = t.user_attrs.get("train_flops", 0.0)
+        xs = [offset + flops * s / steps[-1] for s in steps]
+        ax.plot(xs, [100 * t.intermediate_values[s] for s in steps], "-o", ms=3,
+                color=colors[method_of(t)], alpha=0.8)
+        offset += flops
+    for method, color in colors.items():
+        ax.plot([], [], "-o", color=color, label=method)
+    ax.set_xlabel("train FLOPs spent by the search (trials in order)")
+    ax.set_ylabel("validation accuracy % at each rung")
+    ax.set_title(f"{len(trials)} trials; each line a trial, stopped where it fell behind")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    tables.save_figure(fig, epath.Path(workdir) / "search.png")
+    return text
