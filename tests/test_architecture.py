@@ -3,6 +3,7 @@ configs/, benchmarks/ or tests/; the freezing grammar defined once and parsed on
 and a model family added by registering it, with no other module touched."""
 import ast
 import glob
+import json
 import os
 import re
 
@@ -18,6 +19,8 @@ from tljax import freezing, models, runs, weights
 from tljax.errors import UserError
 from tljax.models import family, names
 from tljax.models import peft as peft_lib
+from tljax.weights import source
+from tljax.weights.convert import Detected, Layout
 
 
 def _module_name(path):
@@ -243,9 +246,36 @@ def _tiny_groups(module):
             (names.HEAD, "head/.*")]
 
 
+# Its checkpoints, in a format only this test knows: PyTorch-like names and layouts
+# ("tinynet.<module>.weight", conv kernels OIHW, dense kernels (out, in)) in an .npz, or in a
+# Hugging Face-style folder whose config.json says model_type "tiny_test".
+_TINY_KEYS = {"embed": "tinynet.embed", "block1/dense": "tinynet.blocks.0.fc",
+              "block2/dense": "tinynet.blocks.1.fc", names.HEAD: "tinynet.classifier"}
+
+
+def _tiny_key_layout(path):
+    m = re.fullmatch(r"params/(.+)/(kernel|bias)", path)
+    if not m or m[1] not in _TINY_KEYS:
+        return None
+    kind = ("conv" if m[1] == "embed" else "dense") if m[2] == "kernel" else "id"
+    return f"{_TINY_KEYS[m[1]]}.{'weight' if m[2] == 'kernel' else 'bias'}", kind
+
+
+def _tiny_detected(raw, path):
+    return Detected("tiny_test", {"width": raw["tinynet.embed.weight"].shape[0]},
+                    raw["tinynet.classifier.weight"].shape[0],
+                    {"normalization": source.MINUS_ONE_ONE, "image_size": 8},
+                    source.Arrays(raw, path), _tiny_key_layout)
+
+
+TINY_LAYOUT = Layout(("tiny_test",), lambda folder, cfg, raw, path: _tiny_detected(raw, path),
+                     lambda raw, path, model: _tiny_detected(raw, path) if "tinynet.embed.weight" in raw else None,
+                     "the tiny_test family's .npz")
+
+
 @pytest.fixture
 def tiny_family():
-    family.register(family.Family("tiny_test", TinyNet, _tiny_groups))
+    family.register(family.Family("tiny_test", TinyNet, _tiny_groups, layouts=(TINY_LAYOUT,)))
     yield
     family.unregister("tiny_test")
 
@@ -275,3 +305,46 @@ def test_a_family_registered_here_trains_freezes_by_depth_takes_lora_and_a_probe
 
     probe = runs.run(config(**{"probe.method": "ridge"}), str(tmp_path / "probe"))
     assert probe["freeze"] == "probe:ridge" and 0 <= probe["test_accuracy"] <= 1
+
+
+def test_a_family_registered_here_reads_its_own_checkpoints(tiny_family, tmp_path):
+    rng = np.random.default_rng(0)
+    width, classes = 8, 3
+    normal = lambda *shape: rng.normal(size=shape).astype(np.float32)  # noqa: E731
+    arrays = {"tinynet.embed.weight": normal(width, 3, 3, 3), "tinynet.embed.bias": normal(width),
+              "tinynet.blocks.0.fc.weight": normal(width, width), "tinynet.blocks.0.fc.bias": normal(width),
+              "tinynet.blocks.1.fc.weight": normal(width, width), "tinynet.blocks.1.fc.bias": normal(width),
+              "tinynet.classifier.weight": normal(classes, width), "tinynet.classifier.bias": normal(classes)}
+    npz = str(tmp_path / "tiny.npz")
+    np.savez(npz, **arrays)
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    from safetensors.numpy import save_file
+
+    save_file(arrays, str(folder / "model.safetensors"))
+    (folder / "config.json").write_text(json.dumps({"model_type": "tiny_test",
+                                                    "id2label": {"0": "a", "1": "b", "2": "c"}}))
+    # The parameters those arrays are, mapped here: OIHW -> HWIO, (out, in) -> (in, out).
+    dense = lambda key: {"kernel": arrays[f"{key}.weight"].T, "bias": arrays[f"{key}.bias"]}  # noqa: E731
+    expected = {"embed": {"kernel": arrays["tinynet.embed.weight"].transpose(2, 3, 1, 0),
+                          "bias": arrays["tinynet.embed.bias"]},
+                "block1": {"dense": dense("tinynet.blocks.0.fc")},
+                "block2": {"dense": dense("tinynet.blocks.1.fc")}, names.HEAD: dense("tinynet.classifier")}
+    images = rng.uniform(-1, 1, (2, 8, 8, 3)).astype(np.float32)
+    reference = np.asarray(TinyNet(classes, width).apply({"params": expected}, images))
+
+    for path in (npz, str(folder)):
+        loaded = weights.load_model(path)
+        assert type(loaded.module) is TinyNet and (loaded.module.num_classes, loaded.module.width) == (classes, width)
+        got = traverse_util.flatten_dict(loaded.variables["params"], sep="/")
+        want = traverse_util.flatten_dict(expected, sep="/")
+        assert got.keys() == want.keys() and all(np.array_equal(got[p], want[p]) for p in want)
+        np.testing.assert_array_equal(np.asarray(loaded.module.apply(loaded.variables, images)), reference)
+    assert loaded.class_names == ["a", "b", "c"]
+    assert weights.read(npz, model="tiny_test").model == "tiny_test"  # as runs read model.init
+
+    family.unregister("tiny_test")
+    with pytest.raises(UserError, match="not a known weights layout"):
+        weights.load_model(npz)
+    with pytest.raises(UserError, match="model_type 'tiny_test' is not supported"):
+        weights.load_model(str(folder))

@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import ROOT, cpu_devices_flags
 from tests.helpers import exported_params, records
-from tljax import steps
+from tljax.training import steps
 
 MODELS = {
     "resnet": ({"depth": 18, "base_width": 4, "stem": "small"}, {}),
@@ -35,7 +35,8 @@ import sys
 sys.path.insert(0, {root!r})
 import jax
 from tests.conftest import tiny_config
-from tljax import parallel, runs
+from tljax import runs
+from tljax.training import parallel
 assert jax.device_count() == {devices}, jax.devices()
 parallel.Jit.FSDP_MIN_SIZE = 1  # shard even the tiny test models' tensors
 for name, (arch, extra) in {models!r}.items():

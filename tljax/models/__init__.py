@@ -1,15 +1,17 @@
 """Model families and what every run asks of a model: build by name, ordered parameter
 groups, PEFT support, BatchNorm settings. Each family keeps its knowledge in its own module
-(its FAMILY, see family.py); the line below is the registry."""
+(its FAMILY, see family.py: the linen Module, groups, checkpoint layouts); the line below is
+the registry. Its order is the order checkpoint files are tried in (weights/detect.py): the
+Keras layouts of vgg, mobilenet_v2 and inception_v3 are tried in that order."""
 import jax.numpy as jnp
 
-from tljax.models import (attention, convnext, family, inception, mobilenet, resnet, resnetv2, vgg,
+from tljax.models import (attention, bit, convnext, family, inception_v3, mobilenet_v2, resnet, vgg,
                           vit)
 from tljax.models.family import build, depth_groups, group_of, groups  # noqa: F401
 from tljax.models.names import FINAL_NORM, HEAD, is_classifier  # noqa: F401
 
-family.register(resnetv2.FAMILY, resnet.FAMILY, vit.FAMILY, convnext.FAMILY, vgg.FAMILY,
-                mobilenet.FAMILY, inception.FAMILY)  # the registry: one entry per family
+family.register(bit.FAMILY, resnet.FAMILY, vit.FAMILY, convnext.FAMILY, vgg.FAMILY,
+                mobilenet_v2.FAMILY, inception_v3.FAMILY)  # the registry: one entry per family
 
 
 def with_peft(module, methods):

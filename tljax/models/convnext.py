@@ -7,13 +7,14 @@ pooling), head. A block: depthwise 7x7 conv, channels-last LayerNorm, pointwise 
 with V2's global response normalisation (GRN) inside, V1's LayerScale `gamma`, residual.
 LayerNorms inside the network use eps 1e-6 (hard-coded in HF and timm); the final one's
 epsilon is the checkpoint's (`ln_eps`; HF config `layer_norm_eps`, default 1e-12).
+Checkpoints: convnext_weights.py.
 """
 from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from tljax.models import family, layers, names, peft as peft_lib
+from tljax.models import convnext_weights, family, layers, names, peft as peft_lib
 
 INNER_EPS = 1e-6  # HF ConvNextLayerNorm default and timm convnext.py `norm_eps` default
 SIZES = {"T": ((3, 3, 9, 3), (96, 192, 384, 768)), "S": ((3, 3, 27, 3), (96, 192, 384, 768)),
@@ -94,10 +95,7 @@ class ConvNeXt(nn.Module):
                 x = _Stage(width, depth, s > 0, self.grn, self.layer_scale,
                            tuple(rates[first:first + depth]), self.dtype, name=f"stage{s + 1}")(x, train)
             x = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm")(x.mean(axis=(1, 2)))
-        self.sow(names.INTERMEDIATES, names.HEAD_INPUT, x)
-        x = nn.Dropout(self.dropout)(x, deterministic=not train)
-        return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
-                        name="head")(x).astype(jnp.float32)
+        return layers.classifier_head(self, x, train, self.dropout)
 
 
 class _Stem(nn.Module):
@@ -144,7 +142,8 @@ class _Down(nn.Module):
 def _groups(module):
     """Stem, stages (each with its downsampling), the final norm, head."""
     stages = [(f"stage{s + 1}", rf"stage{s + 1}/.*") for s in range(len(module.dims()[0]))]
-    return [("stem", "stem/.*"), *stages, (names.FINAL_NORM, "norm/.*"), (names.HEAD, "head/.*")]
+    return [("stem", "stem/.*"), *stages, (names.FINAL_NORM, "norm/.*"),
+            (names.HEAD, f"{names.HEAD}/.*")]
 
 
-FAMILY = family.Family("convnext", ConvNeXt, _groups)
+FAMILY = family.Family("convnext", ConvNeXt, _groups, layouts=(convnext_weights,))

@@ -1,10 +1,13 @@
-"""A model family: its linen Module and what the rest of tljax needs to know about it, kept
-in the family's own module (its FAMILY), and the registry of families by name.
+"""A model family: its linen Module, what the rest of tljax needs to know about it and how its
+checkpoints are read, kept in the family's own module (its FAMILY), and the registry of
+families by name.
 
 To add a family: write models/<family>.py with the linen Module (fields `num_classes`,
-`dtype`, `peft`; the head named HEAD; the head's input sown as names.HEAD_INPUT; its forward
-pass inside `peft.intercept(...)` for the op-level PEFT methods) and its FAMILY, then add
-FAMILY to the registry line in models/__init__.py (or `register` it, as tests do).
+`dtype`, `peft`; its forward pass inside `peft.intercept(...)` for the op-level PEFT methods,
+then layers.classifier_head: the head HEAD and its input sown as names.HEAD_INPUT), its
+checkpoint converters (there, or in models/<family>_weights.py beside it, which it imports)
+and its FAMILY, then add FAMILY to the registry line in models/__init__.py (or `register` it,
+as tests do).
 """
 import dataclasses
 import re
@@ -37,9 +40,13 @@ class Family:
     blocks: Callable = None      # module -> names of its transformer blocks, input to output
     # arch dict as older exports recorded it -> today's fields (renamed options)
     upgrade_arch: Callable = lambda arch: arch
+    # the checkpoint layouts it reads: converter modules or weights/convert.py Layouts (each
+    # with HF_MODEL_TYPES, from_hf, from_file, READS); weights/detect.py asks every registered
+    # family's, in registration order
+    layouts: tuple = ()
 
 
-FAMILIES = {}  # name -> Family
+FAMILIES = {}  # name -> Family, in registration order (the order checkpoints are detected in)
 
 
 def register(*families):

@@ -1,8 +1,23 @@
-"""Layers the families share: stochastic depth (drop path) and BatchNorm as every BatchNorm
-family runs it (frozen on running statistics, synchronised under pmap)."""
+"""Layers the families share: the classifier head every family ends with, stochastic depth
+(drop path) and BatchNorm as every BatchNorm family runs it (frozen on running statistics,
+synchronised under pmap)."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from tljax.models import names
+
+
+def classifier_head(module, features, train, dropout=0.0):
+    """Logits from pooled `features` (batch, features), called in `module`'s compact __call__
+    after its forward pass (outside peft.intercept: the head trains whole). Sows `features` as
+    the head's input (names.INTERMEDIATES/HEAD_INPUT, for feature probes), applies dropout at
+    rate `dropout` in training, then the zero-initialised Dense names.HEAD (module.num_classes
+    outputs, module.dtype; parameters head/kernel and head/bias); logits in float32."""
+    module.sow(names.INTERMEDIATES, names.HEAD_INPUT, features)
+    features = nn.Dropout(dropout)(features, deterministic=not train)
+    return nn.Dense(module.num_classes, kernel_init=nn.initializers.zeros, dtype=module.dtype,
+                    name=names.HEAD)(features).astype(jnp.float32)
 
 
 def drop_path_rates(rate, count):

@@ -12,3 +12,7 @@ HEAD_INPUT = "head_input"
 def is_classifier(path):
     """True for parameters of the classifier layer (reset on transfer, decayed to 0 by L2-SP)."""
     return path.startswith(HEAD + "/")
+
+# Train-time regularisers: model.* config keys and module fields of the same names (off at
+# eval; not architecture, so exports do not store them).
+REGULARISATION = ("dropout", "attention_dropout", "drop_path")

@@ -5,14 +5,18 @@ the classifier block (fc1, fc2: 4096 wide with ReLU) and the head ("predictions"
 Names: block{b}/conv{i}, classifier/{fc1,fc2}, head. `top=False` is Keras' notop model
 (`include_top=False, pooling="avg"`): the head reads the global average of the last block.
 With the top, the last block's grid is flattened in NHWC order, as Keras does, so the
-pretrained fc1 fits 224 px inputs (a 7x7 grid).
+pretrained fc1 fits 224 px inputs (a 7x7 grid). Checkpoints (at the end): Keras files.
 """
+import math
 from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from tljax.models import family, names, peft as peft_lib
+from tljax.errors import UserError
+from tljax.models import family, layers, names, peft as peft_lib
+from tljax.weights import keras_files, source
+from tljax.weights.convert import Detected, Layout, match
 
 # convs per block (keras.applications vgg16.py / vgg19.py)
 DEPTHS = {16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
@@ -68,9 +72,7 @@ class VGG(nn.Module):
                 x = _Classifier(self.fc_width, self.dropout, self.dtype, name="classifier")(x, train)
             else:
                 x = x.mean(axis=(1, 2))
-        self.sow(names.INTERMEDIATES, names.HEAD_INPUT, x)  # fc7 (fc2's output) with the top
-        return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
-                        name="head")(x).astype(jnp.float32)
+        return layers.classifier_head(self, x, train)  # its input: fc7 (fc2's output) with the top
 
 
 def _groups(module):
@@ -78,7 +80,45 @@ def _groups(module):
     transfer project retrains with last_k:1), the head."""
     blocks = [(f"block{b + 1}", rf"block{b + 1}/.*") for b in range(len(DEPTHS[module.depth]))]
     top = [("classifier", "classifier/.*")] if module.top else []
-    return [*blocks, *top, (names.HEAD, "head/.*")]
+    return [*blocks, *top, (names.HEAD, f"{names.HEAD}/.*")]
 
 
-FAMILY = family.Family("vgg", VGG, _groups)
+# ------------------------------------------------------------------ checkpoints
+# keras.applications VGG16/19 (weights/keras_files.py reads the file; layers matched by kind and
+# build order), preprocessed as Keras' "caffe" mode: BGR, ImageNet mean subtracted.
+def _keras_layout(depth):
+    starts = [sum(DEPTHS[depth][:b]) for b in range(5)]
+    dense = {"classifier/fc1": 0, "classifier/fc2": 1, names.HEAD: 2}
+
+    def layout(path):
+        if m := match(r"params/block(\d)/conv(\d)/(kernel|bias)", path):
+            k = starts[int(m[1]) - 1] + int(m[2]) - 1
+            return f"conv2d:{k}/{0 if m[3] == 'kernel' else 1}", "id"
+        if m := match(rf"params/(classifier/fc1|classifier/fc2|{names.HEAD})/(kernel|bias)", path):
+            return f"dense:{dense[m[1]]}/{0 if m[2] == 'kernel' else 1}", "id"
+        return None
+    return layout
+
+
+def _from_keras(raw, path, model):
+    if not keras_files.is_keras_model(raw, path) or keras_files.layer_count(raw, keras_files.BN):
+        return None  # (a Keras VGG has no BatchNorm)
+    convs, dense = keras_files.layer_count(raw, "conv2d"), keras_files.layer_count(raw, "dense")
+    depth = {13: 16, 16: 19}.get(convs)
+    if depth is None or dense not in (0, 3):
+        raise UserError(f"{path}: a Keras VGG has 13 (VGG16) or 16 (VGG19) convolutions and 0 or 3 "
+                        f"dense layers, not {convs} and {dense}")
+    starts = [sum(DEPTHS[depth][:b]) for b in range(5)]
+    widths = tuple(raw[f"conv2d:{k}/0"].shape[-1] for k in starts)
+    arch = {"depth": depth, "widths": widths, "top": dense == 3}
+    size, classes = 224, 0
+    if dense == 3:  # the flattened grid fixes the resolution (7x7 at 224 px)
+        arch["fc_width"] = raw["dense:0/0"].shape[1]
+        size = math.isqrt(raw["dense:0/0"].shape[0] // widths[-1]) * 32
+        classes = raw["dense:2/0"].shape[1]
+    return Detected("vgg", arch, classes, {"normalization": "caffe", "image_size": size},
+                    source.Arrays(raw, path), _keras_layout(depth))
+
+
+FAMILY = family.Family("vgg", VGG, _groups,
+                       layouts=(Layout(from_file=_from_keras, READS="Keras VGG16/19 (.h5, .keras)"),))

@@ -6,7 +6,7 @@ with the options of the ViTs people transfer from today, each numerically equal 
 Names: embed/{patch,cls,registers,pos_embedding,pre_norm}, encoder/block{i}/{norm1,attn,ls1,
 norm2,mlp/{fc1,fc2},ls2}, encoder/norm, optional map/ (attention-pooling head) and pre_logits
 (representation layer), head. Epsilon and activation are attributes so converters can match
-other implementations.
+other implementations. Checkpoints: vit_weights.py.
 """
 import math
 from typing import Optional
@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from tljax.errors import UserError
 from tljax.models import attention as attention_lib
-from tljax.models import family, layers, names, peft as peft_lib
+from tljax.models import family, layers, names, peft as peft_lib, vit_weights
 
 # LayerNorm epsilon: flax's default 1e-6, as vit_jax/models_vit.py uses (HF/timm ports use
 # other values; converters set `ln_eps` to match them).
@@ -311,10 +311,7 @@ class ViT(nn.Module):
                 x = jnp.mean(x, axis=1)
             if self.representation_size:
                 x = jnp.tanh(nn.Dense(self.representation_size, dtype=self.dtype, name="pre_logits")(x))
-        self.sow(names.INTERMEDIATES, names.HEAD_INPUT, x)  # the head's input, for feature probes
-        x = nn.Dropout(self.dropout)(x, deterministic=not train)
-        return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
-                        name="head")(x).astype(jnp.float32)
+        return layers.classifier_head(self, x, train, self.dropout)
 
 
 def _groups(module):
@@ -322,7 +319,7 @@ def _groups(module):
     both belong to the top depth unit, so last_k:1 trains the last block, norm, MAP and head."""
     blocks = [(f"block{i}", rf"encoder/block{i}/.*") for i in range(module.dims()[1])]
     return [("embed", "embed/.*"), *blocks, (names.FINAL_NORM, "(encoder/norm|map)/.*"),
-            (names.HEAD, "(pre_logits|head)/.*")]
+            (names.HEAD, f"(pre_logits|{names.HEAD})/.*")]
 
 
 def _pool(module, tokens):
@@ -366,4 +363,5 @@ def _upgrade_arch(arch):
 
 
 FAMILY = family.Family("vit", ViT, _groups, pool=_pool, token_methods=True,
-                       linear_input=_linear_input, blocks=_blocks, upgrade_arch=_upgrade_arch)
+                       linear_input=_linear_input, blocks=_blocks, upgrade_arch=_upgrade_arch,
+                       layouts=(vit_weights.layout(SIZES),))

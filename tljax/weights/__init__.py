@@ -5,11 +5,10 @@ Contract: `load_model(source, *, model=None, num_classes=None)` returns a Loaded
 `module.apply(variables, images_nhwc, train=False)` giving logits for images prepared
 as `preprocessing` says (its "pp_eval" string when the source records one, else its
 "normalization" op at "image_size"). Sources:
-  - a Hugging Face model folder (config.json + model.safetensors / pytorch_model.bin)
-    of ViT, BiT or ResNet (*ForImageClassification or the bare *Model);
-  - an official BiT or ViT/AugReg .npz;
-  - a timm `resnetv2_*_bit`, `vit_*` or torchvision/timm `resnet*` state dict
-    (.safetensors / .pth);
+  - a checkpoint some registered family reads (its Family.layouts; weights/detect.py asks
+    them): a Hugging Face model folder (config.json + model.safetensors / pytorch_model.bin),
+    an official BiT or ViT/AugReg .npz, a timm or torchvision state dict (.safetensors /
+    .pth), a Keras file (docs/weights.md lists them);
   - a tljax .safetensors export, or a tljax run directory: `which="best"` (default) is its
     validation-selected model, `which="final"` its last one (exports when written, else
     its checkpoints).
@@ -25,9 +24,11 @@ import numpy as np
 from flax import traverse_util
 
 from tljax import literals, models
+from tljax import workdir as workdir_lib
 from tljax.models import names
 from tljax.errors import UserError
-from tljax.weights import catalog, detect, layouts, tljax_format
+from tljax.weights import catalog, detect, tljax_format
+from tljax.weights import convert as convert_lib
 from tljax.weights import merge as merge_lib
 
 
@@ -72,8 +73,8 @@ def _from_tljax_run(workdir, which):
     """The Export of a tljax run directory: its exported file, or else its checkpoint."""
     if which not in ("best", "final"):
         raise UserError(f"which={which!r}: use 'best' (selected by validation) or 'final'")
-    exported = [os.path.join(workdir, "best.safetensors")] if which == "best" else []
-    for path in exported + [os.path.join(workdir, "model.safetensors")]:
+    exported = [os.path.join(workdir, workdir_lib.BEST)] if which == "best" else []
+    for path in exported + [os.path.join(workdir, workdir_lib.MODEL)]:
         if os.path.exists(path):
             return tljax_format.load(path)
     return _from_checkpoint(workdir, which)
@@ -82,21 +83,19 @@ def _from_tljax_run(workdir, which):
 def _from_checkpoint(workdir, which):
     """The Export of a run without exported weights (export_weights=False): the best/ or
     the newest checkpoints/ entry, as the model the run recorded when it started
-    (paths.MODEL_RECORD: architecture with PEFT modules, eval pp, class names)."""
+    (workdir.MODEL_RECORD: architecture with PEFT modules, eval pp, class names)."""
     import orbax.checkpoint as ocp
 
-    from tljax import paths
-
-    record_path = os.path.join(workdir, paths.MODEL_RECORD)
+    record_path = os.path.join(workdir, workdir_lib.MODEL_RECORD)
     if not os.path.exists(record_path):
-        raise UserError(f"tljax run {workdir} has no {paths.MODEL_RECORD} (runs record the model "
+        raise UserError(f"tljax run {workdir} has no {workdir_lib.MODEL_RECORD} (runs record the model "
                         f"they build since 2026-11-27): evaluate its exported .safetensors, or "
                         f"resume it with this version to write the record")
     with open(record_path) as f:
         record = json.load(f)
-    folder = os.path.join(workdir, "best")
+    folder = os.path.join(workdir, workdir_lib.BEST_CHECKPOINT)
     if which == "final" or not os.path.isdir(folder):
-        folder = os.path.join(workdir, "checkpoints")
+        folder = os.path.join(workdir, workdir_lib.CHECKPOINTS)
     manager = ocp.CheckpointManager(os.path.abspath(folder), item_names=("state", "meta"))
     step = manager.latest_step()
     if step is None:
@@ -124,7 +123,7 @@ def _read_source(path, model, which):
         raise UserError(f"weights {path!r} do not exist; check the path (model.init), or see "
                         f"`python -m tljax.cli.catalog` for downloadable checkpoints")
     if os.path.isdir(path):
-        config_path = os.path.join(path, "config.json")
+        config_path = os.path.join(path, workdir_lib.CONFIG)  # a run's, or a Hugging Face folder's
         if not os.path.exists(config_path):
             raise UserError(f"{path} is a directory without config.json: expected a Hugging Face "
                             f"model folder or a tljax run directory")
@@ -153,7 +152,7 @@ def _read_source(path, model, which):
     expected = _expected_shapes(module, pp["image_size"])
     if classes == 0:  # A backbone without a classifier: the head stays to be filled in.
         expected = {p: s for p, s in expected.items() if not names.is_classifier(p[len("params/"):])}
-    flat = layouts.convert(arrays, layout, expected)
+    flat = convert_lib.convert(arrays, layout, expected)
     class_names = pp.pop("class_names", None)
     return tljax_format.Export(family, arch, classes, pp, traverse_util.unflatten_dict(flat, sep="/"),
                                class_names)

@@ -19,6 +19,7 @@ import io
 import json
 import re
 import zipfile
+from collections import Counter
 
 import numpy as np
 
@@ -154,3 +155,46 @@ def _legacy(f, path):
 
 def layer_count(arrays, kind):
     return len({key.split("/")[0] for key in arrays if key.startswith(kind + ":")})
+
+
+# ------------------------------------------------------------------ key layouts of Keras models
+# What the families that read keras.applications models (models/vgg.py, mobilenet_v2.py,
+# inception_v3.py) share. Layers are matched by kind and build order, so the layer names Keras
+# generated (which depend on what else the session built) do not matter.
+BN = "batch_normalization"
+# flax BatchNorm leaf -> Keras weight index (gamma, beta, moving mean, moving variance; no gamma
+# with scale=False, as InceptionV3's)
+BN_LEAVES = {"params/scale": 0, "params/bias": 1, "batch_stats/mean": 2, "batch_stats/var": 3}
+BN_NO_SCALE = {"params/bias": 0, "batch_stats/mean": 1, "batch_stats/var": 2}
+
+
+def is_keras_model(raw, path):
+    """Whether `raw`, read from `path`, are a Keras file's arrays (keys as `read` writes them)."""
+    return any(":" in key for key in raw) and is_keras_file(path)
+
+
+def slots(layers):
+    """{tljax module path: "<kind>:<k>"} for (path, Keras kind) in Keras' model order."""
+    counts, out = Counter(), {}
+    for path, kind in layers:
+        out[path] = f"{kind}:{counts[kind]}"
+        counts[kind] += 1
+    return out
+
+
+def slot_layout(module_slots, bn_leaves=BN_LEAVES):
+    """The key layout (weights/convert.py) tljax path -> Keras key through `module_slots`
+    (`slots`' answer): kernels HWIO as they are (a depthwise kernel (3, 3, C, 1) becomes flax's
+    (3, 3, 1, C)), BatchNorm leaves by Keras' weight order."""
+    def layout(path):
+        collection, _, rest = path.partition("/")
+        module, _, leaf = rest.rpartition("/")
+        if module not in module_slots:
+            return None
+        slot = module_slots[module]
+        if collection == "params" and leaf == "kernel":
+            return f"{slot}/0", "keras_depthwise" if slot.startswith("depthwise") else "id"
+        if slot.startswith(BN):
+            return f"{slot}/{bn_leaves[f'{collection}/{leaf}']}", "id"
+        return f"{slot}/1", "id"  # a dense bias
+    return layout

@@ -5,7 +5,7 @@ import numpy as np
 from flax import traverse_util
 
 from tljax.errors import UserError
-from tljax.models import is_classifier
+from tljax.models.names import is_classifier
 
 
 def _flat(tree):

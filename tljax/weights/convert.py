@@ -1,11 +1,13 @@
-"""What every family's converters share: key layouts, transforms, conversion, and reading the
-architecture off a checkpoint (Hugging Face config.json, key names and shapes).
+"""What every family's checkpoint converters share: key layouts, transforms, conversion, and
+reading the architecture off a checkpoint (Hugging Face config.json, key names and shapes).
+It imports no model family: the families import it (their Family.layouts, models/family.py).
 
-A family's converter module (bit.py, resnet.py, vit.py) has HF_MODEL_TYPES, `from_hf(folder,
-cfg, raw, path)` and `from_file(raw, path, model)`; each returns a Detected (or None when the
-file is not of that family). Key layouts:
+A family reads its checkpoints through its layouts (Family.layouts): each a converter module
+or a Layout (below) with HF_MODEL_TYPES, `from_hf(folder, cfg, raw, path)` and
+`from_file(raw, path, model)`, which return a Detected (from_file: None when the file is not
+of that layout), and READS.
 
-A layout is a function `path -> (source_key, transform)` over tljax paths of the
+A key layout (Detected.layout) is a function `path -> (source_key, transform)` over tljax paths of the
 form "<collection>/<param path>", e.g. "params/stage2/unit1/conv1/kernel". The
 loader walks the paths the tljax model expects, so every expected parameter is
 looked up and every source key left over is reported.
@@ -38,6 +40,22 @@ def match(pattern, path):
 TORCH_LEAF = {"kernel": "weight", "scale": "weight", "bias": "bias", "gamma": "weight", "beta": "bias"}
 # The ViT MAP head's parameters (models/vit.py MAPHead): (part, leaf)
 MAP_PATH = r"params/map/(attention/(?:query|key|value|out)|norm|mlp/fc1|mlp/fc2)/(\w+)"
+
+
+class Layout(NamedTuple):
+    """A checkpoint layout (or a few) a family reads, with the names a converter module has, for
+    converters that are not a module of their own. Family.layouts lists them and
+    weights/detect.py asks them, family by family in registration order.
+      HF_MODEL_TYPES: the Hugging Face config.json `model_type`s `from_hf` reads;
+      from_hf(folder, cfg, raw, path) -> Detected: such a folder (cfg: its config.json, raw:
+        its arrays, path: its weights file);
+      from_file(raw, path, model) -> Detected, or None when the file's keys are not this
+        layout's (model: the model.init spec's family and overrides, e.g. "vit:heads=12");
+      READS: the files it reads, in words (for the message about a file no layout reads)."""
+    HF_MODEL_TYPES: tuple = ()
+    from_hf: Callable = None
+    from_file: Callable = None
+    READS: str = ""
 
 
 class Detected(NamedTuple):

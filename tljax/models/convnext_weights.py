@@ -1,11 +1,13 @@
-"""ConvNeXt checkpoints: Hugging Face `convnext` / `convnextv2` (ConvNext[V2]Model,
-*ForImageClassification) and timm `convnext_*` / `convnextv2_*` state dicts (timm
-models/convnext.py: stem.0/1, stages.s.downsample.0/1, stages.s.blocks.i.{conv_dw, norm,
-mlp.fc1, mlp.grn, mlp.fc2, gamma}, head.norm, head.fc)."""
+"""The ConvNeXt family's checkpoints (a layout of models/convnext.py's FAMILY): Hugging Face
+`convnext` / `convnextv2` (ConvNext[V2]Model, *ForImageClassification) and timm `convnext_*` /
+`convnextv2_*` state dicts (timm models/convnext.py: stem.0/1, stages.s.downsample.0/1,
+stages.s.blocks.i.{conv_dw, norm, mlp.fc1, mlp.grn, mlp.fc2, gamma}, head.norm, head.fc)."""
+from tljax.models.names import HEAD
 from tljax.weights import source
-from tljax.weights.layouts.common import TORCH_LEAF, Detected, count, hf_preprocessing, match, prefix_of
+from tljax.weights.convert import TORCH_LEAF, Detected, count, hf_preprocessing, match, prefix_of
 
 HF_MODEL_TYPES = ("convnext", "convnextv2")
+READS = "timm convnext*"
 
 _BLOCK = r"params/stage(\d+)/block(\d+)/(dwconv|norm|mlp/fc1|mlp/fc2|mlp/grn|gamma)/?(\w*)"
 _DOWN = r"params/stage(\d+)/down/(norm|conv)/(\w+)"
@@ -23,8 +25,8 @@ def convnext_hf(path, prefix):
               "params/stem/norm/bias": (f"{prefix}embeddings.layernorm.bias", "id"),
               "params/norm/scale": (f"{prefix}layernorm.weight", "id"),
               "params/norm/bias": (f"{prefix}layernorm.bias", "id"),
-              "params/head/kernel": ("classifier.weight", "dense"),
-              "params/head/bias": ("classifier.bias", "id")}
+              f"params/{HEAD}/kernel": ("classifier.weight", "dense"),
+              f"params/{HEAD}/bias": ("classifier.bias", "id")}
     if path in simple:
         return simple[path]
     if m := match(_DOWN, path):
@@ -59,7 +61,8 @@ def convnext_timm(path):
     simple = {"params/stem/conv/kernel": ("stem.0.weight", "conv"), "params/stem/conv/bias": ("stem.0.bias", "id"),
               "params/stem/norm/scale": ("stem.1.weight", "id"), "params/stem/norm/bias": ("stem.1.bias", "id"),
               "params/norm/scale": ("head.norm.weight", "id"), "params/norm/bias": ("head.norm.bias", "id"),
-              "params/head/kernel": ("head.fc.weight", "dense"), "params/head/bias": ("head.fc.bias", "id")}
+              f"params/{HEAD}/kernel": ("head.fc.weight", "dense"),
+              f"params/{HEAD}/bias": ("head.fc.bias", "id")}
     if path in simple:
         return simple[path]
     if m := match(_DOWN, path):

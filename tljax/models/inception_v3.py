@@ -6,7 +6,7 @@ Every convolution is Keras' conv2d_bn: conv without bias, BatchNorm without scal
 padding from their count, as Keras' AveragePooling2D does. Names: stem{0..4}/{conv,bn},
 mixed{0..10}/{branch}_{j}/{conv,bn} (mixed9/10's split convs `{branch}_a`, `{branch}_b`), head.
 ARCHITECTURE lists the blocks in the order the Keras code builds its layers, which is the order
-a Keras file's convolutions are matched in (weights/layouts/keras.py).
+a Keras file's convolutions are matched in (checkpoints, at the end: Keras files).
 """
 from typing import Optional, Sequence
 
@@ -14,6 +14,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from tljax.models import family, layers, names, peft as peft_lib
+from tljax.weights import keras_files, source
+from tljax.weights.convert import Detected, Layout
 
 BN_EPS, BN_MOMENTUM = 1e-3, 0.99  # keras BatchNormalization defaults (conv2d_bn sets neither)
 
@@ -143,11 +145,7 @@ class InceptionV3(nn.Module):
                     conv += 1
             for block, branches in ARCHITECTURE:
                 x = Mixed(tuple(map(_frozen, branches)), *bn, name=block)(x, train)
-        x = x.mean(axis=(1, 2))
-        self.sow(names.INTERMEDIATES, names.HEAD_INPUT, x)
-        x = nn.Dropout(self.dropout)(x, deterministic=not train)
-        return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
-                        name="head")(x).astype(jnp.float32)
+        return layers.classifier_head(self, x.mean(axis=(1, 2)), train, self.dropout)
 
 
 def _frozen(value):
@@ -158,7 +156,42 @@ def _frozen(value):
 def _groups(module):
     """The stem, the eleven mixed blocks, the head."""
     return [("stem", r"stem\d/.*"), *[(block, rf"{block}/.*") for block, _ in ARCHITECTURE],
-            (names.HEAD, "head/.*")]
+            (names.HEAD, f"{names.HEAD}/.*")]
 
 
-FAMILY = family.Family("inception_v3", InceptionV3, _groups)
+# ------------------------------------------------------------------ checkpoints
+# keras.applications InceptionV3 (weights/keras_files.py reads the file; layers matched by kind
+# and build order), preprocessed as Keras' "tf" mode: [-1, 1], at 299 px.
+def _keras_build_order(top, classes):
+    """{kind: [layer names in model order]} of Keras' own InceptionV3: a bare Keras 3
+    .weights.h5 numbers layers in that order and records no names."""
+    import keras
+
+    model = keras.applications.InceptionV3(weights=None, include_top=top, classes=classes or 1000,
+                                           input_shape=(299, 299, 3))
+    kinds = {"Conv2D": "conv2d", "BatchNormalization": keras_files.BN}
+    layer_names = {}
+    for layer in model.layers:
+        if type(layer).__name__ in kinds:
+            layer_names.setdefault(kinds[type(layer).__name__], []).append(layer.name)
+    return layer_names
+
+
+def _from_keras(raw, path, model):
+    if (not keras_files.is_keras_model(raw, path) or keras_files.layer_count(raw, "conv2d") != 94
+            or f"{keras_files.BN}:0/3" in raw):  # (no BatchNorm scale: 3 weights a layer)
+        return None
+    top = keras_files.layer_count(raw, "dense") == 1
+    classes = raw["dense:0/0"].shape[1] if top else 0
+    if keras_files.is_bare_keras3(path):
+        raw = keras_files.in_build_order(raw, _keras_build_order(top, classes))
+    keras_layers = [(f"{p}/{part}", kind) for p in conv_paths()
+                    for part, kind in (("conv", "conv2d"), ("bn", keras_files.BN))]
+    keras_layers += [(names.HEAD, "dense")] if top else []
+    return Detected("inception_v3", {}, classes, {"normalization": source.MINUS_ONE_ONE, "image_size": 299},
+                    source.Arrays(raw, path),
+                    keras_files.slot_layout(keras_files.slots(keras_layers), keras_files.BN_NO_SCALE))
+
+
+FAMILY = family.Family("inception_v3", InceptionV3, _groups,
+                       layouts=(Layout(from_file=_from_keras, READS="Keras InceptionV3 (.h5, .keras)"),))

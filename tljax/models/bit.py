@@ -5,13 +5,14 @@ weights standardized over (kh, kw, cin) with an epsilon added to the variance,
 zero "fixed" padding before the 3x3 convs and before the stem max-pool, and a
 final GroupNorm + ReLU before global average pooling. Epsilons are attributes
 so converters can match other implementations (timm, Hugging Face) exactly.
+Checkpoints: bit_weights.py.
 """
 from typing import Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from tljax.models import family, layers, names, peft as peft_lib
+from tljax.models import bit_weights, family, layers, names, peft as peft_lib
 
 # Variance epsilons of the published BiT models. Weight standardisation: 1e-10
 # (google-research/big_transfer bit_jax/models.py and bit_pytorch/models.py,
@@ -156,19 +157,15 @@ class ResNetV2(nn.Module):
                           name=f"stage{i + 1}")(x, train)
             x = nn.relu(nn.GroupNorm(num_groups=self.gn_groups, epsilon=self.gn_eps,
                                      dtype=self.dtype, name="norm")(x))
-        features = jnp.mean(x, axis=(1, 2))
-        self.sow(names.INTERMEDIATES, names.HEAD_INPUT, features)  # the head's input, for feature probes
-        features = nn.Dropout(self.dropout)(features, deterministic=not train)
-        logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
-                          dtype=self.dtype, name="head")(features)
-        return logits.astype(jnp.float32)
+        return layers.classifier_head(self, jnp.mean(x, axis=(1, 2)), train, self.dropout)
 
 
 def _groups(module):
     stages = [(f"stage{i + 1}", rf"stage{i + 1}/.*") for i in range(len(module.block_counts))]
-    return [("stem", "stem/.*"), *stages, (names.FINAL_NORM, "norm/.*"), (names.HEAD, "head/.*")]
+    return [("stem", "stem/.*"), *stages, (names.FINAL_NORM, "norm/.*"),
+            (names.HEAD, f"{names.HEAD}/.*")]
 
 
 # LoRA stays unmerged on export: weight standardisation is not linear in the kernel, so
 # W + ΔW cannot be folded into one stored kernel.
-FAMILY = family.Family("bit", ResNetV2, _groups, mergeable_lora=False)
+FAMILY = family.Family("bit", ResNetV2, _groups, mergeable_lora=False, layouts=(bit_weights,))

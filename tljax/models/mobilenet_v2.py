@@ -5,14 +5,17 @@ for Keras' block_id i = 0..16 (block 0 has no expansion); top/{conv,bn} (the 1x1
 1280 channels); head. ReLU6 after every BatchNorm except the projections; a residual where
 stride 1 keeps the width. Keras' stride-2 3x3 convs ("same", and correct_pad + "valid" for the
 depthwise ones) pad (0, 1) on even inputs and (1, 1) on odd ones, which is XLA's "SAME".
-BatchNorm: eps 1e-3, Keras momentum 0.999.
+BatchNorm: eps 1e-3, Keras momentum 0.999. Checkpoints (at the end): Keras files.
 """
 from typing import Optional, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from tljax.errors import UserError
 from tljax.models import family, layers, names, peft as peft_lib
+from tljax.weights import keras_files, source
+from tljax.weights.convert import Detected, Layout
 
 # (expansion, filters, repeats, first stride) per stage: keras mobilenet_v2.py's block list,
 # the paper's Table 2.
@@ -102,11 +105,7 @@ class MobileNetV2(nn.Module):
                 x = _Block(expansion, filters, stride, *bn, name=f"block{block_id}")(x, train)
             last = make_divisible(1280 * self.alpha) if self.alpha > 1.0 else 1280
             x = _ConvBN(last, 1, 1, *bn, name="top")(x, train)
-        x = x.mean(axis=(1, 2))
-        self.sow(names.INTERMEDIATES, names.HEAD_INPUT, x)
-        x = nn.Dropout(self.dropout)(x, deterministic=not train)
-        return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
-                        name="head")(x).astype(jnp.float32)
+        return layers.classifier_head(self, x.mean(axis=(1, 2)), train, self.dropout)
 
 
 def _groups(module):
@@ -117,7 +116,42 @@ def _groups(module):
         ids = "|".join(str(i) for i in range(first, first + repeats))
         groups.append((f"stage{s + 1}", rf"block({ids})/.*"))
         first += repeats
-    return [*groups, ("top", "top/.*"), (names.HEAD, "head/.*")]
+    return [*groups, ("top", "top/.*"), (names.HEAD, f"{names.HEAD}/.*")]
 
 
-FAMILY = family.Family("mobilenet_v2", MobileNetV2, _groups)
+# ------------------------------------------------------------------ checkpoints
+# keras.applications MobileNetV2 (weights/keras_files.py reads the file; layers matched by kind
+# and build order), preprocessed as Keras' "tf" mode: [-1, 1].
+def _keras_layers(alpha):
+    """[(tljax module path, Keras layer kind)] in Keras' model order."""
+    bn = keras_files.BN
+    out = [("stem/conv", "conv2d"), ("stem/bn", bn)]
+    for block_id, expansion, _, _ in block_plan(alpha):
+        if expansion != 1:
+            out += [(f"block{block_id}/expand", "conv2d"), (f"block{block_id}/expand_bn", bn)]
+        out += [(f"block{block_id}/depthwise", "depthwise_conv2d"), (f"block{block_id}/depthwise_bn", bn),
+                (f"block{block_id}/project", "conv2d"), (f"block{block_id}/project_bn", bn)]
+    return out + [("top/conv", "conv2d"), ("top/bn", bn), (names.HEAD, "dense")]
+
+
+def _from_keras(raw, path, model):
+    if not keras_files.is_keras_model(raw, path) or keras_files.layer_count(raw, "depthwise_conv2d") != 17:
+        return None
+    project = raw[f"conv2d:{keras_files.layer_count(raw, 'conv2d') - 2}/0"].shape[-1]  # block 16's
+    alpha = next((a for a in (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+                  if make_divisible(int(320 * a)) == project), None)
+    if alpha is None:
+        raise UserError(f"{path}: a Keras MobileNetV2 whose last block has {project} filters, which "
+                        f"no Keras width multiplier gives")
+    keras_layers = _keras_layers(alpha)
+    top = keras_files.layer_count(raw, "dense") == 1
+    if not top:
+        keras_layers = keras_layers[:-1]
+    classes = raw["dense:0/0"].shape[1] if top else 0
+    return Detected("mobilenet_v2", {"alpha": alpha}, classes,
+                    {"normalization": source.MINUS_ONE_ONE, "image_size": 224},
+                    source.Arrays(raw, path), keras_files.slot_layout(keras_files.slots(keras_layers)))
+
+
+FAMILY = family.Family("mobilenet_v2", MobileNetV2, _groups,
+                       layouts=(Layout(from_file=_from_keras, READS="Keras MobileNetV2 (.h5, .keras)"),))

@@ -1,10 +1,12 @@
-"""BiT ResNetV2 checkpoints: Hugging Face `bit`, timm `resnetv2_*_bit`, the official BiT .npz."""
+"""The BiT family's checkpoints (a layout of models/bit.py's FAMILY): Hugging Face `bit`, timm
+`resnetv2_*_bit`, the official BiT .npz."""
 from tljax.errors import UserError
+from tljax.models.names import HEAD
 from tljax.weights import source
-from tljax.weights.layouts.common import (Detected, hf_preprocessing, match, prefix_of,
-                                          stage_counts)
+from tljax.weights.convert import Detected, hf_preprocessing, match, prefix_of, stage_counts
 
 HF_MODEL_TYPES = ("bit",)
+READS = "official BiT .npz, timm resnetv2_*_bit"
 
 
 _BIT_UNIT = r"params/stage(\d+)/unit(\d+)/(gn1|gn2|gn3|conv1|conv2|conv3|conv_proj)/(\w+)"
@@ -16,7 +18,7 @@ def _bit_torch(path, stem, norm, head, head_kind, unit):
         return stem, "conv"
     if m := match(r"params/norm/(scale|bias)", path):
         return f"{norm}.{'weight' if m[1] == 'scale' else 'bias'}", "id"
-    if m := match(r"params/head/(kernel|bias)", path):
+    if m := match(rf"params/{HEAD}/(kernel|bias)", path):
         return f"{head}.{'weight' if m[1] == 'kernel' else 'bias'}", head_kind if m[1] == "kernel" else "id"
     if m := match(_BIT_UNIT, path):
         prefix = unit.format(int(m[1]) - 1, int(m[2]) - 1)
@@ -42,7 +44,7 @@ def bit_npz(path):
         return "resnet/root_block/standardized_conv2d/kernel", "id"
     if m := match(r"params/norm/(scale|bias)", path):
         return f"resnet/group_norm/{'gamma' if m[1] == 'scale' else 'beta'}", "id"
-    if m := match(r"params/head/(kernel|bias)", path):
+    if m := match(rf"params/{HEAD}/(kernel|bias)", path):
         return f"resnet/head/conv2d/{m[1]}", "hwio_dense" if m[1] == "kernel" else "id"
     if m := match(_BIT_UNIT, path):
         unit = f"resnet/block{m[1]}/unit{int(m[2]):02d}/"
