@@ -7,7 +7,7 @@ import pytest
 
 from tests.helpers import exported_params, records
 from tljax import runs
-from tljax.training import loop
+from tljax.training import loop, selection
 from tljax.data import pipeline
 from tljax.errors import UserError
 from tljax.weights import tljax_format
@@ -203,10 +203,11 @@ def test_steps_between_log_steps_never_wait_for_the_device(make_config, tmp_path
         return check_and_log(run_, pending, state, done, *rest)
 
     check_and_log = loop._check_and_log
-    for name in ("_validate", "_test", "_save", "_next_phase"):
-        monkeypatch.setattr(train, name, switched(getattr(train, name), False))
-    monkeypatch.setattr(train, "_check_and_log", switched(counted, False))
-    monkeypatch.setattr(train, "_train", switched(loop._train, True))
+    for module, name in ((selection, "validate"), (selection, "test"), (loop, "_save"),
+                         (loop, "_next_phase")):
+        monkeypatch.setattr(module, name, switched(getattr(module, name), False))
+    monkeypatch.setattr(loop, "_check_and_log", switched(counted, False))
+    monkeypatch.setattr(loop, "_train", switched(loop._train, True))
     config = make_config(total_steps=12, log_every=4, checkpoint_every=6,
                          freeze="lp_ft:lp_steps=5")
     runs.run(config, str(tmp_path / "run"))
