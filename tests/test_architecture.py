@@ -19,8 +19,8 @@ from tljax import freezing, models, runs, weights
 from tljax.errors import UserError
 from tljax.models import family, names
 from tljax.models import peft as peft_lib
-from tljax.weights import source
-from tljax.weights.convert import Detected, Layout
+from tljax.formats import source
+from tljax.formats.convert import Detected, Layout
 
 
 def _module_name(path):
@@ -88,26 +88,20 @@ def _string_constants(path):
 
 def test_only_the_workdir_module_names_a_run_directorys_files():
     """tljax/workdir.py names them once; a file name spelled elsewhere is a second definition.
-    config.json and model.safetensors are also Hugging Face folder names: the modules that
-    read HF folders and hub repositories may spell those two."""
+    config.json and model.safetensors are also Hugging Face's own names, defined once in
+    formats/convert.py (HF_CONFIG, HF_WEIGHTS); a Keras archive has its own config.json."""
     from tljax import workdir
 
-    run_files = {workdir.SUMMARY, workdir.METRICS, workdir.MODEL_RECORD, workdir.BEST,
-                 workdir.EMA, workdir.FAILED, workdir.LOCK}
-    hf_names = {workdir.CONFIG, workdir.MODEL}
-    own = {os.path.join(ROOT, "tljax", name) for name in ("workdir.py", "lock.py")}
+    names = {workdir.CONFIG, workdir.SUMMARY, workdir.METRICS, workdir.MODEL_RECORD,
+             workdir.MODEL, workdir.BEST, workdir.EMA, workdir.FAILED, workdir.LOCK}
+    allowed = {"tljax/workdir.py": names, "tljax/lock.py": {workdir.LOCK},
+               "tljax/formats/convert.py": {workdir.CONFIG, workdir.MODEL},
+               "tljax/formats/keras_files.py": {workdir.CONFIG}}
     spelled = []
     for path in glob.glob(os.path.join(ROOT, "tljax", "**", "*.py"), recursive=True):
-        if path in own:
-            continue
-        names = run_files if _reads_hf_folders(path) else run_files | hf_names
-        spelled += [(os.path.relpath(path, ROOT), s) for s in _string_constants(path) & names]
+        rel = os.path.relpath(path, ROOT).replace(os.sep, "/")
+        spelled += [(rel, s) for s in _string_constants(path) & names - allowed.get(rel, set())]
     assert not spelled, spelled
-
-
-def _reads_hf_folders(path):
-    text = open(path).read()
-    return "HF_MODEL_TYPES" in text or "huggingface" in text.lower() or "keras" in path
 
 
 def test_the_training_wing_never_imports_the_prologue_or_the_dispatcher():

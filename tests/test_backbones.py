@@ -404,7 +404,7 @@ def test_exports_made_before_the_activation_option_still_build():
     ({"size": {"height": 224, "width": 224}}, (224, "resize(224)")),
 ])
 def test_hf_preprocessor_configs_old_and_new(config, expected, tmp_path):
-    from tljax.weights.convert import hf_preprocessing
+    from tljax.formats.convert import hf_preprocessing
 
     (tmp_path / "preprocessor_config.json").write_text(json.dumps(
         {**config, "image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}))

@@ -2,4 +2,4 @@
 from tljax.cli import train
 
 if __name__ == "__main__":
-    train.run()
+    train.entry()

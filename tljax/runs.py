@@ -52,12 +52,11 @@ def _run(config, spec, workdir):
             raise UserError(f"init recipe {config.model.init_recipe} did not write "
                             f"{config.model.init}")
     if config.probe.method:
-        kind = probe_run
+        prepared, go = probe_run.prepare(config, run_init.start(config, spec)), probe_run.fit
     else:
-        kind = loop
         if config.hyperrule:
             config = run_init.with_hyperrule(config)
         loop.check_batch_sizes(config)
-    prepared = kind.prepare(config, run_init.start(config, spec))
+        prepared, go = loop.prepare(config, run_init.start(config, spec)), loop.train
     with workdir.claimed(config):  # after every check: a refused start writes nothing
-        return kind.run(prepared, workdir)
+        return go(prepared, workdir)

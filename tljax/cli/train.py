@@ -1,5 +1,5 @@
 """The training command: python -m tljax.main --config=configs/digits.py[:arg] --workdir=DIR
-[--config.a.b=v] (tljax/main.py runs this module's `run`)."""
+[--config.a.b=v] (tljax/main.py runs this module's `entry`)."""
 from tljax import logs  # noqa: F401  (first: sets TF's log level before TF loads)
 from absl import flags
 from ml_collections import config_flags
@@ -69,9 +69,9 @@ def _parse_flags(argv):
               f"config file (see tljax/defaults.py for all of them)")
 
 
-def run():
+def entry():
     run_main(main, flags_parser=_parse_flags)
 
 
 if __name__ == "__main__":
-    run()
+    entry()

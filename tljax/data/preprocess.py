@@ -131,7 +131,7 @@ def caffe():
 
 @_op
 def init_norm():
-    """Placeholder for the normalisation the init weights expect; tljax.train substitutes it."""
+    """Placeholder for the normalisation the init weights expect; run_init.data_config substitutes it."""
     raise UserError("preprocessing op init_norm needs model.init weights that record their "
                     "normalisation; write value_range(-1,1) or normalize(mean,std) instead")
 

@@ -2,8 +2,8 @@
 `resnetv2_*_bit`, the official BiT .npz."""
 from tljax.errors import UserError
 from tljax.models.names import HEAD
-from tljax.weights import source
-from tljax.weights.convert import Detected, hf_preprocessing, match, prefix_of, stage_counts
+from tljax.formats import source
+from tljax.formats.convert import Detected, hf_preprocessing, match, prefix_of, stage_counts
 
 HF_MODEL_TYPES = ("bit",)
 READS = "official BiT .npz, timm resnetv2_*_bit"

@@ -3,8 +3,8 @@
 `convnextv2_*` state dicts (timm models/convnext.py: stem.0/1, stages.s.downsample.0/1,
 stages.s.blocks.i.{conv_dw, norm, mlp.fc1, mlp.grn, mlp.fc2, gamma}, head.norm, head.fc)."""
 from tljax.models.names import HEAD
-from tljax.weights import source
-from tljax.weights.convert import TORCH_LEAF, Detected, count, hf_preprocessing, match, prefix_of
+from tljax.formats import source
+from tljax.formats.convert import TORCH_LEAF, Detected, count, hf_preprocessing, match, prefix_of
 
 HF_MODEL_TYPES = ("convnext", "convnextv2")
 READS = "timm convnext*"

@@ -14,8 +14,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from tljax.models import family, layers, names, peft as peft_lib
-from tljax.weights import keras_files, source
-from tljax.weights.convert import Detected, Layout
+from tljax.formats import keras_files, source
+from tljax.formats.convert import Detected, Layout
 
 BN_EPS, BN_MOMENTUM = 1e-3, 0.99  # keras BatchNormalization defaults (conv2d_bn sets neither)
 
@@ -160,7 +160,7 @@ def _groups(module):
 
 
 # ------------------------------------------------------------------ checkpoints
-# keras.applications InceptionV3 (weights/keras_files.py reads the file; layers matched by kind
+# keras.applications InceptionV3 (formats/keras_files.py reads the file; layers matched by kind
 # and build order), preprocessed as Keras' "tf" mode: [-1, 1], at 299 px.
 def _keras_build_order(top, classes):
     """{kind: [layer names in model order]} of Keras' own InceptionV3: a bare Keras 3

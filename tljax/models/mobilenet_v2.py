@@ -14,8 +14,8 @@ import jax.numpy as jnp
 
 from tljax.errors import UserError
 from tljax.models import family, layers, names, peft as peft_lib
-from tljax.weights import keras_files, source
-from tljax.weights.convert import Detected, Layout
+from tljax.formats import keras_files, source
+from tljax.formats.convert import Detected, Layout
 
 # (expansion, filters, repeats, first stride) per stage: keras mobilenet_v2.py's block list,
 # the paper's Table 2.
@@ -120,7 +120,7 @@ def _groups(module):
 
 
 # ------------------------------------------------------------------ checkpoints
-# keras.applications MobileNetV2 (weights/keras_files.py reads the file; layers matched by kind
+# keras.applications MobileNetV2 (formats/keras_files.py reads the file; layers matched by kind
 # and build order), preprocessed as Keras' "tf" mode: [-1, 1].
 def _keras_layers(alpha):
     """[(tljax module path, Keras layer kind)] in Keras' model order."""

@@ -15,8 +15,8 @@ import jax.numpy as jnp
 
 from tljax.errors import UserError
 from tljax.models import family, layers, names, peft as peft_lib
-from tljax.weights import source
-from tljax.weights.convert import Detected, Layout, hf_preprocessing, match, prefix_of, stage_counts
+from tljax.formats import source
+from tljax.formats.convert import Detected, Layout, hf_preprocessing, match, prefix_of, stage_counts
 
 DEPTHS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)),
           50: ("bottleneck", (3, 4, 6, 3)), 101: ("bottleneck", (3, 4, 23, 3)),

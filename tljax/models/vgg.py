@@ -15,8 +15,8 @@ import jax.numpy as jnp
 
 from tljax.errors import UserError
 from tljax.models import family, layers, names, peft as peft_lib
-from tljax.weights import keras_files, source
-from tljax.weights.convert import Detected, Layout, match
+from tljax.formats import keras_files, source
+from tljax.formats.convert import Detected, Layout, match
 
 # convs per block (keras.applications vgg16.py / vgg19.py)
 DEPTHS = {16: (2, 2, 3, 3, 3), 19: (2, 2, 4, 4, 4)}
@@ -84,7 +84,7 @@ def _groups(module):
 
 
 # ------------------------------------------------------------------ checkpoints
-# keras.applications VGG16/19 (weights/keras_files.py reads the file; layers matched by kind and
+# keras.applications VGG16/19 (formats/keras_files.py reads the file; layers matched by kind and
 # build order), preprocessed as Keras' "caffe" mode: BGR, ImageNet mean subtracted.
 def _keras_layout(depth):
     starts = [sum(DEPTHS[depth][:b]) for b in range(5)]

@@ -19,8 +19,8 @@ import re
 
 from tljax.errors import UserError
 from tljax.models.names import HEAD
-from tljax.weights import source
-from tljax.weights.convert import (MAP_PATH, TORCH_LEAF, Detected, Layout, activation_of, count,
+from tljax.formats import source
+from tljax.formats.convert import (HF_CONFIG, MAP_PATH, TORCH_LEAF, Detected, Layout, activation_of, count,
                                    hf_preprocessing, match, prefix_of)
 
 
@@ -178,7 +178,7 @@ TIMM_GELU_TANH = ("vit_base_patch32_siglip_256", "vit_large_patch16_siglip_512",
 def _timm_config(path):
     """The config.json timm writes beside its weights on the hub (architecture name,
     pretrained_cfg with mean/std and input size), or {}."""
-    config_path = os.path.join(os.path.dirname(path), "config.json")
+    config_path = os.path.join(os.path.dirname(path), HF_CONFIG)
     if not os.path.exists(config_path):
         return {}
     with open(config_path) as f:

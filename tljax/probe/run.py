@@ -65,13 +65,13 @@ class Prepared:
 
 def prepare(config, start):
     """The probe of `config` on `start` (run_init.Start): its feature function. Nothing is
-    written; `run` then fits it in a claimed workdir."""
+    written; `fit` then fits it in a claimed workdir."""
     fn = features.feature_fn(start.model.module, config.probe.groups, config.probe.pre_logits,
                              config.probe.n_last_blocks, config.probe.avgpool)
     return Prepared(config, start.model, start.data_cfg, fn, time.monotonic())
 
 
-def run(prepared, workdir):
+def fit(prepared, workdir):
     """Extracts (or reuses) the features, fits config.probe.method, writes summary.json into
     `workdir` (a Workdir claimed by tljax.runs)."""
     config, model, data_cfg = prepared.config, prepared.model, prepared.data_cfg

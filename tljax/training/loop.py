@@ -246,7 +246,7 @@ def _prefetch_to_device(batches, par, depth=2):
 
 def prepare(config, start):
     """The run of `config` from `start` (run_init.Start), built and checked: plan, data,
-    batch sizes. Nothing is written; `run` then trains it in a claimed workdir."""
+    batch sizes. Nothing is written; `train` then trains it in a claimed workdir."""
     model, data_cfg = start.model, start.data_cfg
     par = parallel.build(config.parallelism)
     flat_params = traverse_util.flatten_dict(model.variables["params"], sep="/")
@@ -277,7 +277,7 @@ def prepare(config, start):
                 freezing.compiled_phases(plan, group_list), param_sizes, eval_data=eval_data)
 
 
-def run(run_, workdir):
+def train(run_, workdir):
     """Trains and evaluates the prepared run in `workdir` (a Workdir claimed by tljax.runs),
     resuming if it holds checkpoints. Returns the run summary (also workdir/summary.json)."""
     config, model, data_cfg = run_.config, run_.model, run_.data_cfg

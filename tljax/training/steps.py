@@ -144,7 +144,7 @@ def make_train_step(module, tx, trainable_paths, *, l2sp=None, accum_steps=1, ax
                     param_dtype=None):
     """step(state, batch) -> (state, metrics) for one phase (fixed trainable set and optimizer).
 
-    `state` is a `tljax.state.TrainState`. With accum_steps > 1 the batch is processed
+    `state` is a `tljax.training.state.TrainState`. With accum_steps > 1 the batch is processed
     as that many microbatches whose gradients are averaged before one optimizer update
     (the same update as the full batch for models without batch statistics). Under
     pmap, `axis_name` averages gradients, metrics and BatchNorm statistics (inside the

@@ -28,7 +28,7 @@ from tljax import workdir as workdir_lib
 from tljax.models import names
 from tljax.errors import UserError
 from tljax.weights import catalog, detect, tljax_format
-from tljax.weights import convert as convert_lib
+from tljax.formats import convert as convert_lib
 from tljax.weights import merge as merge_lib
 
 

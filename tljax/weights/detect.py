@@ -11,8 +11,8 @@ import os
 
 from tljax import models
 from tljax.errors import UserError
-from tljax.weights import keras_files, source
-from tljax.weights.convert import hf_weights_file
+from tljax.formats import keras_files, source
+from tljax.formats.convert import HF_CONFIG, hf_weights_file
 
 
 def layouts():
@@ -26,7 +26,7 @@ def hf_model_types():
 
 def from_hf(folder):
     """The convert.Detected of a Hugging Face model folder."""
-    with open(os.path.join(folder, "config.json")) as f:
+    with open(os.path.join(folder, HF_CONFIG)) as f:
         cfg = json.load(f)
     model_type = cfg.get("model_type")
     layout = next((layout for layout in layouts() if model_type in layout.HF_MODEL_TYPES), None)

@@ -11,10 +11,10 @@ that is not is a one-line error naming the repo and how to pre-download it.
 import os
 
 from tljax.errors import UserError
+from tljax.formats.convert import HF_WEIGHTS
 
 PREFIXES = ("hf:", "timm:")
 _CONFIGS = ["*.json"]
-_WEIGHTS = ["model.safetensors", "pytorch_model.bin"]  # in order of preference
 
 
 def is_hub_name(source):
@@ -39,7 +39,7 @@ def resolve(source):
 
     repo_id, revision = repo_of(source)
     folder, reasons = None, []
-    for weights_file in _WEIGHTS:
+    for weights_file in HF_WEIGHTS:
         try:
             folder = huggingface_hub.snapshot_download(
                 repo_id, revision=revision, allow_patterns=_CONFIGS + [weights_file])
@@ -56,8 +56,8 @@ def resolve(source):
             f"cache ({constants.HF_HUB_CACHE}) and could not be downloaded ({reasons[0]}); where "
             f"there is internet run `hf download {repo_id}` and bring that cache here (or point "
             f"HF_HOME at it)")
-    found = [f for f in _WEIGHTS if os.path.exists(os.path.join(folder, f))]
+    found = [f for f in HF_WEIGHTS if os.path.exists(os.path.join(folder, f))]
     if not found:
-        raise UserError(f"{source}: {repo_id} holds neither {' nor '.join(_WEIGHTS)}: it is not a "
+        raise UserError(f"{source}: {repo_id} holds neither {' nor '.join(HF_WEIGHTS)}: it is not a "
                         f"model tljax can read")
     return folder if source.startswith("hf:") else os.path.join(folder, found[0])

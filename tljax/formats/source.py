@@ -10,8 +10,8 @@ from tljax.errors import UserError
 
 def read_arrays(path):
     """{key: np.ndarray} from .safetensors, .npz, a PyTorch .pth/.bin state dict, or a Keras
-    .h5 / .weights.h5 / .keras file (keys as weights/keras_files.py writes them)."""
-    from tljax.weights import keras_files
+    .h5 / .weights.h5 / .keras file (keys as formats/keras_files.py writes them)."""
+    from tljax.formats import keras_files
 
     if keras_files.is_keras_file(path):
         return keras_files.read(path)

@@ -29,7 +29,7 @@ from typing import Callable, NamedTuple
 import numpy as np
 
 from tljax.errors import UserError
-from tljax.weights import source
+from tljax.formats import source
 
 
 def match(pattern, path):
@@ -117,8 +117,13 @@ def activation_of(cfg, folder):
     return HF_ACTIVATIONS[act]
 
 
+# A Hugging Face model folder's (and a hub repository's) own file names.
+HF_CONFIG = "config.json"
+HF_WEIGHTS = ("model.safetensors", "pytorch_model.bin")  # in order of preference
+
+
 def hf_weights_file(folder):
-    for name in ("model.safetensors", "pytorch_model.bin"):
+    for name in HF_WEIGHTS:
         if os.path.exists(os.path.join(folder, name)):
             return os.path.join(folder, name)
     raise UserError(f"Hugging Face folder {folder} has no model.safetensors or pytorch_model.bin")
