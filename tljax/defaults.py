@@ -10,6 +10,8 @@ from tljax.config_keys import (Check, CrossCheck, Key, at_least, build, check_ta
 
 FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 PROBE_METHODS = ("ridge", "logreg", "knn")
+OPTIMIZERS = ("sgd", "adam", "adamw")  # training/optim.py builds each
+SCHEDULES = ("cosine", "linear", "steps", "constant")
 _RATE = in_range(0, 1, high_open=True)  # a train-time regulariser's rate
 
 
@@ -67,7 +69,8 @@ KEYS = (
     Key("model.attention", "auto", "ViT attention kernel: auto | xla | cudnn "
         "(tljax/models/attention.py, which checks it)"),
     Key("model.init", "", 'weights source (see tljax.weights.load_model); "" = from scratch'),
-    Key("model.init_head", "reset", '"reset": zero head; "keep": load the head too'),
+    Key("model.init_head", "reset", '"reset": zero head; "keep": load the head too',
+        one_of(("reset", "keep"))),
     Key("model.keep_pre_logits", False, "ViT i21k pre_logits layer: dropped with a new head, as "
         "vit_jax does when fine-tuning"),
     # The three regularisers are train-time only; a family that lacks one refuses it
@@ -162,7 +165,7 @@ KEYS = (
     Key("fewshot.seeds", 1, "draws per shot count"),
     Key("fewshot.l2", 2.0**10, "big_vision common_fewshot.py: l2_reg = 2**10"),
 
-    Key("optim.name", "sgd", "sgd | adam | adamw"),
+    Key("optim.name", "sgd", "sgd | adam | adamw", one_of(OPTIMIZERS)),
     Key("optim.lr", 0.003, "the peak learning rate", finite_at_least(0)),
     Key("optim.momentum", 0.9, "sgd momentum (0: none)"),
     Key("optim.nesterov", False, "sgd: Nesterov momentum"),
@@ -182,7 +185,7 @@ KEYS = (
         "on trainable pretrained weights + beta/2 |w|^2 on the new head",
         Check(_is_l2sp, "() or (alpha, beta) with both >= 0")),
     Key("optim.clip_norm", 0.0, "0: no clipping; clips the trainable gradients only"),
-    Key("optim.schedule", "cosine", "cosine | linear | steps | constant"),
+    Key("optim.schedule", "cosine", "cosine | linear | steps | constant", one_of(SCHEDULES)),
     Key("optim.warmup_steps", 0, "linear warmup steps"),
     Key("optim.decay_boundaries", (), 'absolute steps, for schedule="steps" (each /10)'),
 )

@@ -77,8 +77,6 @@ def _build_and_init(config, num_classes):
     if not config.model.init:
         module = _numerics(models.build(config.model.name, config.model.arch, num_classes), config)
         return module, weights.init_variables(module, (size, size, 3), seed=config.seed), ""
-    if config.model.init_head not in ("reset", "keep"):
-        raise UserError(f"model.init_head must be 'reset' or 'keep', not {config.model.init_head!r}")
     stored = weights.read(config.model.init, model=config.model.name)
     source_module = models.build(stored.model, stored.arch, max(stored.num_classes, 1))
     loaded, preprocessing = stored.variables, stored.preprocessing
