@@ -161,3 +161,14 @@ def test_config_files_import_their_siblings_from_any_working_directory(tmp_path)
     result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
                             text=True, timeout=120, env=dict(os.environ, PYTHONPATH=""))
     assert result.returncode == 0 and result.stdout.strip() == "oxford_flowers102", result.stderr[-500:]
+
+
+@pytest.mark.parametrize("subcommand,flag", [
+    ("train", "--workdir"), ("predict", "--top_k"), ("evaluate", "--which"),
+    ("report", "--baseline"), ("catalog", "BiT-M-R50x1"), ("sweep", "--schedules"),
+    ("suite", "--schedules"), ("search", "--budget_flops")])
+def test_each_subcommand_help_lists_its_flags(subcommand, flag):
+    code, out, err = _run("-m", "tljax", subcommand, "--help")
+    # (absl's --help exits with status 1, as `python -m tljax.main --help` always has)
+    assert code in (0, 1) and flag in out, (out[-500:], err[-5:])
+    assert not any(line.startswith("Traceback") for line in err)

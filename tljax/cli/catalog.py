@@ -1,8 +1,8 @@
 """The checkpoint catalogue on the command line (tljax/weights/catalog.py holds it):
 
-    python -m tljax.cli.catalog              # list the known checkpoints, downloaded or not,
-                                             # and the backbones known by hub name
-    python -m tljax.cli.catalog BiT-M-R50x1  # download one into the cache, print its path
+    tljax catalog              # list the known checkpoints, downloaded or not,
+                               # and the backbones known by hub name
+    tljax catalog BiT-M-R50x1  # download one into the cache, print its path
 """
 import os
 import sys
@@ -12,6 +12,9 @@ from tljax.weights import catalog
 
 
 def main(argv):
+    if len(argv) > 1 and argv[1] in ("-h", "--help", "--helpfull"):
+        print(__doc__.strip())
+        return
     if len(argv) > 1:
         name = argv[1]
         print(catalog.fetch(name) if name in catalog.CATALOG else catalog.resolve(f"catalog:{name}"))

@@ -1,4 +1,4 @@
-"""Sweep results: python -m tljax.cli.report SWEEP_DIR [--baseline=SCHEDULE]
+"""Sweep results: tljax report SWEEP_DIR [--baseline=SCHEDULE]
 [--order=SCHEDULE,...] [--select=validation] writes results.md, results.csv and plots
 (tljax/experiments/sweep_report.py)."""
 import sys
@@ -11,6 +11,9 @@ from tljax.errors import UserError
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
+    if {"-h", "--help", "--helpfull"} & set(argv):
+        print(__doc__.strip())
+        return
     options = dict(a[2:].partition("=")[::2] for a in argv if a.startswith("--"))
     positional = [a for a in argv if not a.startswith("--")]
     if len(positional) != 1 or set(options) - {"baseline", "order", "select"}:
