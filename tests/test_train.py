@@ -203,7 +203,7 @@ def test_steps_between_log_steps_never_wait_for_the_device(make_config, tmp_path
         return check_and_log(run_, pending, state, done, *rest)
 
     check_and_log = loop._check_and_log
-    for module, name in ((selection, "validate"), (selection, "test"), (loop, "_save"),
+    for module, name in ((selection, "validate"), (selection, "report_test"), (loop, "_save"),
                          (loop, "_next_phase")):
         monkeypatch.setattr(module, name, switched(getattr(module, name), False))
     monkeypatch.setattr(loop, "_check_and_log", switched(counted, False))

@@ -28,7 +28,12 @@ def load(spec):
     make_siblings_importable(path)
     module_spec = importlib.util.spec_from_file_location(f"_tljax_config_{abs(hash(path))}", path)
     module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
+    try:
+        module_spec.loader.exec_module(module)
+    except ImportError as e:
+        raise UserError(f"config file {path} could not import {e.name or 'a module'!r} ({e}). A "
+                        f"config file outside tljax's configs/ folder starts from "
+                        f"`from tljax.defaults import base`") from None
     config = module.get_config(arg) if arg else module.get_config()
     config.lock()
     return config
@@ -43,7 +48,7 @@ def make_siblings_importable(path):
     if os.path.exists(os.path.join(folder, "__init__.py")):
         root = os.path.dirname(folder)
         if root not in sys.path:
-            sys.path.append(root)
+            sys.path.insert(0, root)
 
 
 def apply_override(config, assignment):

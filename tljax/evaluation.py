@@ -4,14 +4,14 @@ import os
 
 import numpy as np
 
-from tljax import defaults, paths, workdir
+from tljax import defaults, paths
+from tljax import workdir as workdir_lib
 from tljax.data.sets import SETS
 from tljax.errors import UserError
 
 
-
 def is_run(model):
-    return os.path.isdir(model) and os.path.exists(os.path.join(model, workdir.SUMMARY))
+    return os.path.isdir(model) and os.path.exists(os.path.join(model, workdir_lib.SUMMARY))
 
 
 def data_config(model, data_name, split):
@@ -29,7 +29,7 @@ def data_config(model, data_name, split):
     if not is_run(model):
         raise UserError(f"--model={model} is not a finished tljax run: pass --data (a TFDS name "
                         f"or folder:/path) to say what to evaluate on")
-    saved = paths.read_json(os.path.join(model, workdir.CONFIG))
+    saved = paths.read_json(os.path.join(model, workdir_lib.CONFIG))
     with cfg.unlocked():
         for key, value in saved["data"].items():
             cfg[key] = tuple(value) if isinstance(value, list) else value

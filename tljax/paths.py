@@ -6,7 +6,6 @@ import os
 from etils import epath
 
 
-
 def resolve(path):
     """`path` as an epath.Path: URLs stay as they are, local paths become absolute (orbax
     needs absolute paths; `os.path.abspath` would turn gs://b into <cwd>/gs:/b)."""

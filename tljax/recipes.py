@@ -5,7 +5,8 @@ import os
 
 from absl import logging
 
-from tljax import config_lib, paths, workdir
+from tljax import config_lib, paths
+from tljax import workdir as workdir_lib
 from tljax.errors import UserError
 
 
@@ -17,7 +18,7 @@ def recipe_output(spec):
     """
     path, _, arg = spec.partition(":")
     name = os.path.splitext(os.path.basename(path))[0] + (f"_{arg}" if arg else "")
-    return os.path.join(paths.cache_root(), "recipes", name, workdir.MODEL)
+    return os.path.join(paths.cache_root(), "recipes", name, workdir_lib.MODEL)
 
 
 def pending(config):

@@ -49,8 +49,6 @@ def load_model(config, spec):
     return Model(with_regularisation(module, config.model), variables, normalization, num_classes)
 
 
-
-
 def with_regularisation(module, model_cfg):
     """`module` with the train-time regularisers of model.dropout / attention_dropout /
     drop_path (each off at eval); one a family lacks is refused when set. Their range is

@@ -19,7 +19,7 @@ def run(config, workdir):
     config_lib.validate(config)
     spec = freezing.from_config(config)
     workdir = Workdir(workdir)
-    finished = finished_summary(config, workdir)
+    finished = _finished_summary(config, workdir)
     if finished is not None:
         logging.info("the run in %s is finished already: its summary.json", workdir)
         return finished
@@ -30,7 +30,7 @@ def run(config, workdir):
     return summary
 
 
-def finished_summary(config, workdir):
+def _finished_summary(config, workdir):
     """The summary of the finished run of `config` in `workdir` (a Workdir), or None:
     re-running a finished run reads it back and builds no data, model or optimizer. A
     BiT-HyperRule run (whose config.json records the rule's choices) goes the full path."""
@@ -52,11 +52,11 @@ def _run(config, spec, workdir):
             raise UserError(f"init recipe {config.model.init_recipe} did not write "
                             f"{config.model.init}")
     if config.probe.method:
-        prepared, go = probe_run.prepare(config, run_init.start(config, spec)), probe_run.fit
+        prepared, fit_or_train = probe_run.prepare(config, run_init.start(config, spec)), probe_run.fit
     else:
         if config.hyperrule:
             config = run_init.with_hyperrule(config)
         loop.check_batch_sizes(config)
-        prepared, go = loop.prepare(config, run_init.start(config, spec)), loop.train
+        prepared, fit_or_train = loop.prepare(config, run_init.start(config, spec)), loop.train
     with workdir.claimed(config):  # after every check: a refused start writes nothing
-        return go(prepared, workdir)
+        return fit_or_train(prepared, workdir)

@@ -61,12 +61,13 @@ class Workdir:
         """The summary of the finished run of `config` here, or None. A different config is
         refused as on resume; a finished run that should now write exports it lacks
         (`exports`: the config asks for weights files) is not finished."""
-        if not self.is_done() or not self.file(CONFIG).exists():
+        summary = self.read_summary()
+        if summary is None or summary["status"] != "done" or not self.file(CONFIG).exists():
             return None
         config_lib.check_same_run(paths.read_json(self.file(CONFIG)), config_lib.to_dict(config))
         if exports and not self.file(MODEL).exists():
             return None
-        return self.read_summary()
+        return summary
 
     def claim(self, config):
         """Checks the workdir, locks it (process 0) and writes config.json.

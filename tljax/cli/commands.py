@@ -28,9 +28,12 @@ def usage():
 
 def main(argv=None):
     argv = sys.argv if argv is None else argv
-    if len(argv) < 2 or argv[1] in ("-h", "--help", "help"):
+    if len(argv) < 2:
+        print(usage(), file=sys.stderr)
+        return 2
+    if argv[1] in ("-h", "--help", "help"):
         print(usage())
-        return 0 if len(argv) >= 2 else 2
+        return 0
     name = argv[1]
     if name not in COMMANDS:
         print(f"error: unknown subcommand {name!r}\n\n{usage()}", file=sys.stderr)

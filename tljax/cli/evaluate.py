@@ -26,6 +26,7 @@ _SPLIT = flags.DEFINE_string("split", "test", "split to evaluate")
 _BATCH = flags.DEFINE_integer("batch_size", 128, "images per forward pass")
 _OUTPUT = flags.DEFINE_string("output", "", "folder for evaluation.json and confusion.png")
 
+
 def main(argv):
     if not _MODEL.value or len(argv) > 1:
         raise UserError("usage: python -m tljax.cli.evaluate --model=RUN_DIR_OR_WEIGHTS "

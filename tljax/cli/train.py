@@ -55,13 +55,18 @@ def _result_line(summary):
 
 def _parse_flags(argv):
     """absl flag parsing, with config override mistakes turned into one-line errors."""
-    for arg in argv[1:]:
-        if arg.startswith("--config="):
-            config_lib.make_siblings_importable(arg[len("--config="):].partition(":")[0])
+    for arg, following in zip(argv[1:], argv[2:] + [""]):
+        path = following if arg in ("--config", "-config") else (
+            arg.partition("=")[2] if arg.startswith(("--config=", "-config=")) else "")
+        if path:
+            config_lib.make_siblings_importable(path.partition(":")[0])
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:
         fail(f"{e}; see --helpfull")
+    except ImportError as e:
+        fail(f"the config file could not import {e.name or 'a module'!r} ({e}). A config file "
+             f"outside tljax's configs/ folder starts from `from tljax.defaults import base`")
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         overrides = [a for a in argv[1:] if a.startswith("--config.")]
         detail = " ".join(str(e).replace("\\n", " ").replace("\\", "").split())

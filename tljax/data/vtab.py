@@ -7,7 +7,7 @@ is reported on test (the VTAB-1k protocol, REFERENCES.md).
 
 Groups follow the VTAB paper (natural 7, specialized 4, structured 8); the repository itself
 does not encode them. Two means are in use and are often mixed up: the flat mean over the 19
-tasks and the mean of the three group means; tljax.data.suites computes both, labelled.
+tasks and the mean of the three group means; tljax.experiments.suites computes both, labelled.
 """
 import dataclasses
 from typing import Callable, Optional

@@ -30,12 +30,11 @@ import re
 import socket
 import time
 
-from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
 from absl import logging
 from etils import epath
 
 from tljax.experiments import sweep
-from tljax import config_lib, freezing, paths
+from tljax import config_lib, freezing
 from tljax.errors import UserError
 
 STUDY = "search"

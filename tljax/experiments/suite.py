@@ -22,15 +22,14 @@ failed.json and the report shows the task as failed. The report: WORKDIR/suite.m
 import itertools
 import os
 
-from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
 from absl import logging
 from etils import epath
 
 from tljax.experiments import sweep
 from tljax import config_lib, freezing, paths
 from tljax.experiments.suite_report import outcome
-from tljax.experiments import suites
 from tljax.errors import UserError
+
 
 def is_probe(schedule):
     return schedule.startswith(freezing.PROBE + ":")

@@ -17,7 +17,8 @@ import math
 import numpy as np
 from etils import epath
 
-from tljax import paths, workdir
+from tljax import paths
+from tljax import workdir as workdir_lib
 from tljax.workdir import Workdir
 from tljax.experiments import published, tables
 
@@ -32,8 +33,8 @@ def outcome(run_dir):
     summary = run.read_summary()
     if summary is not None and summary["status"] in ("done", "failed"):
         return summary
-    if run.file(workdir.FAILED).exists():
-        return paths.read_json(run.file(workdir.FAILED))
+    if run.file(workdir_lib.FAILED).exists():
+        return paths.read_json(run.file(workdir_lib.FAILED))
     return None
 
 
@@ -48,7 +49,7 @@ def _final_runs(plan, task, schedule):
     out = []
     for seed, (run_dir, _) in enumerate(plan.final_runs(task, schedule, made[0])):
         summary = outcome(run_dir)
-        if summary is None and Workdir(run_dir).file(workdir.CONFIG).exists():
+        if summary is None and Workdir(run_dir).file(workdir_lib.CONFIG).exists():
             summary = {"status": "incomplete"}
         out.append((seed, summary))
     return out

@@ -18,12 +18,13 @@ import shlex
 import time
 import traceback
 
-from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
 from absl import logging
 
-from tljax import config_lib, freezing, paths, workdir
+from tljax import config_lib, freezing, paths
+from tljax import workdir as workdir_lib
 from tljax.workdir import Workdir
 from tljax.errors import UserError
+
 
 def split_schedules(text):
     """The --schedules list, split by the freezing grammar (freezing.split_list); every spec
@@ -85,7 +86,7 @@ def run_one(config_spec, run_dir, overrides):
     config = config_lib.load(config_spec)
     for override in overrides:
         config_lib.apply_override(config, override)
-    failed = Workdir(run_dir).file(workdir.FAILED)
+    failed = Workdir(run_dir).file(workdir_lib.FAILED)
     try:
         runs.run(config, run_dir)
     except Exception as e:  # noqa: BLE001 - a failed schedule is a result to report.

@@ -17,7 +17,8 @@ import math
 import numpy as np
 from etils import epath
 
-from tljax import config_lib, freezing, literals, paths, workdir
+from tljax import config_lib, freezing, literals, paths
+from tljax import workdir as workdir_lib
 from tljax.experiments import tables
 from tljax.errors import UserError
 
@@ -28,15 +29,15 @@ def load_runs(root):
     """One dict per run directory (a directory holding config.json) under `root` (local or URL)."""
     runs = []
     for run_dir, _, filenames in sorted(epath.Path(root).walk()):
-        if workdir.CONFIG in filenames:
-            config = config_lib.flatten(paths.read_json(run_dir / workdir.CONFIG))
-        elif workdir.FAILED in filenames:  # Failed before its workdir was claimed: the
-            config = _config_of_overrides(paths.read_json(run_dir / workdir.FAILED))  # sweep's overrides
+        if workdir_lib.CONFIG in filenames:
+            config = config_lib.flatten(paths.read_json(run_dir / workdir_lib.CONFIG))
+        elif workdir_lib.FAILED in filenames:  # Failed before its workdir was claimed: the
+            config = _config_of_overrides(paths.read_json(run_dir / workdir_lib.FAILED))  # sweep's overrides
         else:
             continue
         run = {"dir": str(run_dir), "config": config, "status": "incomplete",
-               "partial_config": workdir.CONFIG not in filenames}
-        for name in (workdir.SUMMARY, workdir.FAILED):
+               "partial_config": workdir_lib.CONFIG not in filenames}
+        for name in (workdir_lib.SUMMARY, workdir_lib.FAILED):
             if (run_dir / name).exists():
                 run.update(paths.read_json(run_dir / name))
         if run["status"] == "running":  # A summary a run writes at each checkpoint.
@@ -61,10 +62,10 @@ def _varying_keys(runs):
 
 def _paired(row, base):
     """Stats of row - base test accuracy over the seeds both finished."""
-    def by_seed(members):
-        return {r["config"].get("seed"): r["test_accuracy"] for r in members}
-
-    return tables.paired(by_seed(row["members"]), by_seed(base["members"]))
+    by_seed = {r["config"].get("seed"): r["test_accuracy"] for r in base["members"]}
+    return tables.stats(r["test_accuracy"] - by_seed[r["config"].get("seed")] for r in row["members"]
+                        if by_seed.get(r["config"].get("seed")) is not None
+                        and r["test_accuracy"] is not None)
 
 
 def select_on_validation(rows):

@@ -183,7 +183,7 @@ def slots(layers):
 
 
 def slot_layout(module_slots, bn_leaves=BN_LEAVES):
-    """The key layout (weights/convert.py) tljax path -> Keras key through `module_slots`
+    """The key layout (formats/convert.py) tljax path -> Keras key through `module_slots`
     (`slots`' answer): kernels HWIO as they are (a depthwise kernel (3, 3, C, 1) becomes flax's
     (3, 3, 1, C)), BatchNorm leaves by Keras' weight order."""
     def layout(path):

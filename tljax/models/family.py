@@ -40,7 +40,7 @@ class Family:
     blocks: Callable = None      # module -> names of its transformer blocks, input to output
     # arch dict as older exports recorded it -> today's fields (renamed options)
     upgrade_arch: Callable = lambda arch: arch
-    # the checkpoint layouts it reads: converter modules or weights/convert.py Layouts (each
+    # the checkpoint layouts it reads: converter modules or formats/convert.py Layouts (each
     # with HF_MODEL_TYPES, from_hf, from_file, READS); weights/detect.py asks every registered
     # family's, in registration order
     layouts: tuple = ()

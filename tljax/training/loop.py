@@ -17,6 +17,7 @@ from tljax.training import state as state_lib
 from tljax import summary as summary_lib
 from tljax.errors import UserError
 
+
 def _log_plan(plan, group_list, param_sizes):
     header = "group        params  " + "  ".join(f"phase@{p.start_step}" for p in plan.phases)
     lines = [header]
@@ -222,7 +223,7 @@ def _train(run_, runner, state, record, start_step, train_iter):
                 run_.writer.write(done, dict(run_.fewshot(state), dataset=config.fewshot.name),
                                   kind="fewshot")
             if last and "test" in run_.eval_data:  # data.test_split="": never read
-                selection.test(run_, state, done, record)
+                selection.report_test(run_, state, done, record)
             if not last and run_.plan.phase_index(done) != runner.index:
                 runner, state = _next_phase(run_, state, done)
             if save_now:
@@ -273,8 +274,13 @@ def prepare(config, start):
                                  process_index=jax.process_index(),
                                  process_count=jax.process_count())
         for which in evaluated}
-    return _Run(config, model, data_cfg, par, model.module, start.spec, plan,
+    run_ = _Run(config, model, data_cfg, par, model.module, start.spec, plan,
                 freezing.compiled_phases(plan, group_list), param_sizes, eval_data=eval_data)
+    if config.fewshot.name:  # (reads its dataset's info: a missing one fails here)
+        from tljax.probe import monitor
+
+        run_.fewshot = monitor.FewShotMonitor(config, data_cfg, model.module, par)
+    return run_
 
 
 def train(run_, workdir):
@@ -282,15 +288,11 @@ def train(run_, workdir):
     resuming if it holds checkpoints. Returns the run summary (also workdir/summary.json)."""
     config, model, data_cfg = run_.config, run_.model, run_.data_cfg
     run_.workdir = workdir
-    run_.ckpt = checkpoint.Checkpoints(workdir.file(workdir_lib.CHECKPOINTS),
-                                       config.checkpoint_every, config.keep_checkpoints)
-    if config.data.val_split:
-        run_.best = checkpoint.Checkpoints(workdir.file(workdir_lib.BEST_CHECKPOINT), 1, 1)
-    if config.fewshot.name:
-        from tljax.probe import monitor
-
-        run_.fewshot = monitor.FewShotMonitor(config, data_cfg, model.module, run_.par)
     try:  # On any failure, in-flight checkpoint saves (of finite states) still complete.
+        run_.ckpt = checkpoint.Checkpoints(workdir.file(workdir_lib.CHECKPOINTS),
+                                           config.checkpoint_every, config.keep_checkpoints)
+        if config.data.val_split:
+            run_.best = checkpoint.Checkpoints(workdir.file(workdir_lib.BEST_CHECKPOINT), 1, 1)
         export.write_record(workdir.path, model.module, config.model.name, model.num_classes, data_cfg)
         runner, state, record, start_step = _start(run_, model)
         if start_step == config.total_steps:
@@ -316,9 +318,9 @@ def train(run_, workdir):
         run_.writer.close()
         return summary
     finally:
-        run_.ckpt.close()
-        if run_.best is not None:
-            run_.best.close()
+        for manager in (run_.ckpt, run_.best):
+            if manager is not None:
+                manager.close()
 
 
 def _finished(run_, state, record, num_classes, data_cfg):

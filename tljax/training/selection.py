@@ -57,7 +57,7 @@ def validate(run_, state, done, record):
                                  {"step": done, "validation": result})
 
 
-def test(run_, state, done, record):
+def report_test(run_, state, done, record):
     """The test split, evaluated only now, at the end: for the final state and for the state
     validation selected. Test never chooses anything."""
     evaluate_ema(run_, state, "test", done, record)

@@ -121,7 +121,7 @@ def _read_source(path, model, which):
     """The source as a tljax_format.Export, whatever its format."""
     if not os.path.exists(path):
         raise UserError(f"weights {path!r} do not exist; check the path (model.init), or see "
-                        f"`python -m tljax.cli.catalog` for downloadable checkpoints")
+                        f"`tljax catalog` for downloadable checkpoints")
     if os.path.isdir(path):
         config_path = os.path.join(path, workdir_lib.CONFIG)  # a run's, or a Hugging Face folder's
         if not os.path.exists(config_path):

@@ -1,7 +1,7 @@
 """Known public checkpoints: name -> URL, format, model family, preprocessing.
 
-    python -m tljax.cli.catalog              # list them
-    python -m tljax.cli.catalog BiT-M-R50x1  # download into the cache
+    tljax catalog              # list them
+    tljax catalog BiT-M-R50x1  # download into the cache
 
 Configs refer to them as model.init="catalog:NAME". Offline, a missing file is
 an error that says where to put it after downloading it elsewhere.
