@@ -172,3 +172,26 @@ def test_each_subcommand_help_lists_its_flags(subcommand, flag):
     # (absl's --help exits with status 1, as `python -m tljax.main --help` always has)
     assert code in (0, 1) and flag in out, (out[-500:], err[-5:])
     assert not any(line.startswith("Traceback") for line in err)
+
+
+def test_the_train_command_loads_configs_from_another_directory_in_both_flag_forms(tmp_path):
+    """`--config PATH` and `--config=PATH`, run outside the checkout: the config (which
+    imports its siblings) loads, and the run reaches the config checks; a config file of the
+    user's own that imports `configs` is refused in one line."""
+    flowers = os.path.join(ROOT, "configs", "flowers.py")
+    for form in (["--config", flowers], [f"--config={flowers}"]):
+        result = subprocess.run([sys.executable, "-m", "tljax", "train", *form,
+                                 f"--workdir={tmp_path / 'run'}", "--config.total_steps=0"],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode != 0 and lines[-1] == (
+            "error: config.total_steps must be a whole number >= 1, not 0"), lines[-3:]
+    own = tmp_path / "mine.py"
+    own.write_text("from configs import common\n\ndef get_config():\n    return common.base()\n")
+    result = subprocess.run([sys.executable, "-m", "tljax", "train", f"--config={own}",
+                             f"--workdir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: the config file could not import 'configs'"), lines[-3:]
+    assert not any(line.startswith("Traceback") for line in lines)
+    assert not (tmp_path / "run").exists()
