@@ -195,3 +195,41 @@ def test_the_train_command_loads_configs_from_another_directory_in_both_flag_for
     assert lines[-1].startswith("error: the config file could not import 'configs'"), lines[-3:]
     assert not any(line.startswith("Traceback") for line in lines)
     assert not (tmp_path / "run").exists()
+
+
+# ------------------------------------------------------------------ bad inputs, every command
+_WD = "--workdir=WD"
+_BAD_COMMANDS = [
+    (["train", "--config=configs/nosuch.py", _WD], "config file 'configs/nosuch.py' does not exist"),
+    (["train", "--config=SYNTAX", _WD], "has a syntax error at line 1"),
+    (["train", "--config=configs/folder.py", _WD], "give the image folder"),
+    (["train", "--config=configs/digits.py:nosuch", _WD], "unknown digits config argument 'nosuch'"),
+    (["train", "--config=configs/digits.py", _WD, "--config.probe.method=knn",
+      "--config.probe.knn_ks=(0,)"], "config.probe.knn_ks must be a non-empty tuple of whole"),
+    (["search", "--config=configs/digits.py", _WD, "--eta=0"], "flag --eta=0"),
+    (["search", "--config=configs/digits.py", _WD, "--eta=1"], "flag --eta=1"),
+    (["search", "--config=configs/digits.py", _WD, "--trials=0"], "flag --trials=0"),
+    (["search", "--config=configs/digits.py", _WD, "--budget_flops=-1"], "flag --budget_flops=-1"),
+    (["search", "--config=configs/digits.py", _WD, "--seeds=-1"], "flag --seeds=-1"),
+    (["sweep", "--config=configs/digits.py", _WD, "--seeds=0"], "a sweep runs at least one seed"),
+    (["sweep", "--config=configs/digits.py", _WD, "--schedules=full,bitfit", "--baseline=nosuch"],
+     "--baseline=nosuch is not one of --schedules"),
+    (["suite", "--suite=vtab1k", "--config=configs/vtab.py", _WD, "--seeds=0"],
+     "the final stage runs at least one seed"),
+    (["predict", "--model=WD", "x.png", "--top_k=0"], "flag --top_k=0"),
+    (["predict", "--model=WD", "x.png", "--top_k=-2"], "flag --top_k=-2"),
+    (["evaluate", "--model=WD", "--batch_size=0"], "flag --batch_size=0"),
+]
+
+
+@pytest.mark.parametrize("args,expected", _BAD_COMMANDS, ids=lambda a: " ".join(a)[:60]
+                         if isinstance(a, list) else None)
+def test_bad_inputs_of_every_command_are_one_line_and_write_nothing(args, expected, tmp_path):
+    syntax = tmp_path / "syntax.py"
+    syntax.write_text("def get_config(:\n")
+    workdir = tmp_path / "wd"
+    args = [a.replace("WD", str(workdir)).replace("SYNTAX", str(syntax)) for a in args]
+    code, _, lines = _run("-m", "tljax", *args)
+    assert code != 0 and lines and lines[-1].startswith("error: ") and expected in lines[-1], lines[-4:]
+    assert not any(line.startswith("Traceback") for line in lines)
+    assert not workdir.exists()

@@ -181,3 +181,29 @@ def test_report_plots_absolute_compute_when_no_full_run_finished(tmp_path):
     rows = report.summarize(report.load_runs(root), baseline="linear_probe")
     assert report.cost_axis([r for r in rows if r["test"]["n"]]) == "train_flops"
     assert os.path.getsize(os.path.join(root, "tradeoff.png")) > 10_000
+
+
+def test_a_named_baseline_that_is_no_schedule_is_refused_before_anything_is_written(tmp_path):
+    root = str(tmp_path)
+    _write_run(root, "full", 0, 0.8, [(10, 0.8)])
+    _write_run(root, "bitfit", 0, 0.7, [(10, 0.7)])
+    with pytest.raises(UserError, match="--baseline=nosuch is not a schedule of .*: bitfit, full"):
+        report.write_report(root, "nosuch", baseline_given=True)
+    assert not os.path.exists(os.path.join(root, "results.md"))
+    report.write_report(root, "nosuch")  # the default baseline, absent: no difference column
+    assert os.path.exists(os.path.join(root, "results.md"))
+
+
+def test_many_run_commands_count_failed_runs_after_their_report(tmp_path):
+    root = str(tmp_path)
+    _write_run(root, "full", 0, 0.8, [(10, 0.8)])
+    sweep.check_none_failed(root, "of 1 runs")  # nothing failed: no error
+    _write_run(root, "bitfit", 0, 0.7, [], status="failed", error="boom")
+    diverged = os.path.join(root, "lp", "seed0")
+    os.makedirs(diverged)
+    with open(os.path.join(diverged, "summary.json"), "w") as f:
+        json.dump({"status": "failed"}, f)
+    assert sweep.failed_runs(root) == sorted([os.path.dirname(diverged) + "/seed0",
+                                              os.path.join(root, "bitfit", "lr0.1", "seed0")])
+    with pytest.raises(UserError, match="^2 of 3 runs failed"):
+        sweep.check_none_failed(root, "of 3 runs")

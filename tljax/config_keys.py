@@ -46,6 +46,13 @@ def _is_number(value):
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+def whole_numbers(low):
+    """A non-empty sequence of ints, each >= low."""
+    return Check(lambda v: len(v) > 0 and all(isinstance(k, int) and not isinstance(k, bool)
+                                              and k >= low for k in v),
+                 f"a non-empty tuple of whole numbers >= {low}")
+
+
 def whole(low, note=""):
     """An int >= low."""
     return Check(lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low,

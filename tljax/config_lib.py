@@ -34,7 +34,13 @@ def load(spec):
         raise UserError(f"config file {path} could not import {e.name or 'a module'!r} ({e}). A "
                         f"config file outside tljax's configs/ folder starts from "
                         f"`from tljax.defaults import base`") from None
-    config = module.get_config(arg) if arg else module.get_config()
+    except SyntaxError as e:
+        raise UserError(f"config file {path} has a syntax error at line {e.lineno}: {e.msg}; "
+                        f"fix the file") from None
+    try:
+        config = module.get_config(arg) if arg else module.get_config()
+    except (ValueError, KeyError, TypeError) as e:  # the config's own refusal of its argument
+        raise UserError(f"config {spec}: {e.args[0] if e.args else e}") from None
     config.lock()
     return config
 

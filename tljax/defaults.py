@@ -6,7 +6,8 @@ CROSS_CHECKS, the few that read several keys. Adding a key: one row here, and th
 uses it. Checks that need the data, the model or the devices stay where those are known.
 """
 from tljax.config_keys import (Check, CrossCheck, Key, at_least, build, check_table,
-                               finite_at_least, in_range, of_type, one_of, whole)
+                               finite_at_least, in_range, of_type, one_of, whole,
+                               whole_numbers)
 
 FLOAT_DTYPES = ("float32", "bfloat16", "float16")
 PROBE_METHODS = ("ridge", "logreg", "knn")
@@ -143,7 +144,8 @@ KEYS = (
         "the last n blocks through the final norm (dinov2 eval/linear.py)"),
     Key("probe.avgpool", False, "with n_last_blocks: also the last block's mean patch token"),
     Key("probe.l2_regs", tuple(2.0**k for k in range(-4, 15, 2)), "ridge: chosen on validation"),
-    Key("probe.shots", (1, 5, 10, 25), "ridge few-shot table (big_vision common_fewshot.py)"),
+    Key("probe.shots", (1, 5, 10, 25), "ridge few-shot table (big_vision common_fewshot.py)",
+        whole_numbers(1)),
     Key("probe.few_shot_l2", 2.0**10, "its fixed l2 (big_vision common_fewshot.py: l2_reg = "
         "2**10)"),
     Key("probe.few_shot_seeds", 3, "few-shot draws per shot count"),
@@ -152,7 +154,8 @@ KEYS = (
     Key("probe.wds", (0.0, 1e-4, 1e-3, 1e-2), "logreg: weight decays (see probe.lrs)"),
     Key("probe.epochs", 100, "logreg: epochs"),
     Key("probe.batch_size", 256, "logreg: batch size"),
-    Key("probe.knn_ks", (1, 5, 10, 20), "k-NN: k chosen on validation (DINO eval_knn.py: 20)"),
+    Key("probe.knn_ks", (1, 5, 10, 20), "k-NN: k chosen on validation (DINO eval_knn.py: 20)",
+        whole_numbers(1)),
     Key("probe.refit", False, "then refit on train + validation at the chosen value before test "
         "(VTAB's train800val200; DINOv2 eval/log_regression.py)"),
 
@@ -161,7 +164,7 @@ KEYS = (
         "evaluation"),
     Key("fewshot.train_split", "train", "its split the few-shot examples come from"),
     Key("fewshot.test_split", "test", "its split the accuracy is measured on"),
-    Key("fewshot.shots", (1, 5), "examples per class"),
+    Key("fewshot.shots", (1, 5), "examples per class", whole_numbers(1)),
     Key("fewshot.seeds", 1, "draws per shot count"),
     Key("fewshot.l2", 2.0**10, "big_vision common_fewshot.py: l2_reg = 2**10"),
 

@@ -19,10 +19,21 @@ def one_line_errors():
         fail(str(e))
 
 
-def run_main(main, flags_parser=None):
+def parse_flags(argv):
+    """absl flag parsing with a bad flag value (below a flag's bound, not a number, unknown)
+    as one line instead of absl's usage dump."""
+    from absl import flags
+
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        fail(f"{e}; see --help")
+
+
+def run_main(main, flags_parser=parse_flags):
     """absl's app.run(main) with UserErrors (raised by main or while parsing flags, e.g.
-    loading a config file) turned into one line."""
+    loading a config file) and bad flag values turned into one line."""
     from absl import app
 
     with one_line_errors():
-        app.run(main, **({"flags_parser": flags_parser} if flags_parser else {}))
+        app.run(main, flags_parser=flags_parser)

@@ -23,7 +23,7 @@ _WHICH = flags.DEFINE_enum("which", "best", ["best", "final"],
                            "for a run directory: the validation-selected or the final model")
 _DATA = flags.DEFINE_string("data", "", "TFDS name or folder:/path (default: the run's dataset)")
 _SPLIT = flags.DEFINE_string("split", "test", "split to evaluate")
-_BATCH = flags.DEFINE_integer("batch_size", 128, "images per forward pass")
+_BATCH = flags.DEFINE_integer("batch_size", 128, "images per forward pass", lower_bound=1)
 _OUTPUT = flags.DEFINE_string("output", "", "folder for evaluation.json and confusion.png")
 
 

@@ -16,8 +16,8 @@ from tljax.errors import UserError
 _MODEL = flags.DEFINE_string("model", None, "run directory or weights file")
 _WHICH = flags.DEFINE_enum("which", "best", ["best", "final"],
                            "for a run directory: the validation-selected or the final model")
-_TOP_K = flags.DEFINE_integer("top_k", 5, "classes per image")
-_BATCH = flags.DEFINE_integer("batch_size", 64, "images per forward pass")
+_TOP_K = flags.DEFINE_integer("top_k", 5, "classes per image", lower_bound=1)
+_BATCH = flags.DEFINE_integer("batch_size", 64, "images per forward pass", lower_bound=1)
 _OUTPUT = flags.DEFINE_string("output", "", "also write predictions to this .csv or .json")
 
 

@@ -25,7 +25,8 @@ def main(argv=None):
     if options.get("order"):
         order = freezing.split_list(options["order"])
     print(sweep_report.write_report(positional[0], options.get("baseline", "full"), order,
-                              select="select" in options))
+                                    select="select" in options,
+                                    baseline_given="baseline" in options))
 
 
 if __name__ == "__main__":

@@ -17,13 +17,18 @@ from tljax.experiments.search import (Objective, budget_callback, exhausted, ope
 flags.DEFINE_string("methods", "full,linear_probe", "comma-separated freezing strategies, PEFT "
                     "methods and probe:ridge|logreg|knn")
 flags.DEFINE_string("space", "", "';'-separated KEY=loguniform(a,b) | uniform(a,b) | v1,v2,...")
-flags.DEFINE_integer("trials", 20, "trials this worker runs at most (a shared study may hold more)")
+flags.DEFINE_integer("trials", 20, "trials this worker runs at most (a shared study may hold more)",
+                     lower_bound=1)
 flags.DEFINE_float("budget_flops", 0.0, "stop starting trials once the study's trials have "
-                   "spent this many train FLOPs (0: no budget)")
-flags.DEFINE_integer("budget_steps", 0, "... this many train steps (a probe counts none)")
-flags.DEFINE_float("budget_seconds", 0.0, "... this much wall time in trials (seconds)")
-flags.DEFINE_integer("eta", 3, "successive halving's reduction factor")
-flags.DEFINE_float("min_fraction", 1 / 9, "first rung as a fraction of total_steps")
+                   "spent this many train FLOPs (0: no budget)", lower_bound=0)
+flags.DEFINE_integer("budget_steps", 0, "... this many train steps (a probe counts none)",
+                     lower_bound=0)
+flags.DEFINE_float("budget_seconds", 0.0, "... this much wall time in trials (seconds)",
+                   lower_bound=0)
+flags.DEFINE_integer("eta", 3, "successive halving's reduction factor (a trial goes on while in "
+                     "the top 1/eta)", lower_bound=2)
+flags.DEFINE_float("min_fraction", 1 / 9, "first rung as a fraction of total_steps",
+                   lower_bound=1e-6, upper_bound=1)
 flags.DEFINE_string("storage", "", "Optuna storage URL (default: sqlite:///WORKDIR/study.db)")
 flags.DEFINE_integer("sampler_seed", 0, "seed of the TPE sampler")
 flags.adopt_module_key_flags(_sweep_flags)  # listed by --help too
@@ -61,6 +66,9 @@ def main(argv):
     print(search_report.write(study, FLAGS.workdir, full_length))
     if FLAGS.seeds:
         best = search_report.best_per_method(study)
+        if not best:
+            raise UserError(f"no trial finished (see {os.path.join(FLAGS.workdir, 'search.md')}): "
+                            f"nothing to re-run over --seeds")
         final = os.path.join(FLAGS.workdir, "final")
         planned = []
         for method, trial in best.items():
@@ -72,7 +80,8 @@ def main(argv):
 
         baseline = "full" if "full" in best else next((m for m in methods if m in best), "full")
         print(sweep_report.write_report(final, baseline, order=[m for m in methods if m in best],
-                                  select=True))  # each method at its own best setting, paired by seed
+                                        select=True))  # each method at its best, paired by seed
+        sweep.check_none_failed(final, "of the final re-runs")
 
 
 if __name__ == "__main__":

@@ -10,12 +10,12 @@ from tljax.cli.common import run_main
 from tljax.errors import UserError
 from tljax.experiments import suites
 from tljax.experiments.suite import Plan, check, next_commands, run_suite
-from tljax.experiments.sweep import split_schedules
+from tljax.experiments.sweep import check_none_failed, split_schedules
 
 # --config, --schedules, --seeds, --grid, --set, --workdir, --emit, --python and --baseline
 # are tljax sweep's flags (the same meaning; --grid points are chosen per task and schedule).
 flags.DEFINE_enum("suite", None, list(suites.SUITES), "the benchmark suite")
-flags.DEFINE_integer("select_seeds", 1, "seeds of each select-stage run")
+flags.DEFINE_integer("select_seeds", 1, "seeds of each select-stage run", lower_bound=1)
 flags.DEFINE_string("tasks", "", "comma-separated subset of the suite's tasks (default: all); "
                     "the report marks the suite means incomplete")
 flags.DEFINE_bool("check", False, "list which tasks' data is prepared, then stop")
@@ -27,6 +27,8 @@ def main(argv):
     del argv
     if not FLAGS.suite or not FLAGS.config or not FLAGS.workdir:
         raise UserError("--suite, --config and --workdir are required")
+    if FLAGS.seeds < 1:
+        raise UserError(f"--seeds={FLAGS.seeds}: the final stage runs at least one seed")
     suite = suites.SUITES[FLAGS.suite]
     tasks = [t for t in FLAGS.tasks.split(",") if t]
     unknown = [t for t in tasks if t not in suite.tasks]
@@ -62,6 +64,7 @@ def main(argv):
     from tljax.experiments import suite_report
 
     print(suite_report.write_report(plan, FLAGS.baseline))
+    check_none_failed(FLAGS.workdir, "of the suite's runs")
 
 
 if __name__ == "__main__":

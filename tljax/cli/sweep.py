@@ -7,11 +7,13 @@ from etils import epath
 from tljax import config_lib, paths
 from tljax.cli.common import run_main
 from tljax.errors import UserError
-from tljax.experiments.sweep import command, plan_runs, run_all, split_schedules
+from tljax.experiments.sweep import (check_none_failed, command, plan_runs, run_all,
+                                     split_schedules)
 
 flags.DEFINE_string("config", None, "config file, optionally path:arg")
 flags.DEFINE_string("schedules", "full,linear_probe", "comma-separated freezing strategies")
-flags.DEFINE_integer("seeds", 3, "number of seeds (0..N-1)")
+flags.DEFINE_integer("seeds", 3, "number of seeds (0..N-1); the search's 0 skips its final "
+                     "re-run", lower_bound=0)
 flags.DEFINE_string("workdir", None, "sweep directory")
 flags.DEFINE_multi_string("grid", [], "extra grid axis KEY=V1,V2,... (repeatable)")
 flags.DEFINE_multi_string("set", [], "fixed override KEY=VALUE for every run (repeatable)")
@@ -27,6 +29,10 @@ def main(argv):
     del argv
     if not FLAGS.config or not FLAGS.workdir:
         raise UserError("--config and --workdir are required")
+    if FLAGS.seeds < 1:
+        raise UserError(f"--seeds={FLAGS.seeds}: a sweep runs at least one seed")
+    if FLAGS["baseline"].present and FLAGS.baseline not in split_schedules(FLAGS.schedules):
+        raise UserError(f"--baseline={FLAGS.baseline} is not one of --schedules")
     config_lib.load(FLAGS.config)  # Fails early on a bad config file.
     runs = plan_runs(FLAGS.config, split_schedules(FLAGS.schedules), FLAGS.seeds,
                      FLAGS.workdir, FLAGS.grid, FLAGS.set)
@@ -41,8 +47,9 @@ def main(argv):
     from tljax.experiments import sweep_report
 
     print(sweep_report.write_report(FLAGS.workdir, FLAGS.baseline,
-                              order=split_schedules(FLAGS.schedules),
-                              select=FLAGS.select_on_validation))
+                                    order=split_schedules(FLAGS.schedules),
+                                    select=FLAGS.select_on_validation))
+    check_none_failed(FLAGS.workdir, f"of the sweep's {len(runs)} runs")
 
 
 if __name__ == "__main__":

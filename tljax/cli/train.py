@@ -56,10 +56,10 @@ def _result_line(summary):
 def _parse_flags(argv):
     """absl flag parsing, with config override mistakes turned into one-line errors."""
     for arg, following in zip(argv[1:], argv[2:] + [""]):
-        path = following if arg in ("--config", "-config") else (
+        spec = following if arg in ("--config", "-config") else (
             arg.partition("=")[2] if arg.startswith(("--config=", "-config=")) else "")
-        if path:
-            config_lib.make_siblings_importable(path.partition(":")[0])
+        if spec:  # loaded once here: a missing or broken config file is one line
+            config_lib.load(spec)
     try:
         return flags.FLAGS(argv)
     except flags.Error as e:

@@ -19,6 +19,7 @@ import time
 import traceback
 
 from absl import logging
+from etils import epath
 
 from tljax import config_lib, freezing, paths
 from tljax import workdir as workdir_lib
@@ -97,6 +98,25 @@ def run_one(config_spec, run_dir, overrides):
         return False
     failed.unlink(missing_ok=True)
     return True
+
+
+def failed_runs(root):
+    """The run directories under `root` whose run failed: a failed.json (written by run_one),
+    or a summary.json with status "failed" (a run that diverged). Sorted."""
+    failed = []
+    for run_dir, _, filenames in epath.Path(root).walk():
+        summary = Workdir(run_dir).read_summary() if workdir_lib.SUMMARY in filenames else None
+        if workdir_lib.FAILED in filenames or (summary or {}).get("status") == "failed":
+            failed.append(str(run_dir))
+    return sorted(failed)
+
+
+def check_none_failed(root, what):
+    """A UserError naming how many of the runs under `root` failed (after their report)."""
+    failed = failed_runs(root)
+    if failed:
+        raise UserError(f"{len(failed)} {what} failed (each holds failed.json or a failed "
+                        f"summary.json; the report marks them), e.g. {failed[0]}")
 
 
 def _eta(seconds_per_run, runs_left):

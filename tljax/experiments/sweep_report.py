@@ -313,14 +313,19 @@ def _plot_curves(plt, rows, root):
     return path
 
 
-def write_report(root, baseline="full", order=None, select=False):
+def write_report(root, baseline="full", order=None, select=False, baseline_given=False):
     """Writes results.md, results.csv and plots into `root`; returns the markdown table.
     Rows follow `order` (schedule specs) when given, else rank by test accuracy; `select`
-    keeps each schedule's grid point chosen on validation."""
+    keeps each schedule's grid point chosen on validation. A baseline the user named
+    (`baseline_given`) must be one of the schedules: nothing is written otherwise."""
     runs = load_runs(root)
     if not runs:
         raise UserError(f"no runs (directories with config.json) under {root}")
     rows = summarize(runs, baseline, order, select)
+    schedules = sorted({r["schedule"] for r in rows})
+    if baseline_given and baseline not in schedules:
+        raise UserError(f"--baseline={baseline} is not a schedule of {root}; its schedules: "
+                        f"{', '.join(schedules)}")
     table = markdown(rows)
     paths.write_text_atomic(epath.Path(root) / "results.md", table + "\n")
     write_csv(rows, epath.Path(root) / "results.csv")
