@@ -219,6 +219,15 @@ _BAD_COMMANDS = [
     (["predict", "--model=WD", "x.png", "--top_k=0"], "flag --top_k=0"),
     (["predict", "--model=WD", "x.png", "--top_k=-2"], "flag --top_k=-2"),
     (["evaluate", "--model=WD", "--batch_size=0"], "flag --batch_size=0"),
+    (["sweep", "--config=configs/digits.py", "--workdir=FILE"], "is a file, not a directory"),
+    (["suite", "--suite=vtab1k", "--config=configs/vtab.py", "--workdir=FILE"],
+     "is a file, not a directory"),
+    (["search", "--config=configs/digits.py", "--workdir=FILE"], "is a file, not a directory"),
+    (["sweep", "--config=configs/digits.py", _WD, "--schedules=full,lroa"],
+     "unknown freezing strategy 'lroa' in 'lroa'"),
+    (["search", "--config=configs/digits.py", _WD, "--space=optim.lr=loguniform(0.3)"],
+     "--space item 'optim.lr=loguniform(0.3)'"),
+    (["predict", "--model=RUN", "--output=RUN/summary.json", "x.png"], "is a run's own record"),
 ]
 
 
@@ -227,9 +236,18 @@ _BAD_COMMANDS = [
 def test_bad_inputs_of_every_command_are_one_line_and_write_nothing(args, expected, tmp_path):
     syntax = tmp_path / "syntax.py"
     syntax.write_text("def get_config(:\n")
+    a_file, run = tmp_path / "a_file", tmp_path / "run"
+    a_file.write_text("mine")
+    run.mkdir()
+    record = {"config.json": "{}", "summary.json": '{"status": "done"}'}
+    for name, text in record.items():
+        (run / name).write_text(text)
     workdir = tmp_path / "wd"
-    args = [a.replace("WD", str(workdir)).replace("SYNTAX", str(syntax)) for a in args]
+    args = [a.replace("WD", str(workdir)).replace("SYNTAX", str(syntax))
+            .replace("FILE", str(a_file)).replace("RUN", str(run)) for a in args]
     code, _, lines = _run("-m", "tljax", *args)
     assert code != 0 and lines and lines[-1].startswith("error: ") and expected in lines[-1], lines[-4:]
     assert not any(line.startswith("Traceback") for line in lines)
-    assert not workdir.exists()
+    assert not workdir.exists() and a_file.read_text() == "mine"
+    assert sorted(os.listdir(run)) == sorted(record)
+    assert all((run / name).read_text() == text for name, text in record.items())

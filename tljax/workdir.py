@@ -28,6 +28,14 @@ BEST_CHECKPOINT = "best"         # orbax: the best-by-validation variables
 FAILED = "failed.json"           # a run that failed inside a sweep, suite or search
 LOCK = lock.LOCK_NAME            # one run per workdir
 FEATURES = "features"            # a probe's cached features
+RUN_FILES = (CONFIG, SUMMARY, METRICS, MODEL_RECORD, MODEL, BEST, EMA, FAILED, LOCK)
+
+
+def is_run_file(path):
+    """Whether `path` is one of a run directory's own files (which no other command may
+    overwrite)."""
+    path = paths.resolve(path)
+    return path.name in RUN_FILES and (path.parent / CONFIG).exists()
 
 
 class Workdir:

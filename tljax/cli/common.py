@@ -19,6 +19,14 @@ def one_line_errors():
         fail(str(e))
 
 
+def check_directory(path, flag="--workdir"):
+    """A directory flag must not name a file (it would fail deep inside a run)."""
+    from etils import epath
+
+    if path and epath.Path(path).exists() and not epath.Path(path).is_dir():
+        raise UserError(f"{flag}={path} is a file, not a directory; use another {flag}")
+
+
 def parse_flags(argv):
     """absl flag parsing with a bad flag value (below a flag's bound, not a number, unknown)
     as one line instead of absl's usage dump."""

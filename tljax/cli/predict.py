@@ -25,12 +25,14 @@ def main(argv):
     if not _MODEL.value or len(argv) < 2:
         raise UserError("usage: python -m tljax.cli.predict --model=RUN_DIR_OR_WEIGHTS IMAGE_OR_FOLDER...")
     logs.setup()
-    from tljax import compilation, inference
+    from tljax import compilation, inference, workdir
 
     compilation.enable_cache()
 
     if _OUTPUT.value and not _OUTPUT.value.endswith((".csv", ".json")):
         raise UserError(f"--output={_OUTPUT.value}: use a .csv or .json file name")
+    if _OUTPUT.value and workdir.is_run_file(_OUTPUT.value):
+        raise UserError(f"--output={_OUTPUT.value} is a run's own record; write elsewhere")
     predictor = inference.Predictor.load(_MODEL.value, _WHICH.value)
     results = inference.predict(predictor, inference.list_images(argv[1:]), _TOP_K.value, _BATCH.value)
     for r in results:

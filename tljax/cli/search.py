@@ -7,7 +7,7 @@ from absl import flags, logging
 
 from tljax import config_lib
 from tljax.cli import sweep as _sweep_flags  # noqa: F401  (defines the flags the search shares)
-from tljax.cli.common import run_main
+from tljax.cli.common import check_directory, run_main
 from tljax.errors import UserError
 from tljax.experiments import search_report, sweep
 from tljax.experiments.search import (Objective, budget_callback, exhausted, open_study,
@@ -41,6 +41,7 @@ def main(argv):
 
     if not FLAGS.config or not FLAGS.workdir:
         raise UserError("--config and --workdir are required")
+    check_directory(FLAGS.workdir)
     methods = sweep.split_schedules(FLAGS.methods)
     space = parse_space(FLAGS.space)
     logs.setup()

@@ -6,7 +6,7 @@ from etils import epath
 
 from tljax import config_lib, paths
 from tljax.cli import sweep as _sweep_flags  # noqa: F401  (defines the flags the suite shares)
-from tljax.cli.common import run_main
+from tljax.cli.common import check_directory, run_main
 from tljax.errors import UserError
 from tljax.experiments import suites
 from tljax.experiments.suite import Plan, check, next_commands, run_suite
@@ -27,6 +27,7 @@ def main(argv):
     del argv
     if not FLAGS.suite or not FLAGS.config or not FLAGS.workdir:
         raise UserError("--suite, --config and --workdir are required")
+    check_directory(FLAGS.workdir)
     if FLAGS.seeds < 1:
         raise UserError(f"--seeds={FLAGS.seeds}: the final stage runs at least one seed")
     suite = suites.SUITES[FLAGS.suite]

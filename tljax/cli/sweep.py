@@ -5,7 +5,7 @@ from absl import flags
 from etils import epath
 
 from tljax import config_lib, paths
-from tljax.cli.common import run_main
+from tljax.cli.common import check_directory, run_main
 from tljax.errors import UserError
 from tljax.experiments.sweep import (check_none_failed, command, plan_runs, run_all,
                                      split_schedules)
@@ -29,6 +29,7 @@ def main(argv):
     del argv
     if not FLAGS.config or not FLAGS.workdir:
         raise UserError("--config and --workdir are required")
+    check_directory(FLAGS.workdir)
     if FLAGS.seeds < 1:
         raise UserError(f"--seeds={FLAGS.seeds}: a sweep runs at least one seed")
     if FLAGS["baseline"].present and FLAGS.baseline not in split_schedules(FLAGS.schedules):

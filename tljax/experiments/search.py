@@ -67,6 +67,8 @@ def parse_space(text):
         try:
             if not sep or not key or not value:
                 raise ValueError
+            if not match and re.fullmatch(r"\w+\(.*\)", value.replace(" ", "")):
+                raise ValueError  # a distribution written wrong is no categorical value
             if match:
                 low, high = float(match.group(2)), float(match.group(3))
                 if not low < high or (match.group(1) == "loguniform" and low <= 0):

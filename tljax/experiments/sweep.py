@@ -32,8 +32,12 @@ def split_schedules(text):
     is parsed here, so a typo fails before the first run starts."""
     schedules = freezing.split_list(text)
     for schedule in schedules:
-        if not schedule.startswith(freezing.PROBE + ":"):
-            freezing.parse(schedule)
+        if schedule.startswith(freezing.PROBE + ":"):
+            continue
+        for piece in schedule.split(",")[1:]:  # options are key=value: a bare name is a
+            if "=" not in piece:               # mistyped schedule of its own, shown alone
+                freezing.parse(piece)
+        freezing.parse(schedule)
     return schedules
 
 
