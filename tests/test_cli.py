@@ -251,3 +251,8 @@ def test_bad_inputs_of_every_command_are_one_line_and_write_nothing(args, expect
     assert not workdir.exists() and a_file.read_text() == "mine"
     assert sorted(os.listdir(run)) == sorted(record)
     assert all((run / name).read_text() == text for name, text in record.items())
+
+
+def test_python_m_tljax_main_help_lists_the_train_flags():
+    code, out, _ = _run("-m", "tljax.main", "--help")
+    assert code in (0, 1) and "--workdir:" in out and "--config:" in out, out[-500:]

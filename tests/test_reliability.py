@@ -181,3 +181,33 @@ def test_equal_weights_export_to_equal_bytes(tmp_path):
     assert blobs[0] == blobs[1] == blobs[2]
     loaded = tljax_format.load(str(tmp_path / "a.safetensors"))
     np.testing.assert_array_equal(loaded[4]["params"]["block7"]["kernel"], 7)
+
+
+def test_an_init_recipe_another_process_is_making_is_waited_for(tmp_path, monkeypatch):
+    """Two runs that need the same missing init weights: the second waits for the first's
+    recipe run (its workdir locked by a live process) and then uses its weights."""
+    from tljax import defaults, lock
+
+    monkeypatch.setenv("TLJAX_CACHE", str(tmp_path / "cache"))
+    recipe = os.path.join(os.path.dirname(__file__), "..", "configs", "digits.py") + ":pretrain"
+    output = recipes.recipe_output(recipe)
+    config = defaults.base()
+    config.model.init, config.model.init_recipe = output, recipe
+    os.makedirs(os.path.dirname(output))
+    holder = {"host": socket.gethostname(), "pid": os.getppid()}  # alive, and not this process
+    (tmp_path / "cache" / "recipes" / "digits_pretrain" / LOCK_NAME).write_text(json.dumps(holder))
+    tries = []
+
+    def run(recipe_config, directory):  # the dispatcher's claim, then the other run finishing
+        tries.append(directory)
+        lock.WorkdirLock(directory).acquire().release()
+        with open(output, "w") as f:
+            f.write("weights")
+
+    def finish_on_third_look(seconds):
+        if len(tries) == 2:
+            os.remove(os.path.join(os.path.dirname(output), LOCK_NAME))
+
+    monkeypatch.setattr(recipes.time, "sleep", finish_on_third_look)
+    recipes.make(config, run, poll_seconds=0)
+    assert len(tries) == 3 and open(output).read() == "weights"

@@ -2,10 +2,11 @@
 "path:arg"), and a run whose init weights are missing first makes them with that run, once
 (cached in ~/.cache/tljax/recipes/<config>_<arg>/)."""
 import os
+import time
 
 from absl import logging
 
-from tljax import config_lib, paths
+from tljax import config_lib, lock, paths
 from tljax import workdir as workdir_lib
 from tljax.errors import UserError
 
@@ -38,3 +39,25 @@ def pending(config):
         recipe_config.data.data_dir = config.data.data_dir
         recipe_config.export_weights = True
     return recipe_config, os.path.dirname(output)
+
+
+def make(config, run, poll_seconds=5.0):
+    """Makes config.model.init with its recipe when it is missing. `run` is the dispatcher
+    (tljax.runs.run). When another process is making it (a second terminal, two sweep or
+    search workers), waits for that one and uses its weights instead of failing."""
+    recipe = pending(config)
+    if recipe is None:
+        return
+    waiting = False
+    while True:
+        try:
+            run(*recipe)  # once the other process is done: its finished summary, at once
+            break
+        except lock.WorkdirInUse:
+            if not waiting:
+                logging.info("init recipe %s: another process is making %s; waiting for it",
+                             config.model.init_recipe, config.model.init)
+            waiting = True
+            time.sleep(poll_seconds)
+    if not os.path.exists(config.model.init):
+        raise UserError(f"init recipe {config.model.init_recipe} did not write {config.model.init}")

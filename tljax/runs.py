@@ -5,12 +5,10 @@ hands it to a training run or a probe run. Neither kind of run imports the other
 
     tljax.runs.run(config, workdir) -> summary dict (also workdir/summary.json)
 """
-import os
 
 from absl import logging
 
 from tljax import compilation, config_lib, freezing, recipes
-from tljax.errors import UserError
 from tljax.workdir import Workdir
 
 
@@ -45,12 +43,7 @@ def _run(config, spec, workdir):
     from tljax.probe import run as probe_run
     from tljax.training import loop
 
-    recipe = recipes.pending(config)
-    if recipe is not None:
-        run(*recipe)
-        if not os.path.exists(config.model.init):
-            raise UserError(f"init recipe {config.model.init_recipe} did not write "
-                            f"{config.model.init}")
+    recipes.make(config, run)
     if config.probe.method:
         prepared, fit_or_train = probe_run.prepare(config, run_init.start(config, spec)), probe_run.fit
     else:
