@@ -228,6 +228,8 @@ _BAD_COMMANDS = [
     (["search", "--config=configs/digits.py", _WD, "--space=optim.lr=loguniform(0.3)"],
      "--space item 'optim.lr=loguniform(0.3)'"),
     (["predict", "--model=RUN", "--output=RUN/summary.json", "x.png"], "is a run's own record"),
+    (["suite", "--suite=vtab1k", "--config=configs/vtab.py", _WD, "--emit=commands",
+      "--set=data.data_dir=EMPTY"], "19 of 19 tasks have no prepared data"),
 ]
 
 
@@ -244,7 +246,8 @@ def test_bad_inputs_of_every_command_are_one_line_and_write_nothing(args, expect
         (run / name).write_text(text)
     workdir = tmp_path / "wd"
     args = [a.replace("WD", str(workdir)).replace("SYNTAX", str(syntax))
-            .replace("FILE", str(a_file)).replace("RUN", str(run)) for a in args]
+            .replace("FILE", str(a_file)).replace("RUN", str(run))
+            .replace("EMPTY", str(tmp_path / "no_data")) for a in args]
     code, _, lines = _run("-m", "tljax", *args)
     assert code != 0 and lines and lines[-1].startswith("error: ") and expected in lines[-1], lines[-4:]
     assert not any(line.startswith("Traceback") for line in lines)

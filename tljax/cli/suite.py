@@ -50,6 +50,12 @@ def main(argv):
         print(f"{sum(r[1] for r in rows)} of {len(rows)} tasks ready")
         return
     if FLAGS.emit == "commands":
+        logging.set_verbosity(logging.WARNING)  # (TFDS logs every lookup it tries)
+        missing = [name for name, ready, _ in check(plan) if not ready]
+        if missing:  # commands for runs that cannot read their data would only fail
+            raise UserError(f"{len(missing)} of {len(plan.tasks)} tasks have no prepared data "
+                            f"({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''}): "
+                            f"see --check for how to prepare them, or leave them out with --tasks")
         select, final = next_commands(plan, FLAGS.python)
         root = epath.Path(FLAGS.workdir)
         root.mkdir(parents=True, exist_ok=True)
