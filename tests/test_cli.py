@@ -228,6 +228,10 @@ _BAD_COMMANDS = [
     (["search", "--config=configs/digits.py", _WD, "--space=optim.lr=loguniform(0.3)"],
      "--space item 'optim.lr=loguniform(0.3)'"),
     (["predict", "--model=RUN", "--output=RUN/summary.json", "x.png"], "is a run's own record"),
+    (["search", "--config=configs/digits.py", _WD, "--storage=sqlite:////no/such/dir/s.db"],
+     "cannot open the database file"),
+    (["search", "--config=configs/digits.py", _WD, "--storage=notaurl"],
+     "--storage=notaurl is not a database URL"),
     (["suite", "--suite=vtab1k", "--config=configs/vtab.py", _WD, "--emit=commands",
       "--set=data.data_dir=EMPTY"], "19 of 19 tasks have no prepared data"),
 ]

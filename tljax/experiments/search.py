@@ -253,18 +253,30 @@ def open_study(storage, workdir, sampler_seed, eta, min_resource):
     import sqlalchemy.exc
 
     url = storage or f"sqlite:///{os.path.abspath(os.path.join(workdir, 'study.db'))}"
-    epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    if not storage:
+        epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     for attempt in range(10):  # workers starting together race to create the tables
         try:
-            return optuna.create_study(
+            study = optuna.create_study(
                 study_name=STUDY, storage=optuna.storages.RDBStorage(url, engine_kwargs=engine),
                 load_if_exists=True, direction="maximize",
                 sampler=optuna.samplers.TPESampler(seed=sampler_seed),
                 pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource,
                                                               reduction_factor=eta))
+            epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+            return study
+        except sqlalchemy.exc.ArgumentError:
+            raise UserError(f"--storage={url} is not a database URL; use e.g. "
+                            f"sqlite:////path/to/study.db or postgresql://user@host/db") from None
+        except ImportError as e:  # a database whose driver is not installed
+            raise UserError(f"--storage={url}: {e} (postgresql: pip install "
+                            f"psycopg2-binary)") from None
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError,
-                optuna.exceptions.DuplicatedStudyError):
+                optuna.exceptions.DuplicatedStudyError) as e:
+            if "unable to open database file" in str(e):
+                raise UserError(f"--storage={url}: cannot open the database file; check that "
+                                f"its folder exists and is writable") from None
             if attempt == 9:
                 raise
             time.sleep(0.5 + attempt)
