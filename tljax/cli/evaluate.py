@@ -8,9 +8,11 @@ With a run directory and no --data, --split train / validation / test is that se
 the run defined it (few-shot selection and seed included); another name is that whole split
 of the run's dataset. --data is a TFDS name or folder:/path (a folder of class folders without
 split folders is evaluated whole). Writes evaluation.json and confusion.png into --output
-(default: RUN/eval_<which>_<split>, or ./tljax_eval).
+(default: RUN/eval_<which>_<split>, RUN/eval_<which>_<data>_<split> with --data,
+or ./tljax_eval).
 """
 import os
+import re
 
 from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
 from absl import flags, logging
@@ -39,8 +41,11 @@ def main(argv):
     cfg, which, seed = evaluation.data_config(_MODEL.value, _DATA.value, _SPLIT.value)
     predictor = inference.Predictor.load(_MODEL.value, _WHICH.value)
     result = evaluation.evaluate(predictor, cfg, which, seed, _BATCH.value)
-    output = _OUTPUT.value or (os.path.join(_MODEL.value, f"eval_{_WHICH.value}_{_SPLIT.value}")
-                               if evaluation.is_run(_MODEL.value) else "tljax_eval")
+    # Another dataset's evaluation gets a folder of its own, not the run's own test set's.
+    data = "_" + re.sub(r"[^A-Za-z0-9.=_-]+", "_", _DATA.value).strip("_") if _DATA.value else ""
+    output = _OUTPUT.value or (
+        os.path.join(_MODEL.value, f"eval_{_WHICH.value}{data}_{_SPLIT.value}")
+        if evaluation.is_run(_MODEL.value) else "tljax_eval")
     os.makedirs(output, exist_ok=True)
     source = f"{_MODEL.value} ({_WHICH.value})" if evaluation.is_run(_MODEL.value) else _MODEL.value
     result.update(model=source, data=cfg.name, split=_SPLIT.value)
