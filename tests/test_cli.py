@@ -192,7 +192,7 @@ def test_the_train_command_loads_configs_from_another_directory_in_both_flag_for
                              f"--workdir={tmp_path / 'run'}"], cwd=tmp_path, capture_output=True,
                             text=True, timeout=300)
     lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith("error: the config file could not import 'configs'"), lines[-3:]
+    assert lines[-1].startswith(f"error: config file {own} could not import 'configs'"), lines[-3:]
     assert not any(line.startswith("Traceback") for line in lines)
     assert not (tmp_path / "run").exists()
 

@@ -8,7 +8,7 @@ import sys
 import ml_collections as mlc
 
 from tljax import config_keys, defaults, literals
-from tljax.errors import UserError
+from tljax.errors import ConfigArgumentError, UserError
 
 # Keys that change neither what a run computes nor what it reports: where files are read
 # from, how often it logs and saves, whether it exports. Runs differing only in these (and
@@ -40,7 +40,7 @@ def load(spec):
     try:
         config = module.get_config(arg) if arg else module.get_config()
     except (ValueError, KeyError, TypeError) as e:  # the config's own refusal of its argument
-        raise UserError(f"config {spec}: {e.args[0] if e.args else e}") from None
+        raise ConfigArgumentError(f"config {spec}: {e.args[0] if e.args else e}") from None
     config.lock()
     return config
 

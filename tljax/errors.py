@@ -6,3 +6,8 @@ class UserError(Exception):
 
     Every command prints these as one line (no traceback) and exits non-zero (tljax/cli/common.py).
     """
+
+
+class ConfigArgumentError(UserError, ValueError):
+    """A config file's get_config refused its argument (config files raise ValueError):
+    one line like every UserError, and still the ValueError the config file raised."""

@@ -64,9 +64,6 @@ def _parse_flags(argv):
         return flags.FLAGS(argv)
     except flags.Error as e:
         fail(f"{e}; see --helpfull")
-    except ImportError as e:
-        fail(f"the config file could not import {e.name or 'a module'!r} ({e}). A config file "
-             f"outside tljax's configs/ folder starts from `from tljax.defaults import base`")
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         overrides = [a for a in argv[1:] if a.startswith("--config.")]
         detail = " ".join(str(e).replace("\\n", " ").replace("\\", "").split())
