@@ -28,7 +28,8 @@ BAD_CONFIGS = [
     ({"total_steps": 0}, "config.total_steps must be a whole number >= 1"),
     ({"data.batch_size": 0}, "config.data.batch_size must be a whole number >= 1"),
     ({"data.image_size": 0}, "config.data.image_size must be a whole number >= 1"),
-    ({"data.batch_size": 100_000}, "data.batch_size=100000 is larger than the 25 train examples"),
+    ({"data.batch_size": 10**9}, "data.batch_size=1000000000 needs 715 GiB for its 8x8 float32 "
+                                  "images alone"),
     ({"optim.lr": -0.1}, "config.optim.lr must be a finite number >= 0"),
     # Checks declared in the config table (tljax/defaults.py), once at the use:
     ({"model.dtype": "float64"}, "config.model.dtype must be one of 'float32', 'bfloat16'"),
@@ -92,6 +93,33 @@ def test_non_finite_state_is_never_saved_and_the_run_fails(make_config, tmp_path
         leaves = [np.asarray(x) for x in __import__("jax").tree.leaves(state["state"])]
         assert all(np.all(np.isfinite(x)) for x in leaves if x.dtype.kind == "f"), step
     manager.close()
+
+
+def test_a_batch_larger_than_the_train_set_trains_with_repeated_examples(make_config, tmp_path,
+                                                                        caplog):
+    """BiT-HyperRule's few-shot setting (5 shots per class at batch 512): allowed, and said."""
+    with caplog.at_level("WARNING"):
+        summary = runs.run(make_config(total_steps=2, **{"data.batch_size": 32}), str(tmp_path))
+    assert summary["status"] == "done"
+    assert "data.batch_size=32 is larger than the 25 train examples" in caplog.text
+
+
+def test_a_step_that_cannot_fit_a_device_is_one_line_and_the_fix_runs_there(make_config, tmp_path,
+                                                                            monkeypatch):
+    """XLA's compiled memory of the step against the device's: refused before any step, and
+    the workdir (which holds no checkpoint) takes the corrected config."""
+    from tljax.training import parallel
+
+    with monkeypatch.context() as patch:
+        patch.setattr(parallel, "device_memory_bytes", lambda: 1024)
+        with pytest.raises(UserError) as error:
+            runs.run(make_config(total_steps=2, **{"data.batch_size": 16}), str(tmp_path))
+    assert "\n" not in str(error.value)
+    assert str(error.value).startswith("the train step at data.batch_size=16 needs ")
+    assert "GiB per device (XLA's compiled memory) but a device has 0.0 GiB" in str(error.value)
+    assert not (tmp_path / "checkpoints").exists() or not os.listdir(tmp_path / "checkpoints")
+    summary = runs.run(make_config(total_steps=2, **{"data.batch_size": 8}), str(tmp_path))
+    assert summary["status"] == "done"
 
 
 def test_a_second_run_in_a_locked_workdir_is_refused_and_a_stale_lock_taken_over(make_config,

@@ -100,3 +100,14 @@ def compiled_cost(compiled):
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     return {k: float(v) for k, v in (cost or {}).items()}
+
+
+def compiled_memory(compiled):
+    """Bytes one device holds while running a compiled computation (XLA's buffer
+    assignment: arguments, outputs and temporaries, less what outputs reuse), or None."""
+    stats = compiled.memory_analysis()
+    stats = stats[0] if isinstance(stats, (list, tuple)) else stats
+    if stats is None:
+        return None
+    return (stats.argument_size_in_bytes + stats.output_size_in_bytes
+            + stats.temp_size_in_bytes - stats.alias_size_in_bytes)

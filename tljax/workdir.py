@@ -88,7 +88,7 @@ class Workdir:
         if self.path.exists() and not self.path.is_dir():
             raise UserError(f"--workdir {self.path} is a file, not a directory; use another "
                             f"--workdir")
-        if path.exists():
+        if path.exists() and self._holds_progress():
             config_lib.check_same_run(paths.read_json(path), config_lib.to_dict(config))
         workdir_lock, error = lock.WorkdirLock(self.path), None
         if jax.process_index() == 0:
@@ -105,6 +105,17 @@ class Workdir:
         if jax.process_index() == 0:
             paths.write_text_atomic(path, config.to_json_best_effort(indent=2))
         self._lock = workdir_lock
+
+    def _holds_progress(self):
+        """Whether a run here got far enough to resume or report (a checkpoint, cached
+        features or a summary).
+        A run that stopped before either, say at its first step's memory check, leaves
+        nothing a new config could clash with, so the corrected command may start here."""
+        def non_empty(name):
+            folder = self.file(name)
+            return folder.is_dir() and any(folder.iterdir())
+        return (self.file(SUMMARY).exists() or non_empty(CHECKPOINTS)
+                or non_empty(BEST_CHECKPOINT) or non_empty(FEATURES))
 
     def release(self):
         if self._lock is not None:

@@ -41,6 +41,24 @@ def check_batch_sizes(config):
                         f"device, which must be a multiple of accum_steps={config.accum_steps}")
 
 
+def _check_batch_fits(config, data_cfg, train_count):
+    """A batch larger than the train set is a normal few-shot setting (BiT-HyperRule trains
+    5-shot transfers at batch 512): the train stream repeats, so examples repeat within a
+    batch. Refused only when this process's images alone cannot fit in the host's memory;
+    the compiled step's own memory is checked against the device when it compiles."""
+    batch = config.data.batch_size
+    images = batch // jax.process_count() * data_cfg.image_size ** 2 * 3 * 4  # float32 RGB
+    if images > parallel.host_memory_bytes():
+        raise UserError(
+            f"data.batch_size={batch} needs {images / 2**30:.0f} GiB for its "
+            f"{data_cfg.image_size}x{data_cfg.image_size} float32 images alone but this "
+            f"machine has {parallel.host_memory_bytes() / 2**30:.0f} GiB: lower data.batch_size")
+    if batch > train_count:
+        logging.warning("data.batch_size=%d is larger than the %d train examples of %s: "
+                        "the train stream repeats, so examples repeat within a batch",
+                        batch, train_count, config.data.name)
+
+
 def _check_accumulation(config, variables, plan):
     """Accumulation equals the full-batch update only without training BatchNorm: refuse
     unless the user accepts microbatch statistics."""
@@ -75,6 +93,7 @@ class _PhaseRunner:
             ema_decay=config.ema.decay, ema_warmup=config.ema.warmup,
             param_dtype=config.model.forward_param_dtype or None)
         self._jitted = par.compile_train(step)
+        self._batch_size = config.data.batch_size
         self._compiled = None
         self.flops = None
 
@@ -87,8 +106,19 @@ class _PhaseRunner:
         begin = time.monotonic()
         self._compiled = self._jitted.lower(state, batch).compile()
         self.flops = metrics.compiled_cost(self._compiled).get("flops")
+        self._check_memory()
         logging.info("compiled in %.1fs (%s per step)", time.monotonic() - begin,
                      f"{self.flops / 1e9:.3g} GFLOP" if self.flops else "FLOPs unknown")
+
+    def _check_memory(self):
+        """An impossible batch is one line before its first step, not an allocation failure
+        inside it: XLA's compiled memory of the step against one device's memory."""
+        need, have = metrics.compiled_memory(self._compiled), parallel.device_memory_bytes()
+        if need and need > have:
+            raise UserError(
+                f"the train step at data.batch_size={self._batch_size} needs "
+                f"{need / 2**30:.1f} GiB per device (XLA's compiled memory) but a device has "
+                f"{have / 2**30:.1f} GiB: lower data.batch_size or raise accum_steps")
 
     def __call__(self, state, batch):
         if self._compiled is None:
@@ -256,13 +286,9 @@ def prepare(config, start):
     plan = freezing.make_plan(start.spec, group_list, list(flat_params), config.total_steps)
     _log_plan(plan, group_list, param_sizes)
     _check_accumulation(config, model.variables, plan)
-    # A missing split or a batch larger than the train set fails here, before the workdir
-    # is touched.
+    # A missing split fails here, before the workdir is touched.
     _, train_count = data.examples(data_cfg, "train", config.seed)
-    if config.data.batch_size > train_count:
-        raise UserError(f"data.batch_size={config.data.batch_size} is larger than the "
-                        f"{train_count} train examples of {config.data.name}: use at most "
-                        f"{train_count}")
+    _check_batch_fits(config, data_cfg, train_count)
     evaluated = [w for w, key in (("validation", "val_split"), ("test", "test_split"))
                  if config.data[key]]
     if not evaluated:

@@ -7,6 +7,7 @@
   over the device axis. One process only (for several hosts use `jit`).
 """
 import math
+import os
 
 import jax
 import jax.numpy as jnp
@@ -172,3 +173,17 @@ def build(name):
     if name == "pmap":
         return Pmap()
     raise UserError(f"unknown parallelism {name!r}; use 'jit', 'fsdp' or 'pmap'")
+
+
+def host_memory_bytes():
+    """This machine's physical memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def device_memory_bytes():
+    """The memory one local device can allocate: the accelerator's own limit, or for CPU
+    devices their share of the host's memory."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if stats.get("bytes_limit"):
+        return int(stats["bytes_limit"])
+    return host_memory_bytes() // jax.local_device_count()
