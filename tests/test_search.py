@@ -47,15 +47,28 @@ def _promoted_by_hand(trials, rung_steps, eta):
     return expected
 
 
-def test_search_halves_on_validation_accounts_flops_and_fails_nan_trials(data_dir, tmp_path):
+def test_search_halves_on_validation_accounts_flops_and_fails_nan_trials(data_dir, tmp_path,
+                                                                         caplog):
     workdir = str(tmp_path / "search")
     methods = ["full", "linear_probe", "bitfit", "last_k:1"]
     objective = search.Objective(lambda: tiny_config(data_dir), workdir, methods,
                                  search.parse_space("optim.lr=loguniform(0.01,0.3)"), [], 3, 0.25)
     study = search.open_study("", workdir, 0, 3, objective.rungs[0])
     study.enqueue_trial({"method": "full", "optim.lr": 1e8})  # diverges: a failed trial
-    study.optimize(objective, n_trials=6, catch=(UserError,))
+    with caplog.at_level("INFO"):
+        study.optimize(objective, n_trials=6, catch=(UserError,),
+                       callbacks=[search.progress_callback({"train_flops": 0})])
     trials = study.get_trials()
+    # Every rung and every ended trial is a line in the log, as it happens.
+    assert "search: trial 0 failed" in caplog.text
+    for trial in trials[1:]:
+        for step in trial.intermediate_values:
+            assert f"search: trial {trial.number} (" in caplog.text
+            assert f"step {step} of 12: validation" in caplog.text
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            assert f"search: trial {trial.number} stopped at step " in caplog.text
+        else:
+            assert f"search: trial {trial.number} finished: validation {trial.value:.4f}" in caplog.text
     # It diverged after its first rung: failed, never past it, and never a best.
     assert trials[0].state == optuna.trial.TrialState.FAIL
     assert max(trials[0].intermediate_values, default=0) < 12

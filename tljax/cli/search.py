@@ -11,7 +11,7 @@ from tljax.cli.common import check_directory, run_main
 from tljax.errors import UserError
 from tljax.experiments import search_report, sweep
 from tljax.experiments.search import (Objective, budget_callback, exhausted, open_study,
-                                      parse_space, resume_interrupted)
+                                      parse_space, progress_callback, resume_interrupted)
 
 # --config, --workdir, --set and --seeds (the final re-run's seeds) are tljax sweep's flags.
 flags.DEFINE_string("methods", "full,linear_probe", "comma-separated freezing strategies, PEFT "
@@ -57,7 +57,7 @@ def main(argv):
     objective.run_unsearched(study, budgets)
     if objective.searched and not exhausted(study, budgets):
         study.optimize(objective, n_trials=FLAGS.trials, catch=(UserError, FloatingPointError),
-                       callbacks=[budget_callback(budgets)])
+                       callbacks=[progress_callback(budgets), budget_callback(budgets)])
 
     def full_length(trial):
         flops = trial.user_attrs.get("train_flops", 0.0)

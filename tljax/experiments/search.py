@@ -152,6 +152,8 @@ class Objective:
             for key, amount in costs.items():
                 trial.set_user_attr(key, amount)
             trial.report(value, step)
+            logging.info("search: trial %d (%s) step %d of %d: validation %.4f", trial.number,
+                         " ".join(overrides), step, self.total_steps, value)
             if step < self.total_steps and trial.should_prune():
                 raise optuna.TrialPruned()
         return value
@@ -245,6 +247,31 @@ def budget_callback(budgets):
                          budgets[what], BUDGETS[what])
             study.stop()
     return stop_when_spent
+
+
+def progress_callback(budgets):
+    """One line per ended trial: how it ended, the best so far and what the study spent."""
+    def log_trial(study, trial):
+        import optuna
+
+        state = trial.state
+        if state == optuna.trial.TrialState.COMPLETE:
+            ended = f"finished: validation {trial.value:.4f}"
+        elif state == optuna.trial.TrialState.PRUNED:
+            last = max(trial.intermediate_values, default=0)
+            ended = f"stopped at step {last} (not in the top 1/eta)"
+        else:
+            ended = "failed (see the log above)"
+        done = [t for t in study.get_trials(deepcopy=False)
+                if t.state == optuna.trial.TrialState.COMPLETE]
+        best = max(done, key=lambda t: t.value, default=None)
+        spending = "; ".join(
+            f"{spent(study, what):.3g}{f' of {limit:.3g}' if limit else ''} {BUDGETS[what]}"
+            for what, limit in budgets.items() if limit or what == "train_flops")
+        logging.info("search: trial %d %s; best %s; %d trials, %s spent", trial.number, ended,
+                     f"{best.value:.4f} (trial {best.number})" if best else "none yet",
+                     len(study.trials), spending)
+    return log_trial
 
 
 def open_study(storage, workdir, sampler_seed, eta, min_resource):
