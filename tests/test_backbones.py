@@ -45,10 +45,13 @@ def _dinov2_registers():
     return transformers.Dinov2WithRegistersForImageClassification(cfg)
 
 
-def _clip():
+def _clip(classifier=False):
     vision = dict(TOWER, intermediate_size=64, image_size=16)  # quick_gelu, eps 1e-5: the defaults
     text = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
                 vocab_size=50)
+    if classifier:  # its head reads the mean patch token before post_layernorm
+        cfg = transformers.CLIPConfig(vision_config=vision, text_config=text, num_labels=5)
+        return transformers.CLIPForImageClassification(cfg)
     return transformers.CLIPModel(transformers.CLIPConfig(vision_config=vision, text_config=text,
                                                           projection_dim=8))
 
@@ -74,6 +77,7 @@ MODELS = {
     "dinov2_swiglu": (lambda: _dinov2(use_swiglu_ffn=True, hidden_act="gelu"), "logits", "bicubic"),
     "dinov2_registers": (_dinov2_registers, "logits", "bicubic_antialias"),
     "clip": (_clip, "features", "bicubic"),
+    "clip_classifier": (lambda: _clip(classifier=True), "logits", "bicubic"),
     "siglip": (_siglip, "features", "bicubic"),
     "siglip_classifier": (lambda: _siglip(classifier=True), "logits", "bicubic"),
 }
@@ -102,7 +106,7 @@ def _reference(name, model, images):
         if name.startswith("siglip"):
             out = model(pixel_values=pixels, interpolate_pos_encoding=True)
             return (out.pooler_output if name == "siglip" else out.logits).numpy()
-        if name == "vit":
+        if name in ("vit", "clip_classifier"):
             return model(pixel_values=pixels, interpolate_pos_encoding=True).logits.numpy()
         return model(pixel_values=pixels).logits.numpy()  # DINOv2 always interpolates
 
@@ -170,7 +174,7 @@ def test_dinov2_preprocessing_and_the_stored_grid_travel_with_the_weights(tmp_pa
 def test_each_parameter_of_the_new_options_belongs_to_the_depth_group_it_should(tmp_path):
     """Registers with the embeddings; LayerScale in its block; SigLIP's MAP head in the top
     unit with the final norm (last_k:1 trains last block, norm, MAP and head)."""
-    for name in ("dinov2_registers", "siglip", "clip"):
+    for name in ("dinov2_registers", "siglip", "clip", "clip_classifier"):
         _saved(name, tmp_path / name)
         loaded = weights.load_model(str(tmp_path / name), num_classes=3)
         groups = models.groups(loaded.module)
@@ -184,6 +188,8 @@ def test_each_parameter_of_the_new_options_belongs_to_the_depth_group_it_should(
             assert units[-1] == ["block1", names.FINAL_NORM]
         if name == "clip":
             assert owner["embed/pre_norm/scale"] == "embed" and "embed/patch/bias" not in flat
+        if name == "clip_classifier":  # no final norm: the top unit is the last block alone
+            assert not any(p.startswith("encoder/norm/") for p in flat) and units[-1] == ["block1"]
 
 
 def test_torch_bicubic_resamplers_equal_torch_interpolate():

@@ -207,3 +207,32 @@ def test_many_run_commands_count_failed_runs_after_their_report(tmp_path):
                                               os.path.join(root, "bitfit", "lr0.1", "seed0")])
     with pytest.raises(UserError, match="^2 of 3 runs failed"):
         sweep.check_none_failed(root, "of 3 runs")
+
+
+def test_plots_keep_accuracy_within_0_to_100_and_legends_off_the_points(tmp_path, monkeypatch):
+    """Two seeds far apart give a 95% interval wider than 100 points: the axis still reads
+    0..100 %; no legend sits inside a panel, where it could cover a point or a curve."""
+    from tljax.experiments import tables
+
+    figures = {}
+    save = tables.save_figure
+
+    def keep(fig, path, **kwargs):
+        figures[os.path.basename(str(path))] = (fig.axes, [ax.get_ylim() for ax in fig.axes],
+                                                [ax.get_legend() for ax in fig.axes])
+        return save(fig, path, **kwargs)
+
+    monkeypatch.setattr(tables, "save_figure", keep)
+    root = str(tmp_path)
+    for seed, test in enumerate([0.99, 0.40]):
+        _write_run(root, "full", seed, test, [(10, test - 0.1), (20, test)])
+        _write_run(root, "linear_probe", seed, test - 0.05, [(10, 0.5), (20, test - 0.05)])
+    report.write_report(root)
+    assert set(figures) == {"tradeoff.png", "accuracy_curves.png"}
+    for name, (axes, limits, legends) in figures.items():
+        for low, high in limits:
+            assert -0.5 <= low < high <= 100.5, (name, low, high)
+        for legend in legends:
+            if legend is not None:  # anchored right of the panels, outside them
+                assert legend.get_bbox_to_anchor().x0 >= axes[-1].get_window_extent().x1
+    assert not any(figures["accuracy_curves.png"][2])

@@ -69,7 +69,8 @@ def write(study, workdir, total_flops_per_trial):
     ax.set_ylabel("validation accuracy % at each rung")
     ax.set_title(f"{len(trials)} trials; each line a trial, stopped where it fell behind")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    tables.percent_axis(ax)
+    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.tight_layout()
     tables.save_figure(fig, epath.Path(workdir) / "search.png")
     return text

@@ -314,6 +314,7 @@ def plot(plan, rows, path):
            ylabel="test accuracy %, flat mean over the tasks",
            title=f"{plan.suite.name}: accuracy against trainable parameters{note}")
     ax.grid(alpha=0.3)
+    tables.percent_axis(ax)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
     fig.tight_layout()
     written = tables.save_figure(fig, path)

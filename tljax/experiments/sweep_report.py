@@ -254,6 +254,7 @@ def plot(rows, root):
         ax.grid(alpha=0.3)
     axes[0].set_xscale("log")
     axes[1].set_xscale("log")
+    tables.percent_axis(axes[0])  # (shared by both)
     seeds = sorted({r["test"]["n"] for r in done})
     axes[0].set_ylabel("test accuracy % (val-selected step)")
     fig.suptitle("Accuracy against what trains and what it costs (mean over "
@@ -292,10 +293,9 @@ def _plot_curves(plt, rows, root):
                              sharex=True, sharey=True, squeeze=False)
     for index, (ax, row) in enumerate(zip(axes.flat, rows)):
         style = tables.style(index)
-        if base is not None and base is not row:
+        if base is not None and base is not row:  # (named in the title: no legend over a curve)
             steps, mean, _ = mean_std(base)
-            ax.plot(steps, mean, color="0.55", linestyle="--", lw=1, label=f"{base['schedule']} (baseline)")
-            ax.legend(fontsize=7, loc="lower right", frameon=False)
+            ax.plot(steps, mean, color="0.55", linestyle="--", lw=1)
         steps, mean, std = mean_std(row)
         ax.plot(steps, mean, color=style["color"], marker=style["marker"], ms=3)
         ax.fill_between(steps, mean - std, mean + std, color=style["color"], alpha=0.18, lw=0)
@@ -307,7 +307,10 @@ def _plot_curves(plt, rows, root):
         ax.set_xlabel("train step")
     for ax in axes[:, 0]:
         ax.set_ylabel("validation acc %")
-    fig.suptitle("Validation accuracy during training (mean, band ±std over seeds)", fontsize=10)
+    tables.percent_axis(axes.flat[0])  # (shared by all)
+    dashed = f"; dashed grey: {base['schedule']}, the baseline" if base is not None else ""
+    fig.suptitle(f"Validation accuracy during training (mean, band ±std over seeds{dashed})",
+                 fontsize=10)
     fig.tight_layout()
     path = tables.save_figure(fig, epath.Path(root) / "accuracy_curves.png")
     return path

@@ -1,7 +1,8 @@
 """Vision Transformer (Dosovitskiy et al. 2021), layout of the official vit_jax / big_vision code,
 with the options of the ViTs people transfer from today, each numerically equal to its reference
 (tests/test_backbones.py): DINOv2 (LayerScale, SwiGLU, registers, class + mean-patch head), CLIP
-(pre-norm, no patch bias, quick GELU) and SigLIP (no class token, MAP head).
+(pre-norm, no patch bias, quick GELU; CLIPForImageClassification's mean patch token without the
+final norm) and SigLIP (no class token, MAP head).
 
 Names: embed/{patch,cls,registers,pos_embedding,pre_norm}, encoder/block{i}/{norm1,attn,ls1,
 norm2,mlp/{fc1,fc2},ls2}, encoder/norm, optional map/ (attention-pooling head) and pre_logits
@@ -38,7 +39,8 @@ def quick_gelu(x):
 ACTIVATIONS = {"gelu": lambda x: nn.gelu(x, approximate=False),
                "gelu_tanh": lambda x: nn.gelu(x, approximate=True),
                "quick_gelu": quick_gelu}
-CLASSIFIERS = ("token", "gap", "token_gap", "map")  # what the head reads, see ViT
+CLASSIFIERS = ("token", "gap", "token_gap", "patch_gap", "map")  # what the head reads, see ViT
+WITH_CLASS_TOKEN = ("token", "token_gap", "patch_gap")  # the classifiers of models with one
 FFNS = ("mlp", "swiglu")
 POS_RESIZE = ("zoom_linear", "bicubic", "bicubic_antialias")  # weights/merge.py RESAMPLERS
 
@@ -214,6 +216,7 @@ class Encoder(nn.Module):
     lead_tokens: int = 1
     prompt_bound: float = 0.0
     attention: str = "auto"
+    final_norm: bool = True
 
     @nn.compact
     def __call__(self, x, train):
@@ -229,14 +232,18 @@ class Encoder(nn.Module):
                       attention=self.attention, name=f"block{i}")(x, train)
         if prompts:  # The classifier reads the class token, patch tokens or all of them.
             x = jnp.concatenate([x[:, :self.lead_tokens], x[:, self.lead_tokens + prompts.tokens:]], 1)
+        if not self.final_norm:
+            return x
         return nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name="norm")(x)
 
 
 class ViT(nn.Module):
     """ViT; `classifier` says what the head reads after the final norm: 'token' the class
     token, 'gap' the mean of all tokens (no class token), 'token_gap' the class token beside
-    the mean patch token (HF Dinov2ForImageClassification), 'map' the attention-pooled
-    output of the MAP head (SigLIP; no class token)."""
+    the mean patch token (HF Dinov2ForImageClassification), 'patch_gap' the mean patch token
+    alone (a class token the head does not read: HF CLIPForImageClassification), 'map' the
+    attention-pooled output of the MAP head (SigLIP; no class token). `final_norm=False`
+    leaves the final norm out (CLIPForImageClassification reads the tokens before it)."""
 
     num_classes: int
     size: str = "B"
@@ -253,6 +260,7 @@ class ViT(nn.Module):
     ffn: str = "mlp"               # or "swiglu" (DINOv2 ViT-g)
     registers: int = 0             # DINOv2 with registers
     pre_norm: bool = False         # CLIP: LayerNorm on the embeddings
+    final_norm: bool = True        # CLIPForImageClassification: False
     patch_bias: bool = True        # CLIP: False
     # How pretrained position embeddings are resampled for another resolution, as the
     # checkpoint's own code does (weights/merge.py RESAMPLERS).
@@ -270,7 +278,7 @@ class ViT(nn.Module):
                 self.heads or heads)
 
     def class_token(self):
-        return self.classifier in ("token", "token_gap")
+        return self.classifier in WITH_CLASS_TOKEN
 
     def lead_tokens(self):
         """Tokens before the patch tokens (and VPT prompts): the class token and registers."""
@@ -284,7 +292,8 @@ class ViT(nn.Module):
             if value not in allowed:
                 raise UserError(f"vit {field}={value!r} is not one of {', '.join(allowed)}")
         if self.registers and not self.class_token():
-            raise UserError("vit registers need a class token (classifier 'token' or 'token_gap')")
+            raise UserError(f"vit registers need a class token (classifier "
+                            f"{', '.join(WITH_CLASS_TOKEN)})")
 
     @nn.compact
     def __call__(self, x, train: bool = False):
@@ -300,11 +309,14 @@ class ViT(nn.Module):
             x = Encoder(depth, heads, mlp_dim, self.ln_eps, self.activation, self.dtype,
                         self.dropout, self.attention_dropout, self.drop_path, self.layer_scale,
                         self.ffn == "swiglu", self.peft, lead_tokens=lead, prompt_bound=bound,
-                        attention=self.attention, name="encoder")(x, train)
+                        attention=self.attention, final_norm=self.final_norm,
+                        name="encoder")(x, train)
             if self.classifier == "token":
                 x = x[:, 0]
             elif self.classifier == "token_gap":
                 x = jnp.concatenate([x[:, 0], x[:, lead:].mean(axis=1)], axis=-1)
+            elif self.classifier == "patch_gap":
+                x = x[:, lead:].mean(axis=1)
             elif self.classifier == "map":
                 x = MAPHead(heads, mlp_dim, self.ln_eps, self.activation, self.dtype, name="map")(x)
             else:
@@ -316,9 +328,12 @@ class ViT(nn.Module):
 
 def _groups(module):
     """Embeddings, blocks, then the final norm with what pools after it (SigLIP's MAP head):
-    both belong to the top depth unit, so last_k:1 trains the last block, norm, MAP and head."""
+    both belong to the top depth unit, so last_k:1 trains the last block, norm, MAP and head.
+    A model with neither (CLIPForImageClassification) has no such group."""
     blocks = [(f"block{i}", rf"encoder/block{i}/.*") for i in range(module.dims()[1])]
-    return [("embed", "embed/.*"), *blocks, (names.FINAL_NORM, "(encoder/norm|map)/.*"),
+    final = module.final_norm or module.classifier == "map"
+    return [("embed", "embed/.*"), *blocks,
+            *([(names.FINAL_NORM, "(encoder/norm|map)/.*")] if final else []),
             (names.HEAD, f"(pre_logits|{names.HEAD})/.*")]
 
 
@@ -345,9 +360,11 @@ def _linear_input(module, params, blocks, avgpool):
     `get_intermediate_layers(n, return_class_token=True, norm=True)`): the final LayerNorm
     applied to each given block's tokens, their class tokens concatenated, then with
     `avgpool` the mean patch token of the last block (registers and VPT prompts are not
-    patch tokens)."""
-    norm = nn.LayerNorm(epsilon=module.ln_eps, dtype=module.dtype)
-    normed = [norm.apply({"params": params["encoder"]["norm"]}, x) for x in blocks]
+    patch tokens). A ViT without a final norm gives its tokens as they are."""
+    normed = blocks
+    if module.final_norm:
+        norm = nn.LayerNorm(epsilon=module.ln_eps, dtype=module.dtype)
+        normed = [norm.apply({"params": params["encoder"]["norm"]}, x) for x in blocks]
     parts = [x[:, 0] for x in normed]
     if avgpool:
         parts.append(normed[-1][:, module.lead_tokens() + _prompt_tokens(module):].mean(1))

@@ -4,7 +4,7 @@
   - DINOv2: Hugging Face `dinov2` / `dinov2_with_registers` (Dinov2Model,
     *ForImageClassification). The authors' hub .pth layout is not read yet;
   - CLIP and SigLIP image towers: Hugging Face `clip` / `clip_vision_model` (CLIPModel,
-    CLIPVisionModel[WithProjection]) and `siglip` / `siglip_vision_model` (SiglipModel,
+    CLIPVisionModel[WithProjection], CLIPForImageClassification) and `siglip` / `siglip_vision_model` (SiglipModel,
     SiglipVisionModel, SiglipForImageClassification; SigLIP 2 non-NaFlex checkpoints are
     `siglip` too). The text tower and projections are not read; open_clip's and big_vision's
     .npz layouts are not read yet.
@@ -348,27 +348,31 @@ def tower_hf(path, heads, prefix="vision_model."):
 def _clip_from_hf(folder, cfg, raw, path):
     model_type = cfg["model_type"]
     vision = cfg.get("vision_config", cfg) if model_type in ("clip", "siglip") else cfg
-    architectures = cfg.get("architectures") or []
     clip = model_type.startswith("clip")
-    if "CLIPForImageClassification" in architectures:
-        raise UserError(f"{folder}: CLIPForImageClassification's head reads the mean patch token "
-                        f"before CLIP's final LayerNorm, which tljax's CLIP (the post-norm class "
-                        f"token) does not compute; load the CLIP or CLIPVisionModel checkpoint "
-                        f"it was made from, with a new head")
+    # CLIPForImageClassification classifies the mean patch token of the encoder's output,
+    # before post_layernorm, which CLIP applies to the pooled class token alone (transformers
+    # models/clip/modeling_clip.py, CLIPForImageClassification.forward:
+    # `torch.mean(sequence_output[:, 1:, :], dim=1)` of `last_hidden_state`).
+    mean_patch = "CLIPForImageClassification" in (cfg.get("architectures") or [])
     has_head = "classifier.weight" in raw
     # SiglipForImageClassification classifies the mean of all tokens; its MAP head is unused.
-    classifier = "token" if clip else ("map" if vision.get("vision_use_head", True) and not has_head
-                                       else "gap")
+    if clip:
+        classifier = "patch_gap" if mean_patch else "token"
+    else:
+        classifier = "map" if vision.get("vision_use_head", True) and not has_head else "gap"
     heads = vision["num_attention_heads"]
     arch = {"width": vision["hidden_size"], "depth": vision["num_hidden_layers"],
             "mlp_dim": vision["intermediate_size"], "heads": heads, "patch": vision["patch_size"],
             "classifier": classifier, "ln_eps": vision.get("layer_norm_eps", 1e-5 if clip else 1e-6),
             "activation": activation_of(vision, folder), "pre_norm": clip,
-            "patch_bias": not clip, "pos_resize": "bicubic"}  # HF interpolate_pos_encoding
+            "patch_bias": not clip, "final_norm": not mean_patch,
+            "pos_resize": "bicubic"}  # HF interpolate_pos_encoding
     prefix = prefix_of(raw, "vision_model.")  # a saved *VisionModel may be bare
     ignore = ("text_model.", "text_projection.", "visual_projection.", "logit_scale", "logit_bias")
     if has_head:
         ignore += (f"{prefix}head.",)
+    if mean_patch:
+        ignore += (f"{prefix}post_layernorm.",)
     default_norm = (source.normalization_string((0.4815, 0.4578, 0.4082), (0.2686, 0.2613, 0.2758))
                     if clip else source.MINUS_ONE_ONE)  # OpenAI CLIP's mean/std; SigLIP [-1, 1]
     return Detected("vit", arch, len(cfg.get("id2label", {})) if has_head else 0,

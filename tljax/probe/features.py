@@ -15,7 +15,7 @@ from flax import traverse_util
 
 from tljax import config_lib, data, metrics, paths
 from tljax.errors import UserError
-from tljax.models import family, names
+from tljax.models import family, names, vit
 from tljax.probe import classifiers
 # What the features depend on: a cache is reused only when all of these are equal.
 FINGERPRINT_KEYS = ("model.name", "model.arch", "model.init", "model.dtype", "model.attention",
@@ -74,10 +74,10 @@ def _dinov2_fn(module, model_family, n_last_blocks, avgpool):
         raise UserError(f"probe.n_last_blocks needs a model with a class token and blocks "
                         f"(vit), not {model_family.name}: use probe.groups")
     if not module.class_token() or module.peft.ssf:
-        raise UserError("probe.n_last_blocks takes class tokens through the plain final norm: "
-                        "it needs a ViT with a class token (classifier 'token' or 'token_gap') "
-                        "and no unmerged "
-                        "SSF (probe the run's exported, merged weights)")
+        raise UserError(f"probe.n_last_blocks takes class tokens through the plain final norm: "
+                        f"it needs a ViT with a class token (classifier "
+                        f"{', '.join(vit.WITH_CLASS_TOKEN)}) and no unmerged "
+                        f"SSF (probe the run's exported, merged weights)")
     blocks = model_family.blocks(module)
     if not 0 < n_last_blocks <= len(blocks):
         raise UserError(f"probe.n_last_blocks={n_last_blocks}: the model has {len(blocks)} blocks")
