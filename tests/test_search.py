@@ -30,6 +30,41 @@ def test_space_rungs_and_flops_arithmetic():
     assert search.flops_spent(summary, 3) == 30
 
 
+def test_an_unreachable_database_is_one_line_at_once_and_a_creation_race_is_retried(
+        tmp_path, monkeypatch):
+    """What psycopg2 raises for a host that does not answer is not retried ten times and then
+    a traceback; a table-creation race between workers starting together is retried."""
+    import sqlalchemy.exc
+
+    calls, real = [], optuna.storages.RDBStorage
+
+    def storage(raise_first):
+        class Storage(real):  # (optuna checks isinstance on it)
+            def __init__(self, url, engine_kwargs=None):
+                calls.append(url)
+                if len(calls) == 1 or raise_first is sqlalchemy.exc.OperationalError:
+                    raise raise_first("CREATE TABLE studies", {}, Exception(
+                        'connection to server at "db.example" (10.0.0.9), port 5432 failed: '
+                        "Connection refused\n\tIs the server running on that host?"))
+                super().__init__(f"sqlite:///{tmp_path / 'study.db'}")
+        return Storage
+
+    url = "postgresql://me@db.example/study"
+    monkeypatch.setattr(optuna.storages, "RDBStorage", storage(sqlalchemy.exc.OperationalError))
+    with pytest.raises(UserError) as error:
+        search.open_study(url, str(tmp_path / "w"), 0, 3, 1)
+    assert str(error.value) == (
+        f'--storage={url}: cannot connect (connection to server at "db.example" (10.0.0.9), '
+        f"port 5432 failed: Connection refused); check the host, port, database name and "
+        f"credentials")
+    assert len(calls) == 1 and not (tmp_path / "w").exists()
+    calls.clear()
+    monkeypatch.setattr(search.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(optuna.storages, "RDBStorage", storage(sqlalchemy.exc.IntegrityError))
+    assert search.open_study(url, str(tmp_path / "w"), 0, 3, 1).study_name == search.STUDY
+    assert len(calls) == 2
+
+
 def _promoted_by_hand(trials, rung_steps, eta):
     """Asynchronous successive halving as Optuna's pruner states it: at rung k a trial goes
     on iff its value is among the top max(1, n // eta) of the n values reported at rung k so

@@ -304,9 +304,25 @@ def open_study(storage, workdir, sampler_seed, eta, min_resource):
             if "unable to open database file" in str(e):
                 raise UserError(f"--storage={url}: cannot open the database file; check that "
                                 f"its folder exists and is writable") from None
+            if not _creation_race(e):  # an unreachable server, wrong credentials, ...
+                reason = str(getattr(e, "orig", e)).strip().splitlines()[0]
+                raise UserError(f"--storage={url}: cannot connect ({reason}); check the host, "
+                                f"port, database name and credentials") from None
             if attempt == 9:
-                raise
+                raise UserError(f"--storage={url}: the study could not be created after 10 "
+                                f"tries ({type(e).__name__}); start the workers again") from None
             time.sleep(0.5 + attempt)
+
+
+def _creation_race(error):
+    """Whether `error` is what workers starting together raise while creating the study's
+    tables (retried), rather than a database that cannot be reached (one line at once)."""
+    import optuna
+    import sqlalchemy.exc
+
+    if isinstance(error, (sqlalchemy.exc.IntegrityError, optuna.exceptions.DuplicatedStudyError)):
+        return True
+    return any(sign in str(error) for sign in ("already exists", "database is locked"))
 
 
 def resume_interrupted(study):

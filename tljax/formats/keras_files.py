@@ -3,7 +3,8 @@
     `save_weights`): a group per layer name in `layer_names` order, `weight_names` inside;
   - Keras 3 `.weights.h5`: `layers/<snake_case class>[_N]/vars/<i>`, N counting that class's
     layers in model order (0 unnumbered);
-  - Keras 3 `.keras`: a zip of config.json and model.weights.h5 in the Keras 3 layout.
+  - Keras 3 `.keras`: a zip of config.json and model.weights.h5 in the Keras 3 layout;
+    config.json also records the input size (`image_size`).
 
 Keys: "<kind>:<k>/<i>", weight i of the k-th layer of `kind`, kind one of conv2d,
 depthwise_conv2d, batch_normalization, dense (Keras' own snake-case class names). k counts in
@@ -49,6 +50,26 @@ def read(path):
     except (OSError, KeyError, zipfile.BadZipFile) as e:
         raise UserError(f"{path} is not a readable Keras weights file ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:160]}); it may be truncated: download it again") from None
+
+
+def image_size(path):
+    """The input size a `.keras` file's model was built for, as its config.json records its
+    InputLayer (Keras 3 `batch_shape`, Keras 2 `batch_input_shape`): an int for a square, else
+    (height, width); None for other files and for models built for any size. A model with a
+    flattening top (VGG's fc1) fits this size alone."""
+    if not str(path).endswith(".keras"):
+        return None
+    with zipfile.ZipFile(path) as archive:
+        config = json.loads(archive.read("config.json"))
+    inputs = [layer["config"] for layer in config.get("config", {}).get("layers", [])
+              if layer.get("class_name") == "InputLayer"]
+    if not inputs:
+        return None
+    shape = inputs[0].get("batch_shape") or inputs[0].get("batch_input_shape")
+    height, width = shape[1:3]  # channels last, as tljax reads Keras models
+    if not (height and width):
+        return None
+    return height if height == width else (height, width)
 
 
 def is_bare_keras3(path):

@@ -5,7 +5,8 @@ the classifier block (fc1, fc2: 4096 wide with ReLU) and the head ("predictions"
 Names: block{b}/conv{i}, classifier/{fc1,fc2}, head. `top=False` is Keras' notop model
 (`include_top=False, pooling="avg"`): the head reads the global average of the last block.
 With the top, the last block's grid is flattened in NHWC order, as Keras does, so the
-pretrained fc1 fits 224 px inputs (a 7x7 grid). Checkpoints (at the end): Keras files.
+pretrained fc1 fits the input size it was built for (224 px: a 7x7 grid). Checkpoints (at the
+end): Keras files.
 """
 import math
 from typing import Sequence
@@ -111,13 +112,24 @@ def _from_keras(raw, path, model):
     starts = [sum(DEPTHS[depth][:b]) for b in range(5)]
     widths = tuple(raw[f"conv2d:{k}/0"].shape[-1] for k in starts)
     arch = {"depth": depth, "widths": widths, "top": dense == 3}
-    size, classes = 224, 0
-    if dense == 3:  # the flattened grid fixes the resolution (7x7 at 224 px)
+    size, classes = keras_files.image_size(path), 0  # what a .keras file records
+    if dense == 3:
         arch["fc_width"] = raw["dense:0/0"].shape[1]
-        size = math.isqrt(raw["dense:0/0"].shape[0] // widths[-1]) * 32
+        size = size or _square_size(raw["dense:0/0"].shape[0] // widths[-1], path)
         classes = raw["dense:2/0"].shape[1]
-    return Detected("vgg", arch, classes, {"normalization": "caffe", "image_size": size},
+    return Detected("vgg", arch, classes, {"normalization": "caffe", "image_size": size or 224},
                     source.Arrays(raw, path), _keras_layout(depth))
+
+
+def _square_size(cells, path):
+    """The input size of a top whose file does not record it (.h5), from the grid fc1 reads
+    (7x7 at 224 px); a grid that is not square could be either way round."""
+    side = math.isqrt(cells)
+    if side * side != cells:
+        raise UserError(f"{path}: this VGG's fc1 reads a {cells}-cell grid, not a square one, and "
+                        f"the file does not record its input's height and width: load the .keras "
+                        f"file model.save() writes")
+    return side * 32
 
 
 FAMILY = family.Family("vgg", VGG, _groups,

@@ -39,17 +39,25 @@ def init_variables(module, image_shape, seed=0):
                                        jnp.zeros((1, *image_shape), jnp.float32), train=False))()
 
 
-def _expected_shapes(module, image_size):
-    dummy = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
-    abstract = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros(dummy.shape), train=False))
+def image_shape(preprocessing):
+    """The (height, width, 3) of the images a source's model takes: its `image_size`, an int
+    for a square or a (height, width) pair (a Keras .keras file built for another shape)."""
+    size = preprocessing.get("image_size", 224)
+    height, width = size if isinstance(size, (list, tuple)) else (size, size)
+    return (height, width, 3)
+
+
+def _expected_shapes(module, image_shape):
+    abstract = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)),
+                                                  train=False))
     return {p: v.shape for p, v in traverse_util.flatten_dict(abstract, sep="/").items()}
 
 
-def _check_used(module, variables, image_size, source):
+def _check_used(module, variables, image_shape, source):
     """Every loaded array is one the module uses, with its shape, and none is missing: flax
     would ignore an extra parameter (a PEFT module the architecture lacks) silently."""
     expected = {}
-    for path, shape in _expected_shapes(module, image_size).items():
+    for path, shape in _expected_shapes(module, image_shape).items():
         collection, _, rest = path.partition("/")
         expected.setdefault(collection, {})[rest] = shape
     problems = []
@@ -58,8 +66,8 @@ def _check_used(module, variables, image_size, source):
         problems += merge_lib.mismatches(expected.get(collection, {}),
                                          {p: np.shape(v) for p, v in loaded.items()}, collection)
     if problems:
-        raise UserError(f"weights {source} do not fit the {type(module).__name__} they describe: "
-                        f"{'; '.join(problems)}")
+        raise UserError(f"weights {source} do not fit the {type(module).__name__} they describe "
+                        f"at {image_shape[0]}x{image_shape[1]} images: {'; '.join(problems)}")
 
 
 class LoadedModel(NamedTuple):
@@ -149,7 +157,7 @@ def _read_source(path, model, which):
                         f"is it an unmodified official checkpoint? (a custom one: pass "
                         f"model='bit:gn_groups=N')")
     module = models.build(family, arch, max(classes, 1))
-    expected = _expected_shapes(module, pp["image_size"])
+    expected = _expected_shapes(module, image_shape(pp))
     if classes == 0:  # A backbone without a classifier: the head stays to be filled in.
         expected = {p: s for p, s in expected.items() if not names.is_classifier(p[len("params/"):])}
     flat = convert_lib.convert(arrays, layout, expected)
@@ -165,7 +173,7 @@ def read(source, *, model=None, which="best"):
     return _read_source(catalog.resolve(str(source)), model, which)
 
 
-def load_model(source, *, model=None, num_classes=None, image_shape=None, which="best"):
+def load_model(source, *, model=None, num_classes=None, image_shape=None, which="best"):  # noqa: F811
     """The LoadedModel of `source`. A new `num_classes` gets a zero head (and no class
     names); `image_shape` re-initialises for another resolution (ViT position embeddings,
     resampled as the checkpoint's code does), as does a checkpoint whose position grid is
