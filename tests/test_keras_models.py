@@ -72,6 +72,29 @@ def test_keras_vgg16_equals_keras_from_each_file_format(tmp_path):
     assert relative_error(loaded.module.apply(loaded.variables, images), expected) <= 1e-4
 
 
+def test_a_keras_vgg16_top_built_for_a_non_square_input_loads_from_its_keras_file(tmp_path):
+    """fc1 reads the flattened 2x1 grid of 64x48 inputs: the .keras file records that input
+    (the .h5 files, which do not, name it in one line); images of another size are one line."""
+    from tljax import inference
+    from tljax.data import preprocess
+
+    model = _keras_model("VGG16", input_shape=(64, 48, 3), classes=5)
+    images = np.random.default_rng(1).uniform(-120, 130, (2, 64, 48, 3)).astype(np.float32)
+    expected = model.predict(images, verbose=0)
+    legacy, bare, keras_file = _keras_files(model, tmp_path)
+    loaded = weights.load_model(keras_file)
+    assert loaded.preprocessing == {"normalization": "caffe", "image_size": (64, 48)}
+    assert relative_error(loaded.module.apply(loaded.variables, images), expected) <= 1e-4
+    pipeline = preprocess.build(inference.eval_pp(loaded.preprocessing))
+    assert pipeline(np.zeros((90, 70, 3), np.uint8), np.zeros(2, np.int64)).shape == (64, 48, 3)
+    with pytest.raises(UserError, match=r"at 64x64 images: shape params: classifier/fc1/kernel "
+                                        r"\(1024, 4096\) in the file vs \(2048, 4096\)"):
+        weights.load_model(keras_file, image_shape=(64, 64, 3))
+    for path in (legacy, bare):
+        with pytest.raises(UserError, match="2-cell grid, not a square one.*load the .keras file"):
+            weights.load_model(path)
+
+
 @pytest.mark.parametrize("alpha,size", [(0.35, 32), (1.0, 33)])
 def test_keras_mobilenet_v2_equals_keras_from_each_file_format(alpha, size, tmp_path):
     """Width multipliers; an odd input size exercises Keras' correct_pad on the stride-2

@@ -4,10 +4,10 @@
   - DINOv2: Hugging Face `dinov2` / `dinov2_with_registers` (Dinov2Model,
     *ForImageClassification). The authors' hub .pth layout is not read yet;
   - CLIP and SigLIP image towers: Hugging Face `clip` / `clip_vision_model` (CLIPModel,
-    CLIPVisionModel[WithProjection], CLIPForImageClassification) and `siglip` / `siglip_vision_model` (SiglipModel,
-    SiglipVisionModel, SiglipForImageClassification; SigLIP 2 non-NaFlex checkpoints are
-    `siglip` too). The text tower and projections are not read; open_clip's and big_vision's
-    .npz layouts are not read yet.
+    CLIPVisionModel[WithProjection], CLIPForImageClassification) and `siglip` /
+    `siglip_vision_model` (SiglipModel, SiglipVisionModel, SiglipForImageClassification;
+    SigLIP 2 non-NaFlex checkpoints are `siglip` too). The text tower and projections are
+    not read; open_clip's and big_vision's .npz layouts are not read yet.
 This module does not import models/vit.py (which imports it): `layout(SIZES)` hands it the
 published sizes.
 """

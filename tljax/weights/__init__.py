@@ -39,7 +39,7 @@ def init_variables(module, image_shape, seed=0):
                                        jnp.zeros((1, *image_shape), jnp.float32), train=False))()
 
 
-def image_shape(preprocessing):
+def input_shape(preprocessing):
     """The (height, width, 3) of the images a source's model takes: its `image_size`, an int
     for a square or a (height, width) pair (a Keras .keras file built for another shape)."""
     size = preprocessing.get("image_size", 224)
@@ -157,7 +157,7 @@ def _read_source(path, model, which):
                         f"is it an unmodified official checkpoint? (a custom one: pass "
                         f"model='bit:gn_groups=N')")
     module = models.build(family, arch, max(classes, 1))
-    expected = _expected_shapes(module, image_shape(pp))
+    expected = _expected_shapes(module, input_shape(pp))
     if classes == 0:  # A backbone without a classifier: the head stays to be filled in.
         expected = {p: s for p, s in expected.items() if not names.is_classifier(p[len("params/"):])}
     flat = convert_lib.convert(arrays, layout, expected)
@@ -173,7 +173,7 @@ def read(source, *, model=None, which="best"):
     return _read_source(catalog.resolve(str(source)), model, which)
 
 
-def load_model(source, *, model=None, num_classes=None, image_shape=None, which="best"):  # noqa: F811
+def load_model(source, *, model=None, num_classes=None, image_shape=None, which="best"):
     """The LoadedModel of `source`. A new `num_classes` gets a zero head (and no class
     names); `image_shape` re-initialises for another resolution (ViT position embeddings,
     resampled as the checkpoint's code does), as does a checkpoint whose position grid is
@@ -184,15 +184,14 @@ def load_model(source, *, model=None, num_classes=None, image_shape=None, which=
     if not classes:
         raise UserError(f"weights {source} have no classifier: pass num_classes")
     module = models.build(name, arch, classes)
-    size = preprocessing.get("image_size", 224)
-    image_shape = image_shape or (size, size, 3)
+    image_shape = image_shape or input_shape(preprocessing)
     if classes != source_classes or _grid_differs(module, variables, image_shape):
         fresh = init_variables(module, image_shape)
         variables = merge_lib.merge(fresh, variables, reset_head=classes != source_classes,
                                     source=source, pos_resize=models.pos_resize(module))
     else:
         variables = jax.tree.map(np.asarray, variables)
-        _check_used(module, variables, image_shape[0], source)
+        _check_used(module, variables, image_shape, source)
     if classes != source_classes:
         class_names = None
     return LoadedModel(module, variables, preprocessing, class_names)
@@ -203,5 +202,5 @@ def _grid_differs(module, variables, image_shape):
     stored = traverse_util.flatten_dict(variables, sep="/").get("params/embed/pos_embedding")
     if stored is None:
         return False
-    wanted = _expected_shapes(module, image_shape[0]).get("params/embed/pos_embedding")
+    wanted = _expected_shapes(module, image_shape).get("params/embed/pos_embedding")
     return wanted is not None and tuple(np.shape(stored)) != tuple(wanted)
