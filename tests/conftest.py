@@ -49,6 +49,37 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+# The skips a full run expects, by reason, each with why it cannot run here. Any other skip
+# fails the session: a dependency bump that breaks an import must not silently skip a parity
+# file (`importorskip`) and leave the suite green.
+EXPECTED_SKIPS = {
+    "could not import 'timm'": "timm imports torchvision, which does not load with the pinned "
+                               "CPU torch: these run on the GPU machine, which has timm",
+    "a GPU machine may have every piece": "only on a GPU machine",
+    "cuDNN attention exists there": "only on a GPU machine",
+}
+
+
+def _skip_reason(report):
+    longrepr = report.longrepr
+    return longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Fails a passing session that skipped a test for a reason not in EXPECTED_SKIPS."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is None or hasattr(session.config, "workerinput") or exitstatus != 0:
+        return
+    unexpected = [r for r in reporter.stats.get("skipped", [])
+                  if not any(reason in _skip_reason(r) for reason in EXPECTED_SKIPS)]
+    if unexpected:
+        reporter.write_line(f"{len(unexpected)} tests skipped for a reason not in "
+                            f"tests/conftest.py EXPECTED_SKIPS (the session fails):", red=True)
+        for report in unexpected:
+            reporter.write_line(f"  {report.nodeid}: {_skip_reason(report)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_unconfigure(config):
     import shutil
 
