@@ -14,8 +14,8 @@ import pytest
 from flax import traverse_util
 
 from tests.conftest import ROOT
-from tests.helpers import exported_params
-from tljax import freezing, models, runs, weights
+from tests.helpers import assert_trained_only, checkpoint_params, exported_params
+from tljax import data, freezing, models, runs, weights
 from tljax.errors import UserError
 from tljax.models import family, names
 from tljax.models import peft as peft_lib
@@ -291,14 +291,33 @@ def test_a_family_registered_here_trains_freezes_by_depth_takes_lora_and_a_probe
     for path in start:
         same = np.array_equal(start[path], final[path])
         assert same == (path.split("/")[0] in ("embed", "block1")), path
+    assert_trained_only(last_k, start, final, [p for p in start if p.startswith(("block2/", "head/"))])
 
     lora = runs.run(config(freeze="lora:r=2"), str(tmp_path / "lora"))
     trained = {regex for regex, mult in lora["phases"][0][1] if mult is not None}
     assert any("lora_a" in r for r in trained) and "head/.*" in trained
     assert not any(r in trained for r in ("embed/.*", "block1/.*"))
+    # LoRA alone trains its A and B (on the family's `.*dense` default) and the head: the
+    # backbone ends bit-identical to the init, and the summary counts exactly those.
+    final = checkpoint_params(str(tmp_path / "lora"))
+    added = sorted(set(final) - set(start))
+    assert added == [f"{b}/dense/lora_{m}" for b in ("block1", "block2") for m in "ab"]
+    assert_trained_only(lora, start, final, added + ["head/bias", "head/kernel"])
 
     probe = runs.run(config(**{"probe.method": "ridge"}), str(tmp_path / "probe"))
     assert probe["freeze"] == "probe:ridge" and 0 <= probe["test_accuracy"] <= 1
+    # A probe fits the head alone, on features of the initial backbone (nothing trained it).
+    # (counted on the last_k run's model: the dataset's 5 classes, where `start` has 10)
+    sizes = {p: v.size for p, v in exported_params(str(tmp_path / "last_k")).items()}
+    head = sum(size for p, size in sizes.items() if p.startswith("head/"))
+    assert probe["num_params"] == sum(sizes.values())
+    assert probe["trainable_fraction"] == pytest.approx(head / probe["num_params"], rel=1e-12)
+    batches, _ = data.eval_batches(config().data, seed=0, global_batch=64, which="validation")
+    batch = next(iter(batches))
+    _, sown = TinyNet(10, 8).apply(init, batch["image"], mutable=[names.INTERMEDIATES])
+    want = np.asarray(sown[names.INTERMEDIATES][names.HEAD_INPUT][0])[batch["mask"] > 0]
+    cached = np.load(tmp_path / "probe" / "features" / "validation.npz")["x"][:len(want)]
+    np.testing.assert_allclose(cached, want, rtol=1e-5, atol=1e-6)
 
 
 def test_a_family_registered_here_reads_its_own_checkpoints(tiny_family, tmp_path):

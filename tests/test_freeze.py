@@ -10,6 +10,7 @@ import optax
 import pytest
 from flax import traverse_util
 
+from tests.helpers import assert_trained_only, checkpoint_params, record_initial_params
 from tljax import freezing, models, runs, weights
 from tljax.training import loop, optim, steps
 from tljax.training import state as state_lib
@@ -389,18 +390,52 @@ def _docs_strategies():
     return specs
 
 
+# What docs/freezing.md's table says each of its specs trains, on the tiny BiT of the test
+# below (groups stem, stage1, stage2, norm, head; depth groups stem, stage1, stage2 + norm)
+# in 4 steps: [(from step, regex of the trained paths)].
+_DOCS_TRAIN = {
+    "full": [(0, ".*")],
+    "linear_probe": [(0, "head/.*")],
+    "last_k:1": [(0, "(stage2|norm|head)/.*")],
+    "surgical:stage1": [(0, "(stage1|head)/.*")],
+    "surgical:groups=stem;stage2": [(0, "(stem|stage2|head)/.*")],
+    "gradual:every=3": [(0, "head/.*"), (3, "(stage2|norm|head)/.*")],  # (6 is past the end)
+    "lp_ft:lp_steps=3": [(0, "head/.*"), (3, ".*")],
+    "bitfit": [(0, "head/.*|.*/bias")],
+    "norm_only": [(0, "head/.*|(.*/)?(gn[0-9]|norm)/(scale|bias)")],
+    "layer_decay:0.7": [(0, ".*")],
+    # t_i·T = (0.5 + 0.5·i/3)³·4 = 0.5, 1.16, 2.31 for stem, stage1, stage2 + norm; a unit
+    # trains at least one step.
+    "freezeout:t0=0.5": [(0, ".*"), (1, "(stage2|norm|head)/.*"), (2, "head/.*")],
+    "last_k:2+layer_decay:0.7": [(0, "(stage1|stage2|norm|head)/.*")],
+}
+
+
 @pytest.mark.slow
 def test_docs_list_every_strategy_and_each_runs_end_to_end_under_jit(make_config, tmp_path,
-                                                                        source_weights):
+                                                                        source_weights, monkeypatch):
+    """Each documented spec runs, trains what the docs table says it trains (the parameters
+    outside it end bit-identical to those the run started from) and reports that share as
+    trainable (step-weighted over its phases)."""
     specs = _docs_strategies()
     names = {re.match(r"[a-z_]+", part).group() for spec in specs for part in spec.split("+")}
     assert names == set(freezing.STRATEGIES), "docs table and freezing.STRATEGIES differ"
+    starts = record_initial_params(monkeypatch)
     for index, spec in enumerate(specs):
         summary = runs.run(make_config("", freeze=spec, total_steps=4, parallelism="jit",
                                         checkpoint_every=4, export_weights=False,
                                         **{"model.init": source_weights, "data.val_split": ""}),
                             str(tmp_path / str(index)))
         assert summary["status"] == "done" and np.isfinite(summary["test_accuracy"]), spec
+        assert spec in _DOCS_TRAIN, f"{spec}: add what the docs say it trains to _DOCS_TRAIN"
+        initial, phases = starts[-1], _DOCS_TRAIN[spec]
+        ends = [start for start, _ in phases[1:]] + [4]
+        trained = [{p for p in initial if re.fullmatch(regex, p)} for _, regex in phases]
+        sizes = {p: v.size for p, v in initial.items()}
+        fraction = sum(sum(sizes[p] for p in paths) * (end - start) for paths, (start, _), end
+                       in zip(trained, phases, ends)) / (4 * sum(sizes.values()))
+        assert_trained_only(summary, initial, checkpoint_params(str(tmp_path / str(index))),
+                            set().union(*trained), fraction)
 
 
 def test_freezeout_anneals_each_unit_to_zero_then_freezes_it_input_side_first():

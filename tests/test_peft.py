@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 
+from tests.helpers import assert_trained_only, checkpoint_params, record_initial_params
 from tljax import evaluation, freezing, inference, models, runs, weights
 from tljax.training import optim, steps
 from tljax.training import state as state_lib
@@ -310,9 +311,17 @@ def _docs_methods():
 
 
 @pytest.mark.slow
-def test_docs_list_every_method_and_each_runs_end_to_end_under_jit(make_config, tmp_path):
+def test_docs_list_every_method_and_each_runs_end_to_end_under_jit(make_config, tmp_path,
+                                                                      monkeypatch):
+    """Each documented method runs and, alone, trains what it adds to the model and the head:
+    the ViT's own parameters end bit-identical to those the run started from, and the summary
+    counts the added ones and the head as trainable."""
     specs = _docs_methods()
     assert {spec.split(":")[0] for spec in specs} == set(freezing.METHODS)
+    plain = jax.eval_shape(lambda: weights.init_variables(models.build("vit", ARCH["vit"], 10),
+                                                          (8, 8, 3)))
+    plain = set(traverse_util.flatten_dict(plain["params"], sep="/"))
+    starts = record_initial_params(monkeypatch)
     for index, spec in enumerate(specs):
         summary = runs.run(make_config(freeze=spec, total_steps=3, parallelism="jit",
                                         checkpoint_every=3, export_weights=False,
@@ -320,6 +329,11 @@ def test_docs_list_every_method_and_each_runs_end_to_end_under_jit(make_config, 
                                            "data.val_split": ""}),
                             str(tmp_path / str(index)))
         assert summary["status"] == "done" and np.isfinite(summary["test_accuracy"]), spec
+        initial = starts[-1]
+        added = set(initial) - plain
+        assert added and plain <= set(initial), spec
+        assert_trained_only(summary, initial, checkpoint_params(str(tmp_path / str(index))),
+                            added | {p for p in plain if p.startswith("head/")})
 
 
 def test_lora_dropout_acts_in_training_only():

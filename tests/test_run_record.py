@@ -1,10 +1,14 @@
 """A run reads back as it ran: `tljax.evaluate --model=RUN` rebuilds the model the run
 recorded when it started (architecture with its PEFT modules, resolved eval preprocessing,
 class names), with exports off and on, and weights a module does not use are refused."""
+import numpy as np
 import pytest
 from flax import traverse_util
 
+from tests.helpers import relative_error
 from tljax import evaluation, inference, runs, weights
+from tljax.data import pipeline
+from tljax.training import selection
 from tljax.errors import UserError
 from tljax.weights import tljax_format
 
@@ -20,11 +24,29 @@ RESNET = {"depth": 18, "base_width": 4, "stem": "small"}
     ("resnet", RESNET, "adapter:dim=4", False),
     ("resnet", RESNET, "full", False),
 ])
-def test_evaluating_a_run_reproduces_its_test_accuracy(make_config, tmp_path, source_weights,
-                                                       family, arch, freeze, exports):
+def test_evaluating_a_run_reproduces_its_logits_and_test_accuracy(
+        make_config, tmp_path, source_weights, monkeypatch, family, arch, freeze, exports):
+    """The model read back from the run directory, fed through the recorded eval
+    preprocessing, gives the logits the run's own model gave its first test batch when it
+    reported test (to 1e-5 of their scale: a 6-step model's accuracy alone could hide a wrong
+    module, weight or normalisation behind near-constant predictions)."""
     model = {"model.name": family, "model.arch": arch or {}}
     if arch is None:
         model["model.init"] = source_weights
+    seen = {}
+    real_report = selection.report_test
+
+    def report_test(run_, state, done, record):  # the run's module, state and test inputs
+        batch = next(iter(run_.eval_data["test"][0]))
+        one = run_.par.one_copy(state)
+        variables = {"params": one.params, **({"batch_stats": one.batch_stats}
+                                              if one.batch_stats else {})}
+        seen.update(label=batch["label"], logits=np.asarray(
+            run_.module.apply(variables, batch["image"], train=False)))
+        return real_report(run_, state, done, record)
+
+    monkeypatch.setattr(selection, "report_test", report_test)
+    # (eval_every=0: validation runs at the last step only, so "best" is the final state.)
     config = make_config(freeze=freeze, total_steps=6, export_weights=exports, **model)
     summary = runs.run(config, str(tmp_path))
     assert (tmp_path / "model.safetensors").exists() == exports
@@ -32,6 +54,15 @@ def test_evaluating_a_run_reproduces_its_test_accuracy(make_config, tmp_path, so
     cfg, split, seed = evaluation.data_config(str(tmp_path), "", "test")
     result = evaluation.evaluate(predictor, cfg, split, seed, batch_size=64)
     assert result["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
+
+    with cfg.unlocked():
+        cfg.pp_eval = predictor.pp_eval  # as evaluation.evaluate reads the set
+    batches, _ = pipeline.eval_batches(cfg, seed=seed, global_batch=64, which=split)
+    batch = next(iter(batches))
+    np.testing.assert_array_equal(batch["label"], seen["label"])  # the same examples
+    logits = np.asarray(predictor.module.apply(predictor.variables, batch["image"], train=False))
+    assert np.ptp(seen["logits"]) > 0  # not a constant model: the comparison can tell
+    assert relative_error(logits, seen["logits"]) <= 1e-5
 
 
 def test_weights_a_module_does_not_use_are_an_error(make_config, tmp_path):

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import optuna
 import pytest
 
@@ -220,7 +219,7 @@ def test_a_killed_search_resumes_its_interrupted_trial_bit_identically(data_dir,
     import signal
     import time
 
-    from tests.helpers import exported_params
+    from tests.helpers import assert_same_params, exported_params
 
     extra = ["--methods=full", "--space=optim.lr=0.05", "--trials=1", "--min_fraction=0.25",
              "--set=total_steps=24", "--set=checkpoint_every=4", "--set=export_weights=True"]
@@ -246,6 +245,5 @@ def test_a_killed_search_resumes_its_interrupted_trial_bit_identically(data_dir,
     states = [t.state for t in study.get_trials()]
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE], logs[0]
     assert study.get_trials()[1].user_attrs["workdir"].endswith(os.path.join("trials", "0000"))
-    one = exported_params(os.path.join(killed, "trials", "0000"))
-    two = exported_params(os.path.join(whole, "trials", "0000"))
-    assert all(np.array_equal(one[p], two[p]) for p in one)
+    assert_same_params(exported_params(os.path.join(killed, "trials", "0000")),
+                       exported_params(os.path.join(whole, "trials", "0000")), "killed trial")

@@ -11,6 +11,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from configs import common
+from tests.helpers import assert_same_params, checkpoint_params, records
 from tljax.experiments import suite as suite_cli
 from tljax.experiments import sweep
 from tljax import config_lib
@@ -50,12 +51,25 @@ TEST_SIZES = {"caltech101": 6084, "cifar100": 10000, "dtd": 1880, "flowers102": 
               "smallnorb_azimuth": 12150, "smallnorb_elevation": 12150}
 
 
+def _image(name, classes, i):
+    """Example i's image: noise of its own (seeded by i), brighter with its label where the
+    label is a feature, so that models differ in what they learn and score (one constant image
+    for every example would give every model the same predictions). dsprites keeps 0/1
+    pixels, all 1."""
+    shape = [6, 6, 1 if name in ("dsprites", "smallnorb") else 3]
+    if name == "dsprites":
+        return tf.ones(shape, tf.uint8)
+    noise = tf.random.stateless_uniform(shape, seed=tf.stack([i, i // 7]), maxval=64,
+                                        dtype=tf.int64)
+    level = (i % classes) * 191 // max(classes - 1, 1) if classes else 96
+    return tf.cast(noise + level, tf.uint8)
+
+
 def _example(name, classes, index):
     """Example number `index` of dataset `name`: its attributes follow the index, so the
     expected label is a formula of the index (`_expected_label`)."""
     i = tf.cast(index, tf.int64)
-    gray = name in ("dsprites", "smallnorb")
-    image = tf.fill([6, 6, 1 if gray else 3], tf.cast(1 if name == "dsprites" else 7, tf.uint8))
+    image = _image(name, classes, i)
     if name == "clevr":  # 3 + i % 8 objects; the nearest at depth 7.9 + (i % 6) / 2
         count = 3 + i % 8
         depth = 7.9 + tf.cast(i % 6, tf.float32) / 2
@@ -245,6 +259,12 @@ def test_a_mock_suite_selects_on_val200_resumes_after_a_kill_and_reports_both_me
         alone = runs.run(config, str(tmp_path / "alone"))
     resumed = json.load(open(os.path.join(interrupted, "summary.json")))
     assert resumed["test_accuracy"] == alone["test_accuracy"]
+    # ... having trained alike: the same loss at each logged step (2, the checkpoint it resumed
+    # from, and 4) and bit-identical final parameters.
+    losses = [[(r["step"], r["loss"]) for r in records(d)] for d in (interrupted, str(tmp_path / "alone"))]
+    assert [step for step, _ in losses[1]] == [2, 4] and losses[0] == losses[1]
+    assert_same_params(checkpoint_params(interrupted), checkpoint_params(str(tmp_path / "alone")),
+                       "the resumed run against the run alone")
     assert resumed["final_val_accuracy"] is None  # the final stage trains on train800val200
 
     for task in SUITE_TASKS:
