@@ -9,9 +9,10 @@ reports; the final VTAB-1k run is `--config.data.train_split=train800val200
 --config.data.val_split=""` (tljax suite runs both stages).
 
 Recipe: task_adaptation's own (scripts/run_all_tasks.sh l.42-61, adapt_and_eval.py l.73-74):
-SGD momentum 0.9, batch 64, lr 0.01, 1000 steps, 80 warmup steps, lr x0.1 at steps 300, 600
-and 900; images resized to 224 x 224 with no augmentation (task_adaptation/data_loader.py
-l.61-69), normalised as the checkpoint expects (init_norm). When a grid varies total_steps, set
+SGD momentum 0.9, batch 64, lr 0.01, 1000 steps, 80 warmup steps, lr x0.1 after steps 300,
+600 and 900 (trainer.py: tf.train.piecewise_constant keeps the old lr at the boundary step);
+images resized to 224 x 224 by TF1's bilinear resize (`resize_tf1`: no half-pixel centres, no
+antialias) with no augmentation (task_adaptation/data_loader.py l.61-69), normalised as the checkpoint expects (init_norm). When a grid varies total_steps, set
 optim.schedule=cosine (the decay steps are absolute). vision_transformer's AugReg notebook
 sweeps steps {500, 2500} x lr {0.001, 0.003, 0.01, 0.03} on val200 (docs/dev/suite_facts.md).
 """
@@ -32,7 +33,7 @@ def get_config(arg=""):
                         models[0] if models else "vit-b16")
     c.hyperrule = False  # the same recipe for every model: the benchmark's
     c.data.image_size = 224
-    c.data.pp_train = c.data.pp_eval = f"resize({{size}})|{transfer.NORM}"
+    c.data.pp_train = c.data.pp_eval = f"resize_tf1({{size}})|{transfer.NORM}"
     c.data.batch_size = 64
     c.data.eval_batch_size = 200
     c.total_steps = 1000

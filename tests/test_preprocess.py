@@ -62,6 +62,34 @@ def test_random_crop_with_padding_and_determinism(photo):
     assert a.shape == (32, 32, 3) and bool(tf.reduce_all(a == b))
 
 
+def _tf1_bilinear(image, height, width):
+    """TF1's resize_bilinear written out (half_pixel_centers=False, as tf.compat.v1's
+    tf.image.resize calls it): output pixel i reads source position i * in / out, linearly
+    between its floor and the next pixel, clamped at the border; no antialias."""
+    image = np.asarray(image, np.float64)
+
+    def axis(out, size):
+        src = np.arange(out) * (size / out)
+        low = np.floor(src).astype(int)
+        return low, np.minimum(low + 1, size - 1), (src - low)
+
+    (top, bottom, dy), (left, right, dx) = axis(height, image.shape[0]), axis(width, image.shape[1])
+    rows = image[top] * (1 - dy)[:, None, None] + image[bottom] * dy[:, None, None]
+    return rows[:, left] * (1 - dx)[None, :, None] + rows[:, right] * dx[None, :, None]
+
+
+def test_resize_tf1_is_task_adaptations_legacy_bilinear(photo):
+    """VTAB-1k's preprocessing (task_adaptation data_loader.py preprocess_fn, under
+    tensorflow.compat.v1), against the formula: downscaled and upscaled, square and not. The
+    TF2 antialiased `resize` differs on the photo by tens of grey levels where it has detail."""
+    for height, width in ((224, 224), (100, 61), (500, 700)):
+        ours = preprocess.build(f"resize_tf1(({height}, {width}))")(photo, _seed(0)).numpy()
+        np.testing.assert_allclose(ours, _tf1_bilinear(photo, height, width), atol=5e-3)  # f32
+    legacy = preprocess.build("resize_tf1(32)")(photo, _seed(0)).numpy()
+    antialiased = preprocess.build("resize(32)")(photo, _seed(0)).numpy()
+    assert np.abs(legacy - antialiased).max() > 30
+
+
 def test_unknown_op_is_a_clear_error():
     with pytest.raises(UserError, match="unknown preprocessing op 'rezise\\(16\\)'.*known ops"):
         preprocess.build("rezise(16)")
@@ -79,3 +107,29 @@ def test_hyperrule_choices():
     assert config.optim.lr == pytest.approx(0.003 / 4) and config.data.mixup_alpha == 0.1
     assert config.data.pp_train == "resize(160)|random_crop(128)|flip_lr|value_range(-1,1)"
     assert config.total_steps == 10_000 and config.optim.decay_boundaries == (3_000, 6_000, 9_000)
+
+
+def _big_transfer_lr(step, base_lr, supports):
+    """big_transfer bit_hyperrule.py get_lr, with its schedule's supports as an argument."""
+    if step < supports[0]:
+        return base_lr * step / supports[0]
+    for s in supports[1:]:
+        if s < step:
+            base_lr /= 10
+    return base_lr
+
+
+def test_hyperrule_lr_is_big_transfers_at_every_step():
+    """Warmup, then /10 *after* each boundary (`s < step`): the boundary step keeps the old lr.
+    (big_transfer ends training at the last support, so that step is not compared.)"""
+    from tljax.training import optim
+
+    for examples in (2_040, 50_000):
+        config = common.base()
+        config.data.batch_size = 512
+        hyperrule.apply(config, examples, 32 * 32)
+        warmup, boundaries, total = hyperrule.schedule(examples)
+        schedule = optim.lr_schedule(config.optim, config.total_steps)
+        ours = np.asarray([schedule(step) for step in range(total)])
+        theirs = [_big_transfer_lr(step, 0.003, (warmup, *boundaries, total)) for step in range(total)]
+        np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-12)  # f32

@@ -456,10 +456,30 @@ def test_vtab_config_is_task_adaptations_recipe():
     assert (config.optim.name, config.optim.momentum, config.optim.lr, config.data.batch_size,
             config.total_steps, config.optim.warmup_steps, tuple(config.optim.decay_boundaries),
             config.optim.schedule) == ("sgd", 0.9, 0.01, 64, 1000, 80, (300, 600, 900), "steps")
-    assert config.data.pp_train == config.data.pp_eval == "resize({size})|init_norm"  # no augmentation
+    assert config.data.pp_train == config.data.pp_eval == "resize_tf1({size})|init_norm"  # no augmentation
     assert config_lib.load(os.path.join(ROOT, "configs", "vtab.py")).data.name == "vtab:caltech101"
     with pytest.raises(ValueError, match="at most one task .* and one model"):
         config_lib.load(os.path.join(ROOT, "configs", "vtab.py") + ":dtdd")
+
+
+def test_vtab_lr_is_task_adaptations_at_every_step():
+    """task_adaptation trainer.py get_train_op: tf.train.piecewise_constant over the decay steps
+    (the old lr *at* a boundary step), then apply_warmup_lr (global_step x lr / warmup below
+    the warmup), run here through TF's own compat.v1 op."""
+    from tljax.training import optim
+
+    config = config_lib.load(os.path.join(ROOT, "configs", "vtab.py"))
+    schedule = optim.lr_schedule(config.optim, config.total_steps)
+    base, warmup = 0.01, 80
+
+    def theirs(step):
+        lr = tf.compat.v1.train.piecewise_constant(
+            tf.constant(step, tf.int64), [300, 600, 900], [base * 0.1 ** i for i in range(4)])()
+        return step * (base / warmup) if step < warmup else float(lr)
+
+    steps = range(config.total_steps)
+    np.testing.assert_allclose([schedule(s) for s in steps], [theirs(s) for s in steps],
+                               rtol=1e-5, atol=1e-12)
 
 
 def _fake_nabirds(root):

@@ -27,6 +27,18 @@ def resize(size):
 
 
 @_op
+def resize_tf1(size):
+    """Bilinear resize to `size` as TF1's `tf.image.resize` does (task_adaptation
+    data_loader.py `preprocess_fn` imports tensorflow.compat.v1): source pixel = output pixel x
+    scale, no half-pixel centres, no antialias. It can differ from `resize` by up to 160 grey
+    levels on a photo downscaled to 224, so VTAB-1k rows are comparable with published ones only
+    with this op."""
+    hw = (size, size) if isinstance(size, int) else tuple(size)
+    return lambda image, seed: tf.compat.v1.image.resize(
+        image, hw, method=tf.compat.v1.image.ResizeMethod.BILINEAR, align_corners=False)
+
+
+@_op
 def resize_small(size):
     """Resize so the shorter side is `size`, keeping the aspect ratio."""
     def fn(image, seed):

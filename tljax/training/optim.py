@@ -16,7 +16,9 @@ from tljax.errors import UserError
 
 def _schedule(kind, peak, warmup, total_steps, boundaries=()):
     """Linear warmup to `peak`, then cosine/linear decay to 0 at total_steps, constant, or /10
-    at each of `boundaries` (steps from the start of this schedule)."""
+    after each of `boundaries` (steps from the start of this schedule). A boundary step itself
+    keeps the old lr, as `tf.train.piecewise_constant` (task_adaptation trainer.py
+    `get_train_op`: lr /10 from step b + 1) and big_transfer's bit_hyperrule.get_lr (`s < step`)."""
     warmup = min(warmup, total_steps)
     decay_steps = max(total_steps - warmup, 1)
     if kind == "cosine":
@@ -26,7 +28,7 @@ def _schedule(kind, peak, warmup, total_steps, boundaries=()):
     elif kind == "constant":
         after = optax.constant_schedule(peak)
     elif kind == "steps":
-        after = optax.piecewise_constant_schedule(peak, {int(b) - warmup: 0.1 for b in boundaries})
+        after = optax.piecewise_constant_schedule(peak, {int(b) + 1 - warmup: 0.1 for b in boundaries})
     else:
         raise UserError(f"unknown optim.schedule {kind!r}; use cosine, linear, steps or constant")
     if not warmup:
@@ -53,7 +55,7 @@ def label_lr(cfg, total_steps, label):
         return lambda count: label.lr_mult * schedule(count + label.since)
     warmup = cfg.warmup_steps if label.restart.warmup < 0 else label.restart.warmup
     peak = cfg.lr if label.restart.lr <= 0 else label.restart.lr
-    boundaries = [int(b) - label.since for b in cfg.decay_boundaries if int(b) > label.since]
+    boundaries = [int(b) - label.since for b in cfg.decay_boundaries if int(b) >= label.since]
     schedule = _schedule(cfg.schedule, peak, warmup, total_steps - label.since, boundaries)
     return lambda count: label.lr_mult * schedule(count)
 
