@@ -29,6 +29,42 @@ def test_space_rungs_and_flops_arithmetic():
     assert search.flops_spent(summary, 3) == 30
 
 
+def test_workers_and_restarts_draw_their_own_points_and_a_rerun_draws_the_same():
+    """Per-trial seeding (search.trial_seeded_tpe): two workers sharing a study draw different
+    start-up points, and a worker restarted after trial 1 draws for trials 2 and 3 what a worker
+    never stopped draws, not a replay of trials 0 and 1 (which TPESampler(seed) per worker
+    gives: the same lr twice)."""
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+
+    def draw(trial):
+        return (trial.suggest_float("optim.lr", 1e-3, 1e-1, log=True),
+                trial.suggest_categorical("method", ["full", "linear_probe", "bitfit"]))
+
+    def run(samplers_per_trial):
+        """Trials 0..3, each asked through the sampler given for it, told value = its number."""
+        storage = optuna.storages.InMemoryStorage()
+        name = optuna.create_study(storage=storage, direction="maximize").study_name
+        points = []
+        for number, sampler in enumerate(samplers_per_trial):
+            study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+            trial = study.ask()
+            points.append(draw(trial))
+            study.tell(trial, float(number))
+        return points
+
+    one = search.trial_seeded_tpe(0)
+    uninterrupted = run([one] * 4)
+    restarted = run([search.trial_seeded_tpe(0)] * 2 + [search.trial_seeded_tpe(0)] * 2)
+    assert restarted == uninterrupted and len(set(uninterrupted)) == 4
+    a, b = search.trial_seeded_tpe(0), search.trial_seeded_tpe(0)  # two workers, alternating
+    assert len(set(run([a, b, a, b]))) == 4
+    replayed = run([optuna.samplers.TPESampler(seed=0) for _ in range(4)])  # the old way
+    assert len(set(replayed)) == 1
+
+
 def test_an_unreachable_database_is_one_line_at_once_and_a_creation_race_is_retried(
         tmp_path, monkeypatch):
     """What psycopg2 raises for a host that does not answer is not retried ten times and then
@@ -184,7 +220,7 @@ def test_two_workers_share_one_study_and_run_each_trial_once(data_dir, tmp_path)
              "--set=model.init_recipe=", "--set=model.init=", "--set=data.few_shot_k=5",
              "--set=data.few_shot_val_k=5", "--set=export_weights=False"]
     command = [sys.executable, "-m", "tljax.cli.search", "--config=configs/digits.py",
-               f"--workdir={workdir}", "--methods=full,linear_probe", "--trials=2", "--seeds=0",
+               f"--workdir={workdir}", "--methods=full,linear_probe", "--trials=2", "--seeds=1",
                "--space=optim.lr=0.01,0.05", "--min_fraction=0.34", *fixed]
     workers = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True) for _ in range(2)]
@@ -196,6 +232,15 @@ def test_two_workers_share_one_study_and_run_each_trial_once(data_dir, tmp_path)
     assert len(trials) == 4 and len({t.user_attrs["workdir"] for t in trials}) == 4
     for trial in trials:  # every trial's run directory was trained by one run
         assert os.path.exists(os.path.join(trial.user_attrs["workdir"], "config.json"))
+    # The final re-runs ran once, by one worker (the last to end, or the one holding their
+    # lock): one finished run per method, none refused, no lock left behind.
+    finals = sorted(os.path.relpath(d, workdir) for d, _, files in os.walk(workdir)
+                    if "summary.json" in files and f"{os.sep}final{os.sep}" in d)
+    assert len(finals) == 2, finals
+    assert not any("in use" in out for out in outputs), outputs
+    assert not os.path.exists(os.path.join(workdir, "final", "lock.json"))
+    assert sum("search: the final re-runs are left" in out or "another worker runs the final"
+               in out for out in outputs) <= 1
 
 
 def _search_command(data_dir, workdir, *extra):

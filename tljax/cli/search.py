@@ -66,24 +66,49 @@ def main(argv):
 
     print(search_report.write(study, FLAGS.workdir, full_length))
     if FLAGS.seeds:
-        best = search_report.best_per_method(study)
-        if not best:
-            raise UserError(f"no trial finished (see {os.path.join(FLAGS.workdir, 'search.md')}): "
-                            f"nothing to re-run over --seeds")
-        final = os.path.join(FLAGS.workdir, "final")
+        _final_stage(study, methods)
+
+
+def _final_stage(study, methods):
+    """Re-runs the best configuration of each method over --seeds into WORKDIR/final, once per
+    study: while other workers still run trials it is theirs (the last to end runs it), and
+    of workers ending together the one holding WORKDIR/final's lock runs it."""
+    import optuna
+
+    from tljax import lock
+    from tljax.experiments import sweep_report
+
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    if running:
+        who = ", ".join(f"trial {t.number} ({(t.user_attrs.get('worker') or {}).get('host')} pid "
+                        f"{(t.user_attrs.get('worker') or {}).get('pid')})" for t in running)
+        print(f"search: the final re-runs are left to the worker that ends last ({who} "
+              f"still running)")
+        return
+    best = search_report.best_per_method(study)
+    if not best:
+        raise UserError(f"no trial finished (see {os.path.join(FLAGS.workdir, 'search.md')}): "
+                        f"nothing to re-run over --seeds")
+    final = os.path.join(FLAGS.workdir, "final")
+    os.makedirs(final, exist_ok=True)
+    try:
+        claim = lock.WorkdirLock(final).acquire()
+    except lock.WorkdirInUse:
+        print(f"search: another worker runs the final re-runs in {final}")
+        return
+    try:
         planned = []
         for method, trial in best.items():
-            hyper = [o for o in trial.user_attrs["overrides"][1:]]
+            hyper = trial.user_attrs["overrides"][1:]
             planned += sweep.plan_runs(FLAGS.config, [method], FLAGS.seeds, final,
                                        fixed=[*FLAGS.set, *hyper])
         sweep.run_all(FLAGS.config, planned)
-        from tljax.experiments import sweep_report
-
         baseline = "full" if "full" in best else next((m for m in methods if m in best), "full")
         print(sweep_report.write_report(final, baseline, order=[m for m in methods if m in best],
                                         select=True))  # each method at its best, paired by seed
         sweep.check_none_failed(final, "of the final re-runs")
-
+    finally:
+        claim.release()
 
 if __name__ == "__main__":
     run_main(main)

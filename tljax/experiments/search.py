@@ -7,7 +7,7 @@ adaptation methods chosen on validation, with compute cut where a trial is clear
         --trials=24 --budget_flops=2e14 --seeds=3
 
 Each trial is an ordinary tljax run in WORKDIR/trials/NNNN: a method and hyper-parameters
-drawn by Optuna's TPE sampler, trained on its full-length schedule but stopped at rungs
+drawn by Optuna's TPE sampler (seeded per trial number: `trial_seeded_tpe`), trained on its full-length schedule but stopped at rungs
 (`stop_at_step`: min_fraction·total_steps·eta^k, then total_steps), where its validation
 accuracy goes to Optuna's SuccessiveHalvingPruner (asynchronous successive halving: a trial
 goes on only while it is in the top 1/eta of the trials that reached that rung). A trial
@@ -20,7 +20,7 @@ one; a trial that fails, e.g. diverges, is counted to its last rung), or its tra
 the probe methods only, the others for the trained methods only; a method with nothing to
 sample (a probe without probe.* keys; every method when --space is empty, which makes the
 search a single full-length run per method and --trials moot) runs once, outside the sampler. At the end the best configuration of each method is re-run over --seeds at full
-length into WORKDIR/final and reported with paired differences (tljax/experiments/sweep_report.py); test data
+length into WORKDIR/final (by one worker: the last to end) and reported with paired differences (tljax/experiments/sweep_report.py); test data
 never chooses anything: trials run without a test split and never read it. Optuna is used for the sampler, the pruner and the shared storage:
 a maintained implementation of exactly the logic this needs.
 """
@@ -274,6 +274,48 @@ def progress_callback(budgets):
     return log_trial
 
 
+def trial_seeded_tpe(seed):
+    """Optuna's TPE, its random draws for trial N seeded by (seed, N) alone.
+
+    One TPESampler(seed) per worker would make workers sharing a study draw the same points
+    during TPE's random start-up, and a restarted worker replay the points it drew before it
+    was killed. Seeded per trial number (unique in a study), every trial draws its own points,
+    and the same study run again draws the same ones. constant_liar makes TPE count running
+    trials as poor ones, Optuna's advice for parallel workers."""
+    import numpy as np
+    import optuna
+
+    class TrialSeededTPE(optuna.samplers.BaseSampler):
+        def __init__(self):
+            self._by_trial = {}
+
+        def _sampler(self, trial):
+            if trial.number not in self._by_trial:
+                trial_seed = int(np.random.SeedSequence([seed, trial.number]).generate_state(1)[0])
+                self._by_trial[trial.number] = optuna.samplers.TPESampler(
+                    seed=trial_seed, constant_liar=True)
+            return self._by_trial[trial.number]
+
+        def infer_relative_search_space(self, study, trial):
+            return self._sampler(trial).infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self._sampler(trial).sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self._sampler(trial).sample_independent(study, trial, param_name,
+                                                           param_distribution)
+
+        def before_trial(self, study, trial):
+            self._sampler(trial).before_trial(study, trial)
+
+        def after_trial(self, study, trial, state, values):
+            self._by_trial.pop(trial.number, self._sampler(trial)).after_trial(
+                study, trial, state, values)
+
+    return TrialSeededTPE()
+
+
 def open_study(storage, workdir, sampler_seed, eta, min_resource):
     import optuna
 
@@ -288,7 +330,7 @@ def open_study(storage, workdir, sampler_seed, eta, min_resource):
             study = optuna.create_study(
                 study_name=STUDY, storage=optuna.storages.RDBStorage(url, engine_kwargs=engine),
                 load_if_exists=True, direction="maximize",
-                sampler=optuna.samplers.TPESampler(seed=sampler_seed),
+                sampler=trial_seeded_tpe(sampler_seed),
                 pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource,
                                                               reduction_factor=eta))
             epath.Path(workdir).mkdir(parents=True, exist_ok=True)
