@@ -10,6 +10,7 @@ import pytest
 
 from tljax.experiments import search, search_report
 from tests.conftest import ROOT, tiny_config
+from tests.helpers import records
 from tljax import lock
 from tljax.errors import UserError
 
@@ -149,14 +150,19 @@ def test_search_halves_on_validation_accounts_flops_and_fails_nan_trials(data_di
         assert reached_next == promoted, (number, k, trials[number].intermediate_values)
     assert any(t.state == optuna.trial.TrialState.PRUNED for t in trials)
     # Budget: each trial's step FLOPs (one phase each) x the steps to its last rung, read
-    # from its run (a failed trial's steps after its last rung are not counted).
-    by_hand = 0.0
+    # from its run; the failed trial's up to the last step its metrics record (past its rung).
+    by_hand, steps = 0.0, 0
     for trial in trials:
         with open(os.path.join(trial.user_attrs["workdir"], "summary.json")) as f:
             summary = json.load(f)
-        by_hand += summary["train_step_flops"]["0"] * max(trial.intermediate_values)
+        reached = max(trial.intermediate_values)
+        if trial.state == optuna.trial.TrialState.FAIL:
+            reached = max(r["step"] for r in records(trial.user_attrs["workdir"], "train"))
+            assert reached > max(trial.intermediate_values)
+        by_hand += summary["train_step_flops"]["0"] * reached
+        steps += reached
     assert search.spent(study) == pytest.approx(by_hand, rel=1e-9)
-    assert search.spent(study, "train_steps") == sum(max(t.intermediate_values) for t in trials)
+    assert search.spent(study, "train_steps") == steps
     # The choice is the validation accuracy at the last rung; test never enters it.
     best = search_report.best_per_method(study)
     assert best and all(t.number != 0 for t in best.values())
@@ -267,7 +273,8 @@ def test_a_killed_search_resumes_its_interrupted_trial_bit_identically(data_dir,
     from tests.helpers import assert_same_params, exported_params
 
     extra = ["--methods=full", "--space=optim.lr=0.05", "--trials=1", "--min_fraction=0.25",
-             "--set=total_steps=24", "--set=checkpoint_every=4", "--set=export_weights=True"]
+             "--set=total_steps=24", "--set=checkpoint_every=4", "--set=export_weights=True",
+             "--set=log_every=1"]
     killed, whole = str(tmp_path / "killed"), str(tmp_path / "whole")
     worker = subprocess.Popen(_search_command(data_dir, killed, *extra), cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -290,5 +297,20 @@ def test_a_killed_search_resumes_its_interrupted_trial_bit_identically(data_dir,
     states = [t.state for t in study.get_trials()]
     assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE], logs[0]
     assert study.get_trials()[1].user_attrs["workdir"].endswith(os.path.join("trials", "0000"))
+    # Charged once per trained step: the killed attempt nothing, its successor the 24 steps
+    # plus those between the checkpoint it resumed from and the last step the killed one
+    # logged (trained twice); the search never killed charges 24.
+    killed_attempt, resumed = study.get_trials()
+    assert killed_attempt.user_attrs["train_steps"] == killed_attempt.user_attrs["train_flops"] == 0
+    segments = resumed.user_attrs[search.RETRAINED]  # none when it was killed at a checkpoint
+    assert len(segments) <= 1 and all(12 <= a < b <= 24 for a, b in segments), segments
+    twice = sum(b - a for a, b in segments)
+    assert resumed.user_attrs["train_steps"] == 24 + twice
+    never_killed = optuna.load_study(study_name=search.STUDY,
+                                     storage=f"sqlite:///{os.path.join(whole, 'study.db')}")
+    once = never_killed.get_trials()[0].user_attrs
+    assert once["train_steps"] == 24
+    assert resumed.user_attrs["train_flops"] == pytest.approx(
+        once["train_flops"] * (24 + twice) / 24, rel=1e-9)
     assert_same_params(exported_params(os.path.join(killed, "trials", "0000")),
                        exported_params(os.path.join(whole, "trials", "0000")), "killed trial")

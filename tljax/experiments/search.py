@@ -14,8 +14,10 @@ goes on only while it is in the top 1/eta of the trials that reached that rung).
 that goes on resumes from its checkpoint, so stopping costs nothing. Optuna's storage (SQLite
 in the workdir by default, or --storage=postgresql://... on a cluster) lets many workers
 (a SLURM array, one per GPU) run one search; a re-started search continues it. The budget
-counts each trial's train FLOPs up to its last rung (a LoRA step costs less than a full
-one; a trial that fails, e.g. diverges, is counted to its last rung), or its train steps
+counts each trial's train FLOPs, each trained step once per time it was trained (a LoRA step
+costs less than a full one; a trial that fails, e.g. diverges, is counted to the last step its
+metrics record; a trial a killed worker left is resumed from its checkpoint and charges the
+steps it trains again, `charges`), or its train steps
 (--budget_steps), or its wall time (--budget_seconds). --space keys probe.* are sampled for
 the probe methods only, the others for the trained methods only; a method with nothing to
 sample (a probe without probe.* keys; every method when --space is empty, which makes the
@@ -25,6 +27,7 @@ never chooses anything: trials run without a test split and never read it. Optun
 a maintained implementation of exactly the logic this needs.
 """
 import dataclasses
+import json
 import os
 import re
 import socket
@@ -35,6 +38,7 @@ from etils import epath
 
 from tljax.experiments import sweep
 from tljax import config_lib, freezing
+from tljax import workdir as workdir_lib
 from tljax.errors import UserError
 
 STUDY = "search"
@@ -118,6 +122,41 @@ def validation_at(summary, step):
                     f"split (data.val_split)")
 
 
+CHARGED_FROM = "charged_from"  # user_attrs: the step this trial's charges count from
+RETRAINED = "retrained"        # user_attrs: [[from, to]] steps trained twice (a killed attempt)
+
+
+def checkpoint_step(workdir):
+    """The newest checkpoint's step in a run directory (0 without one): where a run restarts."""
+    folder = epath.Path(workdir) / workdir_lib.CHECKPOINTS
+    steps = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.exists() else []
+    return max(steps, default=0)
+
+
+def last_logged_step(workdir):
+    """The last step a run directory's metrics.jsonl records (0 without one): how far a run
+    that was killed or failed had trained, to within log_every."""
+    path = epath.Path(workdir) / workdir_lib.METRICS
+    if not path.exists():
+        return 0
+    steps = [json.loads(line).get("step", 0) for line in path.read_text().splitlines() if line]
+    return max(steps, default=0)
+
+
+def charges(summary, since, to, retrained=()):
+    """{budget key: spent} of a trial that trained from step `since` to `to`, plus the
+    `retrained` [from, to] segments a killed attempt trained and its successor trained again:
+    each trained step charged once per time it was trained."""
+    if summary.get("probe"):
+        return {"train_flops": summary["train_flops"] or 0.0, "train_steps": 0,
+                "wall_time_s": summary["wall_time_s"]}
+    segments = [(since, to), *retrained]
+    return {"train_flops": sum(flops_spent(summary, b) - flops_spent(summary, a)
+                               for a, b in segments),
+            "train_steps": sum(b - a for a, b in segments),
+            "wall_time_s": summary["wall_time_s"]}
+
+
 class Objective:
     """One trial: a method and hyper-parameters, trained rung by rung in its own workdir."""
 
@@ -147,10 +186,21 @@ class Objective:
         trial.set_user_attr("overrides", overrides)
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
         steps = [self.total_steps] if method.startswith(freezing.PROBE + ":") else self.rungs
+        since = trial.user_attrs.get(CHARGED_FROM, checkpoint_step(workdir))
+        trial.set_user_attr(CHARGED_FROM, since)
+        retrained = trial.user_attrs.get(RETRAINED, [])
         for step in steps:
-            value, costs = self._run_to(overrides, workdir, step)
-            for key, amount in costs.items():
-                trial.set_user_attr(key, amount)
+            try:
+                summary = self._run_to(overrides, workdir, step)
+            except (UserError, FloatingPointError):  # charged up to where it failed
+                failed = workdir_lib.Workdir(workdir).read_summary()
+                if failed is not None:
+                    self._charge(trial, charges(failed, since, max(since, last_logged_step(
+                        workdir)), retrained))
+                raise
+            self._charge(trial, charges(summary, since, step, retrained))
+            value = summary["val_accuracy"] if summary.get("probe") else validation_at(summary,
+                                                                                      step)
             trial.report(value, step)
             logging.info("search: trial %d (%s) step %d of %d: validation %.4f", trial.number,
                          " ".join(overrides), step, self.total_steps, value)
@@ -159,18 +209,18 @@ class Objective:
         return value
 
     def _run_to(self, overrides, workdir, step):
-        """(validation accuracy at `step`, {budget key: spent}) of the run in `workdir`,
-        trained (or resumed) up to `step`. A trial never reads test (test_split="")."""
+        """The summary of the run in `workdir`, trained (or resumed) up to `step`. A trial
+        never reads test (test_split="")."""
         from tljax import runs
 
         config = self._config(overrides + [
             "data.test_split=", f"stop_at_step={0 if step == self.total_steps else step}"])
-        summary = runs.run(config, workdir)
-        probe = bool(summary.get("probe"))
-        value = summary["val_accuracy"] if probe else validation_at(summary, step)
-        return value, {"train_flops": flops_spent(summary, step),
-                       "train_steps": 0 if probe else step,
-                       "wall_time_s": summary["wall_time_s"]}
+        return runs.run(config, workdir)
+
+    @staticmethod
+    def _charge(trial, costs):
+        for key, amount in costs.items():
+            trial.set_user_attr(key, amount)
 
     def space_of(self, method):
         """The --space params that act on `method`: probe.* keys on the probes, the others on
@@ -207,10 +257,13 @@ class Objective:
             workdir = os.path.join(self.workdir, "trials", sweep.slug(method))
             overrides = [sweep.how(method)]
             try:
-                value, costs = self._run_to(overrides, workdir, self.total_steps)
+                summary = self._run_to(overrides, workdir, self.total_steps)
             except lock.WorkdirInUse:
                 logging.info("search: %s is running in another worker", method)
                 continue
+            value = summary["val_accuracy"] if summary.get("probe") else validation_at(
+                summary, self.total_steps)
+            costs = charges(summary, 0, self.total_steps)
             if any(method_of(t) == method for t in study.get_trials(deepcopy=False)):
                 continue  # another worker added it meanwhile (the same run: its workdir)
             study.add_trial(optuna.trial.create_trial(
@@ -370,7 +423,9 @@ def _creation_race(error):
 def resume_interrupted(study):
     """Trials that a killed worker of this host left RUNNING (its process is gone): marked
     failed and enqueued again with the same parameters and workdir, so they resume from their
-    checkpoints. Other hosts' trials are left to their workers."""
+    checkpoints. Other hosts' trials are left to their workers. The killed attempt is charged
+    nothing: its successor charges from where the attempt started, plus the steps between the
+    checkpoint it resumes from and the last step the attempt logged (trained twice)."""
     import optuna
 
     from tljax import lock
@@ -380,6 +435,16 @@ def resume_interrupted(study):
         worker = trial.user_attrs.get("worker") or {}
         if worker.get("host") != host or lock.process_alive(worker.get("pid", 0)):
             continue
+        workdir = trial.user_attrs.get("workdir")
+        charged = {CHARGED_FROM: trial.user_attrs.get(CHARGED_FROM, 0),
+                   RETRAINED: list(trial.user_attrs.get(RETRAINED, []))}
+        if workdir:
+            resumed_from = checkpoint_step(workdir)
+            reached = last_logged_step(workdir)
+            if reached > resumed_from:
+                charged[RETRAINED].append([resumed_from, reached])
+        for key in BUDGETS:
+            study._storage.set_trial_user_attr(trial._trial_id, key, 0.0)
         study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"workdir": trial.user_attrs.get("workdir")})
+        study.enqueue_trial(trial.params, user_attrs={"workdir": workdir, **charged})
         logging.info("search: trial %d was interrupted; enqueued to resume", trial.number)
