@@ -57,6 +57,7 @@ EXPECTED_SKIPS = {
                                "CPU torch: these run on the GPU machine, which has timm",
     "a GPU machine may have every piece": "only on a GPU machine",
     "cuDNN attention exists there": "only on a GPU machine",
+    "only a GPU has cuDNN attention": "only on a GPU machine",
 }
 
 

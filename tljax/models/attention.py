@@ -6,11 +6,16 @@ Implementations (`model.attention`):
   "xla"   jax's reference path: logits and softmax in float32 whatever the activation dtype;
   "cudnn" cuDNN's fused flash attention (GPU; bfloat16/float16; head dim a multiple of 8);
   "auto"  cudnn where it applies (GPU, half precision, head dim <= 128 and a multiple of 8)
-          and cuDNN takes the shapes, else xla. jax decides the shapes when it traces: on an
-          H100 with jax 0.11.2 (the GPU machine's; setup.py pins 0.10, whose check refuses odd
-          lengths only with a bias) cuDNN refused the backward pass at ViT-B/16's 197 tokens
-          (NotImplementedError "Unsupported sequence length"), so training fell back to xla
-          and inference used cuDNN.
+          and cuDNN takes the shapes, else xla. jax decides the shapes when it traces.
+On the cuDNN path the token axis is padded to a multiple of TOKEN_MULTIPLE and the pad keys
+are masked with `key_value_seq_lengths` (the pad queries' rows are dropped after): a jax bug
+refuses every odd length in training. `jax/_src/cudnn/fused_attention_stablehlo.py`
+`dot_product_attention` replaces a missing bias by a placeholder array, so the backward
+pass's `bias is not None` check is always true and `is_training and has_bias and odd length`
+raises NotImplementedError "Unsupported sequence length" (seen on an H100, jax 0.11.2, at
+ViT-B/16's 197 tokens: training fell back to xla). A boolean `mask=` would become a bias
+(jax issue #28974), hence the sequence lengths. The padded attention equals the unpadded one,
+values and gradients (tests/test_numerics.py, on the xla path that takes the same lengths).
 Dropout on the attention probabilities (model.attention_dropout) has no fused kernel: while
 it is active (training with a rate > 0) attention falls back to flax's unfused function,
 softmax in float32.
@@ -22,6 +27,7 @@ import jax.numpy as jnp
 from tljax.errors import UserError
 
 IMPLEMENTATIONS = ("auto", "xla", "cudnn")
+TOKEN_MULTIPLE = 8  # the cuDNN path's token count is padded to this (even, and aligned)
 _HALF = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
 
 
@@ -52,6 +58,22 @@ def resolve(implementation, dtype, head_dim):
     return implementation
 
 
+def padded(query, key, value, implementation):
+    """jax.nn.dot_product_attention over the tokens padded to a multiple of TOKEN_MULTIPLE,
+    the pad keys masked by their sequence length and the pad queries' outputs dropped: the
+    attention of the real tokens, at a length cuDNN's backward pass takes."""
+    tokens = query.shape[1]
+    pad = -tokens % TOKEN_MULTIPLE
+    if not pad:
+        return jax.nn.dot_product_attention(query, key, value, implementation=implementation)
+    widths = ((0, 0), (0, pad), (0, 0), (0, 0))
+    query, key, value = (jnp.pad(t, widths) for t in (query, key, value))
+    lengths = jnp.full((query.shape[0],), tokens, jnp.int32)
+    out = jax.nn.dot_product_attention(query, key, value, key_value_seq_lengths=lengths,
+                                       implementation=implementation)
+    return out[:, :tokens]
+
+
 def function(implementation="auto"):
     """An `attention_fn` for nn.MultiHeadDotProductAttention; query/key/value are
     (batch, tokens, heads, head dim), the layout jax.nn.dot_product_attention takes."""
@@ -67,6 +89,8 @@ def function(implementation="auto"):
         query, key, value = nn.dtypes.promote_dtype(query, key, value, dtype=dtype)
         if resolve(implementation, query.dtype, query.shape[-1]) == "cudnn":
             try:  # raised while tracing, also for the backward pass under jax.grad
+                if mask is None:
+                    return padded(query, key, value, "cudnn")
                 return jax.nn.dot_product_attention(query, key, value, mask=mask,
                                                     implementation="cudnn")
             except NotImplementedError as e:
