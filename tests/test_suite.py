@@ -462,6 +462,39 @@ def test_vtab_config_is_task_adaptations_recipe():
         config_lib.load(os.path.join(ROOT, "configs", "vtab.py") + ":dtdd")
 
 
+def test_fgvc_config_is_vpts_recipe():
+    """KMnP/vpt configs/base-{prompt,finetune}.yaml, configs/{prompt,finetune}/TASK.yaml
+    (BASE_LR, WEIGHT_DECAY), src/data/transforms.py; 100 epochs of VPT's train-split sizes."""
+    from tljax.data import preprocess
+
+    path = os.path.join(ROOT, "configs", "fgvc.py")
+    cub = config_lib.load(path)  # cub200, the original ImageNet-21k ViT-B/16, prompt solver
+    config_lib.validate(cub)
+    assert (cub.data.name, cub.data.train_split, cub.data.val_split, cub.data.test_split) == (
+        "caltech_birds2011", "train[:90%]", "train[90%:]", "test")
+    assert cub.model.init == "catalog:ViT-B_16" and cub.data.image_size == 224
+    per_epoch = 43  # ceil(5394 / 128)
+    assert (cub.optim.name, cub.optim.momentum, cub.data.batch_size, cub.optim.lr,
+            cub.optim.weight_decay, cub.optim.schedule, cub.optim.warmup_steps,
+            cub.total_steps) == ("sgd", 0.9, 128, 0.1, 0.01, "cosine", 10 * per_epoch,
+                                 100 * per_epoch)
+    dogs = config_lib.load(path + ":stanford_dogs,finetune")
+    per_epoch = 29  # ceil(10800 / 384)
+    assert (dogs.data.name, dogs.optim.name, dogs.data.batch_size, dogs.optim.lr,
+            dogs.optim.weight_decay, dogs.optim.warmup_steps, dogs.total_steps, dogs.freeze) == (
+        "stanford_dogs", "adamw", 384, 0.00375, 0.001, 5 * per_epoch, 100 * per_epoch, "full")
+    assert config_lib.load(path + ":flowers102,linear,dinov2-b14").freeze == "linear_probe"
+    # Resize(256) of the shorter side, then a 224 crop, ImageNet mean/std for every backbone.
+    photo = tf.fill([300, 500, 3], tf.constant(124, tf.uint8))
+    for spec in (cub.data.pp_train, cub.data.pp_eval):
+        image = preprocess.build(preprocess.with_size(spec, 224))(photo, tf.constant([1, 2], tf.int64))
+        assert image.shape == (224, 224, 3)
+        np.testing.assert_allclose(image[0, 0], (124 / 255 - np.array([0.485, 0.456, 0.406]))
+                                   / np.array([0.229, 0.224, 0.225]), rtol=1e-4)
+    with pytest.raises(ValueError, match="at most one task .* one model .* one solver"):
+        config_lib.load(path + ":cub200,promt")
+
+
 def test_vtab_lr_is_task_adaptations_at_every_step():
     """task_adaptation trainer.py get_train_op: tf.train.piecewise_constant over the decay steps
     (the old lr *at* a boundary step), then apply_warmup_lr (global_step x lr / warmup below
