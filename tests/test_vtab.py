@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from tljax.data import vtab
+from tljax.errors import UserError
 from tljax.experiments import suites
 
 
@@ -31,6 +32,30 @@ def test_nineteen_tasks_in_three_groups_with_1k_examples_each():
 def test_val200_starts_where_task_adaptation_ends_its_train_part(name, percent, train_size):
     start = percent * train_size // 100
     assert vtab.TASKS[name].val200 == f"train[{start}:{start + 200}]"
+
+
+@pytest.mark.parametrize("name,train,val,test", [
+    # task_adaptation/data/*_test.py full counts (train/val/test; docs/dev/vtab1k_facts.md §2)
+    ("caltech101", 2754, 306, None), ("eurosat", 16200, 5400, 5400),
+    ("dsprites_location", 589824, 73728, 73728)])
+def test_vtab_full_splits_are_task_adaptations(name, train, val, test):
+    """VTAB-full's train / val / trainval, carved from TFDS train as task_adaptation does, with
+    the counts its own tests assert; trainval = train + val, and test unchanged (VTAB-1k's)."""
+    task = vtab.TASKS[name]
+    assert (task.train, task.val) == (f"train[:{train}]",
+                                      f"train[{train}:{train + val if test else ''}]")
+    assert task.trainval == (f"train[:{train + val}]" if test else "train")
+    assert task.val200 == f"train[{train}:{train + 200}]"  # VTAB-1k's val200 starts val
+    for split in ("train", "val", "trainval", "test", "train800"):
+        assert task.split(split) == getattr(task, split)
+    assert vtab.TASKS["dtd"].split("trainval") == "train+validation"
+    assert vtab.TASKS["smallnorb_azimuth"].split("val") == "test[:50%]"  # test is test[50%:]
+    with pytest.raises(UserError, match="takes the VTAB splits .* not 'validation'"):
+        task.split("validation")
+    full = suites.SUITES["vtab_full"].tasks[name]
+    assert full.overrides("select")[1:3] == ["data.train_split=train", "data.val_split=val"]
+    assert full.overrides("final")[1:] == ["data.train_split=trainval", "data.val_split=",
+                                           "data.test_split=test"]
 
 
 def _label(task, example):

@@ -4,7 +4,7 @@ of the protocol, its group, and the suite's means.
 Stage "select" trains on the selection train split and evaluates the validation split only
 (data.test_split is empty: test is never read); stage "final" trains at the chosen
 hyper-parameters and reports test. VTAB-1k: train800 -> val200, then train800val200 -> test
-(tljax/data/vtab.py); FGVC, as VPT: train -> val, then train -> test (tljax/experiments/fgvc.py).
+(tljax/data/vtab.py); VTAB-full: train -> val, then trainval -> test; FGVC, as VPT: train -> val, then train -> test (tljax/experiments/fgvc.py).
 """
 import dataclasses
 
@@ -76,9 +76,11 @@ class Suite:
                             "group_means": partial_groups}}
 
 
-def _vtab_task(task):
-    return SuiteTask(task.name, task.group, f"{vtab.PREFIX}{task.name}", ("train800", "val200"),
-                     "train800val200", "test")
+def _vtab_task(task, full=False):
+    """VTAB-1k's splits, or VTAB-full's (the same tasks and labels on the full train split)."""
+    select, final = (("train", "val"), "trainval") if full else (("train800", "val200"),
+                                                                   "train800val200")
+    return SuiteTask(task.name, task.group, f"{vtab.PREFIX}{task.name}", select, final, "test")
 
 
 def _fgvc_task(task):
@@ -89,6 +91,9 @@ def _fgvc_task(task):
 SUITES = {
     "vtab1k": Suite("vtab1k", {n: _vtab_task(t) for n, t in vtab.TASKS.items()}, vtab.GROUPS,
                     "google-research/task_adaptation task_adaptation/data/*.py"),
+    "vtab_full": Suite("vtab_full", {n: _vtab_task(t, full=True) for n, t in vtab.TASKS.items()},
+                       vtab.GROUPS, "google-research/task_adaptation task_adaptation/data/*.py "
+                       "(the train, val, trainval and test splits)"),
     "fgvc": Suite("fgvc", {n: _fgvc_task(t) for n, t in fgvc.TASKS.items()}, ("fgvc",),
                   fgvc.SOURCE),
 }
