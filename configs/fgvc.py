@@ -1,12 +1,16 @@
 """One FGVC task with VPT's recipe (KMnP/vpt; the suite: tljax/experiments/fgvc.py):
-`configs/fgvc.py:TASK,MODEL,SOLVER`, each optional (cub200, vit-b16-i21k, prompt).
+`configs/fgvc.py:TASK,MODEL,SOLVER`, each optional (cub200, vit-b16-i21k, prompt; SOLVER
+one of prompt, finetune, linear, vpetl).
 
     tljax suite --suite=fgvc --config=configs/fgvc.py:finetune --schedules=full ...
     python -m tljax.main --config=configs/fgvc.py:stanford_dogs,prompt \\
         --config.freeze=vpt:tokens=10 --workdir=/tmp/dogs
 
-SOLVER is VPT's per transfer type (configs/base-{prompt,finetune,linear}.yaml, the per-dataset
-BASE_LR and WEIGHT_DECAY of configs/{prompt,finetune,linear}/TASK.yaml): `prompt` SGD momentum
+SOLVER `vpetl` is what V-PETL Bench's FGVC table ran (docs/dev/suite_facts.md §4: AdamW,
+batch 64, 10 warmup epochs of 100, VPT's transforms, no label smoothing, its LoRA script's lr
+and weight decay 0.05). The others are VPT's per transfer type
+(configs/base-{prompt,finetune,linear}.yaml, the per-dataset BASE_LR and WEIGHT_DECAY of
+configs/{prompt,finetune,linear}/TASK.yaml): `prompt` SGD momentum
 0.9 batch 128, 10 warmup epochs; `finetune` AdamW batch 384, 5 warmup epochs; `linear` SGD
 batch 1024, 10 warmup epochs; each 100 epochs of cosine decay. The freezing strategy is
 --config.freeze (VPT tunes the prompt length per task; `finetune` and `linear` set full and
@@ -34,7 +38,9 @@ from tljax.experiments import fgvc
 TRAIN_EXAMPLES = {"cub200": 5394, "nabirds": 21536, "flowers102": 1020,
                   "stanford_dogs": 10800, "stanford_cars": 7329}
 # (optimizer, batch, warmup epochs) of configs/base-{SOLVER}.yaml.
-SOLVERS = {"prompt": ("sgd", 128, 10), "finetune": ("adamw", 384, 5), "linear": ("sgd", 1024, 10)}
+SOLVERS = {"prompt": ("sgd", 128, 10), "finetune": ("adamw", 384, 5), "linear": ("sgd", 1024, 10),
+           # V-PETL Bench's FGVC configs (ImageClassification/configs/model_*/fgvc/*.yaml)
+           "vpetl": ("adamw", 64, 10)}
 # (BASE_LR, WEIGHT_DECAY) of configs/{SOLVER}/{task}.yaml.
 BASE = {
     "prompt": {"cub200": (0.1, 0.01), "nabirds": (0.1, 0.01), "flowers102": (0.001, 1e-4),
@@ -44,10 +50,12 @@ BASE = {
                  "stanford_cars": (0.0375, 0.001)},
     "linear": {"cub200": (0.1, 0.01), "nabirds": (0.1, 0.01), "flowers102": (0.001, 1e-4),
                "stanford_dogs": (0.001, 1e-4), "stanford_cars": (0.001, 1e-4)},
+    # V-PETL Bench scripts/run_vit_lora.sh l.6-14 (its LoRA rows; wd 5e-2 throughout)
+    "vpetl": {"cub200": (1e-3, 0.05), "nabirds": (2e-4, 0.05), "flowers102": (1e-3, 0.05),
+              "stanford_dogs": (2.5e-4, 0.05), "stanford_cars": (2e-3, 0.05)},
 }
 EPOCHS = 100
 IMAGENET = "normalize([0.485,0.456,0.406],[0.229,0.224,0.225])"  # transforms.py, every backbone
-MODELS = {"vit-b16-i21k": ("vit", "catalog:ViT-B_16", 224, 256), **transfer.MODELS}
 
 
 def get_config(arg=""):
@@ -56,17 +64,15 @@ def get_config(arg=""):
     solvers = [p for p in parts if p in SOLVERS]
     models = [p for p in parts if p not in fgvc.TASKS and p not in SOLVERS]
     if len(tasks) > 1 or len(solvers) > 1 or len(models) > 1 or any(
-            m not in MODELS for m in models):
+            m not in transfer.MODELS for m in models):
         raise ValueError(f"configs/fgvc.py:{arg}: give at most one task ({', '.join(fgvc.TASKS)}), "
-                         f"one model ({', '.join(sorted(MODELS))}) and one solver "
+                         f"one model ({', '.join(sorted(transfer.MODELS))}) and one solver "
                          f"({', '.join(SOLVERS)})")
     task = fgvc.TASKS[tasks[0] if tasks else "cub200"]
     solver = solvers[0] if solvers else "prompt"
     model = models[0] if models else "vit-b16-i21k"
-    family, init, _, _ = MODELS[model]
-    c = transfer.config(task.data_name, (task.train, task.val, task.test), "vit-b16")
-    c.model.name, c.model.init = family, init
-    c.hyperrule = False
+    c = transfer.config(task.data_name, (task.train, task.val, task.test), model)
+    c.hyperrule = False  # VPT's recipe for every model
     c.data.image_size = 224
     c.data.pp_train = f"resize_small(256)|random_crop({{size}})|flip_lr|{IMAGENET}"
     c.data.pp_eval = f"resize_small(256)|central_crop({{size}})|{IMAGENET}"

@@ -3,6 +3,7 @@
 Model arguments (the part after ':' of --config=configs/DATASET.py:ARG):
   bit-m-r50x1, bit-m-r101x1  BiT-M (ImageNet-21k) with BiT-HyperRule (config.hyperrule=True)
   vit-b16, vit-b32           AugReg ViT (ImageNet-21k) at 384 px, big_vision-style SGD recipe
+  vit-b16-i21k               the original ImageNet-21k ViT-B/16 (VPT's and V-PETL Bench's), 224 px
   dinov2-*, clip-*, siglip*, the backbones of tljax.weights.catalog.BACKBONES (`python -m
   convnext-*, vgg16, vgg19,  tljax.cli.catalog`) at 224 px (inception_v3: 299) with the same
   mobilenet_v2, inception_v3 big_vision recipe: none of them publishes a fine-tuning recipe
@@ -17,6 +18,9 @@ MODELS = {
     "bit-m-r101x1": ("bit", "catalog:BiT-M-R101x1", None, None),
     "vit-b16": ("vit", "catalog:augreg-B_16-i21k", 384, 448),
     "vit-b32": ("vit", "catalog:augreg-B_32-i21k", 384, 448),
+    # The original ImageNet-21k ViT-B/16 (vit_jax imagenet21k/ViT-B_16.npz) that VPT's and
+    # V-PETL Bench's tables use, at their 224 px.
+    "vit-b16-i21k": ("vit", "catalog:ViT-B_16", 224, 256),
     # 224 px, the resolution their published numbers use; 256 → 224 as DINOv2's eval crop.
     **{name: (b.family, b.init, 224, 256) for name, b in catalog.BACKBONES.items()},
     "inception_v3": ("inception_v3", "keras:InceptionV3", 299, 342),  # Keras' 299 px

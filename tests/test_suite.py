@@ -458,7 +458,7 @@ def test_vtab_config_is_task_adaptations_recipe():
             config.optim.schedule) == ("sgd", 0.9, 0.01, 64, 1000, 80, (300, 600, 900), "steps")
     assert config.data.pp_train == config.data.pp_eval == "resize_tf1({size})|init_norm"  # no augmentation
     assert config_lib.load(os.path.join(ROOT, "configs", "vtab.py")).data.name == "vtab:caltech101"
-    with pytest.raises(ValueError, match="at most one task .* and one model"):
+    with pytest.raises(ValueError, match="at most one task .* one model .* one recipe"):
         config_lib.load(os.path.join(ROOT, "configs", "vtab.py") + ":dtdd")
 
 
@@ -493,6 +493,30 @@ def test_fgvc_config_is_vpts_recipe():
                                    / np.array([0.229, 0.224, 0.225]), rtol=1e-4)
     with pytest.raises(ValueError, match="at most one task .* one model .* one solver"):
         config_lib.load(path + ":cub200,promt")
+
+
+def test_the_report_says_whether_a_suite_ran_the_published_tables_recipe_and_backbone():
+    """Beside V-PETL Bench's rows: the keys where the suite's config (with its --set) differs
+    from the config that runs that table's recipe on its backbone, and what no run shares."""
+    from tljax.experiments import published
+
+    vtab_table, fgvc_table = published.TABLES["vtab1k"], published.TABLES["fgvc"]
+    assert suite_report.recipe_differences("configs/vtab.py:vpetl", [], vtab_table) == {}
+    assert suite_report.recipe_differences("configs/fgvc.py:vpetl", [], fgvc_table) == {}
+    assert suite_report.recipe_differences("configs/vtab.py:vpetl", ["optim.name=sgd"],
+                                           vtab_table) == {"optim.name": ("sgd", "adamw")}
+    differences = suite_report.recipe_differences("configs/vtab.py", [], vtab_table)
+    assert differences["model.init"] == ("catalog:augreg-B_16-i21k", "catalog:ViT-B_16")
+    assert differences["total_steps"] == (1000, 1600) and "optim.name" in differences
+    plan = suite_cli.Plan(suites.SUITES["vtab1k"], "configs/vtab.py", ["full"], "/nonexistent")
+    line = suite_report._like_for_like_lines(plan)[-1]
+    assert line.startswith("**Like for like?** ours differs from its recipe and backbone "
+                           "(`configs/vtab.py:vpetl`) in model.init: ours")
+    assert "the best test accuracy over evaluations" in line
+    plan = suite_cli.Plan(suites.SUITES["fgvc"], "configs/fgvc.py:vpetl", ["full"], "/nonexistent")
+    assert "ours ran its backbone and recipe" in suite_report._like_for_like_lines(plan)[-1]
+    assert suite_report._like_for_like_lines(
+        suite_cli.Plan(suites.SUITES["vtab_full"], "configs/vtab.py", ["full"], "/x")) == []
 
 
 def test_vtab_lr_is_task_adaptations_at_every_step():

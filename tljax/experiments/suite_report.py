@@ -199,7 +199,7 @@ def markdown(plan, table, rows, baseline):
             lines.append(f"| {task.name} | "
                          + " | ".join(_fmt_delta(r["paired_tasks"][task.name]) for r in others)
                          + " |")
-    lines += ["", *_published_lines(plan.suite)]
+    lines += ["", *_published_lines(plan.suite), *_like_for_like_lines(plan)]
     return "\n".join(lines) + "\n"
 
 
@@ -259,6 +259,43 @@ def _published_lines(suite):
                      + (f"{_pct(means['mean_of_group_means'], 2)} | " if len(groups) > 1 else "")
                      + f"{row['printed_mean']:.2f} | {row['params_m']:g} |")
     return lines
+
+
+def recipe_differences(config_spec, fixed, table):
+    """{key: (ours, theirs)} of the published.RECIPE_KEYS where the suite's config (with its
+    --set overrides) differs from the config that runs the table's recipe."""
+    from tljax import config_lib
+
+    ours = config_lib.load(config_spec)
+    for override in fixed:
+        config_lib.apply_override(ours, override)
+    theirs = config_lib.load(table.config)
+
+    def value(config, key):
+        node = config
+        for part in key.split("."):
+            node = node[part]
+        return tuple(node) if isinstance(node, (list, tuple)) else node
+
+    return {key: (value(ours, key), value(theirs, key)) for key in published.RECIPE_KEYS
+            if value(ours, key) != value(theirs, key)}
+
+
+def _like_for_like_lines(plan):
+    """Whether this suite ran the published table's recipe and backbone: the keys that
+    differ from the config that runs it, and what of it no config can share."""
+    table = published.TABLES.get(plan.suite.name)
+    if not table or not table.config:
+        return []
+    differences = recipe_differences(plan.config_spec, plan.fixed, table)
+    if not differences:
+        verdict = (f"ours ran its backbone and recipe (`{table.config}`: the same "
+                   f"{', '.join(published.RECIPE_KEYS)})")
+    else:
+        verdict = ("ours differs from its recipe and backbone (`" + table.config + "`) in "
+                   + "; ".join(f"{key}: ours {ours!r}, theirs {theirs!r}"
+                               for key, (ours, theirs) in differences.items()))
+    return ["", f"**Like for like?** {verdict}. Not shared by any tljax run: {table.unshared}."]
 
 
 def write_csv(plan, table, path):
