@@ -66,6 +66,50 @@ def test_workers_and_restarts_draw_their_own_points_and_a_rerun_draws_the_same()
     assert len(set(replayed)) == 1
 
 
+def test_pareto_front_pruners_journal_storage_and_warm_start(tmp_path):
+    """The report's Pareto front; --pruner; --storage=journal:PATH; --warm_start enqueues
+    each method's best earlier point once, only where it lies in this search's space."""
+    import types
+    import warnings
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    # (accuracy, cost): 1 beats 0 in both; 2 is dearer but more accurate; 3 ties 2 exactly.
+    assert search.pareto_front([(0.5, 10), (0.6, 5), (0.9, 50), (0.9, 50), (0.8, 60)]) == [1, 2, 3]
+    hyperband = search.make_pruner("hyperband", 3, 2, 54)
+    assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
+    assert isinstance(search.make_pruner("sha", 3, 2, 54), optuna.pruners.SuccessiveHalvingPruner)
+
+    journal = f"journal:{tmp_path / 'shared' / 'search.log'}"
+    with pytest.raises(UserError, match="folder .*shared does not exist"):
+        search.open_study(journal, str(tmp_path / "w"), 0, 3, 1)
+    (tmp_path / "shared").mkdir()
+    first = search.open_study(journal, str(tmp_path / "w"), 0, 3, 1, "hyperband", 54)
+    first.enqueue_trial({"method": "full"})
+    again = search.open_study(journal, str(tmp_path / "w2"), 0, 3, 1, "hyperband", 54)
+    assert len(again.get_trials()) == 1 and isinstance(again.pruner, optuna.pruners.HyperbandPruner)
+
+    earlier = search.open_study("", str(tmp_path / "earlier"), 0, 3, 1)
+    lr = optuna.distributions.FloatDistribution(1e-4, 1.0, log=True)
+    methods = optuna.distributions.CategoricalDistribution(["full", "lora:r=8", "bitfit"])
+    for method, value, accuracy in [("full", 0.03, 0.7), ("full", 0.3, 0.9),
+                                    ("lora:r=8", 0.5, 0.8), ("bitfit", 0.01, 0.6)]:
+        earlier.add_trial(optuna.trial.create_trial(
+            params={"method": method, "optim.lr": value}, value=accuracy,
+            distributions={"method": methods, "optim.lr": lr}))
+    space = search.parse_space("optim.lr=loguniform(0.001,0.4)")
+    objective = types.SimpleNamespace(searched=["full", "lora:r=8"],
+                                      space_of=lambda method: space)
+    study = search.open_study("", str(tmp_path / "now"), 0, 3, 1)
+    assert search.warm_start(study, [str(tmp_path / "earlier")], objective) == 1
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [{"method": "full", "optim.lr": 0.3}]
+    # (lora's best, lr 0.5, lies outside this space; bitfit is not searched here.)
+    assert search.warm_start(study, [str(tmp_path / "earlier")], objective) == 0  # once
+    with pytest.raises(UserError, match="--warm_start=.*nowhere: no study.db there"):
+        search.warm_start(study, [str(tmp_path / "nowhere")], objective)
+
+
 def test_an_unreachable_database_is_one_line_at_once_and_a_creation_race_is_retried(
         tmp_path, monkeypatch):
     """What psycopg2 raises for a host that does not answer is not retried ten times and then
@@ -173,6 +217,10 @@ def test_search_halves_on_validation_accounts_flops_and_fails_nan_trials(data_di
         assert summary["test_accuracy"] is None  # trials run without a test split
     text = search_report.write(study, workdir, lambda t: 1.0)
     assert "| method | best trial |" in text and os.path.exists(os.path.join(workdir, "search.png"))
+    # With equal costs the Pareto front is the most accurate finished trial(s) alone.
+    front = text.split("the Pareto front")[1]
+    top = max(t.value for t in trials if t.state == optuna.trial.TrialState.COMPLETE)
+    assert f"| {100 * top:.1f} | 1 |" in front
 
 
 def test_methods_sample_their_own_space_and_one_with_nothing_to_sample_runs_once(data_dir, tmp_path):

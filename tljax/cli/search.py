@@ -11,7 +11,8 @@ from tljax.cli.common import check_directory, run_main
 from tljax.errors import UserError
 from tljax.experiments import search_report, sweep
 from tljax.experiments.search import (Objective, budget_callback, exhausted, open_study,
-                                      parse_space, progress_callback, resume_interrupted)
+                                      parse_space, progress_callback, resume_interrupted,
+                                      warm_start)
 
 # --config, --workdir, --set and --seeds (the final re-run's seeds) are tljax sweep's flags.
 flags.DEFINE_string("methods", "full,linear_probe", "comma-separated freezing strategies, PEFT "
@@ -29,7 +30,13 @@ flags.DEFINE_integer("eta", 3, "successive halving's reduction factor (a trial g
                      "the top 1/eta)", lower_bound=2)
 flags.DEFINE_float("min_fraction", 1 / 9, "first rung as a fraction of total_steps",
                    lower_bound=1e-6, upper_bound=1)
-flags.DEFINE_string("storage", "", "Optuna storage URL (default: sqlite:///WORKDIR/study.db)")
+flags.DEFINE_string("storage", "", "Optuna storage: an RDB URL (default: "
+                    "sqlite:///WORKDIR/study.db; postgresql://... for a cluster) or "
+                    "journal:PATH, Optuna's journal file, for workers on a shared filesystem")
+flags.DEFINE_enum("pruner", "sha", ["sha", "hyperband"], "sha: successive halving from the "
+                  "first rung; hyperband: brackets that start judging at later rungs too")
+flags.DEFINE_list("warm_start", [], "earlier search workdirs whose best point per method is "
+                  "tried first (where it lies in this --space)")
 flags.DEFINE_integer("sampler_seed", 0, "seed of the TPE sampler")
 flags.adopt_module_key_flags(_sweep_flags)  # listed by --help too
 FLAGS = flags.FLAGS
@@ -49,8 +56,10 @@ def main(argv):
                           FLAGS.set, FLAGS.eta, FLAGS.min_fraction)
     logging.info("search: rungs at steps %s", objective.rungs)
     study = open_study(FLAGS.storage, FLAGS.workdir, FLAGS.sampler_seed, FLAGS.eta,
-                       objective.rungs[0])
+                       objective.rungs[0], FLAGS.pruner, objective.total_steps)
     resume_interrupted(study)
+    if FLAGS.warm_start:
+        warm_start(study, FLAGS.warm_start, objective)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     budgets = {"train_flops": FLAGS.budget_flops, "train_steps": FLAGS.budget_steps,
                "wall_time_s": FLAGS.budget_seconds}

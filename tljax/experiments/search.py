@@ -61,6 +61,12 @@ class Param:
         low, high = self.values
         return trial.suggest_float(self.key, low, high, log=self.kind == "loguniform")
 
+    def contains(self, value):
+        """Whether `value` is a point of this dimension (a warm start's point may not be)."""
+        if self.kind == "choice":
+            return value in self.values
+        return isinstance(value, (int, float)) and self.values[0] <= value <= self.values[1]
+
 
 def parse_space(text):
     """[Param] of "optim.lr=loguniform(1e-4,1e-1);optim.weight_decay=0,1e-4"."""
@@ -369,23 +375,57 @@ def trial_seeded_tpe(seed):
     return TrialSeededTPE()
 
 
-def open_study(storage, workdir, sampler_seed, eta, min_resource):
+PRUNERS = ("sha", "hyperband")
+JOURNAL = "journal:"  # --storage=journal:PATH: Optuna's journal file, made for NFS
+
+
+def make_pruner(kind, eta, min_resource, max_resource):
+    """Successive halving (one bracket: every trial judged from the first rung), or Hyperband
+    (brackets that start judging at later rungs, r0·eta^s: a method that starts slowly, such
+    as full fine-tuning against a probe, is not cut by its early ranks in every bracket). The
+    rungs trials report at, r0·eta^k, hold every bracket's."""
+    import optuna
+
+    if kind == "sha":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource,
+                                                      reduction_factor=eta)
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=min_resource,
+                                              max_resource=max_resource, reduction_factor=eta)
+    raise UserError(f"--pruner={kind!r}: use one of {', '.join(PRUNERS)}")
+
+
+def _storage(storage, workdir):
+    """Optuna's storage for --storage: a journal file, an RDB URL, or WORKDIR/study.db."""
+    import optuna
+
+    if storage.startswith(JOURNAL):
+        path = os.path.abspath(storage[len(JOURNAL):])
+        if not os.path.isdir(os.path.dirname(path)):
+            raise UserError(f"--storage={storage}: folder {os.path.dirname(path)} does not "
+                            f"exist; create it or name a journal file in an existing folder")
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+    url = storage or f"sqlite:///{os.path.abspath(os.path.join(workdir, 'study.db'))}"
+    if not storage:
+        epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+
+
+def open_study(storage, workdir, sampler_seed, eta, min_resource, pruner="sha",
+               max_resource="auto"):
     import optuna
 
     import sqlalchemy.exc
 
     url = storage or f"sqlite:///{os.path.abspath(os.path.join(workdir, 'study.db'))}"
-    if not storage:
-        epath.Path(workdir).mkdir(parents=True, exist_ok=True)
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    pruner = make_pruner(pruner, eta, min_resource, max_resource)
     for attempt in range(10):  # workers starting together race to create the tables
         try:
             study = optuna.create_study(
-                study_name=STUDY, storage=optuna.storages.RDBStorage(url, engine_kwargs=engine),
+                study_name=STUDY, storage=_storage(storage, workdir),
                 load_if_exists=True, direction="maximize",
-                sampler=trial_seeded_tpe(sampler_seed),
-                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource,
-                                                              reduction_factor=eta))
+                sampler=trial_seeded_tpe(sampler_seed), pruner=pruner)
             epath.Path(workdir).mkdir(parents=True, exist_ok=True)
             return study
         except sqlalchemy.exc.ArgumentError:
@@ -418,6 +458,48 @@ def _creation_race(error):
     if isinstance(error, (sqlalchemy.exc.IntegrityError, optuna.exceptions.DuplicatedStudyError)):
         return True
     return any(sign in str(error) for sign in ("already exists", "database is locked"))
+
+
+def warm_start(study, earlier_workdirs, objective):
+    """Enqueues, once, the best point of each method of earlier searches (their
+    WORKDIR/study.db: another dataset, a smaller budget) that lies in this search's space,
+    so the sampler starts from them. Returns how many it enqueued."""
+    import optuna
+
+    from tljax.experiments import search_report
+
+    enqueued = 0
+    for folder in earlier_workdirs:
+        path = os.path.join(folder, "study.db")
+        if not os.path.exists(path):
+            raise UserError(f"--warm_start={folder}: no study.db there (a search's --workdir "
+                            f"with the default storage)")
+        earlier = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{os.path.abspath(path)}")
+        for method, trial in search_report.best_per_method(earlier).items():
+            space = {p.key: p for p in objective.space_of(method)}
+            params = {"method": method, **{k: v for k, v in trial.params.items() if k in space}}
+            if (method not in objective.searched or set(params) != {"method", *space}
+                    or not all(space[k].contains(v) for k, v in params.items() if k != "method")):
+                continue  # outside this search's space
+            before = len(study.get_trials(deepcopy=False))
+            study.enqueue_trial(params, skip_if_exists=True)  # once, across restarts too
+            if len(study.get_trials(deepcopy=False)) == before:
+                continue
+            enqueued += 1
+            logging.info("search: warm start from %s: %s (validation %.4f there)", folder,
+                         params, trial.value)
+    return enqueued
+
+
+def pareto_front(points):
+    """The indices of the (accuracy, cost) points no other point beats in both: as accurate
+    or more for as little or less, better in one (ties in both are all kept)."""
+    front = []
+    for i, (accuracy, cost) in enumerate(points):
+        if not any(a >= accuracy and c <= cost and (a > accuracy or c < cost)
+                   for j, (a, c) in enumerate(points) if j != i):
+            front.append(i)
+    return front
 
 
 def resume_interrupted(study):

@@ -4,7 +4,7 @@ from etils import epath
 
 from tljax import paths
 from tljax.experiments import tables
-from tljax.experiments.search import method_of, spent
+from tljax.experiments.search import method_of, pareto_front, spent
 
 
 def best_per_method(study):
@@ -17,6 +17,26 @@ def best_per_method(study):
         if method not in best or trial.value > best[method].value:
             best[method] = trial
     return best
+
+
+def _pareto_lines(study, total_flops_per_trial):
+    """The finished trials no other beats in both validation accuracy and full-length train
+    FLOPs: the configurations worth their cost, cheapest first."""
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    points = [(t.value, total_flops_per_trial(t)) for t in done]
+    front = sorted((done[i] for i in pareto_front(points)), key=total_flops_per_trial)
+    if not front:
+        return []
+    lines = ["", "Accuracy against cost (the Pareto front: no finished trial is as accurate "
+             "for fewer train FLOPs):", "", "| trial | method | validation % | train FLOPs "
+             "at full length | hyper-parameters |", "|---:|---|---:|---:|---|"]
+    for t in front:
+        hyper = ", ".join(f"{k}={v}" for k, v in t.params.items() if k != "method")
+        lines.append(f"| {t.number} | {method_of(t)} | {100 * t.value:.1f} | "
+                     f"{total_flops_per_trial(t):.3g} | {hyper} |")
+    return lines
 
 
 def write(study, workdir, total_flops_per_trial):
@@ -48,6 +68,7 @@ def write(study, workdir, total_flops_per_trial):
     for method, t in sorted(best.items(), key=lambda kv: -kv[1].value):
         hyper = ", ".join(f"{k}={v}" for k, v in t.params.items() if k != "method")
         lines.append(f"| {method} | {t.number} | {100 * t.value:.1f} | {hyper} |")
+    lines += _pareto_lines(study, total_flops_per_trial)
     text = "\n".join(lines) + "\n"
     paths.write_text_atomic(epath.Path(workdir) / "search.md", text)
 
