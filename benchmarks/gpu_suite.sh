@@ -3,6 +3,10 @@
 #
 #   benchmarks/gpu_suite.sh [seconds]      # default 420: under 8 minutes with start-up
 #
+# TLJAX_GPU_CACHE=DIR keeps JAX's compilation cache and XLA's autotune results in
+# DIR/<card> (default $OUT/xla_cache/<card>): carry that folder into the next GPU run of the
+# same card kind and its rows compile from the cache (each row's compile_s says).
+#
 # Writes table.md, rows.jsonl, profile.md (top XLA ops of tljax's ViT-B/16 step) and the
 # logs to $OUT when it is set (the device tool's output folder), else /tmp/tljax_gpu_suite.
 # Needs JAX with a GPU, flax, optax, ml_collections, absl, etils, torch with CUDA, timm and
@@ -31,13 +35,16 @@ fi
 
 rm -f "$out/rows.jsonl"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$out/card.txt" 2>&1
+card=$(head -1 "$out/card.txt" | cut -d, -f1 | tr -c 'A-Za-z0-9\n' '_')
+cache="${TLJAX_GPU_CACHE:-$out/xla_cache}/$card"
+mkdir -p "$cache"
 # JAX may take 90 % of the card (its default pool is 75 %); torch runs after it exits.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 PYTHONUNBUFFERED=1
 tljax_s=$((budget * 55 / 100 + 1))  # at least 1: `timeout 0` would mean no limit
 timm_s=$((budget - tljax_s + 2))
 # Each side stops starting rows at 75 % of its share (a row may take a minute to compile);
 # `timeout` is the hard stop.
-timeout "$tljax_s" "$py" -m benchmarks.gpu_tljax --out="$out/rows.jsonl" \
+timeout "$tljax_s" "$py" -m benchmarks.gpu_tljax --out="$out/rows.jsonl" --cache_dir="$cache" \
   --budget_s=$((tljax_s * 75 / 100)) --profile_out="$out/profile.md" > "$out/tljax.log" 2>&1 ||
   echo "gpu_suite: the tljax half stopped early (exit $?; $out/tljax.log)"
 timeout "$timm_s" "$py" -m benchmarks.gpu_timm --out="$out/rows.jsonl" \

@@ -29,18 +29,22 @@ def render(rows):
             table[key] = {}
             order.append(key)
         table[key][row["side"]] = row
-    lines = ["| model | step | batch | tljax variant | tljax img/s | ms | GiB | MFU % "
-             "| timm img/s | ms | GiB | MFU % | tljax / timm |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| model | step | batch | tljax variant | tljax compile s | tljax img/s | ms | GiB "
+             "| MFU % | timm img/s | ms | GiB | MFU % | tljax / timm |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for key in order:
         model, mode, batch, variant = key
         ours, theirs = table[key].get("tljax"), table[key].get("timm")
         ratio = ""
         if ours and theirs and "error" not in ours and "error" not in theirs:
             ratio = f"{ours['images_per_s'] / theirs['images_per_s']:.2f}×"
+        compiled = ""  # (with programs loaded from the compilation cache)
+        if ours and ours.get("compile_s") is not None:
+            compiled = f"{ours['compile_s']:.0f}" + (f" ({ours['cache_hits']} cached)"
+                                                     if ours.get("cache_hits") else "")
         lines.append("| " + " | ".join([model, MODE_NAMES.get(mode, mode), str(batch),
-                                         variant or "default", *_cells(ours), *_cells(theirs),
-                                         ratio]) + " |")
+                                         variant or "default", compiled, *_cells(ours),
+                                         *_cells(theirs), ratio]) + " |")
     return lines
 
 

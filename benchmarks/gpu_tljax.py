@@ -41,6 +41,8 @@ flags.DEFINE_string("rows", "", "comma-separated indices into rows() to measure 
 flags.DEFINE_string("out", "", "JSON lines file the rows are appended to")
 flags.DEFINE_string("profile_out", "", "text file for the top XLA ops of the first row's step")
 flags.DEFINE_float("peak_tflops", gpu_common.PEAK_TFLOPS, "dense bf16 peak for MFU")
+flags.DEFINE_string("cache_dir", "", "JAX's persistent compilation cache, with XLA's autotune "
+                    "results (one folder per card kind, kept for the next GPU run); '' = off")
 FLAGS = flags.FLAGS
 
 
@@ -174,8 +176,22 @@ def _projected_max(peak, temp, batch, limit):
     return gpu_common.projected_max(peak - temp, temp / batch, limit)
 
 
+def enable_caches(folder):
+    """The persistent compilation cache (tljax.compilation) plus XLA's own caches in it
+    (jax_persistent_cache_enable_xla_caches: GPU autotune results and kernels), so that a
+    later run on the same card kind loads instead of compiling and autotuning."""
+    from tljax import compilation
+
+    compilation.enable_cache(folder)
+    jax.config.update("jax_persistent_cache_enable_xla_caches", "all")
+
+
 def main(argv):
     del argv
+    from tljax import compilation
+
+    if FLAGS.cache_dir:
+        enable_caches(FLAGS.cache_dir)
     begin = time.monotonic()
     device = jax.devices()[0]
     print(f"tljax: jax {jax.__version__}, {device.device_kind}, {FLAGS.dtype}, "
@@ -198,7 +214,7 @@ def main(argv):
                 continue
         result = {"side": "tljax", "model": row.model, "mode": row.mode, "batch": batch,
                   "dtype": FLAGS.dtype, "variant": row.variant, "device": device.device_kind}
-        started = time.monotonic()
+        started, compiled_before = time.monotonic(), compilation.stats()
         try:
             profile = not profiled and row == Row(FLAGS.vit, "full", "base")
             ms, peak, temp = measure(row, batch, FLAGS.image_size, FLAGS.dtype, FLAGS.steps,
@@ -213,6 +229,8 @@ def main(argv):
             result.update(step_ms=round(ms, 2), images_per_s=round(rate, 1),
                           peak_gib=round(peak / 2**30, 2) if peak else None,
                           mfu=gpu_common.mfu(rate, row.model, row.mode, FLAGS.peak_tflops))
+        compiling = compilation.stats().since(compiled_before)
+        result.update(compile_s=round(compiling.seconds, 1), cache_hits=compiling.cache_hits)
         last_cost = time.monotonic() - started
         gpu_common.emit(result, last_cost, FLAGS.out)
 

@@ -27,11 +27,13 @@ def test_tljax_half_measures_each_kind_of_step_and_profiles_one(tmp_path):
     with open(profile) as f:
         lines = f.read().splitlines()
     assert lines[0] == "| op | calls | ms | % |" and len(lines) > 3  # ops of the traced step
+    rows[0].update(compile_s=41.6, cache_hits=3)
     rows.append(dict(rows[2], side="timm", images_per_s=rows[2]["images_per_s"] / 2))
     table = gpu_table.render(rows)
     assert len(table) == 2 + 3  # header, rule, one line per (model, mode, batch, variant)
     assert "params bfloat16" in table[2] and "attention=xla" in table[3]
     assert table[4].endswith("| 2.00× |")  # tljax over timm at the same batch
+    assert "| params bfloat16 | 42 (3 cached) |" in table[2]
 
 
 def test_projected_batch_grows_with_free_memory():
