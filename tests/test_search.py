@@ -223,6 +223,37 @@ def test_search_halves_on_validation_accounts_flops_and_fails_nan_trials(data_di
     assert f"| {100 * top:.1f} | 1 |" in front
 
 
+def test_backbones_are_screened_by_a_probe_then_the_trials_choose_among_the_best(data_dir,
+                                                                                 tmp_path):
+    """--backbones: a kNN probe on each candidate (one finished trial each, charged like any),
+    then sampled trials use only the best --keep_backbones; the report has a row per backbone.
+    The config's model argument carries the backbone (backbone_spec)."""
+    assert search.backbone_spec("configs/flowers.py", "dinov2-b14") == "configs/flowers.py:dinov2-b14"
+    assert search.backbone_spec("configs/vtab.py:dtd", "clip-b16") == "configs/vtab.py:dtd,clip-b16"
+    assert search.backbone_spec("configs/vtab.py:dtd", "") == "configs/vtab.py:dtd"
+    archs = {"bit": {}, "vit": {"model.name": "vit", "model.arch": {
+        "size": "Ti", "width": 16, "depth": 2, "mlp_dim": 32, "heads": 2, "patch": 4}}}
+    workdir = str(tmp_path / "search")
+    objective = search.Objective(
+        lambda backbone="bit": tiny_config(data_dir, total_steps=6, **archs[backbone]), workdir,
+        ["full"], search.parse_space("optim.lr=0.01,0.05"), [], 3, 0.5)
+    study = search.open_study("", workdir, 0, 3, objective.rungs[0])
+    scores = objective.screen(study, ["bit", "vit"], "probe:knn", keep=1)
+    assert set(scores) == {"bit", "vit"} and all(0 <= v <= 1 for v in scores.values())
+    winner = max(scores, key=scores.get)
+    assert objective.backbones == [winner]
+    assert objective.screen(study, ["bit", "vit"], "probe:knn", keep=1) == scores  # read back
+    study.optimize(objective, n_trials=1)
+    trials = study.get_trials()
+    assert [(search.method_of(t), search.backbone_of(t)) for t in trials[:2]] == [
+        ("probe:knn", "bit"), ("probe:knn", "vit")]
+    assert all(t.user_attrs["train_flops"] > 0 for t in trials)  # the probes' cost counts too
+    assert search.backbone_of(trials[2]) == winner and search.method_of(trials[2]) == "full"
+    text = search_report.write(study, workdir, lambda t: 1.0)
+    rows = [line for line in text.splitlines() if line.startswith(("| bit |", "| vit |"))]
+    assert len(rows) == 2 and all(f"| {100 * scores[r[2:5]]:.1f} |" in r for r in rows)
+
+
 def test_methods_sample_their_own_space_and_one_with_nothing_to_sample_runs_once(data_dir, tmp_path):
     """probe.* keys act on probes, the others on trained methods; a method with nothing to
     sample runs once outside the sampler; a steps budget stops the study."""

@@ -10,9 +10,9 @@ from tljax.cli import sweep as _sweep_flags  # noqa: F401  (defines the flags th
 from tljax.cli.common import check_directory, run_main
 from tljax.errors import UserError
 from tljax.experiments import search_report, sweep
-from tljax.experiments.search import (Objective, budget_callback, exhausted, open_study,
-                                      parse_space, progress_callback, resume_interrupted,
-                                      warm_start)
+from tljax.experiments.search import (Objective, backbone_of, backbone_spec, budget_callback,
+                                      exhausted, open_study, parse_space, progress_callback,
+                                      resume_interrupted, warm_start)
 
 # --config, --workdir, --set and --seeds (the final re-run's seeds) are tljax sweep's flags.
 flags.DEFINE_string("methods", "full,linear_probe", "comma-separated freezing strategies, PEFT "
@@ -35,6 +35,12 @@ flags.DEFINE_string("storage", "", "Optuna storage: an RDB URL (default: "
                     "journal:PATH, Optuna's journal file, for workers on a shared filesystem")
 flags.DEFINE_enum("pruner", "sha", ["sha", "hyperband"], "sha: successive halving from the "
                   "first rung; hyperband: brackets that start judging at later rungs too")
+flags.DEFINE_list("backbones", [], "model arguments of --config to choose among (e.g. "
+                  "dinov2-b14,clip-b16,convnext-t: configs/flowers.py:dinov2-b14, ...); each is "
+                  "screened by --screen first, and trials choose among the best --keep_backbones")
+flags.DEFINE_string("screen", "probe:knn", "the feature probe that screens --backbones")
+flags.DEFINE_integer("keep_backbones", 2, "backbones the trials choose among after screening",
+                     lower_bound=1)
 flags.DEFINE_list("warm_start", [], "earlier search workdirs whose best point per method is "
                   "tried first (where it lies in this --space)")
 flags.DEFINE_integer("sampler_seed", 0, "seed of the TPE sampler")
@@ -52,8 +58,12 @@ def main(argv):
     methods = sweep.split_schedules(FLAGS.methods)
     space = parse_space(FLAGS.space)
     logs.setup()
-    objective = Objective(lambda: config_lib.load(FLAGS.config), FLAGS.workdir, methods, space,
-                          FLAGS.set, FLAGS.eta, FLAGS.min_fraction)
+    if FLAGS.backbones and not FLAGS.screen.startswith("probe:"):
+        raise UserError(f"--screen={FLAGS.screen}: screening takes a feature probe "
+                        f"(probe:knn, probe:ridge or probe:logreg)")
+    objective = Objective(lambda backbone="": config_lib.load(backbone_spec(FLAGS.config,
+                                                                            backbone)),
+                          FLAGS.workdir, methods, space, FLAGS.set, FLAGS.eta, FLAGS.min_fraction)
     logging.info("search: rungs at steps %s", objective.rungs)
     study = open_study(FLAGS.storage, FLAGS.workdir, FLAGS.sampler_seed, FLAGS.eta,
                        objective.rungs[0], FLAGS.pruner, objective.total_steps)
@@ -63,6 +73,8 @@ def main(argv):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     budgets = {"train_flops": FLAGS.budget_flops, "train_steps": FLAGS.budget_steps,
                "wall_time_s": FLAGS.budget_seconds}
+    if FLAGS.backbones:
+        objective.screen(study, FLAGS.backbones, FLAGS.screen, FLAGS.keep_backbones, budgets)
     objective.run_unsearched(study, budgets)
     if objective.searched and not exhausted(study, budgets):
         study.optimize(objective, n_trials=FLAGS.trials, catch=(UserError, FloatingPointError),
@@ -106,12 +118,11 @@ def _final_stage(study, methods):
         print(f"search: another worker runs the final re-runs in {final}")
         return
     try:
-        planned = []
-        for method, trial in best.items():
+        for method, trial in best.items():  # each on the backbone its best trial used
             hyper = trial.user_attrs["overrides"][1:]
-            planned += sweep.plan_runs(FLAGS.config, [method], FLAGS.seeds, final,
-                                       fixed=[*FLAGS.set, *hyper])
-        sweep.run_all(FLAGS.config, planned)
+            spec = backbone_spec(FLAGS.config, backbone_of(trial))
+            sweep.run_all(spec, sweep.plan_runs(spec, [method], FLAGS.seeds, final,
+                                                fixed=[*FLAGS.set, *hyper]))
         baseline = "full" if "full" in best else next((m for m in methods if m in best), "full")
         print(sweep_report.write_report(final, baseline, order=[m for m in methods if m in best],
                                         select=True))  # each method at its best, paired by seed

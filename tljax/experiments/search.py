@@ -45,8 +45,24 @@ STUDY = "search"
 UNSEARCHED = "unsearched_method"  # user_attrs key: the method of a run with nothing sampled
 
 
+BACKBONE = "backbone"  # param / user_attrs key: the model argument of --config a trial used
+
+
 def method_of(trial):
     return trial.params.get("method") or trial.user_attrs.get(UNSEARCHED)
+
+
+def backbone_of(trial):
+    """The model argument of --config the trial ran ("" = the config's own model)."""
+    return trial.params.get(BACKBONE) or trial.user_attrs.get(BACKBONE, "")
+
+
+def backbone_spec(config_spec, backbone):
+    """--config with `backbone` as its model argument (configs/flowers.py ->
+    configs/flowers.py:dinov2-b14; configs/vtab.py:dtd -> configs/vtab.py:dtd,dinov2-b14)."""
+    if not backbone:
+        return config_spec
+    return f"{config_spec}{',' if ':' in config_spec else ':'}{backbone}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,15 +183,23 @@ class Objective:
     """One trial: a method and hyper-parameters, trained rung by rung in its own workdir."""
 
     def __init__(self, load_config, workdir, methods, space, fixed, eta, min_fraction):
-        """`load_config()` gives a fresh config (e.g. config_lib.load of --config)."""
+        """`load_config(backbone)` gives a fresh config (e.g. config_lib.load of --config
+        with that model argument; `load_config()` the config's own model)."""
         self.load_config, self.workdir, self.methods = load_config, workdir, methods
         self.space, self.fixed = space, fixed
+        self.backbones = [""]  # the model arguments trials choose among (screen sets them)
         base = self._config([])
         self.total_steps = base.total_steps
         self.rungs = rungs(base.total_steps, eta, min_fraction)
 
-    def _config(self, overrides):
-        config = self.load_config()
+    def _backbone(self, trial):
+        if len(self.backbones) > 1:
+            return trial.suggest_categorical(BACKBONE, self.backbones)
+        trial.set_user_attr(BACKBONE, self.backbones[0])
+        return self.backbones[0]
+
+    def _config(self, overrides, backbone=""):
+        config = self.load_config(backbone) if backbone else self.load_config()
         for override in [*self.fixed, *overrides]:
             config_lib.apply_override(config, override)
         return config
@@ -183,6 +207,7 @@ class Objective:
     def __call__(self, trial):
         import optuna
 
+        backbone = self._backbone(trial)
         method = trial.suggest_categorical("method", self.searched)
         overrides = [sweep.how(method)] + [f"{p.key}={p.suggest(trial)}"
                                            for p in self.space_of(method)]
@@ -197,7 +222,7 @@ class Objective:
         retrained = trial.user_attrs.get(RETRAINED, [])
         for step in steps:
             try:
-                summary = self._run_to(overrides, workdir, step)
+                summary = self._run_to(overrides, workdir, step, backbone)
             except (UserError, FloatingPointError):  # charged up to where it failed
                 failed = workdir_lib.Workdir(workdir).read_summary()
                 if failed is not None:
@@ -209,18 +234,20 @@ class Objective:
                                                                                       step)
             trial.report(value, step)
             logging.info("search: trial %d (%s) step %d of %d: validation %.4f", trial.number,
-                         " ".join(overrides), step, self.total_steps, value)
+                         " ".join(([f"backbone {backbone}"] if backbone else []) + overrides),
+                         step, self.total_steps, value)
             if step < self.total_steps and trial.should_prune():
                 raise optuna.TrialPruned()
         return value
 
-    def _run_to(self, overrides, workdir, step):
+    def _run_to(self, overrides, workdir, step, backbone=""):
         """The summary of the run in `workdir`, trained (or resumed) up to `step`. A trial
         never reads test (test_split="")."""
         from tljax import runs
 
         config = self._config(overrides + [
-            "data.test_split=", f"stop_at_step={0 if step == self.total_steps else step}"])
+            "data.test_split=", f"stop_at_step={0 if step == self.total_steps else step}"],
+            backbone)
         return runs.run(config, workdir)
 
     @staticmethod
@@ -247,38 +274,71 @@ class Objective:
         return [m for m in self.methods if not self.space_of(m)]
 
     def run_unsearched(self, study, budgets=None):
-        """Runs each unsearched method the study lacks, while no budget is spent, and adds
-        it as a finished trial without sampled params (its method in user_attrs UNSEARCHED),
-        so the sampler's "method" choices hold the searched methods only. A method another
-        worker is running (its workdir is locked) is left to that worker."""
+        """Runs each unsearched method the study lacks on each backbone, while no budget is
+        spent, and adds it as a finished trial without sampled params (its method in
+        user_attrs UNSEARCHED), so the sampler's "method" choices hold the searched methods
+        only. A run another worker is running (its workdir is locked) is left to that worker."""
+        for backbone in self.backbones:
+            for method in self.unsearched:
+                if self.run_once(study, method, backbone, budgets) == "spent":
+                    return
+
+    def run_once(self, study, method, backbone="", budgets=None):
+        """The study's finished trial of `method` on `backbone`, run now at full length if
+        the study lacks it; "spent" when a budget is, None when another worker runs it."""
         import optuna
 
         from tljax import lock
 
-        for method in self.unsearched:
-            if any(method_of(t) == method for t in study.get_trials(deepcopy=False)):
-                continue
-            if exhausted(study, budgets or {}):
-                return
-            workdir = os.path.join(self.workdir, "trials", sweep.slug(method))
-            overrides = [sweep.how(method)]
-            try:
-                summary = self._run_to(overrides, workdir, self.total_steps)
-            except lock.WorkdirInUse:
-                logging.info("search: %s is running in another worker", method)
-                continue
-            value = summary["val_accuracy"] if summary.get("probe") else validation_at(
-                summary, self.total_steps)
-            costs = charges(summary, 0, self.total_steps)
-            if any(method_of(t) == method for t in study.get_trials(deepcopy=False)):
-                continue  # another worker added it meanwhile (the same run: its workdir)
+        def existing():
+            return next((t for t in study.get_trials(deepcopy=False) if method_of(t) == method
+                         and backbone_of(t) == backbone), None)
+
+        if existing():
+            return existing()
+        if exhausted(study, budgets or {}):
+            return "spent"
+        name = sweep.slug(method) + (f"-{sweep.slug(backbone)}" if backbone else "")
+        workdir = os.path.join(self.workdir, "trials", name)
+        overrides = [sweep.how(method)]
+        try:
+            summary = self._run_to(overrides, workdir, self.total_steps, backbone)
+        except lock.WorkdirInUse:
+            logging.info("search: %s%s is running in another worker", method,
+                         f" on {backbone}" if backbone else "")
+            return None
+        value = summary["val_accuracy"] if summary.get("probe") else validation_at(
+            summary, self.total_steps)
+        if not existing():  # (another worker may have added it meanwhile: the same run)
             study.add_trial(optuna.trial.create_trial(
                 params={}, distributions={}, value=value,
                 intermediate_values={self.total_steps: value},
-                user_attrs={UNSEARCHED: method, "workdir": workdir, "overrides": overrides,
-                            **costs}))
-            logging.info("search: %s (nothing to sample) ran once: validation %.4f", method,
-                         value)
+                user_attrs={UNSEARCHED: method, BACKBONE: backbone, "workdir": workdir,
+                            "overrides": overrides, **charges(summary, 0, self.total_steps)}))
+            logging.info("search: %s%s (nothing to sample) ran once: validation %.4f", method,
+                         f" on {backbone}" if backbone else "", value)
+        return existing()
+
+    def screen(self, study, candidates, method, keep, budgets=None, wait_s=5.0):
+        """The cheapest fidelity first: `method` (a feature probe) on each candidate backbone
+        (once per study, a finished trial each), then trials choose among the `keep` with
+        the best validation accuracy (self.backbones). Returns {backbone: accuracy}; a
+        candidate another worker is screening is waited for."""
+        scores = {}
+        for backbone in candidates:
+            trial = self.run_once(study, method, backbone, budgets)
+            while trial is None:  # another worker is screening it
+                time.sleep(wait_s)
+                trial = self.run_once(study, method, backbone, budgets)
+            if trial == "spent":
+                break
+            scores[backbone] = trial.value
+        ranked = sorted(scores, key=lambda b: -scores[b])  # (stable: ties keep the given order)
+        self.backbones = ranked[:keep] or [""]
+        logging.info("search: backbones screened by %s on validation: %s; trials use %s",
+                     method, ", ".join(f"{b} {scores[b]:.4f}" for b in ranked),
+                     ", ".join(self.backbones))
+        return scores
 
 
 BUDGETS = {"train_flops": "train FLOPs", "train_steps": "train steps",

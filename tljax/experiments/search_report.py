@@ -4,7 +4,7 @@ from etils import epath
 
 from tljax import paths
 from tljax.experiments import tables
-from tljax.experiments.search import method_of, pareto_front, spent
+from tljax.experiments.search import backbone_of, method_of, pareto_front, spent
 
 
 def best_per_method(study):
@@ -17,6 +17,32 @@ def best_per_method(study):
         if method not in best or trial.value > best[method].value:
             best[method] = trial
     return best
+
+
+def _backbone_lines(study):
+    """Per backbone (when the search chose one): its screening probe's validation accuracy,
+    its best trial and what the search spent on it."""
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)
+    backbones = list(dict.fromkeys(backbone_of(t) for t in trials))
+    if backbones == [""] or not backbones:
+        return []
+    lines = ["", "| backbone | screening probe: validation % | best trial | its method | "
+             "validation % | trials | train FLOPs spent |", "|---|---:|---:|---|---:|---:|---:|"]
+    for backbone in backbones:
+        mine = [t for t in trials if backbone_of(t) == backbone]
+        done = [t for t in mine if t.state == optuna.trial.TrialState.COMPLETE]
+        screening = next((t for t in done if not t.params and method_of(t).startswith(
+            "probe:")), None)
+        best = max(done, key=lambda t: t.value, default=None)
+        lines.append(f"| {backbone} | "
+                     f"{'' if screening is None else f'{100 * screening.value:.1f}'} | "
+                     f"{'' if best is None else best.number} | "
+                     f"{'' if best is None else method_of(best)} | "
+                     f"{'' if best is None else f'{100 * best.value:.1f}'} | {len(mine)} | "
+                     f"{sum(t.user_attrs.get('train_flops', 0.0) for t in mine):.3g} |")
+    return lines
 
 
 def _pareto_lines(study, total_flops_per_trial):
@@ -68,7 +94,7 @@ def write(study, workdir, total_flops_per_trial):
     for method, t in sorted(best.items(), key=lambda kv: -kv[1].value):
         hyper = ", ".join(f"{k}={v}" for k, v in t.params.items() if k != "method")
         lines.append(f"| {method} | {t.number} | {100 * t.value:.1f} | {hyper} |")
-    lines += _pareto_lines(study, total_flops_per_trial)
+    lines += _pareto_lines(study, total_flops_per_trial) + _backbone_lines(study)
     text = "\n".join(lines) + "\n"
     paths.write_text_atomic(epath.Path(workdir) / "search.md", text)
 
