@@ -4,8 +4,9 @@
 #   benchmarks/gpu_suite.sh [seconds]      # default 420: under 8 minutes with start-up
 #
 # TLJAX_GPU_CACHE=DIR keeps JAX's compilation cache and XLA's autotune results in
-# DIR/<card> (default $OUT/xla_cache/<card>): carry that folder into the next GPU run of the
-# same card kind and its rows compile from the cache (each row's compile_s says).
+# DIR/<card> (default /tmp/tljax_xla_cache/<card>): set it under $OUT to bring the cache back,
+# then carry it into the next GPU run of the same card kind, whose rows compile from it
+# (each row's compile_s says).
 #
 # Writes table.md, rows.jsonl, profile.md (top XLA ops of tljax's ViT-B/16 step) and the
 # logs to $OUT when it is set (the device tool's output folder), else /tmp/tljax_gpu_suite.
@@ -36,7 +37,7 @@ fi
 rm -f "$out/rows.jsonl"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader > "$out/card.txt" 2>&1
 card=$(head -1 "$out/card.txt" | cut -d, -f1 | tr -c 'A-Za-z0-9\n' '_')
-cache="${TLJAX_GPU_CACHE:-$out/xla_cache}/$card"
+cache="${TLJAX_GPU_CACHE:-/tmp/tljax_xla_cache}/$card"
 mkdir -p "$cache"
 # JAX may take 90 % of the card (its default pool is 75 %); torch runs after it exits.
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.9 PYTHONUNBUFFERED=1

@@ -519,6 +519,18 @@ def test_the_report_says_whether_a_suite_ran_the_published_tables_recipe_and_bac
         suite_cli.Plan(suites.SUITES["vtab_full"], "configs/vtab.py", ["full"], "/x")) == []
 
 
+def test_a_config_that_takes_the_task_gets_it_per_task_in_a_suite():
+    """configs/fgvc.py's lr and epochs differ per task: the suite loads it with each task as
+    one more argument; a config that refuses the argument is used as given."""
+    fgvc_path, flowers_path = (os.path.join(ROOT, "configs", f) for f in ("fgvc.py", "flowers.py"))
+    plan = suite_cli.Plan(suites.SUITES["fgvc"], f"{fgvc_path}:finetune", ["full"], "/x")
+    cars = plan.spec_for(suites.SUITES["fgvc"].tasks["stanford_cars"])
+    assert cars == f"{fgvc_path}:finetune,stanford_cars"
+    assert config_lib.load(cars).optim.lr == 0.0375  # (cub200's is 0.00375)
+    plan = suite_cli.Plan(suites.SUITES["vtab1k"], f"{flowers_path}:vit-b16", ["full"], "/x")
+    assert plan.spec_for(suites.SUITES["vtab1k"].tasks["dtd"]) == f"{flowers_path}:vit-b16"
+
+
 def test_vtab_lr_is_task_adaptations_at_every_step():
     """task_adaptation trainer.py get_train_op: tf.train.piecewise_constant over the decay steps
     (the old lr *at* a boundary step), then apply_warmup_lr (global_step x lr / warmup below

@@ -45,6 +45,15 @@ def load(spec):
     return config
 
 
+def with_argument(spec, argument):
+    """`spec` with one more argument for its get_config (configs/flowers.py ->
+    configs/flowers.py:dinov2-b14; configs/vtab.py:dtd -> configs/vtab.py:dtd,dinov2-b14):
+    a model, a task. "" leaves it as it is."""
+    if not argument:
+        return spec
+    return f"{spec}{',' if ':' in spec else ':'}{argument}"
+
+
 def make_siblings_importable(path):
     """Lets a config file inside a package folder (configs/, with its __init__.py) import
     its siblings as that package (`from configs import transfer`), from any working

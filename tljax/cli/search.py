@@ -1,18 +1,20 @@
 """`tljax search` / `python -m tljax.cli.search`: a budgeted search over methods and
 hyper-parameters, validation only (tljax/experiments/search.py)."""
 import os
+import time
 
 from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
 from absl import flags, logging
+from etils import epath
 
 from tljax import config_lib
 from tljax.cli import sweep as _sweep_flags  # noqa: F401  (defines the flags the search shares)
 from tljax.cli.common import check_directory, run_main
 from tljax.errors import UserError
 from tljax.experiments import search_report, sweep
-from tljax.experiments.search import (Objective, backbone_of, backbone_spec, budget_callback,
-                                      exhausted, open_study, parse_space, progress_callback,
-                                      resume_interrupted, warm_start)
+from tljax.experiments.search import (FULL_LENGTH_FLOPS, Objective, backbone_of,
+                                      budget_callback, exhausted, open_study, parse_space,
+                                      progress_callback, resume_interrupted, warm_start)
 
 # --config, --workdir, --set and --seeds (the final re-run's seeds) are tljax sweep's flags.
 flags.DEFINE_string("methods", "full,linear_probe", "comma-separated freezing strategies, PEFT "
@@ -61,7 +63,7 @@ def main(argv):
     if FLAGS.backbones and not FLAGS.screen.startswith("probe:"):
         raise UserError(f"--screen={FLAGS.screen}: screening takes a feature probe "
                         f"(probe:knn, probe:ridge or probe:logreg)")
-    objective = Objective(lambda backbone="": config_lib.load(backbone_spec(FLAGS.config,
+    objective = Objective(lambda backbone="": config_lib.load(config_lib.with_argument(FLAGS.config,
                                                                             backbone)),
                           FLAGS.workdir, methods, space, FLAGS.set, FLAGS.eta, FLAGS.min_fraction)
     logging.info("search: rungs at steps %s", objective.rungs)
@@ -81,6 +83,10 @@ def main(argv):
                        callbacks=[progress_callback(budgets), budget_callback(budgets)])
 
     def full_length(trial):
+        """Its whole schedule's train FLOPs (recorded from its run; scaled from its last rung
+        for a trial that recorded none)."""
+        if FULL_LENGTH_FLOPS in trial.user_attrs:
+            return trial.user_attrs[FULL_LENGTH_FLOPS]
         flops = trial.user_attrs.get("train_flops", 0.0)
         last = max(trial.intermediate_values) if trial.intermediate_values else 0
         return flops * objective.total_steps / last if last else 0.0
@@ -93,7 +99,8 @@ def main(argv):
 def _final_stage(study, methods):
     """Re-runs the best configuration of each method over --seeds into WORKDIR/final, once per
     study: while other workers still run trials it is theirs (the last to end runs it), and
-    of workers ending together the one holding WORKDIR/final's lock runs it."""
+    of workers ending together the one holding WORKDIR/final's lock runs it, the others add
+    theirs after it (finished runs are skipped)."""
     import optuna
 
     from tljax import lock
@@ -106,29 +113,37 @@ def _final_stage(study, methods):
         print(f"search: the final re-runs are left to the worker that ends last ({who} "
               f"still running)")
         return
-    best = search_report.best_per_method(study)
-    if not best:
-        raise UserError(f"no trial finished (see {os.path.join(FLAGS.workdir, 'search.md')}): "
-                        f"nothing to re-run over --seeds")
     final = os.path.join(FLAGS.workdir, "final")
-    os.makedirs(final, exist_ok=True)
+    epath.Path(final).mkdir(parents=True, exist_ok=True)
+    claim = lock.WorkdirLock(final)
+    while True:  # a worker ending while another runs the final stage adds its results after
+        try:
+            claim.acquire()
+            break
+        except lock.WorkdirInUse:
+            logging.info("search: another worker runs the final re-runs in %s; waiting to add "
+                         "what this worker found", final)
+            time.sleep(10)
     try:
-        claim = lock.WorkdirLock(final).acquire()
-    except lock.WorkdirInUse:
-        print(f"search: another worker runs the final re-runs in {final}")
-        return
-    try:
+        best = {m: t for m, t in search_report.best_per_method(study).items() if m in methods}
+        if not best:
+            raise UserError(f"no trial of --methods finished (see "
+                            f"{os.path.join(FLAGS.workdir, 'search.md')}): nothing to re-run "
+                            f"over --seeds")
         for method, trial in best.items():  # each on the backbone its best trial used
+            # Its hyper-parameters name the folder (a one-point grid): a better trial found
+            # later gets runs of its own, and the report takes each method at its best.
             hyper = trial.user_attrs["overrides"][1:]
-            spec = backbone_spec(FLAGS.config, backbone_of(trial))
-            sweep.run_all(spec, sweep.plan_runs(spec, [method], FLAGS.seeds, final,
-                                                fixed=[*FLAGS.set, *hyper]))
+            spec = config_lib.with_argument(FLAGS.config, backbone_of(trial))
+            sweep.run_all(spec, sweep.plan_runs(spec, [method], FLAGS.seeds, final, grid=hyper,
+                                                fixed=FLAGS.set))
         baseline = "full" if "full" in best else next((m for m in methods if m in best), "full")
         print(sweep_report.write_report(final, baseline, order=[m for m in methods if m in best],
                                         select=True))  # each method at its best, paired by seed
         sweep.check_none_failed(final, "of the final re-runs")
     finally:
         claim.release()
+
 
 if __name__ == "__main__":
     run_main(main)

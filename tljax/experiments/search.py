@@ -57,12 +57,6 @@ def backbone_of(trial):
     return trial.params.get(BACKBONE) or trial.user_attrs.get(BACKBONE, "")
 
 
-def backbone_spec(config_spec, backbone):
-    """--config with `backbone` as its model argument (configs/flowers.py ->
-    configs/flowers.py:dinov2-b14; configs/vtab.py:dtd -> configs/vtab.py:dtd,dinov2-b14)."""
-    if not backbone:
-        return config_spec
-    return f"{config_spec}{',' if ':' in config_spec else ':'}{backbone}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,6 +139,7 @@ def validation_at(summary, step):
 
 
 CHARGED_FROM = "charged_from"  # user_attrs: the step this trial's charges count from
+FULL_LENGTH_FLOPS = "full_length_flops"  # user_attrs: its train FLOPs at total_steps
 RETRAINED = "retrained"        # user_attrs: [[from, to]] steps trained twice (a killed attempt)
 
 
@@ -163,6 +158,13 @@ def last_logged_step(workdir):
         return 0
     steps = [json.loads(line).get("step", 0) for line in path.read_text().splitlines() if line]
     return max(steps, default=0)
+
+
+def full_length_flops(summary, total_steps):
+    """Train FLOPs of the run's whole schedule, once (what the report's cost axis shows)."""
+    if summary.get("probe"):
+        return summary["train_flops"] or 0.0
+    return flops_spent(summary, total_steps)
 
 
 def charges(summary, since, to, retrained=()):
@@ -217,7 +219,8 @@ class Objective:
         trial.set_user_attr("overrides", overrides)
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
         steps = [self.total_steps] if method.startswith(freezing.PROBE + ":") else self.rungs
-        since = trial.user_attrs.get(CHARGED_FROM, checkpoint_step(workdir))
+        resumed_at = checkpoint_step(workdir)  # trained that far before this attempt
+        since = trial.user_attrs.get(CHARGED_FROM, resumed_at)
         trial.set_user_attr(CHARGED_FROM, since)
         retrained = trial.user_attrs.get(RETRAINED, [])
         for step in steps:
@@ -226,10 +229,12 @@ class Objective:
             except (UserError, FloatingPointError):  # charged up to where it failed
                 failed = workdir_lib.Workdir(workdir).read_summary()
                 if failed is not None:
-                    self._charge(trial, charges(failed, since, max(since, last_logged_step(
+                    self._charge(trial, charges(failed, since, max(resumed_at, last_logged_step(
                         workdir)), retrained))
                 raise
-            self._charge(trial, charges(summary, since, step, retrained))
+            # (A resumed trial reports its earlier rungs again without training to them.)
+            self._charge(trial, charges(summary, since, max(step, resumed_at), retrained))
+            trial.set_user_attr(FULL_LENGTH_FLOPS, full_length_flops(summary, self.total_steps))
             value = summary["val_accuracy"] if summary.get("probe") else validation_at(summary,
                                                                                       step)
             trial.report(value, step)
@@ -301,22 +306,32 @@ class Objective:
         name = sweep.slug(method) + (f"-{sweep.slug(backbone)}" if backbone else "")
         workdir = os.path.join(self.workdir, "trials", name)
         overrides = [sweep.how(method)]
+        on = f" on {backbone}" if backbone else ""
+        attrs = {UNSEARCHED: method, BACKBONE: backbone, "workdir": workdir,
+                 "overrides": overrides}
         try:
             summary = self._run_to(overrides, workdir, self.total_steps, backbone)
         except lock.WorkdirInUse:
-            logging.info("search: %s%s is running in another worker", method,
-                         f" on {backbone}" if backbone else "")
+            logging.info("search: %s%s is running in another worker", method, on)
             return None
+        except (UserError, FloatingPointError) as e:  # a failed trial, charged as one
+            failed = workdir_lib.Workdir(workdir).read_summary()
+            costs = charges(failed, 0, last_logged_step(workdir)) if failed else {}
+            if not existing():
+                study.add_trial(optuna.trial.create_trial(
+                    state=optuna.trial.TrialState.FAIL, user_attrs={**attrs, **costs}))
+            logging.error("search: %s%s failed: %s", method, on, e)
+            return existing()
         value = summary["val_accuracy"] if summary.get("probe") else validation_at(
             summary, self.total_steps)
         if not existing():  # (another worker may have added it meanwhile: the same run)
             study.add_trial(optuna.trial.create_trial(
                 params={}, distributions={}, value=value,
                 intermediate_values={self.total_steps: value},
-                user_attrs={UNSEARCHED: method, BACKBONE: backbone, "workdir": workdir,
-                            "overrides": overrides, **charges(summary, 0, self.total_steps)}))
+                user_attrs={**attrs, **charges(summary, 0, self.total_steps),
+                            FULL_LENGTH_FLOPS: full_length_flops(summary, self.total_steps)}))
             logging.info("search: %s%s (nothing to sample) ran once: validation %.4f", method,
-                         f" on {backbone}" if backbone else "", value)
+                         on, value)
         return existing()
 
     def screen(self, study, candidates, method, keep, budgets=None, wait_s=5.0):
@@ -324,6 +339,14 @@ class Objective:
         (once per study, a finished trial each), then trials choose among the `keep` with
         the best validation accuracy (self.backbones). Returns {backbone: accuracy}; a
         candidate another worker is screening is waited for."""
+        import optuna
+
+        for backbone in candidates:  # the rungs are the config's own model's
+            steps = self._config([], backbone).total_steps
+            if steps != self.total_steps:
+                raise UserError(f"--backbones: {backbone} trains {steps} steps where the "
+                                f"config's own model trains {self.total_steps}; set "
+                                f"--set=total_steps=N so that every backbone trains alike")
         scores = {}
         for backbone in candidates:
             trial = self.run_once(study, method, backbone, budgets)
@@ -332,6 +355,9 @@ class Objective:
                 trial = self.run_once(study, method, backbone, budgets)
             if trial == "spent":
                 break
+            if trial.state != optuna.trial.TrialState.COMPLETE:
+                logging.error("search: backbone %s is out: its screening run failed", backbone)
+                continue
             scores[backbone] = trial.value
         ranked = sorted(scores, key=lambda b: -scores[b])  # (stable: ties keep the given order)
         self.backbones = ranked[:keep] or [""]
@@ -523,7 +549,26 @@ def _creation_race(error):
 def warm_start(study, earlier_workdirs, objective):
     """Enqueues, once, the best point of each method of earlier searches (their
     WORKDIR/study.db: another dataset, a smaller budget) that lies in this search's space,
-    so the sampler starts from them. Returns how many it enqueued."""
+    so the sampler starts from them (under a lock: workers starting together enqueue each
+    point once). Returns how many it enqueued."""
+    from tljax import lock
+
+    guard = os.path.join(objective.workdir, "warm_start")  # workers starting together: once
+    epath.Path(guard).mkdir(parents=True, exist_ok=True)
+    claim = lock.WorkdirLock(guard)
+    while True:
+        try:
+            claim.acquire()
+            break
+        except lock.WorkdirInUse:
+            time.sleep(1.0)
+    try:
+        return _enqueue_best(study, earlier_workdirs, objective)
+    finally:
+        claim.release()
+
+
+def _enqueue_best(study, earlier_workdirs, objective):
     import optuna
 
     from tljax.experiments import search_report

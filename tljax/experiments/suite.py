@@ -44,6 +44,23 @@ class Plan:
         self.workdir, self.grid, self.fixed = str(workdir), list(grid), list(fixed)
         self.tasks = [suite.tasks[t] for t in (tasks or suite.tasks)]
         self.seeds, self.select_seeds = seeds, select_seeds
+        self._specs = {}  # task name -> its config spec (spec_for)
+
+    def spec_for(self, task):
+        """The config a task's runs load: --config with the task as one more argument where
+        the config takes one (configs/fgvc.py:finetune -> configs/fgvc.py:finetune,cub200, so
+        each task gets its own recipe values: lr, epochs as steps), else --config itself."""
+        from tljax import config_lib
+        from tljax.errors import ConfigArgumentError
+
+        if task.name not in self._specs:
+            spec = config_lib.with_argument(self.config_spec, task.name)
+            try:
+                config_lib.load(spec)
+            except ConfigArgumentError:
+                spec = self.config_spec
+            self._specs[task.name] = spec
+        return self._specs[task.name]
 
     def grid_of(self, schedule):
         """The --grid axes that act on `schedule`: probe.* axes for a feature probe (it
@@ -112,7 +129,7 @@ def run_suite(plan):
         for schedule in plan.schedules:
             logging.info("suite %s: task %d/%d %s, %s", plan.suite.name, index + 1,
                          len(plan.tasks), task.name, schedule)
-            sweep.run_all(plan.config_spec, plan.select_runs(task, schedule))
+            sweep.run_all(plan.spec_for(task), plan.select_runs(task, schedule))
             point, record = plan.choice(task, schedule) or (None, {"chosen": None})
             plan.write_choice(task, schedule, record)
             if point is None:
@@ -121,7 +138,7 @@ def run_suite(plan):
                 continue
             logging.info("suite: %s on %s: chose %s", schedule, task.name,
                          " ".join(point) or "(no grid)")
-            sweep.run_all(plan.config_spec, plan.final_runs(task, schedule, point))
+            sweep.run_all(plan.spec_for(task), plan.final_runs(task, schedule, point))
 
 
 def next_commands(plan, python):
@@ -131,16 +148,17 @@ def next_commands(plan, python):
     select, final = [], []
     for task in plan.tasks:
         for schedule in plan.schedules:
-            runs = plan.select_runs(task, schedule)
-            select += [(d, o) for d, o in runs if not sweep.is_finished(d)]
+            spec, runs = plan.spec_for(task), plan.select_runs(task, schedule)
+            select += [sweep.command(python, spec, d, o) for d, o in runs
+                       if not sweep.is_finished(d)]
             made = plan.choice(task, schedule)
             if made is None or made[0] is None:
                 continue
             plan.write_choice(task, schedule, made[1])
-            final += [(d, o) for d, o in plan.final_runs(task, schedule, made[0])
+            final += [sweep.command(python, spec, d, o)
+                      for d, o in plan.final_runs(task, schedule, made[0])
                       if not sweep.is_finished(d)]
-    return ([sweep.command(python, plan.config_spec, d, o) for d, o in select],
-            [sweep.command(python, plan.config_spec, d, o) for d, o in final])
+    return select, final
 
 
 def check(plan):

@@ -13,11 +13,13 @@ numbers and the mean their source prints.
 import csv
 import io
 import math
+import os
 
 import numpy as np
 from etils import epath
 
 from tljax import paths
+from tljax.errors import UserError
 from tljax import workdir as workdir_lib
 from tljax.workdir import Workdir
 from tljax.experiments import published, tables
@@ -269,7 +271,9 @@ def recipe_differences(config_spec, fixed, table):
     ours = config_lib.load(config_spec)
     for override in fixed:
         config_lib.apply_override(ours, override)
-    theirs = config_lib.load(table.config)
+    # The table's config is one of tljax's configs/, found from any working directory.
+    repository = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    theirs = config_lib.load(os.path.join(repository, table.config))
 
     def value(config, key):
         node = config
@@ -287,7 +291,10 @@ def _like_for_like_lines(plan):
     table = published.TABLES.get(plan.suite.name)
     if not table or not table.config:
         return []
-    differences = recipe_differences(plan.config_spec, plan.fixed, table)
+    try:
+        differences = recipe_differences(plan.config_spec, plan.fixed, table)
+    except UserError as e:  # (e.g. an installed tljax without its configs/ folder)
+        return ["", f"**Like for like?** cannot tell: {e}."]
     if not differences:
         verdict = (f"ours ran its backbone and recipe (`{table.config}`: the same "
                    f"{', '.join(published.RECIPE_KEYS)})")

@@ -64,7 +64,7 @@ def padded(query, key, value, implementation):
     attention of the real tokens, at a length cuDNN's backward pass takes."""
     tokens = query.shape[1]
     pad = -tokens % TOKEN_MULTIPLE
-    if not pad:
+    if not pad or key.shape[1] != tokens:  # (self-attention only: one length to pad)
         return jax.nn.dot_product_attention(query, key, value, implementation=implementation)
     widths = ((0, 0), (0, pad), (0, 0), (0, 0))
     query, key, value = (jnp.pad(t, widths) for t in (query, key, value))
