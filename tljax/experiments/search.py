@@ -7,24 +7,28 @@ adaptation methods chosen on validation, with compute cut where a trial is clear
         --trials=24 --budget_flops=2e14 --seeds=3
 
 Each trial is an ordinary tljax run in WORKDIR/trials/NNNN: a method and hyper-parameters
-drawn by Optuna's TPE sampler (seeded per trial number: `trial_seeded_tpe`), trained on its full-length schedule but stopped at rungs
-(`stop_at_step`: min_fraction·total_steps·eta^k, then total_steps), where its validation
-accuracy goes to Optuna's SuccessiveHalvingPruner (asynchronous successive halving: a trial
-goes on only while it is in the top 1/eta of the trials that reached that rung). A trial
-that goes on resumes from its checkpoint, so stopping costs nothing. Optuna's storage (SQLite
-in the workdir by default, or --storage=postgresql://... on a cluster) lets many workers
-(a SLURM array, one per GPU) run one search; a re-started search continues it. The budget
-counts each trial's train FLOPs, each trained step once per time it was trained (a LoRA step
-costs less than a full one; a trial that fails, e.g. diverges, is counted to the last step its
-metrics record; a trial a killed worker left is resumed from its checkpoint and charges the
-steps it trains again, `charges`), or its train steps
-(--budget_steps), or its wall time (--budget_seconds). --space keys probe.* are sampled for
-the probe methods only, the others for the trained methods only; a method with nothing to
-sample (a probe without probe.* keys; every method when --space is empty, which makes the
-search a single full-length run per method and --trials moot) runs once, outside the sampler. At the end the best configuration of each method is re-run over --seeds at full
-length into WORKDIR/final (by one worker: the last to end) and reported with paired differences (tljax/experiments/sweep_report.py); test data
-never chooses anything: trials run without a test split and never read it. Optuna is used for the sampler, the pruner and the shared storage:
-a maintained implementation of exactly the logic this needs.
+(and, with --backbones, a backbone) drawn by Optuna's TPE sampler (seeded per trial number:
+`trial_seeded_tpe`), trained on its full-length schedule but stopped at rungs (`stop_at_step`:
+min_fraction·total_steps·eta^k, then total_steps), where its validation accuracy goes to
+Optuna's SuccessiveHalvingPruner (a trial goes on only while it is in the top 1/eta of the
+trials that reached that rung) or HyperbandPruner (--pruner=hyperband: brackets that start
+judging at later rungs). A trial that goes on resumes from its checkpoint, so stopping costs
+nothing. Optuna's storage (SQLite in the workdir by default, an RDB URL, or a journal file
+on a shared filesystem) lets many workers (a SLURM array, one per GPU) run one search; a
+re-started search continues it.
+
+The budget counts train FLOPs, each trained step once per time it was trained (`charges`: a
+LoRA step costs less than a full one; a failed trial is counted to the last step its metrics
+record; a trial a killed worker left resumes from its checkpoint and charges the steps it
+trains again), or train steps (--budget_steps), or wall time (--budget_seconds). --space
+keys probe.* are sampled for the probe methods only, the others for the trained methods
+only; a method with nothing to sample runs once, outside the sampler (`run_once`), as does
+each --backbones candidate's screening probe (`screen`, cheapest fidelity first). At the end
+the best configuration of each method is re-run over --seeds at full length into
+WORKDIR/final (by the last worker to end) and reported with paired differences
+(tljax/experiments/sweep_report.py). Test data never chooses anything: trials run without a
+test split. Optuna is used for the sampler, the pruners and the shared storage: maintained
+implementations of exactly the logic this needs.
 """
 import dataclasses
 import json
