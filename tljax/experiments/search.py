@@ -56,6 +56,18 @@ def method_of(trial):
     return trial.params.get("method") or trial.user_attrs.get(UNSEARCHED)
 
 
+def best_per_method(study):
+    """{method: FrozenTrial} of the complete trials with the highest validation accuracy."""
+    import optuna
+
+    best = {}
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        method = method_of(trial)
+        if method not in best or trial.value > best[method].value:
+            best[method] = trial
+    return best
+
+
 def backbone_of(trial):
     """The model argument of --config the trial ran ("" = the config's own model)."""
     return trial.params.get(BACKBONE) or trial.user_attrs.get(BACKBONE, "")
@@ -575,8 +587,6 @@ def warm_start(study, earlier_workdirs, objective):
 def _enqueue_best(study, earlier_workdirs, objective):
     import optuna
 
-    from tljax.experiments import search_report
-
     enqueued = 0
     for folder in earlier_workdirs:
         path = os.path.join(folder, "study.db")
@@ -584,7 +594,7 @@ def _enqueue_best(study, earlier_workdirs, objective):
             raise UserError(f"--warm_start={folder}: no study.db there (a search's --workdir "
                             f"with the default storage)")
         earlier = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{os.path.abspath(path)}")
-        for method, trial in search_report.best_per_method(earlier).items():
+        for method, trial in best_per_method(earlier).items():
             space = {p.key: p for p in objective.space_of(method)}
             params = {"method": method, **{k: v for k, v in trial.params.items() if k in space}}
             if (method not in objective.searched or set(params) != {"method", *space}

@@ -4,19 +4,8 @@ from etils import epath
 
 from tljax import paths
 from tljax.experiments import tables
-from tljax.experiments.search import backbone_of, method_of, pareto_front, spent
-
-
-def best_per_method(study):
-    """{method: FrozenTrial} of the complete trials with the highest validation accuracy."""
-    import optuna
-
-    best = {}
-    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        method = method_of(trial)
-        if method not in best or trial.value > best[method].value:
-            best[method] = trial
-    return best
+from tljax.experiments.search import (backbone_of, best_per_method, method_of,  # noqa: F401
+                                      pareto_front, spent)  # (best_per_method: read here too)
 
 
 def _backbone_lines(study):
