@@ -78,6 +78,19 @@ class WorkdirLock:
                                 f"denied); use a writable --workdir") from None
         raise UserError(f"could not lock workdir {self.path.parent}; try again")
 
+    def acquire_waiting(self, poll_seconds, on_wait=None):
+        """Acquires the lock once its live holder releases it, polling; `on_wait()` is
+        called once, when it first has to wait."""
+        waited = False
+        while True:
+            try:
+                return self.acquire()
+            except WorkdirInUse:
+                if on_wait and not waited:
+                    on_wait()
+                waited = True
+                time.sleep(poll_seconds)
+
     def release(self):
         if self.held:
             self.path.unlink(missing_ok=True)

@@ -1,7 +1,6 @@
 """`tljax search` / `python -m tljax.cli.search`: a budgeted search over methods and
 hyper-parameters, validation only (tljax/experiments/search.py)."""
 import os
-import time
 
 from tljax import logs  # noqa: I001  (first: sets TF's log level before TF loads)
 from absl import flags, logging
@@ -115,15 +114,10 @@ def _final_stage(study, methods):
         return
     final = os.path.join(FLAGS.workdir, "final")
     epath.Path(final).mkdir(parents=True, exist_ok=True)
-    claim = lock.WorkdirLock(final)
-    while True:  # a worker ending while another runs the final stage adds its results after
-        try:
-            claim.acquire()
-            break
-        except lock.WorkdirInUse:
-            logging.info("search: another worker runs the final re-runs in %s; waiting to add "
-                         "what this worker found", final)
-            time.sleep(10)
+    # A worker ending while another runs the final stage adds its results after it.
+    claim = lock.WorkdirLock(final).acquire_waiting(poll_seconds=10, on_wait=lambda: logging.info(
+        "search: another worker runs the final re-runs in %s; waiting to add what this worker "
+        "found", final))
     try:
         best = {m: t for m, t in search_report.best_per_method(study).items() if m in methods}
         if not best:

@@ -31,7 +31,6 @@ test split. Optuna is used for the sampler, the pruners and the shared storage: 
 implementations of exactly the logic this needs.
 """
 import dataclasses
-import json
 import os
 import re
 import socket
@@ -41,7 +40,7 @@ from absl import logging
 from etils import epath
 
 from tljax.experiments import sweep
-from tljax import config_lib, freezing
+from tljax import config_lib, freezing, metrics
 from tljax import workdir as workdir_lib
 from tljax.errors import UserError
 
@@ -161,19 +160,15 @@ RETRAINED = "retrained"        # user_attrs: [[from, to]] steps trained twice (a
 
 def checkpoint_step(workdir):
     """The newest checkpoint's step in a run directory (0 without one): where a run restarts."""
-    folder = epath.Path(workdir) / workdir_lib.CHECKPOINTS
-    steps = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.exists() else []
-    return max(steps, default=0)
+    from tljax.training import checkpoint
+
+    return checkpoint.newest_step(epath.Path(workdir) / workdir_lib.CHECKPOINTS)
 
 
 def last_logged_step(workdir):
     """The last step a run directory's metrics.jsonl records (0 without one): how far a run
     that was killed or failed had trained, to within log_every."""
-    path = epath.Path(workdir) / workdir_lib.METRICS
-    if not path.exists():
-        return 0
-    steps = [json.loads(line).get("step", 0) for line in path.read_text().splitlines() if line]
-    return max(steps, default=0)
+    return max((record.get("step", 0) for record in metrics.read_records(workdir)), default=0)
 
 
 def full_length_flops(summary, total_steps):
@@ -571,13 +566,7 @@ def warm_start(study, earlier_workdirs, objective):
 
     guard = os.path.join(objective.workdir, "warm_start")  # workers starting together: once
     epath.Path(guard).mkdir(parents=True, exist_ok=True)
-    claim = lock.WorkdirLock(guard)
-    while True:
-        try:
-            claim.acquire()
-            break
-        except lock.WorkdirInUse:
-            time.sleep(1.0)
+    claim = lock.WorkdirLock(guard).acquire_waiting(poll_seconds=1.0)
     try:
         return _enqueue_best(study, earlier_workdirs, objective)
     finally:

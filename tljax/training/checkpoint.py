@@ -10,6 +10,13 @@ from tljax.errors import UserError
 from tljax.training.state import TrainState
 
 
+def newest_step(directory):
+    """The newest finished checkpoint's step under `directory` (0 without one), read with
+    orbax's own step listing and without opening a manager (which would create the folder)."""
+    directory = paths.resolve(directory)
+    return max(ocp.utils.checkpoint_steps(directory), default=0) if directory.exists() else 0
+
+
 class Checkpoints:
     """Saves every `every` steps (and on demand), keeps the newest `keep`."""
 
