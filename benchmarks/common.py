@@ -67,4 +67,4 @@ def phase_count(module, variables, image_size, spec, total_steps):
 
 def _with_peft(module, variables, image_size, spec):
     methods = models.with_peft(module, freezing.parse(spec).peft)
-    return peft.add(module, variables, methods, (image_size, image_size, 3))
+    return peft.add(module, variables, methods, models.example_input(module, (image_size, image_size, 3)))

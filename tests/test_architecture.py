@@ -197,7 +197,8 @@ def test_compiled_phases_give_back_the_same_plan(spec):
                                   "stem": "small"}, 10)
     parsed = freezing.parse(spec)
     module, variables = peft_lib.add(module, weights.init_variables(module, (8, 8, 3)),
-                                 models.with_peft(module, parsed.peft), (8, 8, 3))
+                                 models.with_peft(module, parsed.peft),
+                                 models.example_input(module, (8, 8, 3)))
     flat = list(traverse_util.flatten_dict(variables["params"], sep="/"))
     group_list = models.groups(module)
     plan = freezing.make_plan(parsed, group_list, flat, 10)

@@ -423,7 +423,8 @@ def test_vpt_prompts_go_after_the_class_token_and_registers_and_leave_the_featur
             "registers": 2, "layer_scale": True, "classifier": "token_gap"}
     module = models.build("vit", arch, 3)
     variables = weights.init_variables(module, (16, 16, 3))
-    prompted, pvars = peft.add(module, variables, freezing.parse("vpt:tokens=3,deep=1").peft, (16, 16, 3))
+    prompted, pvars = peft.add(module, variables, freezing.parse("vpt:tokens=3,deep=1").peft,
+                               models.example_input(module, (16, 16, 3)))
     images = square_images(16)
     _, state = prompted.apply(pvars, images, capture_intermediates=True, mutable=[names.INTERMEDIATES])
     flat = traverse_util.flatten_dict(state[names.INTERMEDIATES])

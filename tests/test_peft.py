@@ -81,7 +81,7 @@ def _images(seed=1, family=""):
 def _with(family, spec):
     module, variables = _pretrained(family)
     return peft.add(module, variables, models.with_peft(module, freezing.parse(spec).peft),
-                    SHAPES.get(family, SHAPE))
+                    models.example_input(module, SHAPES.get(family, SHAPE)))
 
 
 def _added(variables):
@@ -144,7 +144,8 @@ def test_vpt_adds_the_configured_prompts_shallow_or_deep():
             module = models.build("vit", {**ARCH["vit"], "classifier": classifier}, 5)
             variables = weights.init_variables(module, SHAPE)
             spec = f"vpt:tokens=3,deep={int(deep)}"
-            adapted, adapted_vars = peft.add(module, variables, freezing.parse(spec).peft, SHAPE)
+            adapted, adapted_vars = peft.add(module, variables, freezing.parse(spec).peft,
+                                             models.example_input(module, SHAPE))
             assert _added(adapted_vars) == [f"encoder/{b}/prompts" for b in blocks]
             for path in _added(adapted_vars):
                 prompts = traverse_util.flatten_dict(adapted_vars["params"], sep="/")[path]

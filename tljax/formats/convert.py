@@ -18,7 +18,8 @@ Transforms: "conv" (PyTorch OIHW -> HWIO), "dense" (PyTorch (out, in) -> (in, ou
 CLIP's (D,) class token and (N, D) position table), and for attention:
 "qkv_kernel:<i>:<heads>", "qkv_bias:<i>:<heads>", "heads_kernel:<heads>",
 "heads_bias:<heads>", "out_kernel:<heads>", "kv_kernel:<i>:<heads>" and "kv_bias:<i>:<heads>"
-(a packed key/value projection), "zero_first_row" (a class token without a position) and
+(a packed key/value projection), "conv1d_qkv_kernel:<i>:<heads>" and
+"conv1d_out_kernel:<heads>" (GPT-2's Conv1D, stored (in, out)), "zero_first_row" (a class token without a position) and
 "flat" (a vector stored with singleton axes), "keras_depthwise" (a Keras depthwise kernel).
 """
 import json
@@ -178,6 +179,12 @@ def transform(array, kind, target_shape):
         return array.reshape(-1)
     if name == "zero_first_row":  # a (1, N, D) table given a leading zero row: (1, 1 + N, D)
         return np.concatenate([np.zeros_like(array[:, :1]), array], axis=1)
+    if name == "conv1d_qkv_kernel":  # GPT-2's Conv1D (D, 3D) [q | k | v] -> (D, heads, hd)
+        index, heads = int(args[0]), int(args[1])
+        part = np.split(array, 3, axis=1)[index]
+        return part.reshape(part.shape[0], heads, -1)
+    if name == "conv1d_out_kernel":  # GPT-2's Conv1D (heads*hd, D) -> (heads, hd, D)
+        return array.reshape(int(args[0]), -1, array.shape[1])
     if name in ("qkv_kernel", "qkv_bias", "kv_kernel", "kv_bias"):
         index, heads = int(args[0]), int(args[1])
         part = np.split(array, 3 if name.startswith("qkv") else 2, axis=0)[index]

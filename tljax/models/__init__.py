@@ -5,13 +5,15 @@ the registry. Its order is the order checkpoint files are tried in (weights/dete
 Keras layouts of vgg, mobilenet_v2 and inception_v3 are tried in that order."""
 import jax.numpy as jnp
 
-from tljax.models import (attention, bit, convnext, family, inception_v3, mobilenet_v2, resnet, vgg,
-                          vit)
-from tljax.models.family import build, depth_groups, group_of, groups  # noqa: F401
+from tljax.models import (attention, bert, bit, convnext, family, gpt2, inception_v3, mobilenet_v2,
+                          resnet, vgg, vit)
+from tljax.models.family import (build, depth_groups, example_input, group_of, groups,  # noqa: F401
+                                 model_inputs, takes_tokens)
 from tljax.models.names import FINAL_NORM, HEAD, is_classifier  # noqa: F401
 
 family.register(bit.FAMILY, resnet.FAMILY, vit.FAMILY, convnext.FAMILY, vgg.FAMILY,
-                mobilenet_v2.FAMILY, inception_v3.FAMILY)  # the registry: one entry per family
+                mobilenet_v2.FAMILY, inception_v3.FAMILY, bert.FAMILY,
+                gpt2.FAMILY)  # the registry: one entry per family
 
 
 def with_peft(module, methods):

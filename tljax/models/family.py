@@ -17,7 +17,17 @@ import jax.numpy as jnp
 
 from tljax.errors import UserError
 from tljax.models import peft
-from tljax.models.names import FINAL_NORM, HEAD
+from tljax.models.names import HEAD, TOP_OF_LAST_BLOCK
+
+
+def image_input(shape):
+    """A batch of one image of `shape` (height, width, channels), what vision families take."""
+    return jnp.zeros((1, *shape), jnp.float32)
+
+
+def token_input(shape):
+    """A batch of one token-id sequence of `shape` (length,), what text families take."""
+    return jnp.zeros((1, *shape), jnp.int32)
 
 
 def mean_pool(module, x):
@@ -44,6 +54,8 @@ class Family:
     # with HF_MODEL_TYPES, from_hf, from_file, READS); weights/detect.py asks every registered
     # family's, in registration order
     layouts: tuple = ()
+    # per-example input shape -> a batch of one that module.init takes (images or token ids)
+    example_input: Callable = image_input
 
 
 FAMILIES = {}  # name -> Family, in registration order (the order checkpoints are detected in)
@@ -100,16 +112,37 @@ def groups(module):
     return of(module).groups(module)
 
 
+def takes_tokens(module):
+    """Whether `module` reads token ids (a text family) rather than images."""
+    return of(module).example_input is token_input
+
+
+def example_input(module, shape):
+    """A batch of one input of per-example `shape` for `module` (its family's example_input)."""
+    return of(module).example_input(shape)
+
+
+TEXT_INPUTS = ("attention_mask", "token_type_ids")  # keyword inputs of the text families
+
+
+def model_inputs(batch):
+    """(args, kwargs) of module.apply for a data batch: its images, or its token ids with
+    their attention mask (and token types, for sentence pairs)."""
+    if "input_ids" in batch:
+        return (batch["input_ids"],), {k: batch[k] for k in TEXT_INPUTS if k in batch}
+    return (batch["image"],), {}
+
+
 def depth_groups(group_list):
     """Group names below the head as depth units, input to output: every group is one unit,
-    except that a final norm belongs to the block it normalises (the top one). So `last_k:1`
-    trains the last block, its norm and the head on every family, and gradual unfreezing and
-    layer-wise lr decay count the same depths."""
+    except that a final norm (or BERT's pooler) belongs to the block it reads (the top one).
+    So `last_k:1` trains the last block, its norm and the head on every family, and gradual
+    unfreezing and layer-wise lr decay count the same depths."""
     units = []
     for name, _ in group_list:
         if name == HEAD:
             continue
-        if name == FINAL_NORM and units:
+        if name in TOP_OF_LAST_BLOCK and units:
             units[-1].append(name)
         else:
             units.append([name])

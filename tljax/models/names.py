@@ -3,6 +3,8 @@
 # run resets). Every strategy, merge rule and regulariser uses these names.
 HEAD = "head"
 FINAL_NORM = "norm"  # the group of a family's norm after the last block (BiT, ViT)
+POOLER = "pooler"   # BERT's tanh layer on [CLS] after the last block
+TOP_OF_LAST_BLOCK = (FINAL_NORM, POOLER)  # groups that count as part of the top depth unit
 # Collection/name under which every family sows the head's input (the pre-logits
 # features): module.apply(..., mutable=[INTERMEDIATES]) returns it for feature probes.
 INTERMEDIATES = "intermediates"

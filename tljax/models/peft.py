@@ -196,6 +196,25 @@ def _ssf(module, y):
     return y * scale.astype(y.dtype) + shift.astype(y.dtype)
 
 
+def insert_prompts(module, x, tokens, replace, lead, bound):
+    """VPT (and prompt tuning, its text analogue): `tokens` learned tokens (parameter PROMPTS
+    of `module`, uniform within ±`bound`) after the first `lead` tokens (a class token,
+    registers); with `replace` they take the place of the previous block's prompt outputs
+    (deep VPT) instead of being added."""
+    init = lambda key, shape, dtype=jnp.float32: jax.random.uniform(  # noqa: E731
+        key, shape, dtype, -bound, bound)
+    prompts = module.param(PROMPTS, init, (tokens, x.shape[-1]))
+    prompts = jnp.broadcast_to(prompts.astype(x.dtype), (x.shape[0], *prompts.shape))
+    rest = x[:, lead + (tokens if replace else 0):]
+    return jnp.concatenate([x[:, :lead], prompts, rest], axis=1)
+
+
+def prompted_mask(key_mask, tokens, lead):
+    """A (batch, length) key mask with `tokens` attended prompt positions after `lead`."""
+    ones = jnp.ones((key_mask.shape[0], tokens), key_mask.dtype)
+    return jnp.concatenate([key_mask[:, :lead], ones, key_mask[:, lead:]], axis=1)
+
+
 class UnitAdapter(nn.Module):
     """The bottleneck adapter of Adapter, as 1x1 convs over channels (a Dense on the last axis)."""
     dim: int
@@ -236,14 +255,15 @@ def intercept(peft, train, units=(), lora_default="qv"):
 
 
 # ------------------------------------------------------------------ adding and merging
-def add(module, variables, peft, image_shape, seed=0):
-    """(module with `peft`, variables with its added parameters initialised): the base
+def add(module, variables, peft, example, seed=0):
+    """(module with `peft`, variables with its added parameters initialised, for inputs like
+    `example`, a batch of one: models.example_input): the base
     variables unchanged, added ones from their inits, and those whose init reads the base
     weights (DoRA's magnitude = the column norms of W) computed from these base weights."""
     if not peft:
         return module, variables
     module = module.clone(peft=peft)
-    dummy = jnp.zeros((1, *image_shape), jnp.float32)
+    dummy = example
     fresh = jax.jit(lambda k: module.init(k, dummy))(jax.random.PRNGKey(seed))
     flat = traverse_util.flatten_dict(fresh["params"], sep="/")
     base = traverse_util.flatten_dict(variables["params"], sep="/")

@@ -44,7 +44,7 @@ def feature_fn(module, groups=(), pre_logits=True, n_last_blocks=0, avgpool=Fals
                             f"probe.groups={groups}: set one of them")
         return _dinov2_fn(module, model_family, n_last_blocks, avgpool)
     known = [name for name, _ in model_family.groups(module)
-             if name not in (names.HEAD, names.FINAL_NORM)]
+             if name not in (names.HEAD, *names.TOP_OF_LAST_BLOCK)]
     unknown = [g for g in groups if g not in known]
     if unknown or not (groups or pre_logits):
         raise UserError(f"probe.groups={groups}: choose groups among {', '.join(known)} "

@@ -19,7 +19,6 @@ import os
 from typing import NamedTuple, Optional
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
@@ -32,32 +31,37 @@ from tljax.formats import convert as convert_lib
 from tljax.weights import merge as merge_lib
 
 
-def init_variables(module, image_shape, seed=0):
-    """Variables of `module` initialised for NHWC images of `image_shape` (H, W, C)."""
+def init_variables(module, input_shape, seed=0):
+    """Variables of `module` initialised for inputs of per-example `input_shape`: (H, W, C)
+    for NHWC images, (length,) for token ids."""
     # One program: the key and the dummy input made inside it, not by eager ops of their own.
     return jax.jit(lambda: module.init(jax.random.PRNGKey(seed),
-                                       jnp.zeros((1, *image_shape), jnp.float32), train=False))()
+                                       models.example_input(module, input_shape), train=False))()
 
 
 def input_shape(preprocessing):
-    """The (height, width, 3) of the images a source's model takes: its `image_size`, an int
+    """The per-example input shape of a source's model: (max_length,) token ids for text
+    (its `max_length`), else the (height, width, 3) of its images: its `image_size`, an int
     for a square or a (height, width) pair (a Keras .keras file built for another shape)."""
+    if "max_length" in preprocessing:
+        return (preprocessing["max_length"],)
     size = preprocessing.get("image_size", 224)
     height, width = size if isinstance(size, (list, tuple)) else (size, size)
     return (height, width, 3)
 
 
-def _expected_shapes(module, image_shape):
-    abstract = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), jnp.zeros((1, *image_shape)),
+def _expected_shapes(module, input_shape):
+    abstract = jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0),
+                                                  models.example_input(module, input_shape),
                                                   train=False))
     return {p: v.shape for p, v in traverse_util.flatten_dict(abstract, sep="/").items()}
 
 
-def _check_used(module, variables, image_shape, source):
+def _check_used(module, variables, input_shape, source):
     """Every loaded array is one the module uses, with its shape, and none is missing: flax
     would ignore an extra parameter (a PEFT module the architecture lacks) silently."""
     expected = {}
-    for path, shape in _expected_shapes(module, image_shape).items():
+    for path, shape in _expected_shapes(module, input_shape).items():
         collection, _, rest = path.partition("/")
         expected.setdefault(collection, {})[rest] = shape
     problems = []
@@ -67,7 +71,7 @@ def _check_used(module, variables, image_shape, source):
                                          {p: np.shape(v) for p, v in loaded.items()}, collection)
     if problems:
         raise UserError(f"weights {source} do not fit the {type(module).__name__} they describe "
-                        f"at {image_shape[0]}x{image_shape[1]} images: {'; '.join(problems)}")
+                        f"at inputs of shape {tuple(input_shape)}: {'; '.join(problems)}")
 
 
 class LoadedModel(NamedTuple):

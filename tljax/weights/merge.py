@@ -103,7 +103,9 @@ def merge(init_variables, loaded_variables, *, reset_head, source, pos_resize="z
     """`init_variables` with every entry replaced by the loaded one; position embeddings of
     another resolution resampled by `pos_resize` (the model's, models.pos_resize).
 
-    With `reset_head` the head keeps its (zero) initialisation. Any key missing
+    With `reset_head` the head keeps its initialisation: zero for the classifier layer of
+    every family, HF's normal(0.02) for the hidden layer of RoBERTa's and DistilBERT's heads
+    (zero there would leave both layers without a gradient). Any key missing
     from or unexpected in the file, or a shape mismatch, is one UserError that
     lists them all: nothing is loaded partially.
     """
@@ -123,7 +125,7 @@ def merge(init_variables, loaded_variables, *, reset_head, source, pos_resize="z
             merged[collection] = init_tree
             continue
         merged[collection] = traverse_util.unflatten_dict(
-            {p: (np.zeros(v.shape, v.dtype) if skip(p) else np.asarray(loaded_flat[p], v.dtype))
+            {p: (np.asarray(v) if skip(p) else np.asarray(loaded_flat[p], v.dtype))
              for p, v in init_flat.items()}, sep="/")
     if problems:
         raise UserError(f"weights {source} do not fit the model: {'; '.join(problems)}. "
