@@ -45,7 +45,7 @@ def test_few_shot_train_validation_and_test_partition_the_target_split(make_conf
     assert counts["train"] == 25 and counts["validation"] == 25
     assert sum(counts.values()) == 896
     labels = np.concatenate([np.repeat(np.arange(5), 40)])
-    masks = data.pipeline._few_shot_masks(cfg, labels, seed=7)
+    masks = data.pipeline.few_shot_masks(cfg, labels, seed=7)
     assert not np.any(masks["train"] & masks["validation"])
     assert np.all(masks["train"] ^ masks["validation"] ^ masks["test"])  # each example once
     for which in ("train", "validation"):

@@ -109,6 +109,13 @@ KEYS = (
     Key("data.pp_train", "inception_crop({size})|flip_lr|value_range(-1,1)",
         "train preprocessing ops"),
     Key("data.pp_eval", "resize({size})|value_range(-1,1)", "evaluation preprocessing ops"),
+    # Text (data.name "text:/path" or a TFDS text dataset; tljax/data/text.py, tokens.py).
+    Key("data.tokenizer", "", 'a tokenizer.json or a folder holding one; "" = the model.init '
+        "folder's (the checkpoint's own tokenizer)"),
+    Key("data.max_length", 128, "texts longer than this many tokens are truncated; batches are "
+        "padded to length buckets up to it", whole(1)),
+    Key("data.pad_id", -1, "the token id padding fills; -1 = the model's (its config.json "
+        "pad_token_id), else the tokenizer's [PAD]/<pad>, else 0"),
     Key("data.batch_size", 512, "global train batch", whole(1)),
     Key("data.eval_batch_size", 512, "global evaluation batch", whole(1)),
     Key("data.shuffle_buffer", 10_000, "train examples shuffled at once"),

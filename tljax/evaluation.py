@@ -52,12 +52,12 @@ def label_map(model_names, data_names):
 def evaluate(predictor, cfg, which, seed, batch_size):
     """{"accuracy", "count", "per_class": {name: {"accuracy", "count"}}, "confusion" [true][pred],
     "class_names"} over every example of the set, counted once."""
-    from tljax.data import pipeline
+    from tljax import data
 
     with cfg.unlocked():
         cfg.pp_eval, cfg.cache = predictor.pp_eval, False
-    mapping = np.array(label_map(predictor.class_names, pipeline.class_names(cfg)))
-    batches, count = pipeline.eval_batches(cfg, seed=seed, global_batch=batch_size, which=which)
+    mapping = np.array(label_map(predictor.class_names, data.class_names(cfg)))
+    batches, count = data.eval_batches(cfg, seed=seed, global_batch=batch_size, which=which)
     names = predictor.class_names
     confusion = np.zeros((len(names), len(names)), np.int64)
     for batch in batches:

@@ -6,7 +6,7 @@ import dataclasses
 from absl import logging
 
 from tljax import config_lib, data, hyperrule, models, weights
-from tljax.data import preprocess
+from tljax.data import preprocess, tokens
 from tljax.errors import UserError
 from tljax.models import names, peft
 from tljax.weights import merge as merge_lib
@@ -14,7 +14,7 @@ from tljax.weights import merge as merge_lib
 
 def with_hyperrule(config):
     """A copy of `config` with BiT-HyperRule choices, from the train-set size and image area."""
-    _, count = data.pipeline.examples(config.data, "train", config.seed)
+    count = data.count(config.data, "train", config.seed)
     shape = data.get_builder(config.data).info.features["image"].shape
     area = shape[0] * shape[1] if shape[0] and shape[1] else None
     config = config_lib.copy(config)
@@ -29,7 +29,8 @@ def with_hyperrule(config):
 class Model:
     module: object
     variables: dict        # initial variables (pretrained weights merged in)
-    normalization: str     # the normalisation op the init weights expect, or ""
+    preprocessing: dict    # what the init weights expect: normalization, or a text model's
+    #                        tokenizer and pad_id ({} without init weights)
     num_classes: int
 
 
@@ -42,11 +43,25 @@ def load_model(config, spec):
     elif num_classes < data_classes:
         raise UserError(f"model.num_classes={num_classes} but {config.data.name} has "
                         f"{data_classes} classes; use -1 (from the data) or >= {data_classes}")
-    module, variables, normalization = _build_and_init(config, num_classes)
-    size = config.data.image_size
+    module, variables, preprocessing = _build_and_init(config, num_classes)
     module, variables = peft.add(module, variables, models.with_peft(module, spec.peft),
-                                 (size, size, 3), seed=config.seed)
-    return Model(with_regularisation(module, config.model), variables, normalization, num_classes)
+                                 models.example_input(module, input_shape(config, module)),
+                                 seed=config.seed)
+    return Model(with_regularisation(module, config.model), variables, preprocessing, num_classes)
+
+
+def input_shape(config, module):
+    """The per-example input shape `module` is built for: (data.max_length,) token ids for a
+    text family, else data.image_size square RGB images; data of the other kind is refused."""
+    if models.takes_tokens(module) != data.is_text(config.data):
+        kinds = ("text", "images") if models.takes_tokens(module) else ("images", "text")
+        raise UserError(f"model {config.model.name!r} reads {kinds[0]} but data.name="
+                        f"{config.data.name!r} holds {kinds[1]}")
+    if models.takes_tokens(module):
+        if config.data.mixup_alpha or config.data.cutmix_alpha:
+            raise UserError("data.mixup_alpha / data.cutmix_alpha mix images; set them to 0 for text")
+        return (config.data.max_length,)
+    return (config.data.image_size, config.data.image_size, 3)
 
 
 def with_regularisation(module, model_cfg):
@@ -67,14 +82,13 @@ def _numerics(module, config):
 
 
 def _build_and_init(config, num_classes):
-    """(module, variables, normalisation op the weights expect or "").
+    """(module, variables, the preprocessing the weights expect: weights.read's, {} without).
 
     The architecture comes from model.arch, or from the init weights when it is empty.
     """
-    size = config.data.image_size
     if not config.model.init:
         module = _numerics(models.build(config.model.name, config.model.arch, num_classes), config)
-        return module, weights.init_variables(module, (size, size, 3), seed=config.seed), ""
+        return module, weights.init_variables(module, input_shape(config, module), seed=config.seed), {}
     stored = weights.read(config.model.init, model=config.model.name)
     source_module = models.build(stored.model, stored.arch, max(stored.num_classes, 1))
     loaded, preprocessing = stored.variables, stored.preprocessing
@@ -98,11 +112,12 @@ def _build_and_init(config, num_classes):
                 raise UserError(f"weights {config.model.init} expect inputs normalised by "
                                 f"{expected!r} but data.{key} uses {got or 'nothing'!r}; fix "
                                 f"data.{key} or set model.check_preprocessing=False")
-    variables = weights.init_variables(module.clone(peft=peft.NONE), (size, size, 3), seed=config.seed)
+    variables = weights.init_variables(module.clone(peft=peft.NONE), input_shape(config, module),
+                                       seed=config.seed)
     # Position embeddings resample as the checkpoint's own code does, whatever model.arch says.
     variables = merge_lib.merge(variables, loaded, reset_head=reset, source=config.model.init,
                                 pos_resize=models.pos_resize(source_module))
-    return module, variables, expected
+    return module, variables, preprocessing
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,17 +132,39 @@ def start(config, spec):
     """The prologue every run shares: the model with its weights and PEFT modules, and the
     data config its weights expect. Nothing is written yet."""
     model = load_model(config, spec)
-    return Start(spec, model, data_config(config, model.normalization))
+    return Start(spec, model, data_config(config, model.preprocessing))
 
 
-def data_config(config, normalization):
-    """config.data with the placeholders filled in: {size} by data.image_size (the one
-    source of the resolution, checked against what the pp strings make) and init_norm by
-    the weights' normalisation."""
+def data_config(config, preprocessing):
+    """config.data with the placeholders filled in from what the init weights expect
+    (`preprocessing`): for images {size} by data.image_size (the one source of the
+    resolution, checked against what the pp strings make) and init_norm by the weights'
+    normalisation; for text the weights' own tokenizer and pad id."""
     data_cfg = config_lib.copy(config).data
+    if data.is_text(data_cfg):
+        return _text_data_config(data_cfg, preprocessing)
+    normalization = preprocessing.get("normalization", "")
     with data_cfg.unlocked():
         for key in ("pp_train", "pp_eval"):
             spec = preprocess.with_size(data_cfg[key], data_cfg.image_size)
             data_cfg[key] = preprocess.with_init_norm(spec, normalization)
             preprocess.check_output_size(data_cfg[key], data_cfg.image_size, key)
+    return data_cfg
+
+
+def _text_data_config(data_cfg, preprocessing):
+    with data_cfg.unlocked():
+        if not data_cfg.tokenizer:
+            if not preprocessing.get("tokenizer"):
+                raise UserError("data.tokenizer is empty and the init weights bring no "
+                                "tokenizer.json: set data.tokenizer to a tokenizer.json (or a "
+                                "folder holding one)")
+            data_cfg.tokenizer = preprocessing["tokenizer"]
+        if data_cfg.pad_id < 0:
+            data_cfg.pad_id = preprocessing.get("pad_id", -1)
+        if data_cfg.pad_id < 0:
+            data_cfg.pad_id = tokens.pad_id(tokens.load_tokenizer(data_cfg.tokenizer, data_cfg.max_length))
+        if preprocessing.get("max_length") and data_cfg.max_length > preprocessing["max_length"]:
+            raise UserError(f"data.max_length={data_cfg.max_length} is longer than the "
+                            f"{preprocessing['max_length']} positions the init weights have")
     return data_cfg

@@ -120,7 +120,7 @@ def _not_prepared(cfg, builder):
         f"files must be downloaded by hand{manual}), then copy the data_dir here or set data.data_dir")
 
 
-def _as_dataset(cfg, builder, split, **kwargs):
+def as_dataset(cfg, builder, split, **kwargs):
     """builder.as_dataset, with "not prepared" turned into a UserError that says what to do."""
     if folder.is_folder_name(cfg.name) and ("[" in split or "+" in split):
         raise UserError(f"data split {split!r}: an image folder's splits are whole folders "
@@ -179,7 +179,7 @@ def _split_labels(cfg, builder, split):
     key = None if folder.is_folder_name(cfg.name) else (cfg.name, cfg.data_dir, split)
     if key in _LABELS:
         return _LABELS[key]
-    ds = _as_dataset(cfg, builder, split, decoders={"image": tfds.decode.SkipDecoding()})
+    ds = as_dataset(cfg, builder, split, decoders={"image": tfds.decode.SkipDecoding()})
     batches = tfds.as_numpy(ds.map(_no_autograph(_label(cfg))).batch(4096))
     labels = np.concatenate([np.zeros([0], np.int64), *batches]).astype(np.int64)
     labels.setflags(write=False)
@@ -191,14 +191,14 @@ def _split_labels(cfg, builder, split):
 def _select(cfg, builder, split, keep):
     """The examples of `split` whose index has keep[index] True, in split order."""
     keep_t = tf.constant(keep)
-    ds = _as_dataset(cfg, builder, split).enumerate()
+    ds = as_dataset(cfg, builder, split).enumerate()
     return ds.filter(_no_autograph(lambda i, ex: tf.gather(keep_t, i))).map(_drop_index)
 
 
 SPLIT_KEYS = {"train": "train_split", "validation": "val_split", "test": "test_split"}
 
 
-def _few_shot_masks(cfg, labels, seed):
+def few_shot_masks(cfg, labels, seed):
     """{which: mask over data.train_split}: k-shot train, disjoint k-shot validation (when
     data.val_split is the train split) and the rest (the test set when data.test_split is
     the train split). Chosen by data.few_shot_seed, or the run seed when it is negative."""
@@ -217,28 +217,35 @@ def _few_shot_masks(cfg, labels, seed):
     return masks
 
 
-def examples(cfg, which, seed):
-    """(dataset of raw examples, count) for `which` in {"train", "validation", "test"}.
-
-    With data.few_shot_k > 0 the train set is k examples per class of data.train_split;
-    validation and test sets drawn from the same split are disjoint from it and from each
-    other (see _few_shot_masks). A split other than the train split is used whole.
-    """
+def split_for(cfg, which):
+    """(the split string of `which`, the train split's), checked: configured, and not the
+    train split unless few-shot selection makes them disjoint."""
     split, train_split = split_of(cfg, which), split_of(cfg, "train")
     if not split:
         raise UserError(f"no {which} split configured (data.{SPLIT_KEYS[which]})")
     if which != "train" and split == train_split and cfg.few_shot_k <= 0:
         raise UserError(f"data.{SPLIT_KEYS[which]}={cfg[SPLIT_KEYS[which]]!r} is also the train "
                         f"split; use disjoint slices such as train[:90%] / train[90%:]")
+    return split, train_split
+
+
+def examples(cfg, which, seed):
+    """(dataset of raw examples, count) for `which` in {"train", "validation", "test"}.
+
+    With data.few_shot_k > 0 the train set is k examples per class of data.train_split;
+    validation and test sets drawn from the same split are disjoint from it and from each
+    other (see few_shot_masks). A split other than the train split is used whole.
+    """
+    split, train_split = split_for(cfg, which)
     builder = get_builder(cfg)
     if cfg.few_shot_k <= 0 or split != train_split:
-        ds = _as_dataset(cfg, builder, split)
+        ds = as_dataset(cfg, builder, split)
         try:
             count = builder.info.splits[split].num_examples
         except KeyError:  # Split metadata missing (e.g. under tfds.testing.mock_data): count.
             count = len(_split_labels(cfg, builder, split))
         return ds, count
-    keep = _few_shot_masks(cfg, _split_labels(cfg, builder, train_split), seed)[which]
+    keep = few_shot_masks(cfg, _split_labels(cfg, builder, train_split), seed)[which]
     return _select(cfg, builder, train_split, keep), int(keep.sum())
 
 

@@ -105,6 +105,15 @@ def hf_preprocessing(folder, default_norm, size):
     return {"normalization": norm, "image_size": size}
 
 
+def hf_text_preprocessing(folder, max_length, pad_id):
+    """What a text model of an HF folder takes: at most `max_length` tokens, padded with
+    `pad_id`, made by the folder's own tokenizer.json when it has one."""
+    pp = {"max_length": max_length, "pad_id": pad_id}
+    if os.path.exists(os.path.join(folder, "tokenizer.json")):
+        pp["tokenizer"] = os.path.abspath(folder)
+    return pp
+
+
 # HF config `hidden_act` -> tljax ViT `activation` (models/vit.py ACTIVATIONS).
 HF_ACTIVATIONS = {"gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh", "gelu_new": "gelu_tanh",
                   "quick_gelu": "quick_gelu"}

@@ -27,7 +27,6 @@ CLASSIFIERS = ("pooler", "tanh", "relu")
 # Position ids: 0..length-1 (BERT, DistilBERT), or RoBERTa's: pad_id + 1 onwards over the
 # non-pad tokens, pad tokens at pad_id (HF modeling_roberta.py create_position_ids_from_input_ids).
 POSITIONS = ("absolute", "after_padding")
-_INIT = nn.initializers.normal(stddev=0.02)  # HF BertConfig initializer_range
 
 
 class Embed(nn.Module):
@@ -44,7 +43,7 @@ class Embed(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids, token_type_ids):
-        embed = lambda n, name: nn.Embed(n, self.width, embedding_init=_INIT,  # noqa: E731
+        embed = lambda n, name: nn.Embed(n, self.width, embedding_init=layers.HF_TEXT_INIT,  # noqa: E731
                                          dtype=self.dtype, name=name)
         x = embed(self.vocab_size, "word")(input_ids)
         if self.type_vocab_size:
@@ -175,7 +174,8 @@ class Bert(nn.Module):
             if self.classifier == "pooler":
                 first = jnp.tanh(nn.Dense(self.width, dtype=self.dtype, name=names.POOLER)(first))
         if self.classifier == "pooler":
-            return layers.classifier_head(self, first, train, self.dropout)
+            return layers.classifier_head(self, first, train, self.dropout,
+                                          kernel_init=layers.HF_TEXT_INIT)
         return layers.two_layer_head(self, first, train, self.classifier, self.dropout)
 
 

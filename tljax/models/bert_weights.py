@@ -115,7 +115,7 @@ def from_hf(folder, cfg, raw, path):
     if not classes:  # a backbone: a task head the file holds for another task stays unread
         unread += ("classifier.", "pre_classifier.")
     arrays = source.Arrays(raw, path, ignore=unread)
-    preprocessing = {"max_length": max_length(arch), "pad_id": arch["pad_id"]}
+    preprocessing = convert.hf_text_preprocessing(folder, max_length(arch), arch["pad_id"])
     return convert.Detected("bert", arch, classes, preprocessing, arrays,
                             _layout(model_type, prefix, arch["heads"]))
 

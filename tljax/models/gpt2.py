@@ -17,7 +17,6 @@ from tljax.errors import UserError
 from tljax.models import family, gpt2_weights, layers, names, peft as peft_lib
 from tljax.models.transformer import ACTIVATIONS, Block
 
-_INIT = nn.initializers.normal(stddev=0.02)  # HF GPT2Config initializer_range
 
 
 def causal_mask(attention_mask):
@@ -44,7 +43,7 @@ class Embed(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids):
-        embed = lambda n, name: nn.Embed(n, self.width, embedding_init=_INIT,  # noqa: E731
+        embed = lambda n, name: nn.Embed(n, self.width, embedding_init=layers.HF_TEXT_INIT,  # noqa: E731
                                          dtype=self.dtype, name=name)
         positions = jnp.arange(input_ids.shape[1])[None]
         return embed(self.vocab_size, "word")(input_ids) + embed(self.max_positions, "position")(positions)
@@ -93,7 +92,8 @@ class GPT2(nn.Module):
                           attention=self.attention, name=f"block{i}")(x, train, mask)
             x = nn.LayerNorm(epsilon=self.ln_eps, dtype=self.dtype, name=names.FINAL_NORM)(x)
             features = x[jnp.arange(x.shape[0]), last]
-        return layers.classifier_head(self, features, train, self.dropout, use_bias=False)
+        return layers.classifier_head(self, features, train, self.dropout, use_bias=False,
+                                      kernel_init=layers.HF_TEXT_INIT)
 
 
 def _groups(module):

@@ -58,9 +58,9 @@ def from_hf(folder, cfg, raw, path):
     prefix = convert.prefix_of(raw, "transformer.")
     classes = raw["score.weight"].shape[0] if "score.weight" in raw else 0
     arrays = source.Arrays(raw, path, ignore=_UNREAD + (() if classes else ("score.",)))
-    preprocessing = {"max_length": arch["max_positions"],
-                     "pad_id": cfg.get("pad_token_id") if cfg.get("pad_token_id") is not None
-                     else cfg.get("eos_token_id", 0)}
+    pad = cfg.get("pad_token_id")  # GPT-2 has none: its end-of-text token pads (masked anyway)
+    preprocessing = convert.hf_text_preprocessing(
+        folder, arch["max_positions"], pad if pad is not None else cfg.get("eos_token_id", 0))
     return convert.Detected("gpt2", arch, classes, preprocessing, arrays, _layout(prefix, arch["heads"]))
 
 

@@ -8,16 +8,22 @@ import jax.numpy as jnp
 from tljax.models import names
 
 
-def classifier_head(module, features, train, dropout=0.0, use_bias=True):
+# The text families' heads start as HF's `_init_weights` draws every Linear: normal(0.02)
+# (initializer_range of BertConfig / GPT2Config). Vision heads start at zero (big_vision).
+HF_TEXT_INIT = nn.initializers.normal(stddev=0.02)
+
+
+def classifier_head(module, features, train, dropout=0.0, use_bias=True,
+                    kernel_init=nn.initializers.zeros):
     """Logits from pooled `features` (batch, features), called in `module`'s compact __call__
     after its forward pass (outside peft.intercept: the head trains whole). Sows `features` as
     the head's input (names.INTERMEDIATES/HEAD_INPUT, for feature probes), applies dropout at
-    rate `dropout` in training, then the zero-initialised Dense names.HEAD (module.num_classes
-    outputs, module.dtype; parameters head/kernel and head/bias, or no bias as GPT-2's
-    `score`); logits in float32."""
+    rate `dropout` in training, then the Dense names.HEAD (module.num_classes outputs,
+    module.dtype; zero-initialised unless `kernel_init` says otherwise; parameters
+    head/kernel and head/bias, or no bias as GPT-2's `score`); logits in float32."""
     module.sow(names.INTERMEDIATES, names.HEAD_INPUT, features)
     features = nn.Dropout(dropout)(features, deterministic=not train)
-    return nn.Dense(module.num_classes, kernel_init=nn.initializers.zeros, use_bias=use_bias,
+    return nn.Dense(module.num_classes, kernel_init=kernel_init, use_bias=use_bias,
                     dtype=module.dtype, name=names.HEAD)(features).astype(jnp.float32)
 
 
@@ -29,8 +35,8 @@ class TwoLayerHead(nn.Module):
     names.HEAD: head/dense -> activation -> head/out. "tanh" is HF's
     RobertaClassificationHead (dropout, dense, tanh, dropout, out_proj), "relu"
     DistilBertForSequenceClassification's (pre_classifier, ReLU, dropout, classifier).
-    The hidden layer starts as HF's `_init_weights` draws it, normal(0.02): a zero one would
-    give neither layer a gradient; the output layer starts at zero like every tljax head."""
+    Both layers start as HF draws them (HF_TEXT_INIT): a zero hidden layer would give
+    neither layer a gradient."""
 
     num_classes: int
     activation: str = "tanh"
@@ -41,12 +47,10 @@ class TwoLayerHead(nn.Module):
     def __call__(self, x, train):
         if self.activation == "tanh":
             x = nn.Dropout(self.dropout)(x, deterministic=not train)
-        x = nn.Dense(x.shape[-1], kernel_init=nn.initializers.normal(0.02), dtype=self.dtype,
-                     name="dense")(x)
+        x = nn.Dense(x.shape[-1], kernel_init=HF_TEXT_INIT, dtype=self.dtype, name="dense")(x)
         x = jnp.tanh(x) if self.activation == "tanh" else nn.relu(x)
         x = nn.Dropout(self.dropout)(x, deterministic=not train)
-        return nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros, dtype=self.dtype,
-                        name="out")(x)
+        return nn.Dense(self.num_classes, kernel_init=HF_TEXT_INIT, dtype=self.dtype, name="out")(x)
 
 
 def two_layer_head(module, features, train, activation, dropout=0.0):

@@ -2,11 +2,12 @@
 weights as tljax .safetensors files, each with what is needed to apply it: architecture,
 class names and the eval preprocessing."""
 import jax
+from etils import epath
 
 from tljax import data, models, paths
 from tljax import workdir as workdir_lib
 from tljax.training import state as state_lib
-from tljax.data import preprocess
+from tljax.data import preprocess, tokens
 from tljax.models import names, peft
 from tljax.weights import tljax_format
 
@@ -29,7 +30,12 @@ def gather(par, state, best, with_ema):
 
 def _preprocessing(data_cfg):
     """How the model's inputs are made: the run's eval pp (data_cfg is the run's resolved
-    data config: init_norm already replaced by the weights' normalisation, run_init)."""
+    data config: init_norm already replaced by the weights' normalisation, run_init), or for
+    text the tokenizer (copied into the workdir by write_record, named relative to it), the
+    maximum length and the pad id."""
+    if data.is_text(data_cfg):
+        return {"tokenizer": tokens.TOKENIZER_FILE, "max_length": data_cfg.max_length,
+                "pad_id": data_cfg.pad_id}
     return {"normalization": preprocess.normalization_op(data_cfg.pp_eval),
             "image_size": data_cfg.image_size, "pp_eval": data_cfg.pp_eval}
 
@@ -45,6 +51,9 @@ def write_record(workdir, module, model_name, num_classes, data_cfg):
     that its checkpoints read back as the model that ran, with or without exports."""
     if jax.process_index() != 0:
         return
+    if data.is_text(data_cfg):  # exports and predict tokenize as the run did
+        paths.write_bytes_atomic(workdir / tokens.TOKENIZER_FILE,
+                                 epath.Path(tokens.tokenizer_path(data_cfg.tokenizer)).read_bytes())
     paths.write_json(workdir / workdir_lib.MODEL_RECORD, {
         "model": model_name, "arch": arch_of(module), "num_classes": num_classes,
         "preprocessing": _preprocessing(data_cfg),

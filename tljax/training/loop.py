@@ -48,7 +48,7 @@ def _check_batch_fits(config, data_cfg, train_count):
     the compiled step's own memory is checked against the device when it compiles."""
     batch = config.data.batch_size
     images = batch // jax.process_count() * data_cfg.image_size ** 2 * 3 * 4  # float32 RGB
-    if images > parallel.host_memory_bytes():
+    if not data.is_text(data_cfg) and images > parallel.host_memory_bytes():
         raise UserError(
             f"data.batch_size={batch} needs {images / 2**30:.0f} GiB for its "
             f"{data_cfg.image_size}x{data_cfg.image_size} float32 images alone but this "
@@ -94,26 +94,28 @@ class _PhaseRunner:
             param_dtype=config.model.forward_param_dtype or None)
         self._jitted = par.compile_train(step)
         self._batch_size = config.data.batch_size
-        self._compiled = None
-        self.flops = None
+        self._compiled = {}  # batch shapes -> executable: one, or one per text length bucket
+        self.flops = None    # of the first shape compiled
 
-    @property
-    def compiled(self):
-        return self._compiled is not None
+    def compiled_for(self, batch):
+        return _shape_of(batch) in self._compiled
 
     def compile(self, state, batch):
-        logging.info("compiling the train step of phase %d...", self.index)
+        logging.info("compiling the train step of phase %d%s...", self.index,
+                     f" for {_shape_of(batch)}" if "input_ids" in batch else "")
         begin = time.monotonic()
-        self._compiled = self._jitted.lower(state, batch).compile()
-        self.flops = metrics.compiled_cost(self._compiled).get("flops")
-        self._check_memory()
+        compiled = self._jitted.lower(state, batch).compile()
+        self._compiled[_shape_of(batch)] = compiled
+        flops = metrics.compiled_cost(compiled).get("flops")
+        self.flops = self.flops if self.flops is not None else flops
+        self._check_memory(compiled)
         logging.info("compiled in %.1fs (%s per step)", time.monotonic() - begin,
-                     f"{self.flops / 1e9:.3g} GFLOP" if self.flops else "FLOPs unknown")
+                     f"{flops / 1e9:.3g} GFLOP" if flops else "FLOPs unknown")
 
-    def _check_memory(self):
+    def _check_memory(self, compiled):
         """An impossible batch is one line before its first step, not an allocation failure
         inside it: XLA's compiled memory of the step against one device's memory."""
-        need, have = metrics.compiled_memory(self._compiled), parallel.device_memory_bytes()
+        need, have = metrics.compiled_memory(compiled), parallel.device_memory_bytes()
         if need and need > have:
             raise UserError(
                 f"the train step at data.batch_size={self._batch_size} needs "
@@ -121,9 +123,14 @@ class _PhaseRunner:
                 f"{have / 2**30:.1f} GiB: lower data.batch_size or raise accum_steps")
 
     def __call__(self, state, batch):
-        if self._compiled is None:
+        if not self.compiled_for(batch):
             self.compile(state, batch)
-        return self._compiled(state, batch)
+        return self._compiled[_shape_of(batch)](state, batch)
+
+
+def _shape_of(batch):
+    """The shape of a batch's token ids (text batches come in length buckets), else None."""
+    return tuple(batch["input_ids"].shape) if "input_ids" in batch else None
 
 
 @dataclasses.dataclass
@@ -232,7 +239,7 @@ def _train(run_, runner, state, record, start_step, train_iter):
     pending = []
     for step in range(start_step, _stop_step(config)):
         batch = next(train_iter)
-        if not runner.compiled:
+        if not runner.compiled_for(batch):  # (text: once per length bucket)
             with progress.paused():
                 runner.compile(state, batch)
         state, step_metrics = runner(state, batch)
@@ -287,7 +294,7 @@ def prepare(config, start):
     _log_plan(plan, group_list, param_sizes)
     _check_accumulation(config, model.variables, plan)
     # A missing split fails here, before the workdir is touched.
-    _, train_count = data.examples(data_cfg, "train", config.seed)
+    train_count = data.count(data_cfg, "train", config.seed)
     _check_batch_fits(config, data_cfg, train_count)
     evaluated = [w for w, key in (("validation", "val_split"), ("test", "test_split"))
                  if config.data[key]]

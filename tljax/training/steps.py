@@ -162,7 +162,8 @@ def make_train_step(module, tx, trainable_paths, *, l2sp=None, accum_steps=1, ax
         variables = {"params": merge_params(cast_floats(trainable, param_dtype), frozen)}
         if batch_stats:
             variables["batch_stats"] = batch_stats
-        logits, mutated = module.apply(variables, batch["image"], train=True,
+        args, kwargs = models.model_inputs(batch)
+        logits, mutated = module.apply(variables, *args, **kwargs, train=True,
                                        mutable=["batch_stats"], rngs={"dropout": rng})
         loss = cross_entropy(logits, batch["label"], label_smoothing)
         total = loss
@@ -248,7 +249,8 @@ def make_eval_step(module, axis_name=None):
         variables = {"params": params}
         if batch_stats:
             variables["batch_stats"] = batch_stats
-        logits = module.apply(variables, batch["image"], train=False)
+        args, kwargs = models.model_inputs(batch)
+        logits = module.apply(variables, *args, **kwargs, train=False)
         mask = batch["mask"]
         losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
         correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)

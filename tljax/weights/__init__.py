@@ -174,7 +174,13 @@ def read(source, *, model=None, which="best"):
     """The tljax_format.Export of `source` (a path, catalog: or hub name) as stored: its
     position embeddings at the checkpoint's own grid, so whoever builds the model resamples
     them once, straight to the resolution it runs at."""
-    return _read_source(catalog.resolve(str(source)), model, which)
+    path = catalog.resolve(str(source))
+    export = _read_source(path, model, which)
+    tokenizer = export.preprocessing.get("tokenizer")
+    if tokenizer and not os.path.isabs(tokenizer):  # a tljax run's: beside its files
+        folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+        export.preprocessing["tokenizer"] = os.path.join(folder, tokenizer)
+    return export
 
 
 def load_model(source, *, model=None, num_classes=None, image_shape=None, which="best"):

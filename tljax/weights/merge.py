@@ -103,9 +103,9 @@ def merge(init_variables, loaded_variables, *, reset_head, source, pos_resize="z
     """`init_variables` with every entry replaced by the loaded one; position embeddings of
     another resolution resampled by `pos_resize` (the model's, models.pos_resize).
 
-    With `reset_head` the head keeps its initialisation: zero for the classifier layer of
-    every family, HF's normal(0.02) for the hidden layer of RoBERTa's and DistilBERT's heads
-    (zero there would leave both layers without a gradient). Any key missing
+    With `reset_head` the head keeps its initialisation: zero for the vision families, HF's
+    normal(0.02) for the text families (layers.HF_TEXT_INIT; a zero hidden layer in
+    RoBERTa's and DistilBERT's two-layer heads would leave both layers without a gradient). Any key missing
     from or unexpected in the file, or a shape mismatch, is one UserError that
     lists them all: nothing is loaded partially.
     """
