@@ -103,7 +103,7 @@ def test_predict_on_png_files_equals_the_eval_pipeline(folder_run, split_folder)
     batches, _ = pipeline.eval_batches(cfg, seed=seed, global_batch=64, which=split)
     batch = next(iter(batches))
     sevens = batch["image"][(batch["mask"] > 0) & (batch["label"] == sorted(NAMES.values()).index("seven"))]
-    reference = predictor.probabilities(sevens)  # The run's own tf.data eval preprocessing.
+    reference = predictor.probabilities({"image": sevens})  # The run's own tf.data eval preprocessing.
     got = np.array([[dict(r["top"])[n] for n in predictor.class_names] for r in results])
     np.testing.assert_allclose(np.sort(got, 0), np.sort(reference, 0), atol=1e-6)
     assert all(len(r["top"]) == 5 and r["top"][0][1] >= r["top"][1][1] for r in results)

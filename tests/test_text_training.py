@@ -233,3 +233,28 @@ def test_long_texts_are_truncated_with_a_count(text_task, tmp_path, monkeypatch,
         got = tokens.tokenize(texts, bert, 16)
     assert got.lengths[0] == 16 and got.lengths[1] < 16
     assert "1 of 2 texts are longer than data.max_length=16" in caplog.text
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_evaluate_and_predict_reproduce_the_runs_test_accuracy(text_task, source_runs, family):
+    """`evaluate` on the run's test set and `predict` on the test CSV (a file of texts, as a
+    user gives it) tokenize as the run did (its recorded tokenizer.json, length and pad id)
+    and give its test accuracy; one string alone gets the probabilities it gets in a batch."""
+    from tljax import evaluation, inference, paths
+
+    run = source_runs[family]
+    summary = paths.read_json(os.path.join(run, "summary.json"))
+    predictor = inference.Predictor.load(run)
+    cfg, which, seed = evaluation.data_config(run, "", "test")
+    assert evaluation.evaluate(predictor, cfg, which, seed, 8)["accuracy"] == pytest.approx(
+        summary["test_accuracy"], abs=1e-6)
+    test_csv = os.path.join(text_task[0].replace("data", "source"), "test.csv")
+    results = inference.predict_texts(predictor, inference.read_texts([test_csv]), top_k=1)
+    with open(test_csv) as f:
+        labels = [row["label"] for row in csv.DictReader(f)]
+    correct = [r["top"][0][0] == label for r, label in zip(results, labels)]
+    assert np.mean(correct) == pytest.approx(summary["test_accuracy"], abs=1e-6)
+    alone = inference.predict_texts(predictor, [(results[5]["text"], None)], top_k=3)[0]
+    full = inference.predict_texts(predictor, inference.read_texts([test_csv]), top_k=3)[5]
+    assert [n for n, _ in alone["top"]] == [n for n, _ in full["top"]]
+    np.testing.assert_allclose([p for _, p in alone["top"]], [p for _, p in full["top"]], rtol=1e-5)

@@ -16,15 +16,16 @@ def is_run(model):
 
 def data_config(model, data_name, split):
     """(data config, which set of it to read, seed)."""
-    from tljax.data import folder
+    from tljax.data import folder, text
 
     cfg, seed = defaults.base().data, 0
     if data_name:
         with cfg.unlocked():
             # Nothing trains here: any split (train/ included) is read whole as the one set.
             cfg.name, cfg.few_shot_k, cfg.test_split, cfg.train_split = data_name, 0, split, ""
-            if folder.is_folder_name(data_name) and folder.is_one_tree(data_name):
-                cfg.folder_fractions = (0.0, 0.0, 1.0)  # every image is evaluated
+            if (folder.is_folder_name(data_name) and folder.is_one_tree(data_name)) or (
+                    text.is_own_file(data_name)):
+                cfg.folder_fractions = (0.0, 0.0, 1.0)  # every example is evaluated
         return cfg, "test", seed
     if not is_run(model):
         raise UserError(f"--model={model} is not a finished tljax run: pass --data (a TFDS name "
@@ -54,15 +55,18 @@ def evaluate(predictor, cfg, which, seed, batch_size):
     "class_names"} over every example of the set, counted once."""
     from tljax import data
 
-    with cfg.unlocked():
-        cfg.pp_eval, cfg.cache = predictor.pp_eval, False
+    if predictor.reads_text:
+        cfg = predictor.text_config(cfg)
+    else:
+        with cfg.unlocked():
+            cfg.pp_eval, cfg.cache = predictor.pp_eval, False
     mapping = np.array(label_map(predictor.class_names, data.class_names(cfg)))
     batches, count = data.eval_batches(cfg, seed=seed, global_batch=batch_size, which=which)
     names = predictor.class_names
     confusion = np.zeros((len(names), len(names)), np.int64)
     for batch in batches:
         keep = batch["mask"] > 0
-        predicted = predictor.probabilities(batch["image"]).argmax(-1)[keep]
+        predicted = predictor.probabilities(batch).argmax(-1)[keep]
         np.add.at(confusion, (mapping[batch["label"][keep]], predicted), 1)
     if confusion.sum() != count:
         raise RuntimeError(f"evaluated {confusion.sum()} examples, the split has {count}")

@@ -23,9 +23,10 @@ from tljax.errors import UserError
 _MODEL = flags.DEFINE_string("model", None, "run directory or weights file")
 _WHICH = flags.DEFINE_enum("which", "best", ["best", "final"],
                            "for a run directory: the validation-selected or the final model")
-_DATA = flags.DEFINE_string("data", "", "TFDS name or folder:/path (default: the run's dataset)")
+_DATA = flags.DEFINE_string("data", "", "TFDS name, folder:/path or text:/path (default: the run's "
+                            "dataset)")
 _SPLIT = flags.DEFINE_string("split", "test", "split to evaluate")
-_BATCH = flags.DEFINE_integer("batch_size", 128, "images per forward pass", lower_bound=1)
+_BATCH = flags.DEFINE_integer("batch_size", 128, "examples per forward pass", lower_bound=1)
 _OUTPUT = flags.DEFINE_string("output", "", "folder for evaluation.json and confusion.png")
 
 
@@ -53,7 +54,7 @@ def main(argv):
     evaluation.plot_confusion(result, f"{source} on {cfg.name} {_SPLIT.value}",
                    os.path.join(output, "confusion.png"))
     worst = sorted((v["accuracy"], n) for n, v in result["per_class"].items() if v["count"])[:5]
-    print(f"accuracy {result['accuracy']:.4f} on {result['count']} images of {cfg.name} "
+    print(f"accuracy {result['accuracy']:.4f} on {result['count']} examples of {cfg.name} "
           f"{_SPLIT.value}; lowest classes: "
           + ", ".join(f"{n} {a:.2f}" for a, n in worst) + f"; written to {output}")
     logging.debug("%s", compilation.stats())  # shown with --verbosity=1

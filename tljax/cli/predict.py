@@ -1,6 +1,10 @@
-"""Top-k classes of image files, with the preprocessing the run evaluated with.
+"""Top-k classes of image files or texts, with the preprocessing (or tokenizer) the run used.
 
     python -m tljax.cli.predict --model=/tmp/run photo1.png photos/ [--top_k=3] [--output=preds.csv]
+    python -m tljax.cli.predict --model=/tmp/text_run "a text" lines.txt table.csv
+
+A text model reads each argument as a text, or a file of them: a .txt file's lines, a .csv's
+`text` column (and `text_pair`), a .jsonl's "text" keys.
 
 --model is a run directory (its validation-selected model, or --which=final) or an
 exported .safetensors (or any weights tljax.weights.load_model reads). Prints one line per
@@ -17,7 +21,7 @@ _MODEL = flags.DEFINE_string("model", None, "run directory or weights file")
 _WHICH = flags.DEFINE_enum("which", "best", ["best", "final"],
                            "for a run directory: the validation-selected or the final model")
 _TOP_K = flags.DEFINE_integer("top_k", 5, "classes per image", lower_bound=1)
-_BATCH = flags.DEFINE_integer("batch_size", 64, "images per forward pass", lower_bound=1)
+_BATCH = flags.DEFINE_integer("batch_size", 64, "images or texts per forward pass", lower_bound=1)
 _OUTPUT = flags.DEFINE_string("output", "", "also write predictions to this .csv or .json")
 
 
@@ -34,9 +38,15 @@ def main(argv):
     if _OUTPUT.value and workdir.is_run_file(_OUTPUT.value):
         raise UserError(f"--output={_OUTPUT.value} is a run's own record; write elsewhere")
     predictor = inference.Predictor.load(_MODEL.value, _WHICH.value)
-    results = inference.predict(predictor, inference.list_images(argv[1:]), _TOP_K.value, _BATCH.value)
+    if predictor.reads_text:
+        results = inference.predict_texts(predictor, inference.read_texts(argv[1:]), _TOP_K.value,
+                                          _BATCH.value)
+    else:
+        results = inference.predict(predictor, inference.list_images(argv[1:]), _TOP_K.value,
+                                    _BATCH.value)
     for r in results:
-        print(r["image"] + "  " + "  ".join(f"{name} {prob:.3f}" for name, prob in r["top"]))
+        print(r.get("image", r.get("text")) + "  "
+              + "  ".join(f"{name} {prob:.3f}" for name, prob in r["top"]))
     if _OUTPUT.value:
         inference.write_predictions(results, _OUTPUT.value)
     logging.debug("%s", compilation.stats())  # shown with --verbosity=1

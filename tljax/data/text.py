@@ -57,6 +57,11 @@ def is_text(cfg):
     return cfg.name.startswith(PREFIX) or cfg.name.split(":")[0] in TFDS_FIELDS
 
 
+def is_own_file(name):
+    """Whether data.name is "text:" one CSV/JSONL file (split by data.folder_fractions)."""
+    return name.startswith(PREFIX) and os.path.isfile(os.path.expanduser(name[len(PREFIX):]))
+
+
 def _rows(path):
     """[(row number, {column: value})] of a CSV (header first) or JSONL file."""
     try:
@@ -75,8 +80,9 @@ def _rows(path):
         raise UserError(f"{path} is not UTF-8 text") from None
 
 
-def _read_file(path):
-    """[(text, pair or None, label string)] of a CSV/JSONL file, every row checked."""
+def read_file(path, labelled=True):
+    """[(text, pair or None, label string or None)] of a CSV/JSONL file, every row checked
+    (the label column only when `labelled`)."""
     rows = _rows(path)
     if not rows:
         raise UserError(f"{path} holds no rows")
@@ -85,7 +91,7 @@ def _read_file(path):
         where = f"{path} {'row' if path.endswith('.csv') else 'line'} {number}"
         if not isinstance(row, dict):
             raise UserError(f"{where}: not an object with text and label")
-        for column in ("text", "label"):
+        for column in ("text", "label") if labelled else ("text",):
             if row.get(column) is None:
                 raise UserError(f"{where}: no {column!r} column (columns: text, label, optional "
                                 f"text_pair)")
@@ -94,7 +100,8 @@ def _read_file(path):
             raise UserError(f"{where}: empty text")
         if pair is not None and not str(pair).strip() and "text_pair" in row:
             raise UserError(f"{where}: empty text_pair")
-        examples.append((text, None if pair is None else str(pair), str(row["label"])))
+        label = str(row["label"]) if labelled else None
+        examples.append((text, None if pair is None else str(pair), label))
     return examples
 
 
@@ -122,7 +129,7 @@ def _split_files(root):
             split = _SPLIT_ALIASES[stem]
             if split in found:
                 raise UserError(f"text folder {root} has two {split} sets ({entry}); keep one")
-            found[split] = _read_file(path) if suffix in SUFFIXES else _read_txt_classes(path)
+            found[split] = read_file(path) if suffix in SUFFIXES else _read_txt_classes(path)
     return found
 
 
@@ -154,7 +161,7 @@ def _own(cfg):
     if os.path.isfile(root):
         if not root.endswith(SUFFIXES):
             raise UserError(f"data.name={cfg.name!r}: a text file must be .csv or .jsonl")
-        splits = _cut(_read_file(root), tuple(cfg.folder_fractions), cfg.folder_split_seed)
+        splits = _cut(read_file(root), tuple(cfg.folder_fractions), cfg.folder_split_seed)
     else:
         splits = _split_files(root)
         if not splits:
@@ -163,9 +170,8 @@ def _own(cfg):
                 raise UserError(f"{root} is not a text dataset: expected train.csv / train.jsonl "
                                 f"(and validation, test), or folders of .txt files per class")
             splits = _cut(classes, tuple(cfg.folder_fractions), cfg.folder_split_seed)
-    if "train" not in splits:
-        raise UserError(f"text dataset {root} has no train set")
-    names = sorted({label for _, _, label in splits["train"]})
+    # Class names are the train set's labels (a set read only for evaluation: all of its own).
+    names = sorted({label for _, _, label in splits.get("train") or sum(splits.values(), [])})
     for split, items in splits.items():
         unknown = sorted({label for _, _, label in items} - set(names))
         if unknown:

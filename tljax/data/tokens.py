@@ -111,9 +111,20 @@ def tokenize(texts, tokenizer_source, max_length):
     if os.path.exists(cache):
         with np.load(cache) as stored:
             return Tokens(stored["ids"], stored["offsets"], stored["types"], stored["labels"])
+    encoded = encode(tokenizer_source, max_length, texts.texts, texts.pairs, texts.labels)
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{cache}.{os.getpid()}.tmp.npz"
+    np.savez(tmp, ids=encoded.ids, offsets=encoded.offsets, types=encoded.types,
+             labels=encoded.labels)
+    os.replace(tmp, cache)  # a reader never sees half a file
+    return encoded
+
+
+def encode(tokenizer_source, max_length, texts, pairs=None, labels=None):
+    """The Tokens of `texts` (and their `pairs`), tokenised now: truncated to `max_length`
+    tokens, with a count in the log."""
     tokenizer = load_tokenizer(tokenizer_source, max_length)
-    inputs = texts.texts if texts.pairs is None else list(zip(texts.texts, texts.pairs))
-    encodings = tokenizer.encode_batch(inputs)
+    encodings = tokenizer.encode_batch(texts if pairs is None else list(zip(texts, pairs)))
     truncated = sum(bool(e.overflowing) for e in encodings)
     if truncated:
         logging.info("%d of %d texts are longer than data.max_length=%d tokens: truncated",
@@ -122,11 +133,7 @@ def tokenize(texts, tokenizer_source, max_length):
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     ids = np.fromiter((t for e in encodings for t in e.ids), np.int32, int(offsets[-1]))
     types = np.fromiter((t for e in encodings for t in e.type_ids), np.int8, int(offsets[-1]))
-    labels = np.asarray(texts.labels, np.int32)
-    os.makedirs(folder, exist_ok=True)
-    tmp = f"{cache}.{os.getpid()}.tmp.npz"
-    np.savez(tmp, ids=ids, offsets=offsets, types=types, labels=labels)
-    os.replace(tmp, cache)  # a reader never sees half a file
+    labels = np.zeros(len(texts), np.int32) if labels is None else np.asarray(labels, np.int32)
     return Tokens(ids, offsets, types, labels)
 
 
@@ -167,6 +174,12 @@ def _batch(tokens, index, length, pairs, pad):
     return batch
 
 
+def padded_batch(tokens, index, max_length, pairs, pad):
+    """The examples `index` padded to the bucket of the longest of them."""
+    length = bucket_length(int(tokens.lengths[index].max(initial=1)), max_length)
+    return _batch(tokens, index, length, pairs, pad)
+
+
 def _stream(n, seed, start, stop):
     """Positions [start, stop) of the endless example stream: epoch e is a permutation of
     range(n) seeded by (seed, e)."""
@@ -200,7 +213,7 @@ def train_batches(cfg, *, seed, global_batch, process_index=0, process_count=1, 
     step = start_step
     while True:
         batches = chunk_batches(step // chunk)
-        for index in batches[step % chunk:]:
+        for index in batches[step % chunk:]:  # padded to the global batch's bucket
             length = bucket_length(int(tokens.lengths[index].max()), cfg.max_length)
             yield _batch(tokens, index[rows], length, pairs, cfg.pad_id)
             step += 1

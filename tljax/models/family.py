@@ -14,6 +14,7 @@ import re
 from typing import Callable
 
 import jax.numpy as jnp
+import numpy as np
 
 from tljax.errors import UserError
 from tljax.models import peft
@@ -21,13 +22,14 @@ from tljax.models.names import HEAD, TOP_OF_LAST_BLOCK
 
 
 def image_input(shape):
-    """A batch of one image of `shape` (height, width, channels), what vision families take."""
-    return jnp.zeros((1, *shape), jnp.float32)
+    """A batch of one image of `shape` (height, width, channels), what vision families take
+    (numpy: made without an XLA program of its own)."""
+    return np.zeros((1, *shape), np.float32)
 
 
 def token_input(shape):
     """A batch of one token-id sequence of `shape` (length,), what text families take."""
-    return jnp.zeros((1, *shape), jnp.int32)
+    return np.zeros((1, *shape), np.int32)
 
 
 def mean_pool(module, x):
