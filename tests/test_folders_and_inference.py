@@ -293,7 +293,7 @@ def test_evaluate_cli_writes_json_and_confusion_png(folder_run, tmp_path):
     done = subprocess.run([sys.executable, "-m", "tljax.cli.evaluate", f"--model={workdir}",
                            f"--output={tmp_path}"], capture_output=True, text=True, env=env,
                           cwd=ROOT, check=True)
-    assert done.stdout.startswith(f"accuracy {summary['test_accuracy']:.4f} on 40 images")
+    assert done.stdout.startswith(f"accuracy {summary['test_accuracy']:.4f} on 40 examples")
     with open(tmp_path / "evaluation.json") as f:
         result = json.load(f)
     assert result["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
