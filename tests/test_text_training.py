@@ -258,3 +258,23 @@ def test_evaluate_and_predict_reproduce_the_runs_test_accuracy(text_task, source
     full = inference.predict_texts(predictor, inference.read_texts([test_csv]), top_k=3)[5]
     assert [n for n, _ in alone["top"]] == [n for n, _ in full["top"]]
     np.testing.assert_allclose([p for _, p in alone["top"]], [p for _, p in full["top"]], rtol=1e-5)
+
+
+def test_pydoc_dataset_is_python_docs_with_disjoint_source_and_target_topics(tmp_path, monkeypatch):
+    """The offline text default's data: paragraphs of the language reference that ships with
+    Python, the source topics' splits disjoint, no target topic among the source's."""
+    from configs import pydoc
+    from tljax import data
+    from tljax.data import pydoc_topics
+
+    monkeypatch.setenv("TLJAX_CACHE", str(tmp_path))
+    source = pydoc.get_config("pretrain").data
+    target = pydoc.get_config("scratch").data
+    assert data.class_names(source) == sorted(pydoc_topics.SOURCE)
+    assert data.class_names(target) == sorted(pydoc_topics.TARGET)
+    sets = {which: tokens.texts_of(source, which, 0).texts for which in ("train", "validation", "test")}
+    assert not set(sets["train"]) & set(sets["test"]) and not set(sets["train"]) & set(sets["validation"])
+    few = {which: tokens.texts_of(target, which, 0) for which in ("train", "validation", "test")}
+    assert [len(few[w]) for w in ("train", "validation")] == [4 * 5, 8 * 5]
+    assert not set(few["train"].texts) & set(few["test"].texts)
+    assert os.path.exists(source.tokenizer)  # prepared with the data, read by the scratch runs

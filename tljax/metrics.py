@@ -86,7 +86,7 @@ class Progress:
         self._last_step, self._last_time, self._paused = step, now, 0.0
         images_per_s = steps * self.global_batch / elapsed
         eta = (self.total_steps - step) * elapsed / steps
-        text = (f"step {step}/{self.total_steps}  loss {loss:.4f}  {images_per_s:.1f} img/s  "
+        text = (f"step {step}/{self.total_steps}  loss {loss:.4f}  {images_per_s:.1f} examples/s  "
                 f"ETA {int(eta) // 60}m{int(eta) % 60:02d}s")
         logging.info(text)
         return {"images_per_s": images_per_s}

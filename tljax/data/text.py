@@ -21,6 +21,7 @@ from typing import Optional
 
 import numpy as np
 
+from tljax.data import pydoc_topics
 from tljax.data.sets import SETS
 from tljax.errors import UserError
 
@@ -53,8 +54,15 @@ class Texts:
 
 
 def is_text(cfg):
-    """Whether data.name names text: your own ("text:/path") or a TFDS text dataset."""
-    return cfg.name.startswith(PREFIX) or cfg.name.split(":")[0] in TFDS_FIELDS
+    """Whether data.name names text: your own ("text:/path"), the offline dataset that ships
+    with Python (pydoc_topics.NAME) or a TFDS text dataset."""
+    return (cfg.name.startswith(PREFIX) or cfg.name == pydoc_topics.NAME
+            or cfg.name.split(":")[0] in TFDS_FIELDS)
+
+
+def _is_files(cfg):
+    """Whether data.name is text read from CSV/JSONL/.txt files (not a TFDS dataset)."""
+    return cfg.name.startswith(PREFIX) or cfg.name == pydoc_topics.NAME
 
 
 def is_own_file(name):
@@ -153,9 +161,18 @@ def _cut(examples, fractions, seed):
     return splits
 
 
+def _root(cfg):
+    if cfg.name == pydoc_topics.NAME:
+        return pydoc_topics.prepare()
+    return os.path.expanduser(cfg.name[len(PREFIX):])
+
+
 def _own(cfg):
-    """({split: examples}, class names) of data.name="text:/path"."""
-    root = os.path.expanduser(cfg.name[len(PREFIX):])
+    """{split: examples} of data.name="text:/path" (or the pydoc dataset: every CSV a split)."""
+    root = _root(cfg)
+    if cfg.name == pydoc_topics.NAME:
+        return {name[:-len(".csv")]: read_file(os.path.join(root, name))
+                for name in sorted(os.listdir(root)) if name.endswith(".csv")}
     if not os.path.exists(root):
         raise UserError(f"data.name={cfg.name!r}: {root} does not exist")
     if os.path.isfile(root):
@@ -170,25 +187,31 @@ def _own(cfg):
                 raise UserError(f"{root} is not a text dataset: expected train.csv / train.jsonl "
                                 f"(and validation, test), or folders of .txt files per class")
             splits = _cut(classes, tuple(cfg.folder_fractions), cfg.folder_split_seed)
-    # Class names are the train set's labels (a set read only for evaluation: all of its own).
-    names = sorted({label for _, _, label in splits.get("train") or sum(splits.values(), [])})
+    return splits
+
+
+def _names(cfg, splits):
+    """Class names: the labels of the train split, sorted (a dataset read only for evaluation,
+    without one: all its labels); a label of another split the train split lacks is refused."""
+    train = splits.get(cfg.train_split)
+    names = sorted({label for _, _, label in train or sum(splits.values(), [])})
     for split, items in splits.items():
         unknown = sorted({label for _, _, label in items} - set(names))
-        if unknown:
-            raise UserError(f"text dataset {root}: {split} has labels the train set lacks: "
-                            f"{', '.join(unknown[:5])}")
-    return splits, names
+        if unknown and split in (cfg.val_split, cfg.test_split):
+            raise UserError(f"text dataset {cfg.name[len(PREFIX):]}: {split} has labels the "
+                            f"train set lacks: {', '.join(unknown[:5])}")
+    return names
 
 
 _OWN = {}  # (data.name, fractions, seed, file times) -> read dataset: a run reads it once
 
 
 def _own_cached(cfg):
-    root = os.path.expanduser(cfg.name[len(PREFIX):])
-    key = (cfg.name, tuple(cfg.folder_fractions), cfg.folder_split_seed, _mtimes(root))
+    key = (cfg.name, tuple(cfg.folder_fractions), cfg.folder_split_seed, _mtimes(_root(cfg)))
     if key not in _OWN:
         _OWN[key] = _own(cfg)
-    return _OWN[key]
+    splits = _OWN[key]
+    return splits, _names(cfg, splits)
 
 
 def _mtimes(root):
@@ -207,7 +230,7 @@ def _as_texts(examples, names):
 
 
 def class_names(cfg):
-    if cfg.name.startswith(PREFIX):
+    if _is_files(cfg):
         return _own_cached(cfg)[1]
     from tljax.data import pipeline
 
@@ -216,7 +239,7 @@ def class_names(cfg):
 
 def read_split(cfg, split):
     """The Texts of TFDS split string `split` (own text: "train", "validation" or "test")."""
-    if cfg.name.startswith(PREFIX):
+    if _is_files(cfg):
         splits, names = _own_cached(cfg)
         if split not in splits:
             raise UserError(f"{cfg.name} has no {split} set; its sets: {', '.join(sorted(splits))}")
