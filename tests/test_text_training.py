@@ -278,3 +278,25 @@ def test_pydoc_dataset_is_python_docs_with_disjoint_source_and_target_topics(tmp
     assert [len(few[w]) for w in ("train", "validation")] == [4 * 5, 8 * 5]
     assert not set(few["train"].texts) & set(few["test"].texts)
     assert os.path.exists(source.tokenizer)  # prepared with the data, read by the scratch runs
+
+
+def test_a_tfds_text_dataset_trains_under_mock_data(text_task, tmp_path):
+    """configs/text.py:sst2 (GLUE's SST-2 through TFDS, its dev set reported) on
+    tfds.testing.mock_data's random sentences, with the test's tiny BERT: the pipeline reads
+    the TFDS text fields, tokenises, and trains."""
+    import tensorflow_datasets as tfds
+
+    from configs import text as text_config_file
+
+    config = text_config_file.get_config(f"sst2,{text_task[1]}")
+    assert (config.data.train_split, config.data.val_split, config.data.test_split) == (
+        "train[:95%]", "train[95%:]", "validation")
+    with config.unlocked():
+        config.total_steps, config.data.batch_size, config.data.max_length = 4, 8, 32
+        config.optim.warmup_steps, config.eval_every, config.checkpoint_every = 1, 4, 4
+    with tfds.testing.mock_data(num_examples=40):
+        texts = text.read_split(config.data, "train[:95%]")
+        assert len(texts) and texts.pairs is None and set(texts.labels) <= {0, 1}  # (mock_data
+        # gives num_examples whatever the slice)
+        summary = runs.run(config, str(tmp_path / "run"))
+    assert summary["status"] == "done" and summary["test_accuracy"] is not None
