@@ -43,7 +43,7 @@ def _sets(config):
     if recipe is not None:  # the pretrained digits model, produced once by its recipe
         runs.run(*recipe)
     model = run_init.load_model(config, freezing.from_config(config))
-    data_cfg = run_init.data_config(config, model.normalization)
+    data_cfg = run_init.data_config(config, model.preprocessing)
     fn = features.feature_fn(model.module)
     out = {}
     for which in ("train", "validation", "test"):

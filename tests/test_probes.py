@@ -94,7 +94,7 @@ def test_features_are_the_heads_input(family, arch):
     head["kernel"] = jax.random.normal(jax.random.PRNGKey(1), head["kernel"].shape)
     variables = {**variables, "params": {**variables["params"], "head": head}}
     images = jax.random.normal(jax.random.PRNGKey(2), (3, 16, 16, 3))
-    feats = features.feature_fn(module)(variables, images)
+    feats = features.feature_fn(module)(variables, {"image": images})
     logits = module.apply(variables, images, train=False)
     np.testing.assert_allclose(feats @ head["kernel"] + head["bias"], logits, rtol=1e-4, atol=1e-5)
 
@@ -157,7 +157,7 @@ def test_few_shot_monitor_logs_the_source_tasks_ridge_accuracy_of_the_current_mo
 
     export = tljax_format.load(str(tmp_path / "model.safetensors"))
     module = models.build(export.model, export.arch, export.num_classes)
-    data_cfg = run_init.data_config(config, "")
+    data_cfg = run_init.data_config(config, {})
     with data_cfg.unlocked():
         data_cfg.update(train_split="source_train", val_split="", test_split="source_test",
                         few_shot_k=3, few_shot_val_k=0, few_shot_seed=0)
@@ -176,12 +176,12 @@ def test_group_features_pool_the_named_groups():
     variables = weights.init_variables(resnet, (16, 16, 3))
     images = jax.random.normal(jax.random.PRNGKey(0), (2, 16, 16, 3))
     # ResNet's pre-logits are the spatial mean of stage4's output: the same numbers.
-    np.testing.assert_allclose(features.feature_fn(resnet, ("stage4",), pre_logits=False)(variables, images),
-                               features.feature_fn(resnet)(variables, images), rtol=1e-6)
+    np.testing.assert_allclose(features.feature_fn(resnet, ("stage4",), pre_logits=False)(variables, {"image": images}),
+                               features.feature_fn(resnet)(variables, {"image": images}), rtol=1e-6)
     vit = models.build("vit", {"size": "Ti", "patch": 4, "width": 16, "depth": 3, "mlp_dim": 32,
                                "heads": 2}, 5)
     variables = weights.init_variables(vit, (16, 16, 3))
-    both = features.feature_fn(vit, ("block1", "block2"))(variables, images)
+    both = features.feature_fn(vit, ("block1", "block2"))(variables, {"image": images})
     assert both.shape == (2, 2 * (16 + 16) + 16)  # (class token + mean patch token) x 2 + pre-logits
     with pytest.raises(UserError, match="choose groups among embed, block0, block1, block2"):
         features.feature_fn(vit, ("head",))
@@ -214,11 +214,11 @@ def test_dinov2_linear_input_equals_numpy(n_last_blocks, avgpool):
 
     last = [norm(x) for x in blocks[-n_last_blocks:]]
     expected = np.concatenate([x[:, 0] for x in last] + ([last[-1][:, 1:].mean(1)] if avgpool else []), -1)
-    got = features.feature_fn(vit, n_last_blocks=n_last_blocks, avgpool=avgpool)(variables, images)
+    got = features.feature_fn(vit, n_last_blocks=n_last_blocks, avgpool=avgpool)(variables, {"image": images})
     assert got.shape == (2, 16 * (n_last_blocks + avgpool))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     if n_last_blocks == 1 and not avgpool:  # the last block's normed class token: the pre-logits
-        np.testing.assert_allclose(got, features.feature_fn(vit)(variables, images), rtol=1e-6)
+        np.testing.assert_allclose(got, features.feature_fn(vit)(variables, {"image": images}), rtol=1e-6)
 
 
 def test_dinov2_input_is_refused_where_it_does_not_apply():

@@ -300,3 +300,14 @@ def test_a_tfds_text_dataset_trains_under_mock_data(text_task, tmp_path):
         # gives num_examples whatever the slice)
         summary = runs.run(config, str(tmp_path / "run"))
     assert summary["status"] == "done" and summary["test_accuracy"] is not None
+
+
+@pytest.mark.parametrize("family,groups", [("bert", ()), ("gpt2", ("block1",))])
+def test_probes_fit_on_text_features(text_task, source_runs, family, groups, tmp_path):
+    """probe.method=ridge on the pretrained model's features of the target texts: the head's
+    input ([CLS] through BERT's pooler; GPT-2's last token), and a block's output pooled by
+    the family (GPT-2: its last real token, whatever the padding), chosen on validation."""
+    config = text_config(text_task[0], source_runs[family], family,
+                         **{"probe.method": "ridge", "probe.groups": groups})
+    summary = runs.run(config, str(tmp_path))
+    assert summary["test_accuracy"] > 0.6, summary

@@ -186,7 +186,7 @@ def _groups(module):
             (names.HEAD, f"{names.HEAD}/.*")]
 
 
-def _first_token(module, x):
+def _first_token(module, x, attention_mask=None):
     """A layer's output as one vector: its [CLS] token (the token the classifiers read)."""
     return x[:, 0]
 

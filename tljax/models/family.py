@@ -32,7 +32,7 @@ def token_input(shape):
     return np.zeros((1, *shape), np.int32)
 
 
-def mean_pool(module, x):
+def mean_pool(module, x, attention_mask=None):
     """A depth group's output as one feature vector per example: the mean over positions."""
     return x.mean(axis=tuple(range(1, x.ndim - 1)))
 
@@ -43,7 +43,9 @@ class Family:
     module: type                 # the linen Module class
     groups: Callable             # module -> ordered [(group name, regex)], input to output,
     #                              the last one HEAD; a final norm is named FINAL_NORM
-    pool: Callable = mean_pool   # (module, a depth group's output) -> (batch, features) for probes
+    # (module, a depth group's output, the batch's attention mask or None) -> (batch,
+    # features) for probes
+    pool: Callable = mean_pool
     token_methods: bool = False  # takes VPT prompts and AdaptFormer (token/transformer methods)
     mergeable_lora: bool = True  # LoRA folds into the stored kernels on export
     # (module, params, [tokens of the last n blocks], avgpool) -> DINOv2's linear-probe input,

@@ -102,6 +102,15 @@ def _groups(module):
             (names.FINAL_NORM, f"{names.FINAL_NORM}/.*"), (names.HEAD, f"{names.HEAD}/.*")]
 
 
-FAMILY = family.Family("gpt2", GPT2, _groups, token_methods=True,
+def _last_token(module, x, attention_mask=None):
+    """A block's output as one vector: its last real token (the one the classifier reads),
+    after any prompt tokens."""
+    prompts = module.peft.prompts.tokens if module.peft.prompts else 0
+    if attention_mask is None:
+        return x[:, -1]
+    return x[jnp.arange(x.shape[0]), last_token(attention_mask) + prompts]
+
+
+FAMILY = family.Family("gpt2", GPT2, _groups, pool=_last_token, token_methods=True,
                        blocks=lambda module: [f"block{i}" for i in range(module.depth)],
                        layouts=(gpt2_weights.LAYOUT,), example_input=family.token_input)

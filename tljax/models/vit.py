@@ -225,7 +225,7 @@ def _groups(module):
             (names.HEAD, f"(pre_logits|{names.HEAD})/.*")]
 
 
-def _pool(module, tokens):
+def _pool(module, tokens, attention_mask=None):
     """A block's tokens as one vector: the class token and the mean of the patch tokens
     (DINOv2's linear-probe features; registers and VPT prompts are not patch tokens), or the
     mean of the patch tokens without a class token."""

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from tljax import config_lib, data, metrics, paths
+from tljax import config_lib, data, metrics, models, paths
 from tljax.errors import UserError
 from tljax.models import family, names, vit
 from tljax.probe import classifiers
@@ -23,11 +23,12 @@ FINGERPRINT_KEYS = ("model.name", "model.arch", "model.init", "model.dtype", "mo
                     "data.name", "data.train_split", "data.val_split", "data.test_split",
                     "data.few_shot_k", "data.few_shot_val_k", "data.few_shot_seed",
                     "data.folder_fractions", "data.folder_split_seed", "data.image_size",
-                    "probe.groups", "probe.pre_logits", "probe.n_last_blocks", "probe.avgpool")
+                    "data.tokenizer", "data.max_length", "data.pad_id", "probe.groups", "probe.pre_logits", "probe.n_last_blocks", "probe.avgpool")
 
 
 def feature_fn(module, groups=(), pre_logits=True, n_last_blocks=0, avgpool=False):
-    """(variables, images) -> float32 features: the pooled outputs of the named depth groups
+    """(variables, inputs: a batch's {"image"} or {"input_ids", "attention_mask", ...}) ->
+    float32 features: the pooled outputs of the named depth groups
     (e.g. ("block10", "block11") of a ViT, or ("stage3",) of a ResNet), in that order,
     followed by the head's input (pre-logits) when `pre_logits`. Pooling is the family's
     (models/family.py: the mean over positions; a ViT's class token and mean patch token).
@@ -53,11 +54,14 @@ def feature_fn(module, groups=(), pre_logits=True, n_last_blocks=0, avgpool=Fals
     def capture(mdl, method_name):
         return method_name == "__call__" and mdl.name in groups
 
-    def features(variables, images):
-        _, state = module.apply(variables, images, train=False, mutable=[names.INTERMEDIATES],
+    def features(variables, batch):
+        args, kwargs = models.model_inputs(batch)
+        _, state = module.apply(variables, *args, **kwargs, train=False,
+                                mutable=[names.INTERMEDIATES],
                                 capture_intermediates=capture if groups else False)
         flat = traverse_util.flatten_dict(state[names.INTERMEDIATES])
-        pooled = {path[-2]: model_family.pool(module, value[0]) for path, value in flat.items()
+        mask = batch.get("attention_mask")
+        pooled = {path[-2]: model_family.pool(module, value[0], mask) for path, value in flat.items()
                   if len(path) >= 2 and path[-1] == "__call__"}
         parts = [pooled[g] for g in groups]
         if pre_logits:
@@ -86,9 +90,10 @@ def _dinov2_fn(module, model_family, n_last_blocks, avgpool):
     def capture(mdl, method_name):
         return method_name == "__call__" and mdl.name in wanted
 
-    def features(variables, images):
-        _, state = module.apply(variables, images, train=False, mutable=[names.INTERMEDIATES],
-                                capture_intermediates=capture)
+    def features(variables, batch):
+        args, kwargs = models.model_inputs(batch)
+        _, state = module.apply(variables, *args, **kwargs, train=False,
+                                mutable=[names.INTERMEDIATES], capture_intermediates=capture)
         flat = traverse_util.flatten_dict(state[names.INTERMEDIATES])
         tokens = {path[-2]: value[0] for path, value in flat.items()
                   if len(path) >= 2 and path[-1] == "__call__"}
@@ -147,13 +152,19 @@ def extract(fn, variables, data_cfg, which, seed, batch_size, count_flops=True):
     batches, count = data.eval_batches(data_cfg, seed=seed, which=which, global_batch=batch_size,
                                        process_index=jax.process_index(),
                                        process_count=jax.process_count())
-    xs, ys, run, per_image = [], [], fn, None
+    xs, ys, compiled, flops = [], [], {}, 0.0
     for batch in batches:
-        if count_flops and per_image is None:  # XLA's exact count of the compiled forward
-            run = fn.lower(variables, batch["image"]).compile()
-            per_image = (metrics.compiled_cost(run).get("flops") or 0.0) / len(batch["mask"])
+        inputs = _model_inputs(batch)
         keep = batch["mask"] > 0
-        xs.append(np.asarray(run(variables, batch["image"]))[keep])
+        run = fn
+        if count_flops:  # XLA's exact count of the compiled forward (one per text bucket)
+            shape = tuple(np.shape(v) for v in inputs.values())
+            if shape not in compiled:
+                compiled[shape] = fn.lower(variables, inputs).compile()
+            run = compiled[shape]
+            per_example = (metrics.compiled_cost(run).get("flops") or 0.0) / len(batch["mask"])
+            flops += per_example * keep.sum()
+        xs.append(np.asarray(run(variables, inputs))[keep])
         ys.append(batch["label"][keep])
     x, y = np.concatenate(xs), np.concatenate(ys).astype(np.int64)
     if jax.process_count() > 1:  # Process p holds examples p, p + P, p + 2P, ... (ds.shard).
@@ -171,4 +182,13 @@ def extract(fn, variables, data_cfg, which, seed, batch_size, count_flops=True):
         x, y = flat["x"][real][order], flat["y"][real][order]  # split order, any process count
     if len(y) != count:
         raise RuntimeError(f"extracted {len(y)} {which} features, the set has {count}")
-    return classifiers.Features(x, y), per_image * count if count_flops else None
+    if count_flops and jax.process_count() > 1:  # each process counted its own examples
+        from jax.experimental import multihost_utils
+
+        flops = float(np.sum(multihost_utils.process_allgather(np.float64(flops))))
+    return classifiers.Features(x, y), flops if count_flops else None
+
+
+def _model_inputs(batch):
+    """The entries of a data batch the model reads (not its labels and mask)."""
+    return {k: v for k, v in batch.items() if k not in ("label", "mask")}
