@@ -230,3 +230,37 @@ def test_groups_cover_every_parameter_in_depth_order(kind, groups, tmp_path):
     # The pooler and GPT-2's final norm belong to the top depth unit (last_k:1 trains them).
     top = {"bert": ["layer1", "pooler"], "roberta": ["layer1"], "gpt2": ["block1", "norm"]}[kind]
     assert models.depth_groups(group_list)[-1] == top
+
+
+TINY = {"bert": dict(vocab_size=VOCAB, width=32, depth=3, heads=4, mlp_dim=64, max_positions=40),
+        "gpt2": dict(vocab_size=VOCAB, width=32, depth=3, heads=4, mlp_dim=64, max_positions=40)}
+
+
+@pytest.mark.parametrize("family", sorted(TINY))
+def test_frozen_text_layers_cost_no_backward_pass(family):
+    """XLA's compiled FLOPs of one train step: a linear probe costs about a forward pass,
+    and each unfrozen layer adds its backward pass (as for the vision families,
+    tests/test_freeze.py); BitFit trains every bias but takes no weight gradients."""
+    from tests.test_freeze import _cost, _optim_cfg
+    from tljax import freezing
+    from tljax.training import optim, steps
+    from tljax.training import state as state_lib
+
+    module = models.build(family, TINY[family], 3)
+    variables = weights.init_variables(module, (16,))
+    batch = {"input_ids": jnp.ones((8, 16), jnp.int32), "attention_mask": jnp.ones((8, 16), jnp.int32),
+             "label": jnp.zeros((8,), jnp.int32)}
+    forward = _cost(lambda v, b: module.apply(v, b["input_ids"], attention_mask=b["attention_mask"]),
+                    variables, batch)
+    paths = list(traverse_util.flatten_dict(variables["params"], sep="/"))
+    flops = {}
+    for spec in ["linear_probe", "last_k:1", "last_k:2", "bitfit", "full"]:
+        plan = freezing.make_plan(spec, models.groups(module), paths, 100)
+        tx = optim.build(_optim_cfg(), plan, 0, 100)
+        state = state_lib.create(variables, tx, plan.phases[0].trainable_paths(), seed=0)
+        flops[spec] = _cost(steps.make_train_step(module, tx, plan.phases[0].trainable_paths()),
+                            state, batch)
+    assert flops["linear_probe"] <= 1.10 * forward, (flops, forward)
+    order = ["linear_probe", "last_k:1", "last_k:2", "full"]
+    assert all(flops[a] < flops[b] for a, b in zip(order, order[1:])), flops
+    assert flops["bitfit"] < 0.8 * flops["full"], flops

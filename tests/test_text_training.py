@@ -216,11 +216,40 @@ def test_bad_csv_rows_are_one_line_naming_file_and_row(tmp_path, content, messag
     assert str(tmp_path / "train.csv") in str(raised.value) and "\n" not in str(raised.value)
 
 
-def test_a_test_label_the_train_set_lacks_is_refused(tmp_path):
+def test_a_test_label_the_train_set_lacks_is_one_line_naming_file_and_row(tmp_path):
     _write_csv(tmp_path / "train.csv", [("apple", "fruit"), ("bus", "travel")])
-    _write_csv(tmp_path / "test.csv", [("snow", "weather")])
-    with pytest.raises(UserError, match="test has labels the train set lacks: weather"):
+    _write_csv(tmp_path / "test.csv", [("pear", "fruit"), ("snow", "weather")])
+    with pytest.raises(UserError, match=r"test.csv row 3: label 'weather' is not one of the "
+                                        r"train set's \(fruit, travel\)"):
         text.read_split(text_config(str(tmp_path), "", "bert").data, "test")
+
+
+@pytest.mark.parametrize("layout", ["txt_folders", "one_csv", "jsonl_splits"])
+def test_own_text_layouts_read_alike(tmp_path, layout):
+    """Folders of .txt files per class, one CSV split per class by data.folder_fractions, and
+    JSONL split files give the same classes; the one-file split is disjoint and complete."""
+    import json
+
+    rows = [(f"{word} number {i}", topic) for topic, words in TOPICS.items()
+            for i, word in enumerate(words)]
+    if layout == "txt_folders":
+        for i, (sentence, topic) in enumerate(rows):
+            (tmp_path / topic).mkdir(exist_ok=True)
+            (tmp_path / topic / f"{i}.txt").write_text(sentence)
+        name = str(tmp_path)
+    elif layout == "one_csv":
+        _write_csv(tmp_path / "all.csv", rows)
+        name = str(tmp_path / "all.csv")
+    else:
+        for split, part in (("train", rows[::2]), ("val", rows[1::4]), ("test", rows[3::4])):
+            (tmp_path / f"{split}.jsonl").write_text(
+                "".join(json.dumps({"text": t, "label": lab}) + "\n" for t, lab in part))
+        name = str(tmp_path)
+    cfg = text_config(name, "", "bert").data
+    assert text.class_names(cfg) == sorted(TOPICS)
+    sets = {split: text.read_split(cfg, split) for split in ("train", "validation", "test")}
+    assert sum(len(s) for s in sets.values()) == len(rows)
+    assert not set(sets["train"].texts) & set(sets["test"].texts)
 
 
 def test_long_texts_are_truncated_with_a_count(text_task, tmp_path, monkeypatch, caplog):

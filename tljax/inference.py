@@ -127,8 +127,7 @@ def read_texts(inputs):
     texts = []
     for item in inputs:
         if item.endswith((".csv", ".jsonl")) and epath.Path(item).is_file():
-            texts += [(text, pair) for text, pair, _ in
-                      text_data.read_file(item, labelled=False)]
+            texts += [(e.text, e.pair) for e in text_data.read_file(item, labelled=False)]
         elif item.endswith(".txt") and epath.Path(item).is_file():
             texts += [(line.strip(), None) for line in epath.Path(item).read_text().splitlines()
                       if line.strip()]

@@ -17,7 +17,7 @@ import dataclasses
 import json
 import os
 import random
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import numpy as np
 
@@ -34,6 +34,14 @@ TFDS_FIELDS = {"glue/sst2": ("sentence", None), "glue/cola": ("sentence", None),
                "glue/qnli": ("question", "sentence"), "glue/qqp": ("question1", "question2"),
                "glue/mnli": ("premise", "hypothesis"), "imdb_reviews": ("text", None),
                "ag_news_subset": ("description", None), "yelp_polarity_reviews": ("text", None)}
+
+
+class Example(NamedTuple):
+    """One labelled text as read, with where it was read (for errors)."""
+    text: str
+    pair: Optional[str]
+    label: Optional[str]
+    where: str  # "FILE row N" / "FILE line N" / the .txt file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,8 +97,8 @@ def _rows(path):
 
 
 def read_file(path, labelled=True):
-    """[(text, pair or None, label string or None)] of a CSV/JSONL file, every row checked
-    (the label column only when `labelled`)."""
+    """[Example] of a CSV/JSONL file, every row checked (the label column only when
+    `labelled`)."""
     rows = _rows(path)
     if not rows:
         raise UserError(f"{path} holds no rows")
@@ -109,21 +117,21 @@ def read_file(path, labelled=True):
         if pair is not None and not str(pair).strip() and "text_pair" in row:
             raise UserError(f"{where}: empty text_pair")
         label = str(row["label"]) if labelled else None
-        examples.append((text, None if pair is None else str(pair), label))
+        examples.append(Example(text, None if pair is None else str(pair), label, where))
     return examples
 
 
 def _read_txt_classes(directory):
-    """[(text, None, class name)] of ROOT/<class>/*.txt."""
+    """[Example] of ROOT/<class>/*.txt, labelled by their folder's name."""
     examples = []
-    for class_dir in sorted(p for p in os.scandir(directory) if p.is_dir()):
+    for class_dir in sorted((p for p in os.scandir(directory) if p.is_dir()), key=lambda p: p.name):
         for entry in sorted(os.scandir(class_dir.path), key=lambda e: e.name):
             if entry.name.endswith(".txt"):
                 with open(entry.path, encoding="utf-8", errors="replace") as f:
                     text = f.read().strip()
                 if not text:
                     raise UserError(f"{entry.path}: empty text")
-                examples.append((text, None, class_dir.name))
+                examples.append(Example(text, None, class_dir.name, entry.path))
     return examples
 
 
@@ -148,7 +156,7 @@ def _cut(examples, fractions, seed):
                         f"fractions (train, validation, test) summing to 1")
     by_class = {}
     for example in examples:
-        by_class.setdefault(example[2], []).append(example)
+        by_class.setdefault(example.label, []).append(example)
     splits = {split: [] for split, fraction in zip(SETS, fractions) if fraction > 0}
     for name in sorted(by_class):
         items = list(by_class[name])
@@ -194,12 +202,13 @@ def _names(cfg, splits):
     """Class names: the labels of the train split, sorted (a dataset read only for evaluation,
     without one: all its labels); a label of another split the train split lacks is refused."""
     train = splits.get(cfg.train_split)
-    names = sorted({label for _, _, label in train or sum(splits.values(), [])})
-    for split, items in splits.items():
-        unknown = sorted({label for _, _, label in items} - set(names))
-        if unknown and split in (cfg.val_split, cfg.test_split):
-            raise UserError(f"text dataset {cfg.name[len(PREFIX):]}: {split} has labels the "
-                            f"train set lacks: {', '.join(unknown[:5])}")
+    names = sorted({e.label for e in train or sum(splits.values(), [])})
+    for split in (cfg.val_split, cfg.test_split):
+        unknown = [e for e in splits.get(split, []) if e.label not in names]
+        if unknown:
+            raise UserError(f"{unknown[0].where}: label {unknown[0].label!r} is not one of the "
+                            f"train set's ({', '.join(names[:10])}); {split} has "
+                            f"{len(unknown)} such example{'s' * (len(unknown) > 1)}")
     return names
 
 
@@ -223,10 +232,9 @@ def _mtimes(root):
 
 def _as_texts(examples, names):
     index = {name: i for i, name in enumerate(names)}
-    pairs = [pair for _, pair, _ in examples]
-    has_pairs = any(pair is not None for pair in pairs)
-    return Texts([text for text, _, _ in examples], [p or "" for p in pairs] if has_pairs else None,
-                 np.array([index[label] for _, _, label in examples], np.int64))
+    has_pairs = any(e.pair is not None for e in examples)
+    return Texts([e.text for e in examples], [e.pair or "" for e in examples] if has_pairs else None,
+                 np.array([index[e.label] for e in examples], np.int64))
 
 
 def class_names(cfg):

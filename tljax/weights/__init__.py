@@ -70,8 +70,10 @@ def _check_used(module, variables, input_shape, source):
         problems += merge_lib.mismatches(expected.get(collection, {}),
                                          {p: np.shape(v) for p, v in loaded.items()}, collection)
     if problems:
+        inputs = (f"{input_shape[0]} tokens" if len(input_shape) == 1
+                  else f"{input_shape[0]}x{input_shape[1]} images")
         raise UserError(f"weights {source} do not fit the {type(module).__name__} they describe "
-                        f"at inputs of shape {tuple(input_shape)}: {'; '.join(problems)}")
+                        f"at {inputs}: {'; '.join(problems)}")
 
 
 class LoadedModel(NamedTuple):
