@@ -7,7 +7,8 @@ To add a family: write models/<family>.py with the linen Module (fields `num_cla
 then layers.classifier_head: the head HEAD and its input sown as names.HEAD_INPUT), its
 checkpoint converters (there, or in models/<family>_weights.py beside it, which it imports)
 and its FAMILY, then add FAMILY to the registry line in models/__init__.py (or `register` it,
-as tests do).
+as tests do). A family that reads token ids instead of images (bert, gpt2) says so by its
+example_input (token_input) and takes `attention_mask=` (and `token_type_ids=`) keywords.
 """
 import dataclasses
 import re
