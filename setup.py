@@ -1,10 +1,10 @@
-"""tljax: transfer learning of pretrained vision backbones in JAX/Flax."""
+"""tljax: transfer learning of pretrained vision and language backbones in JAX/Flax."""
 from setuptools import find_packages, setup
 
 setup(
     name="tljax",
     version="0.1.0",
-    description="Transfer learning with freezing schedules for JAX/Flax vision backbones",
+    description="Transfer learning with freezing schedules for JAX/Flax vision and language backbones",
     packages=find_packages(include=["tljax", "tljax.*"]),
     entry_points={"console_scripts": ["tljax = tljax.cli.commands:main"]},
     python_requires=">=3.10",
@@ -28,6 +28,7 @@ setup(
         "etils[epath]",
         "huggingface_hub>=1.0",  # hf: and timm: weight names (tljax/weights/hub.py)
         "optuna>=4.0",  # tljax/experiments/search.py: TPE sampler, successive halving, shared storage
+        "tokenizers>=0.20",  # text: the checkpoints' own tokenizer.json (tljax/data/tokens.py)
     ],
     extras_require={
         # torch is pinned to the CPU wheel: an unpinned torch pulls CUDA packages.
