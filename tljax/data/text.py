@@ -255,7 +255,17 @@ def read_split(cfg, split):
     return _read_tfds(cfg, split)
 
 
+_TFDS = {}  # (data.name, data_dir, split) -> Texts: a run asks for a split several times
+
+
 def _read_tfds(cfg, split):
+    key = (cfg.name, cfg.data_dir, split)
+    if key not in _TFDS:
+        _TFDS[key] = _read_tfds_split(cfg, split)
+    return _TFDS[key]
+
+
+def _read_tfds_split(cfg, split):
     import tensorflow_datasets as tfds
 
     from tljax.data import pipeline
