@@ -8,7 +8,9 @@ Inputs: int32 token ids (batch, length) padded on the right, `attention_mask` (1
 picks the last token whose id is not pad_token_id, the same token for right-padded texts.
 
 Names: embed/{word,position}, block{i}/{norm1,attn/{query,key,value,out},norm2,mlp/{fc1,fc2}},
-norm, head/kernel. Options come from the checkpoint's config.json (gpt2_weights.py).
+norm, head/kernel. Options come from the checkpoint's config.json (gpt2_weights.py). With
+model.dropout > 0 the block drops as ViT's does, also after the MLP's activation (HF GPT-2
+drops only after its output projection): training regularisation, not the function.
 """
 import flax.linen as nn
 import jax.numpy as jnp
