@@ -110,8 +110,10 @@ def test_logits_equal_hf_on_a_padded_batch(kind, tmp_path):
         assert relative_error(alone[0], got[row]) < 1e-5, (kind, row)
 
 
-def test_bert_sentence_pair_reads_token_types(tmp_path):
-    model = _randomize(_bert())
+@pytest.mark.parametrize("kind", ["bert", "gpt2"])
+def test_sentence_pairs_read_token_types(kind, tmp_path):
+    """BERT's token type embeddings; GPT-2 embeds token types with its word table (HF)."""
+    model = _randomize(MAKERS[kind]())
     loaded = weights.load_model(_saved(model, tmp_path))
     ids, mask = _batch(0)
     types = np.zeros_like(ids)

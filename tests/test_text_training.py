@@ -359,3 +359,24 @@ def test_a_text_run_stopped_and_resumed_equals_the_uninterrupted_run(text_task, 
     assert resumed["final_accuracy"] == whole["final_accuracy"]
     assert_same_params(exported_params(str(tmp_path / "parts")),
                        exported_params(str(tmp_path / "whole")), f"{spec}: stopped at 9, resumed")
+
+
+def test_sentence_pair_csvs_carry_token_types_through_a_run(text_task, source_runs, tmp_path):
+    """text_pair columns (MRPC/RTE style): the tokenizer's pair template gives the second
+    text token type 1, the batches carry token_type_ids, and a BERT run trains on them."""
+    rng = random.Random(3)
+    topics = sorted(TOPICS)
+    for split, n in (("train", 12), ("validation", 6), ("test", 6)):
+        rows = []
+        for _ in range(n):
+            a, b = rng.choice(topics), rng.choice(topics)
+            rows.append((_sentence(rng, a, 8), _sentence(rng, b, 8), "same" if a == b else "other"))
+        _write_csv(tmp_path / f"{split}.csv", rows, ("text", "text_pair", "label"))
+    config = text_config(str(tmp_path), source_runs["bert"], "bert", total_steps=6,
+                         **{"data.tokenizer": os.path.join(source_runs["bert"], "tokenizer.json"),
+                            "data.pad_id": 0})
+    batch = next(tokens.train_batches(config.data, seed=0, global_batch=8))
+    types = batch["token_type_ids"][batch["attention_mask"] > 0]
+    assert set(np.unique(types)) == {0, 1}
+    summary = runs.run(config, str(tmp_path / "run"))
+    assert summary["status"] == "done" and summary["test_accuracy"] is not None

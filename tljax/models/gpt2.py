@@ -4,7 +4,8 @@ pre-norm causal transformer block ViT uses (models/transformer.py), a final Laye
 linear classifier without bias on the last token of each text.
 
 Inputs: int32 token ids (batch, length) padded on the right, `attention_mask` (1 for tokens,
-0 for padding; None: no padding). The classified token is the last one the mask keeps; HF
+0 for padding; None: no padding) and, for text pairs, `token_type_ids` (embedded with the word
+table, as HF GPT2Model does). The classified token is the last one the mask keeps; HF
 picks the last token whose id is not pad_token_id, the same token for right-padded texts.
 
 Names: embed/{word,position}, block{i}/{norm1,attn/{query,key,value,out},norm2,mlp/{fc1,fc2}},
@@ -44,11 +45,15 @@ class Embed(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, input_ids):
-        embed = lambda n, name: nn.Embed(n, self.width, embedding_init=layers.HF_TEXT_INIT,  # noqa: E731
-                                         dtype=self.dtype, name=name)
+    def __call__(self, input_ids, token_type_ids=None):
+        word = nn.Embed(self.vocab_size, self.width, embedding_init=layers.HF_TEXT_INIT,
+                        dtype=self.dtype, name="word")
         positions = jnp.arange(input_ids.shape[1])[None]
-        return embed(self.vocab_size, "word")(input_ids) + embed(self.max_positions, "position")(positions)
+        x = word(input_ids) + nn.Embed(self.max_positions, self.width, dtype=self.dtype,
+                                       embedding_init=layers.HF_TEXT_INIT, name="position")(positions)
+        if token_type_ids is not None:  # HF GPT2Model embeds token types with the word table
+            x = x + word(token_type_ids)
+        return x
 
 
 class GPT2(nn.Module):
@@ -68,7 +73,7 @@ class GPT2(nn.Module):
     attention: str = "auto"
 
     @nn.compact
-    def __call__(self, input_ids, attention_mask=None, train: bool = False):
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, train: bool = False):
         if self.activation not in ACTIVATIONS:
             raise UserError(f"gpt2 activation={self.activation!r} is not one of {', '.join(ACTIVATIONS)}")
         if attention_mask is None:
@@ -79,7 +84,7 @@ class GPT2(nn.Module):
         bound = (6.0 / (2 * self.width)) ** 0.5
         with peft_lib.intercept(self.peft, train):
             x = Embed(self.vocab_size, self.max_positions, self.width, self.dtype,
-                      name="embed")(input_ids)
+                      name="embed")(input_ids, token_type_ids)
             x = nn.Dropout(self.dropout)(x, deterministic=not train)
             if prompts:
                 attention_mask = peft_lib.prompted_mask(attention_mask, prompts.tokens, 0)
