@@ -357,6 +357,8 @@ def test_a_text_run_stopped_and_resumed_equals_the_uninterrupted_run(text_task, 
     assert runs.run(config(stop_at_step=9), str(tmp_path / "parts"))["status"] == "running"
     resumed = runs.run(config(), str(tmp_path / "parts"))
     assert resumed["final_accuracy"] == whole["final_accuracy"]
+    # Step FLOPs are the mean over the length buckets the steps ran at, resumed or not.
+    assert resumed["train_step_flops"] == whole["train_step_flops"]
     assert_same_params(exported_params(str(tmp_path / "parts")),
                        exported_params(str(tmp_path / "whole")), f"{spec}: stopped at 9, resumed")
 
@@ -380,3 +382,19 @@ def test_sentence_pair_csvs_carry_token_types_through_a_run(text_task, source_ru
     assert set(np.unique(types)) == {0, 1}
     summary = runs.run(config, str(tmp_path / "run"))
     assert summary["status"] == "done" and summary["test_accuracy"] is not None
+
+
+def test_step_flops_are_the_mean_over_the_steps_run():
+    """Text steps cost what their bucket costs: a phase's step FLOPs is the mean over its
+    steps (and stays exact when every step costs the same, as for images)."""
+    from tljax.summary import RunRecord
+
+    record = RunRecord()
+    for flops in (10.0, 20.0, 30.0, None):
+        record.add_step_flops(0, flops)
+    for _ in range(7):
+        record.add_step_flops(1, 0.1)
+    assert record.step_flops == {"0": 20.0, "1": 0.1} and record.step_counts == {"0": 3, "1": 7}
+    again = RunRecord.from_json(record.to_json())
+    again.add_step_flops(0, 60.0)
+    assert again.step_flops["0"] == 30.0

@@ -42,7 +42,10 @@ def new(**fields):
 class RunRecord:
     evals: list = dataclasses.field(default_factory=list)  # [[step, split, {accuracy, loss, count}]]
     selected: list = None      # [step, test result] of the state validation selected
-    step_flops: dict = dataclasses.field(default_factory=dict)  # "phase index" -> compiled FLOPs
+    # "phase index" -> XLA's FLOPs of its train step, the mean over the steps run (text steps
+    # cost more or less by their length bucket; image steps all cost the same)
+    step_flops: dict = dataclasses.field(default_factory=dict)
+    step_counts: dict = dataclasses.field(default_factory=dict)  # "phase index" -> steps in that mean
     wall_time_s: float = 0.0   # accumulated over earlier sessions, up to their last checkpoint
     _session_start: float = dataclasses.field(default_factory=time.monotonic, repr=False)
 
@@ -58,9 +61,15 @@ class RunRecord:
         history = self.history(split)
         return tuple(max(history, key=lambda h: (h[1], -h[0]))) if history else None
 
-    def set_flops(self, phase_index, flops):
-        if flops is not None:
-            self.step_flops[str(phase_index)] = float(flops)
+    def add_step_flops(self, phase_index, flops):
+        """One step of phase `phase_index` costing `flops` (None: unknown, not counted)."""
+        if flops is None:
+            return
+        key, flops = str(phase_index), float(flops)
+        count, mean = self.step_counts.get(key, 0), self.step_flops.get(key)
+        if mean != flops:  # (equal steps leave the mean exact)
+            self.step_flops[key] = flops if not count else (mean * count + flops) / (count + 1)
+        self.step_counts[key] = count + 1
 
     def elapsed(self):
         """Wall time of the run: earlier sessions plus this one so far."""
@@ -68,12 +77,13 @@ class RunRecord:
 
     def to_json(self):
         return {"evals": self.evals, "selected": self.selected, "step_flops": self.step_flops,
-                "wall_time_s": self.elapsed()}
+                "step_counts": self.step_counts, "wall_time_s": self.elapsed()}
 
     @classmethod
     def from_json(cls, value):
         return cls(evals=[[int(s), split, dict(r)] for s, split, r in value["evals"]],
                    selected=value.get("selected"), step_flops=dict(value["step_flops"]),
+                   step_counts=dict(value.get("step_counts", {})),  # (records before 2026-12-07)
                    wall_time_s=float(value["wall_time_s"]))
 
 

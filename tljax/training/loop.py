@@ -95,10 +95,14 @@ class _PhaseRunner:
         self._jitted = par.compile_train(step)
         self._batch_size = config.data.batch_size
         self._compiled = {}  # batch shapes -> executable: one, or one per text length bucket
-        self.flops = None    # of the first shape compiled
+        self._flops = {}     # batch shapes -> XLA's FLOPs of one step
 
     def compiled_for(self, batch):
         return _shape_of(batch) in self._compiled
+
+    def flops_for(self, batch):
+        """XLA's FLOPs of one step on `batch` (None when unknown); compiled first."""
+        return self._flops.get(_shape_of(batch))
 
     def compile(self, state, batch):
         logging.info("compiling the train step of phase %d%s...", self.index,
@@ -106,8 +110,7 @@ class _PhaseRunner:
         begin = time.monotonic()
         compiled = self._jitted.lower(state, batch).compile()
         self._compiled[_shape_of(batch)] = compiled
-        flops = metrics.compiled_cost(compiled).get("flops")
-        self.flops = self.flops if self.flops is not None else flops
+        flops = self._flops[_shape_of(batch)] = metrics.compiled_cost(compiled).get("flops")
         self._check_memory(compiled)
         logging.info("compiled in %.1fs (%s per step)", time.monotonic() - begin,
                      f"{flops / 1e9:.3g} GFLOP" if flops else "FLOPs unknown")
@@ -243,7 +246,7 @@ def _train(run_, runner, state, record, start_step, train_iter):
             with progress.paused():
                 runner.compile(state, batch)
         state, step_metrics = runner(state, batch)
-        record.set_flops(runner.index, runner.flops)
+        record.add_step_flops(runner.index, runner.flops_for(batch))
         pending.append(step_metrics)
         done = step + 1
         last = done == config.total_steps
