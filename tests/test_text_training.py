@@ -398,3 +398,27 @@ def test_step_flops_are_the_mean_over_the_steps_run():
     again = RunRecord.from_json(record.to_json())
     again.add_step_flops(0, 60.0)
     assert again.step_flops["0"] == 30.0
+
+
+def test_missing_tokenizer_and_too_long_max_length_are_one_line_before_the_workdir(
+        text_task, tmp_path):
+    """A model folder without tokenizer.json (and no data.tokenizer), and a data.max_length
+    beyond the model's position table, are refused in one line; the workdir stays empty."""
+    import shutil
+
+    data_folder, bert, _ = text_task
+    bare = tmp_path / "no_tokenizer"
+    shutil.copytree(bert, bare)
+    (bare / "tokenizer.json").unlink()
+    with pytest.raises(UserError, match="data.tokenizer is empty and the init weights bring no "
+                                        "tokenizer.json"):
+        runs.run(text_config(data_folder, str(bare), "bert"), str(tmp_path / "a"))
+    with pytest.raises(UserError, match="data.max_length=100 is longer than the 64 positions"):
+        runs.run(text_config(data_folder, bert, "bert", **{"data.max_length": 100}),
+                 str(tmp_path / "b"))
+    with pytest.raises(UserError, match="model 'bert' reads text but data.name='tljax_digits' "
+                                        "holds images"):
+        runs.run(text_config(data_folder, bert, "bert", **{"data.name": "tljax_digits"}),
+                 str(tmp_path / "c"))
+    for name in ("a", "b", "c"):
+        assert not (tmp_path / name).exists() or not any((tmp_path / name).iterdir())

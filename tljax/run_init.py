@@ -37,6 +37,7 @@ class Model:
 def load_model(config, spec):
     """The run's Model: built, pretrained weights merged in, and the PEFT modules of `spec`
     (a freezing.Spec) added."""
+    _check_input_kind(config)
     num_classes, data_classes = config.model.num_classes, data.num_classes(config.data)
     if num_classes <= 0:
         num_classes = data_classes
@@ -50,16 +51,21 @@ def load_model(config, spec):
     return Model(with_regularisation(module, config.model), variables, preprocessing, num_classes)
 
 
-def input_shape(config, module):
-    """The per-example input shape `module` is built for: (data.max_length,) token ids for a
-    text family, else data.image_size square RGB images; data of the other kind is refused."""
-    if models.takes_tokens(module) != data.is_text(config.data):
-        kinds = ("text", "images") if models.takes_tokens(module) else ("images", "text")
+def _check_input_kind(config):
+    """The model family reads what the data holds (text or images), before any is read."""
+    reads_text = models.family.get(config.model.name).reads_tokens
+    if reads_text != data.is_text(config.data):
+        kinds = ("text", "images") if reads_text else ("images", "text")
         raise UserError(f"model {config.model.name!r} reads {kinds[0]} but data.name="
                         f"{config.data.name!r} holds {kinds[1]}")
+    if reads_text and (config.data.mixup_alpha or config.data.cutmix_alpha):
+        raise UserError("data.mixup_alpha / data.cutmix_alpha mix images; set them to 0 for text")
+
+
+def input_shape(config, module):
+    """The per-example input shape `module` is built for: (data.max_length,) token ids for a
+    text family, else data.image_size square RGB images."""
     if models.takes_tokens(module):
-        if config.data.mixup_alpha or config.data.cutmix_alpha:
-            raise UserError("data.mixup_alpha / data.cutmix_alpha mix images; set them to 0 for text")
         return (config.data.max_length,)
     return (config.data.image_size, config.data.image_size, 3)
 

@@ -62,6 +62,11 @@ class Family:
     # per-example input shape -> a batch of one that module.init takes (images or token ids)
     example_input: Callable = image_input
 
+    @property
+    def reads_tokens(self):
+        """Whether its modules read token ids (a text family) rather than images."""
+        return self.example_input is token_input
+
 
 FAMILIES = {}  # name -> Family, in registration order (the order checkpoints are detected in)
 
@@ -119,7 +124,7 @@ def groups(module):
 
 def takes_tokens(module):
     """Whether `module` reads token ids (a text family) rather than images."""
-    return of(module).example_input is token_input
+    return of(module).reads_tokens
 
 
 def example_input(module, shape):
