@@ -283,6 +283,10 @@ def test_evaluate_and_predict_reproduce_the_runs_test_accuracy(text_task, source
         labels = [row["label"] for row in csv.DictReader(f)]
     correct = [r["top"][0][0] == label for r, label in zip(results, labels)]
     assert np.mean(correct) == pytest.approx(summary["test_accuracy"], abs=1e-6)
+    # The test CSV given as other data (`tljax evaluate --data=text:FILE`: every row evaluated).
+    cfg, which, seed = evaluation.data_config(run, f"text:{test_csv}", "test")
+    assert evaluation.evaluate(predictor, cfg, which, seed, 8)["accuracy"] == pytest.approx(
+        summary["test_accuracy"], abs=1e-6)
     alone = inference.predict_texts(predictor, [(results[5]["text"], None)], top_k=3)[0]
     full = inference.predict_texts(predictor, inference.read_texts([test_csv]), top_k=3)[5]
     assert [n for n, _ in alone["top"]] == [n for n, _ in full["top"]]

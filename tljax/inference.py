@@ -151,7 +151,7 @@ def predict_texts(predictor, texts, top_k, batch_size=64):
     results = []
     for begin in range(0, len(texts), batch_size):
         index = np.arange(begin, min(begin + batch_size, len(texts)))
-        batch = tokens.padded_batch(encoded, index, pp["max_length"], pairs, pp.get("pad_id", 0))
+        batch = tokens.padded_batch(encoded, index, pp["max_length"], pp.get("pad_id", 0))
         probs = predictor.probabilities(batch)
         results += [{"text": texts[i][0], "top": _top(predictor, p, top_k)} for i, p in zip(index, probs)]
     return results

@@ -68,10 +68,12 @@ def pad_id(tokenizer, default=0):
 
 
 class Tokens:
-    """A tokenised split: ragged ids (and token types) of each text, and labels."""
+    """A tokenised split: ragged ids (and token types) of each text, labels, and whether the
+    texts were pairs (their batches then carry token types)."""
 
-    def __init__(self, ids, offsets, types, labels):
+    def __init__(self, ids, offsets, types, labels, pairs):
         self.ids, self.offsets, self.types, self.labels = ids, offsets, types, labels
+        self.pairs = bool(pairs)
         self.lengths = np.diff(offsets)
 
     def __len__(self):
@@ -90,8 +92,11 @@ class Tokens:
         return ids, types, mask
 
 
+CACHE_FORMAT = b"tljax-tokens-2"  # bumped when the cached arrays change
+
+
 def _digest(tokenizer_file, max_length, texts):
-    h = hashlib.sha256()
+    h = hashlib.sha256(CACHE_FORMAT)
     with open(tokenizer_file, "rb") as f:
         h.update(f.read())
     h.update(json.dumps([max_length, texts.pairs is not None]).encode())
@@ -110,12 +115,13 @@ def tokenize(texts, tokenizer_source, max_length):
     cache = os.path.join(folder, f"{_digest(tokenizer_file, max_length, texts)}.npz")
     if os.path.exists(cache):
         with np.load(cache) as stored:
-            return Tokens(stored["ids"], stored["offsets"], stored["types"], stored["labels"])
+            return Tokens(stored["ids"], stored["offsets"], stored["types"], stored["labels"],
+                          stored["pairs"])
     encoded = encode(tokenizer_source, max_length, texts.texts, texts.pairs, texts.labels)
     os.makedirs(folder, exist_ok=True)
     tmp = f"{cache}.{os.getpid()}.tmp.npz"
     np.savez(tmp, ids=encoded.ids, offsets=encoded.offsets, types=encoded.types,
-             labels=encoded.labels)
+             labels=encoded.labels, pairs=encoded.pairs)
     os.replace(tmp, cache)  # a reader never sees half a file
     return encoded
 
@@ -134,7 +140,7 @@ def encode(tokenizer_source, max_length, texts, pairs=None, labels=None):
     ids = np.fromiter((t for e in encodings for t in e.ids), np.int32, int(offsets[-1]))
     types = np.fromiter((t for e in encodings for t in e.type_ids), np.int8, int(offsets[-1]))
     labels = np.zeros(len(texts), np.int32) if labels is None else np.asarray(labels, np.int32)
-    return Tokens(ids, offsets, types, labels)
+    return Tokens(ids, offsets, types, labels, pairs is not None)
 
 
 def texts_of(cfg, which, seed):
@@ -151,11 +157,6 @@ def tokens_of(cfg, which, seed):
     return tokenize(texts_of(cfg, which, seed), cfg.tokenizer, cfg.max_length)
 
 
-def has_pairs(cfg):
-    """Whether the dataset's examples are sentence pairs (its batches carry token types)."""
-    return texts_of(cfg, "train", 0).pairs is not None
-
-
 def bucket_length(longest, max_length):
     """The smallest of MIN_BUCKET, 2·MIN_BUCKET, ... (capped at max_length) >= `longest`."""
     length = MIN_BUCKET
@@ -164,20 +165,20 @@ def bucket_length(longest, max_length):
     return min(length, max_length)
 
 
-def _batch(tokens, index, length, pairs, pad):
+def _batch(tokens, index, length, pad):
     """The examples `index` right-padded to `length`: ids, attention mask, labels, and token
     types for sentence pairs."""
     ids, types, mask = tokens.rows(index, length, pad)
     batch = {"input_ids": ids, "attention_mask": mask, "label": tokens.labels[index].astype(np.int32)}
-    if pairs:
+    if tokens.pairs:
         batch["token_type_ids"] = types
     return batch
 
 
-def padded_batch(tokens, index, max_length, pairs, pad):
+def padded_batch(tokens, index, max_length, pad):
     """The examples `index` padded to the bucket of the longest of them."""
     length = bucket_length(int(tokens.lengths[index].max(initial=1)), max_length)
-    return _batch(tokens, index, length, pairs, pad)
+    return _batch(tokens, index, length, pad)
 
 
 def _stream(n, seed, start, stop):
@@ -198,7 +199,7 @@ def train_batches(cfg, *, seed, global_batch, process_index=0, process_count=1, 
     if global_batch % process_count:
         raise UserError(f"data.batch_size={global_batch} is not divisible by the "
                         f"{process_count} processes")
-    tokens, pairs = tokens_of(cfg, "train", seed), has_pairs(cfg)
+    tokens = tokens_of(cfg, "train", seed)
     local = global_batch // process_count
     rows = slice(process_index * local, (process_index + 1) * local)
     chunk = max(1, min(BUCKET_CHUNK, len(tokens) // global_batch))
@@ -215,7 +216,7 @@ def train_batches(cfg, *, seed, global_batch, process_index=0, process_count=1, 
         batches = chunk_batches(step // chunk)
         for index in batches[step % chunk:]:  # padded to the global batch's bucket
             length = bucket_length(int(tokens.lengths[index].max()), cfg.max_length)
-            yield _batch(tokens, index[rows], length, pairs, cfg.pad_id)
+            yield _batch(tokens, index[rows], length, cfg.pad_id)
             step += 1
 
 
@@ -234,7 +235,7 @@ def eval_batches(cfg, *, seed, global_batch, process_index=0, process_count=1, w
     if global_batch % process_count:
         raise UserError(f"data.eval_batch_size={global_batch} is not divisible by the "
                         f"{process_count} processes")
-    tokens, pairs = tokens_of(cfg, which, seed), has_pairs(cfg)
+    tokens = tokens_of(cfg, which, seed)
     local, count = global_batch // process_count, len(tokens)
     num_batches = math.ceil(math.ceil(count / process_count) / local)
     shards = [np.arange(p, count, process_count) for p in range(process_count)]
@@ -244,7 +245,7 @@ def eval_batches(cfg, *, seed, global_batch, process_index=0, process_count=1, w
         longest = max(int(tokens.lengths[part].max(initial=1)) for part in parts)
         mine = parts[process_index]
         padded = np.concatenate([mine, np.zeros(local - len(mine), np.int64)])  # example 0, masked
-        batch = _batch(tokens, padded, bucket_length(longest, cfg.max_length), pairs, cfg.pad_id)
+        batch = _batch(tokens, padded, bucket_length(longest, cfg.max_length), cfg.pad_id)
         batch["mask"] = (np.arange(local) < len(mine)).astype(np.float32)
         batches.append(batch)
     return batches, count
