@@ -38,7 +38,15 @@ def match(pattern, path):
 
 
 # flax leaf -> PyTorch parameter name (Dense/Conv kernels, LayerNorm scale, GRN gamma/beta)
-TORCH_LEAF = {"kernel": "weight", "scale": "weight", "bias": "bias", "gamma": "weight", "beta": "bias"}
+TORCH_LEAF = {"kernel": "weight", "scale": "weight", "bias": "bias", "gamma": "weight", "beta": "bias",
+              "embedding": "weight"}
+
+
+def torch_parameter(path):
+    """(module path, flax leaf, PyTorch leaf) of a tljax "params/<module>/<leaf>" path, or
+    None for another collection or leaf."""
+    m = match(rf"params/(.+)/({'|'.join(TORCH_LEAF)})", path)
+    return (m[1], m[2], TORCH_LEAF[m[2]]) if m else None
 # The ViT MAP head's parameters (models/vit.py MAPHead): (part, leaf)
 MAP_PATH = r"params/map/(attention/(?:query|key|value|out)|norm|mlp/fc1|mlp/fc2)/(\w+)"
 

@@ -71,11 +71,10 @@ def _layout(model_type, prefix, heads):
                  "relu": {"head/dense": "pre_classifier", "head/out": "classifier"}}[_TYPES[model_type][1]]
 
     def layout(path):
-        m = convert.match(r"params/(.+)/(kernel|bias|scale|embedding)", path)
-        if not m:
+        parts = convert.torch_parameter(path)
+        if parts is None:
             return None
-        module, leaf = m.groups()
-        torch_leaf = "weight" if leaf in ("kernel", "scale", "embedding") else "bias"
+        module, leaf, torch_leaf = parts
         if module in head_keys:  # the classifier is outside the backbone's prefix
             return f"{head_keys[module]}.{torch_leaf}", "dense" if leaf == "kernel" else "id"
         if module == "pooler":

@@ -24,11 +24,10 @@ def _arch(cfg, folder):
 
 def _layout(prefix, heads):
     def layout(path):
-        m = convert.match(r"params/(.+)/(kernel|bias|scale|embedding)", path)
-        if not m:
+        parts = convert.torch_parameter(path)
+        if parts is None:
             return None
-        module, leaf = m.groups()
-        torch_leaf = "weight" if leaf in ("kernel", "scale", "embedding") else "bias"
+        module, leaf, torch_leaf = parts
         if module == "head":
             return "score.weight", "dense"
         if module in ("embed/word", "embed/position"):
