@@ -26,6 +26,7 @@ PRESETS = {
     "mobilenet_v2": ("mobilenet_v2", {"alpha": 1.0}),
     "convnext-t": ("convnext", {"size": "T"}),
     "tiny-bit": ("bit", {"block_counts": (1, 1, 1), "base_width": 8, "gn_groups": 8}),
+    "tiny-resnet": ("resnet", {"depth": 18, "base_width": 4, "stem": "small"}),
 }
 
 def build_model(model, image_size, dtype="float32"):

@@ -18,6 +18,7 @@ import json
 import os
 import time
 from collections import defaultdict
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -27,6 +28,7 @@ from absl import app, flags
 from benchmarks import gpu_common
 from benchmarks.common import build_model, build_step
 from tljax import models
+from tljax.models import layers
 
 SPECS = {"full": "full", "linear": "linear_probe", "lora": "lora:r=8"}
 
@@ -53,11 +55,13 @@ class Row:
     batch: str          # "base": --batch; "max": the largest batch projected to fit
     attention: str = "auto"
     param_dtype: str = ""
+    batch_norm: str = ""  # "two_pass": the two-pass variance tljax used before (A/B row)
 
     @property
     def variant(self):
         parts = [f"attention={self.attention}"] if self.attention != "auto" else []
-        return ", ".join(parts + ([f"params {self.param_dtype}"] if self.param_dtype else []))
+        parts += [f"params {self.param_dtype}"] if self.param_dtype else []
+        return ", ".join(parts + ([f"BatchNorm {self.batch_norm}"] if self.batch_norm else []))
 
 
 def rows(vit, cnn):
@@ -69,6 +73,9 @@ def rows(vit, cnn):
             # Training attention is xla under auto (cuDNN refuses 197 tokens' backward pass);
             # inference takes cuDNN: this row shows what it gains.
             Row(vit, "forward", "base", attention="xla"),
+            # One-pass shifted BatchNorm statistics (models/layers.py) against the two passes
+            # of E[(x - E[x])^2] they replaced: what the second read of every activation cost.
+            Row(cnn, "full", "base", batch_norm="two_pass"),
             Row(cnn, "linear", "base"), Row(cnn, "forward", "base"), Row(cnn, "lora", "base"),
             Row(vit, "full", "max"), Row(cnn, "full", "max")]
 
@@ -104,7 +111,20 @@ def _time(fn, carry, data, steps):
     return 1000 * (time.perf_counter() - start) / steps, carry
 
 
+def two_pass_moments(x, axis_name=None):
+    """BatchNorm statistics as PyTorch's formula reads them: the mean, then E[(x - mean)^2]
+    in a second pass over x (tljax's BatchNorm before the one-pass moments)."""
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    axes = tuple(range(x.ndim - 1))
+    mean = x.mean(axes) if axis_name is None else jax.lax.pmean(x.mean(axes), axis_name)
+    var = jnp.square(x - mean).mean(axes)
+    return mean, var if axis_name is None else jax.lax.pmean(var, axis_name)
+
+
 def measure(row, batch, size, dtype, steps, profile_out=""):
+    if row.batch_norm == "two_pass":
+        with mock.patch.object(layers, "batch_moments", two_pass_moments):
+            return measure(dataclasses.replace(row, batch_norm=""), batch, size, dtype, steps)
     module, variables = build_model(row.model, size, dtype)
     module = models.with_numerics(module, dtype, row.attention)
     data = _batch_data(batch, size)

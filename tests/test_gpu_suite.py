@@ -3,6 +3,7 @@ shapes, its table renders, and the script refuses a machine without its pieces i
 import os
 import subprocess
 import sys
+from unittest import mock
 
 import jax
 import pytest
@@ -34,6 +35,22 @@ def test_tljax_half_measures_each_kind_of_step_and_profiles_one(tmp_path):
     assert "params bfloat16" in table[2] and "attention=xla" in table[3]
     assert table[4].endswith("| 2.00× |")  # tljax over timm at the same batch
     assert "| params bfloat16 | 42 (3 cached) |" in table[2]
+
+
+def test_two_pass_batchnorm_row_runs_the_two_pass_statistics():
+    """The A/B row times the BatchNorm statistics tljax used before (models/layers.py's
+    one-pass moments are the default): each BatchNorm of the step calls the two-pass ones."""
+    calls, two_pass = [], gpu_tljax.two_pass_moments
+
+    def counted(x, axis_name=None):
+        calls.append(x.shape)
+        return two_pass(x, axis_name)
+
+    row = gpu_tljax.Row("tiny-resnet", "full", "base", batch_norm="two_pass")
+    assert row.variant == "BatchNorm two_pass"
+    with mock.patch.object(gpu_tljax, "two_pass_moments", counted):
+        ms, _, _ = gpu_tljax.measure(row, 4, 16, "float32", 1)
+    assert ms > 0 and len(calls) >= 20  # a ResNet-18's BatchNorms, traced once
 
 
 def test_projected_batch_grows_with_free_memory():

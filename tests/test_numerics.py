@@ -13,7 +13,7 @@ from tljax import models
 from tljax.training import steps
 from tljax.training import state as state_lib
 from tljax.errors import UserError
-from tljax.models import attention
+from tljax.models import attention, layers
 
 
 def _mha(attention_fn=None, rate=0.0):
@@ -174,3 +174,57 @@ def test_param_cast_reaches_the_forward_pass():
 
     assert loss("bfloat16", params) == pytest.approx(loss(None, rounded), rel=1e-6)
     assert loss("bfloat16", params) != pytest.approx(loss(None, params), rel=1e-6)
+
+
+# ------------------------------------------------------------------ one-pass BatchNorm
+def _low_contrast(seed=0, shape=(8, 5, 5, 6)):
+    """Channels with means 0..1e4 and spreads of 1e-2..1: a large mean against a small spread
+    is where an unshifted one-pass variance loses every digit."""
+    x = jax.random.normal(jax.random.PRNGKey(seed), shape)
+    return x * jnp.logspace(-2, 0, shape[-1]) + jnp.array([0, 1, -30, 1e3, 1e4, 5e3])
+
+
+def test_one_pass_batch_moments_keep_two_pass_precision_where_unshifted_fails():
+    x = _low_contrast()
+    exact = np.asarray(x, np.float64).reshape(-1, 6)
+    exact_var = ((exact - exact.mean(0)) ** 2).mean(0)
+    mean, var = layers.batch_moments(x)
+    np.testing.assert_allclose(mean, exact.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(var, exact_var, rtol=1e-3)
+    _, unshifted = nn.normalization._compute_stats(x, (0, 1, 2), None, use_fast_variance=True)
+    assert np.max(np.abs(np.asarray(unshifted) / exact_var - 1)) > 0.5  # what the shift avoids
+
+
+def test_one_pass_moments_over_four_devices_equal_the_global_batch():
+    """Under pmap each device shifts by its own first example and the pairs are combined: the
+    same statistics as one device holding the whole batch (vmap stands in for 4 devices)."""
+    x = _low_contrast(1)
+    whole = layers.batch_moments(x)
+    shards = jax.vmap(lambda s: layers.batch_moments(s, "devices"), axis_name="devices")(
+        x.reshape(4, 2, *x.shape[1:]))
+    for ours, theirs in zip(shards, whole):
+        np.testing.assert_allclose(ours, np.broadcast_to(theirs, ours.shape), rtol=1e-4)
+
+
+def test_one_pass_batchnorm_equals_flax_two_pass_batchnorm_values_gradients_and_statistics():
+    x = jax.random.normal(jax.random.PRNGKey(2), (8, 5, 5, 6)) + jnp.arange(6.0)
+    ours = layers.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)
+    flax_bn = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5,
+                           use_fast_variance=False)
+    variables = flax_bn.init(jax.random.PRNGKey(0), x)
+    assert jax.tree.structure(ours.init(jax.random.PRNGKey(0), x)) == jax.tree.structure(variables)
+    variables = {"params": {"scale": jnp.linspace(0.5, 2, 6), "bias": jnp.linspace(-1, 1, 6)},
+                 "batch_stats": {"mean": jnp.full(6, 3.0), "var": jnp.full(6, 2.0)}}
+    weights = jax.random.normal(jax.random.PRNGKey(3), x.shape)
+
+    def loss(module, params, x):
+        y, stats = module.apply({**variables, "params": params}, x, mutable=["batch_stats"])
+        return jnp.sum(jnp.sin(y) * weights), stats
+
+    (value, stats), grads = jax.value_and_grad(loss, (1, 2), has_aux=True)(
+        ours, variables["params"], x)
+    (their_value, their_stats), their_grads = jax.value_and_grad(loss, (1, 2), has_aux=True)(
+        flax_bn, variables["params"], x)
+    np.testing.assert_allclose(value, their_value, rtol=1e-5)
+    for a, b in zip(jax.tree.leaves((stats, grads)), jax.tree.leaves((their_stats, their_grads))):
+        np.testing.assert_allclose(a, b, rtol=2e-4, atol=1e-5)

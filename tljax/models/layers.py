@@ -83,15 +83,70 @@ class DropPath(nn.Module):
         return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
+def batch_moments(x, axis_name=None):
+    """Per-channel mean and variance of `x` over every axis but the last (and over the
+    devices of `axis_name` under pmap), in float32 at least, from one read of `x`.
+
+    Shifted one-pass moments: with c the first example's per-channel mean (a constant to
+    autodiff), E[x - c] and E[(x - c)^2] are two sums over the same elements, which XLA fuses
+    into one pass, where the two-pass E[(x - E[x])^2] (PyTorch's and Keras' formula) must read
+    every activation again. The shift keeps the two-pass precision: x - c is of the order of
+    the spread between examples, so no channel loses its variance to a large mean as in
+    flax's unshifted E[x^2] - E[x]^2 (`use_fast_variance`). Under pmap each device shifts by
+    its own first example, so the devices' (mean, variance) pairs are gathered (one
+    collective) and combined exactly: the mean of the means, and the mean of the variances
+    plus the variance of the means (equal shards)."""
+    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+    axes = tuple(range(x.ndim - 1))
+    shift = jax.lax.stop_gradient(x[0].mean(tuple(range(x.ndim - 2))))
+    centred = x - shift
+    first, second = centred.mean(axes), jnp.square(centred).mean(axes)
+    mean, var = shift + first, jnp.maximum(second - jnp.square(first), 0.0)
+    if axis_name is None:
+        return mean, var
+    means, variances = jax.lax.all_gather(jnp.stack([mean, var]), axis_name).swapaxes(0, 1)
+    mean = means.mean(0)
+    return mean, variances.mean(0) + jnp.square(means - mean).mean(0)
+
+
+class BatchNorm(nn.BatchNorm):
+    """flax's BatchNorm (same parameters, statistics and momentum convention) with the batch
+    statistics of `batch_moments`: one pass over the activations instead of two."""
+
+    @nn.compact
+    def __call__(self, x, use_running_average=None):
+        use_running_average = nn.merge_param("use_running_average", self.use_running_average,
+                                             use_running_average)
+        features = (x.shape[-1],)
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros(features, jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones(features, jnp.float32))
+        if use_running_average:
+            mean, var = ra_mean.value, ra_var.value
+        else:
+            initializing = self.is_initializing()
+            mean, var = batch_moments(x, None if initializing else self.axis_name)
+            if not initializing:
+                ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+                ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+        y = (x - mean) * jax.lax.rsqrt(var + self.epsilon)
+        kept = [x]
+        if self.use_scale:
+            kept.append(self.param("scale", self.scale_init, features, self.param_dtype))
+            y = y * kept[-1]
+        if self.use_bias:
+            kept.append(self.param("bias", self.bias_init, features, self.param_dtype))
+            y = y + kept[-1]
+        return y.astype(self.dtype or jnp.result_type(*kept))
+
+
 def batch_norm(module, name, train, momentum, epsilon, use_scale=True):
     """BatchNorm `name` inside `module` (fields frozen_norms, bn_axis_name, dtype): on running
     statistics when not training or when listed in module.frozen_norms, so a frozen group's
     statistics never move; batch statistics averaged over `bn_axis_name` under pmap.
     `momentum` is flax's (the kept fraction of the old average: Keras' own convention;
-    PyTorch's 0.1 is flax's 0.9). The batch variance is two-pass, E[(x - E[x])^2], as PyTorch
-    and Keras compute it: flax's default E[x^2] - E[x]^2 loses the variance of channels whose
-    mean is large against their spread."""
+    PyTorch's 0.1 is flax's 0.9). The batch variance is as exact as PyTorch's and Keras'
+    two-pass E[(x - E[x])^2] from one pass (`batch_moments`)."""
     path = "/".join((*module.scope.path, name))
-    return nn.BatchNorm(use_running_average=not train or path in module.frozen_norms,
-                        use_fast_variance=False, use_scale=use_scale, momentum=momentum, epsilon=epsilon,
-                        dtype=module.dtype, axis_name=module.bn_axis_name, name=name)
+    return BatchNorm(use_running_average=not train or path in module.frozen_norms,
+                     use_scale=use_scale, momentum=momentum, epsilon=epsilon,
+                     dtype=module.dtype, axis_name=module.bn_axis_name, name=name)

@@ -122,14 +122,20 @@ class Pmap:
         mesh = jax.make_mesh((len(self.devices),), ("batch",), axis_types=(AxisType.Auto,))
         self.per_device = NamedSharding(mesh, P("batch"))
         self._is_finite = jax.jit(is_finite)
+        # Whole trees in one program each: op by op, every leaf shape compiled a program of its
+        # own (a tiny ResNet's state: ~140 programs, half the time of a short run).
+        n = len(self.devices)
+        self._replicate = jax.jit(
+            lambda tree: jax.tree.map(lambda x: jnp.broadcast_to(x, (n, *jnp.shape(x))), tree),
+            out_shardings=self.per_device)
+        self._first = jax.jit(lambda tree: jax.tree.map(lambda x: x[0], tree),
+                              out_shardings=NamedSharding(mesh, P()))
 
     def put_state(self, state):
-        n = len(self.devices)
-        return jax.tree.map(
-            lambda x: jax.device_put(jnp.broadcast_to(x, (n, *jnp.shape(x))), self.per_device), state)
+        return self._replicate(state)
 
     def one_copy(self, state):
-        return jax.tree.map(lambda x: x[0], state)
+        return self._first(state)
 
     def map_state(self, fn, state):
         return jax.pmap(fn, axis_name=self.axis_name, donate_argnums=(0,))(state)
@@ -161,7 +167,7 @@ class Pmap:
         return jax.pmap(eval_step, axis_name=self.axis_name)
 
     def fetch(self, tree):
-        return jax.device_get(jax.tree.map(lambda x: x[0], tree))
+        return jax.device_get(self._first(tree))
 
     def to_host(self, tree):
         return jax.device_get(tree)
