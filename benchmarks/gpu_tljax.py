@@ -16,6 +16,7 @@ import glob
 import gzip
 import json
 import os
+import re
 import time
 from collections import defaultdict
 from unittest import mock
@@ -41,7 +42,10 @@ flags.DEFINE_integer("steps", 20, "timed steps per row")
 flags.DEFINE_float("budget_s", 300, "no new row starts after this many seconds")
 flags.DEFINE_string("rows", "", "comma-separated indices into rows() to measure (default: all)")
 flags.DEFINE_string("out", "", "JSON lines file the rows are appended to")
-flags.DEFINE_string("profile_out", "", "text file for the top XLA ops of the first row's step")
+flags.DEFINE_string("profile_out", "", "markdown file for the top XLA ops of the ViT and the "
+                    "CNN full fine-tuning steps")
+flags.DEFINE_string("variant", "", "a label added to every row's variant (e.g. the XLA_FLAGS "
+                    "this process runs under, for A/B rows)")
 flags.DEFINE_float("peak_tflops", gpu_common.PEAK_TFLOPS, "dense bf16 peak for MFU")
 flags.DEFINE_string("cache_dir", "", "JAX's persistent compilation cache, with XLA's autotune "
                     "results (one folder per card kind, kept for the next GPU run); '' = off")
@@ -144,48 +148,81 @@ def measure(row, batch, size, dtype, steps, profile_out=""):
                 held[0], step_metrics = compiled(held[0], data)
                 return step_metrics
 
-            _profile(one_step, profile_out)
+            _profile(one_step, profile_out, compiled.as_text(), f"{row.model} {row.mode} step")
     peak, temp = _memory_bytes(compiled)
     return ms, peak, temp
 
 
-def _profile(run_step, path, top=15):
-    """Top XLA ops (by device time) of one step, from a jax.profiler trace, as text."""
+def _profile(run_step, path, hlo_text="", title="step", top=15):
+    """Top XLA ops (by device time) of one step, from a jax.profiler trace, as markdown
+    appended to `path`: each op's result shape read from the optimized HLO (`hlo_text`), and
+    the share of the step's span the device was busy."""
     trace_dir = path + ".trace"
     jax.block_until_ready(run_step())
     try:  # a profiler that fails here costs the profile, not the measurement
         with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
             jax.block_until_ready(run_step())
         files = glob.glob(os.path.join(trace_dir, "**", "perfetto_trace.json.gz"), recursive=True)
-        lines = summarise_trace(files[0], top) if files else ["no perfetto trace was written"]
+        lines = (summarise_trace(files[0], top, hlo_shapes(hlo_text)) if files
+                 else ["no perfetto trace was written"])
     except Exception as e:  # noqa: BLE001
         lines = [f"profiling failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}"]
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
+    with open(path, "a") as f:
+        f.write("\n".join([f"### {title}", "", *lines, ""]) + "\n")
 
 
-def summarise_trace(path, top=15):
+_HLO_RESULT = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (\w+\[[^\]]*\])", re.M)
+
+
+def hlo_shapes(hlo_text):
+    """{instruction name: result shape} of an optimized HLO module's text (a fusion's output,
+    e.g. "bf16[128,12,197,197]"), so a profile's op names say what they work on."""
+    return {name: shape for name, shape in _HLO_RESULT.findall(hlo_text)}
+
+
+def summarise_trace(path, top=15, shapes=None):
     """Markdown rows of the ops with the most time on the device (or on the host threads
-    when the trace has no device, as on a CPU)."""
+    when the trace has no device, as on a CPU), their shapes where `shapes` names them, and
+    a last line with the device's busy share of the traced span."""
+    shapes = shapes or {}
     with gzip.open(path, "rt") as f:
         trace = json.load(f)
     events = trace["traceEvents"] if isinstance(trace, dict) else trace
     names = {e["pid"]: e.get("args", {}).get("name", "") for e in events
              if e.get("ph") == "M" and e.get("name") == "process_name"}
     device_pids = {pid for pid, name in names.items() if "GPU" in name or "/device:" in name}
-    totals, counts = defaultdict(float), defaultdict(int)
+    totals, counts, spans = defaultdict(float), defaultdict(int), []
     for e in events:
         if e.get("ph") != "X" or "dur" not in e:
             continue
         if device_pids and e.get("pid") not in device_pids:
             continue
+        if not device_pids and e["name"].startswith("$"):  # Python frames of the host trace
+            continue
         totals[e["name"]] += e["dur"]
         counts[e["name"]] += 1
+        spans.append((float(e["ts"]), float(e["ts"]) + e["dur"]))
     whole = sum(totals.values()) or 1.0
-    out = ["| op | calls | ms | % |", "|---|---:|---:|---:|"]
+    out = ["| op | shape | calls | ms | % |", "|---|---|---:|---:|---:|"]
     for name, us in sorted(totals.items(), key=lambda kv: -kv[1])[:top]:
-        out.append(f"| `{name[:70]}` | {counts[name]} | {us / 1000:.2f} | {100 * us / whole:.1f} |")
+        shape = shapes.get(name, shapes.get(name.split(":")[0], ""))
+        out.append(f"| `{name[:60]}` | {shape[:60]} | {counts[name]} | {us / 1000:.2f} "
+                   f"| {100 * us / whole:.1f} |")
+    if spans:
+        span = max(end for _, end in spans) - min(start for start, _ in spans)
+        out += ["", f"busy {100 * _busy(spans) / span:.0f} % of the step's {span / 1000:.2f} ms "
+                    f"span ({'device' if device_pids else 'host threads'})"]
     return out
+
+
+def _busy(spans):
+    """Time covered by at least one of the (start, end) spans (overlapping streams once)."""
+    covered, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            covered += end - max(start, reach)
+            reach = end
+    return covered
 
 
 def _projected_max(peak, temp, batch, limit):
@@ -221,7 +258,11 @@ def main(argv):
     wanted = rows(FLAGS.vit, FLAGS.cnn)
     if FLAGS.rows:
         wanted = [wanted[int(i)] for i in FLAGS.rows.split(",")]
-    profiled = not FLAGS.profile_out
+    to_profile = {Row(FLAGS.vit, "full", "base"), Row(FLAGS.cnn, "full", "base")}
+    if FLAGS.profile_out:
+        open(FLAGS.profile_out, "w").close()
+    else:
+        to_profile = set()
     for row in wanted:
         elapsed = time.monotonic() - begin
         if elapsed + last_cost > FLAGS.budget_s:
@@ -232,18 +273,17 @@ def main(argv):
             batch = _projected_max(*base.get(row.model, (None, None)), FLAGS.batch, _device_limit())
             if batch is None or batch <= FLAGS.batch:
                 continue
+        variant = ", ".join(filter(None, (row.variant, FLAGS.variant)))
         result = {"side": "tljax", "model": row.model, "mode": row.mode, "batch": batch,
-                  "dtype": FLAGS.dtype, "variant": row.variant, "device": device.device_kind}
+                  "dtype": FLAGS.dtype, "variant": variant, "device": device.device_kind}
         started, compiled_before = time.monotonic(), compilation.stats()
         try:
-            profile = not profiled and row == Row(FLAGS.vit, "full", "base")
             ms, peak, temp = measure(row, batch, FLAGS.image_size, FLAGS.dtype, FLAGS.steps,
-                                     FLAGS.profile_out if profile else "")
-            profiled = profiled or profile
+                                     FLAGS.profile_out if row in to_profile else "")
         except Exception as e:  # noqa: BLE001  an out-of-memory batch or a missing kernel is a row
             result["error"] = gpu_common.error_text(e)
         else:
-            if row.mode == "full" and row.batch == "base" and row.variant == "":
+            if row.mode == "full" and row.batch == "base" and variant == "":
                 base[row.model] = (peak, temp)
             rate = 1000 * batch / ms
             result.update(step_ms=round(ms, 2), images_per_s=round(rate, 1),
