@@ -173,7 +173,7 @@ def test_search_halves_on_validation_accounts_flops_and_fails_nan_trials(data_di
     study.enqueue_trial({"method": "full", "optim.lr": 1e8})  # diverges: a failed trial
     with caplog.at_level("INFO"):
         study.optimize(objective, n_trials=6, catch=(UserError,),
-                       callbacks=[search.progress_callback({"train_flops": 0})])
+                       callbacks=[search.progress_callback({"flops": 0})])
     trials = study.get_trials()
     # Every rung and every ended trial is a line in the log, as it happens.
     assert "search: trial 0 failed" in caplog.text
@@ -195,8 +195,9 @@ def test_search_halves_on_validation_accounts_flops_and_fails_nan_trials(data_di
         assert reached_next == promoted, (number, k, trials[number].intermediate_values)
     assert any(t.state == optuna.trial.TrialState.PRUNED for t in trials)
     # Budget: each trial's step FLOPs (one phase each) x the steps to its last rung, read
-    # from its run; the failed trial's up to the last step its metrics record (past its rung).
-    by_hand, steps = 0.0, 0
+    # from its run; the failed trial's up to the last step its metrics record (past its rung);
+    # plus every validation pass up to there, from the run's evaluation records.
+    by_hand, evaluating, steps = 0.0, 0.0, 0
     for trial in trials:
         with open(os.path.join(trial.user_attrs["workdir"], "summary.json")) as f:
             summary = json.load(f)
@@ -204,9 +205,21 @@ def test_search_halves_on_validation_accounts_flops_and_fails_nan_trials(data_di
         if trial.state == optuna.trial.TrialState.FAIL:
             reached = max(r["step"] for r in records(trial.user_attrs["workdir"], "train"))
             assert reached > max(trial.intermediate_values)
+        passes = [r for r in records(trial.user_attrs["workdir"], "eval")
+                  if r["split"] == "validation" and r["step"] <= reached]
+        assert passes and len({r["flops"] for r in passes}) == 1  # one split, one model
+        # A pass is a forward over the padded validation split: per example, at most a
+        # train step's FLOPs (batch 8) and at least a quarter of them (full fine-tuning's
+        # backward pass is about twice its forward; a probe's is next to nothing).
+        padded = -(-passes[0]["count"] // 64) * 64
+        ratio = passes[0]["flops"] / padded / (summary["train_step_flops"]["0"] / 8)
+        assert 0.25 < ratio <= 1.0, (trial.params, ratio)
         by_hand += summary["train_step_flops"]["0"] * reached
+        evaluating += sum(r["flops"] for r in passes)
         steps += reached
-    assert search.spent(study) == pytest.approx(by_hand, rel=1e-9)
+    assert search.spent(study, "train_flops") == pytest.approx(by_hand, rel=1e-9)
+    assert search.spent(study, "eval_flops") == pytest.approx(evaluating, rel=1e-9)
+    assert search.spent(study) == pytest.approx(by_hand + evaluating, rel=1e-9)
     assert search.spent(study, "train_steps") == steps
     # The choice is the validation accuracy at the last rung; test never enters it.
     best = search_report.best_per_method(study)
@@ -278,7 +291,7 @@ def test_methods_sample_their_own_space_and_one_with_nothing_to_sample_runs_once
     objective.run_unsearched(study)  # another worker holds its workdir: left to it
     assert not study.get_trials()
     objective._run_to = real_run_to
-    budgets = {"train_flops": 0, "train_steps": 12}
+    budgets = {"flops": 0, "train_steps": 12}
     objective.run_unsearched(study, budgets)
     objective.run_unsearched(study, budgets)  # (a restarted worker: nothing to add)
     study.optimize(objective, n_trials=5, callbacks=[search.budget_callback(budgets)])
@@ -393,5 +406,8 @@ def test_a_killed_search_resumes_its_interrupted_trial_bit_identically(data_dir,
     assert once["train_steps"] == 24
     assert resumed.user_attrs["train_flops"] == pytest.approx(
         once["train_flops"] * (24 + twice) / 24, rel=1e-9)
+    # Evaluations too: each validation once per time it ran, none lost to the kill.
+    assert once["eval_flops"] > 0 and once["flops"] == once["train_flops"] + once["eval_flops"]
+    assert resumed.user_attrs["eval_flops"] >= once["eval_flops"]
     assert_same_params(exported_params(os.path.join(killed, "trials", "0000")),
                        exported_params(os.path.join(whole, "trials", "0000")), "killed trial")

@@ -24,6 +24,7 @@ FIELDS = (
     "trainable_fraction",     # step-weighted over phases
     "phases",                 # what trained: [(start, [(regex, lr_mult or None)])] (training runs)
     "train_step_flops", "mean_train_step_flops", "train_flops",
+    "eval_flops",             # [[step, XLA's FLOPs of that step's evaluations]] (all splits)
     "ema_val_accuracy", "ema_test_accuracy",
     "num_params", "wall_time_s", "total_steps",
     "forward_flops", "probe_fit_flops", "probe",  # probe runs
@@ -40,7 +41,7 @@ def new(**fields):
 
 @dataclasses.dataclass
 class RunRecord:
-    evals: list = dataclasses.field(default_factory=list)  # [[step, split, {accuracy, loss, count}]]
+    evals: list = dataclasses.field(default_factory=list)  # [[step, split, {accuracy, loss, count, flops}]]
     selected: list = None      # [step, test result] of the state validation selected
     # "phase index" -> XLA's FLOPs of its train step, the mean over the steps run (text steps
     # cost more or less by their length bucket; image steps all cost the same)
@@ -60,6 +61,14 @@ class RunRecord:
         """(step, accuracy) of the first evaluation with the highest accuracy, or None."""
         history = self.history(split)
         return tuple(max(history, key=lambda h: (h[1], -h[0]))) if history else None
+
+    def eval_flops(self):
+        """[[step, FLOPs]] of the evaluations at each step, every split summed (an evaluation
+        whose FLOPs are unknown counts 0)."""
+        per_step = {}
+        for step, _, result in self.evals:
+            per_step[step] = per_step.get(step, 0.0) + (result.get("flops") or 0.0)
+        return [[step, flops] for step, flops in sorted(per_step.items())]
 
     def add_step_flops(self, phase_index, flops):
         """One step of phase `phase_index` costing `flops` (None: unknown, not counted)."""
@@ -125,6 +134,7 @@ def summarize(config, spec, plan, phases, param_sizes, record, status="done"):
         phases=phases,
         train_step_flops=dict(flops), mean_train_step_flops=mean_flops,
         train_flops=mean_flops * config.total_steps if mean_flops else None,
+        eval_flops=record.eval_flops(),
         ema_val_accuracy=_last(record.history("validation_ema")),
         ema_test_accuracy=_last(record.history("test_ema")),
         num_params=int(sum(param_sizes.values())), wall_time_s=record.elapsed(),

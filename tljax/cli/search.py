@@ -22,7 +22,7 @@ flags.DEFINE_string("space", "", "';'-separated KEY=loguniform(a,b) | uniform(a,
 flags.DEFINE_integer("trials", 20, "trials this worker runs at most (a shared study may hold more)",
                      lower_bound=1)
 flags.DEFINE_float("budget_flops", 0.0, "stop starting trials once the study's trials have "
-                   "spent this many train FLOPs (0: no budget)", lower_bound=0)
+                   "spent this many FLOPs: train steps and evaluations (0: no budget)", lower_bound=0)
 flags.DEFINE_integer("budget_steps", 0, "... this many train steps (a probe counts none)",
                      lower_bound=0)
 flags.DEFINE_float("budget_seconds", 0.0, "... this much wall time in trials (seconds)",
@@ -72,7 +72,7 @@ def main(argv):
     if FLAGS.warm_start:
         warm_start(study, FLAGS.warm_start, objective)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    budgets = {"train_flops": FLAGS.budget_flops, "train_steps": FLAGS.budget_steps,
+    budgets = {"flops": FLAGS.budget_flops, "train_steps": FLAGS.budget_steps,
                "wall_time_s": FLAGS.budget_seconds}
     if FLAGS.backbones:
         objective.screen(study, FLAGS.backbones, FLAGS.screen, FLAGS.keep_backbones, budgets)

@@ -17,8 +17,8 @@ nothing. Optuna's storage (SQLite in the workdir by default, an RDB URL, or a jo
 on a shared filesystem) lets many workers (a SLURM array, one per GPU) run one search; a
 re-started search continues it.
 
-The budget counts train FLOPs, each trained step once per time it was trained (`charges`: a
-LoRA step costs less than a full one; a failed trial is counted to the last step its metrics
+The budget counts FLOPs of train steps and evaluations, each once per time it ran (`charges`:
+a LoRA step costs less than a full one; a failed trial is counted to the last step its metrics
 record; a trial a killed worker left resumes from its checkpoint and charges the steps it
 trains again), or train steps (--budget_steps), or wall time (--budget_seconds). --space
 keys probe.* are sampled for the probe methods only, the others for the trained methods
@@ -178,18 +178,30 @@ def full_length_flops(summary, total_steps):
     return flops_spent(summary, total_steps)
 
 
+def evaluation_flops(summary, since, to):
+    """XLA's FLOPs of a run's evaluations at steps in (since, to], from its summary."""
+    return sum(flops for step, flops in summary.get("eval_flops") or [] if since < step <= to)
+
+
 def charges(summary, since, to, retrained=()):
-    """{budget key: spent} of a trial that trained from step `since` to `to`, plus the
+    """{charge key: spent} of a trial that trained from step `since` to `to`, plus the
     `retrained` [from, to] segments a killed attempt trained and its successor trained again:
-    each trained step charged once per time it was trained."""
+    each trained step and each evaluation charged once per time it ran. "flops" (what
+    --budget_flops counts) is train plus evaluation FLOPs; a probe's is its feature pass and
+    fit (evaluating a fitted probe costs next to nothing)."""
     if summary.get("probe"):
-        return {"train_flops": summary["train_flops"] or 0.0, "train_steps": 0,
+        train = summary["train_flops"] or 0.0
+        return {"flops": train, "train_flops": train, "eval_flops": 0.0, "train_steps": 0,
                 "wall_time_s": summary["wall_time_s"]}
     segments = [(since, to), *retrained]
-    return {"train_flops": sum(flops_spent(summary, b) - flops_spent(summary, a)
-                               for a, b in segments),
+    train = sum(flops_spent(summary, b) - flops_spent(summary, a) for a, b in segments)
+    evaluations = sum(evaluation_flops(summary, a, b) for a, b in segments)
+    return {"flops": train + evaluations, "train_flops": train, "eval_flops": evaluations,
             "train_steps": sum(b - a for a, b in segments),
             "wall_time_s": summary["wall_time_s"]}
+
+
+CHARGE_KEYS = ("flops", "train_flops", "eval_flops", "train_steps", "wall_time_s")
 
 
 class Objective:
@@ -378,12 +390,12 @@ class Objective:
         return scores
 
 
-BUDGETS = {"train_flops": "train FLOPs", "train_steps": "train steps",
+BUDGETS = {"flops": "FLOPs (train steps and evaluations)", "train_steps": "train steps",
            "wall_time_s": "seconds of trial wall time"}  # what a budget may count
 
 
-def spent(study, what="train_flops"):
-    """The study's trials' total of `what` (a BUDGETS key), each to its last rung."""
+def spent(study, what="flops"):
+    """The study's trials' total of `what` (a CHARGE_KEYS key), each to its last rung."""
     return sum(t.user_attrs.get(what, 0.0) for t in study.get_trials(deepcopy=False))
 
 
@@ -423,7 +435,7 @@ def progress_callback(budgets):
         best = max(done, key=lambda t: t.value, default=None)
         spending = "; ".join(
             f"{spent(study, what):.3g}{f' of {limit:.3g}' if limit else ''} {BUDGETS[what]}"
-            for what, limit in budgets.items() if limit or what == "train_flops")
+            for what, limit in budgets.items() if limit or what == "flops")
         logging.info("search: trial %d %s; best %s; %d trials, %s spent", trial.number, ended,
                      f"{best.value:.4f} (trial {best.number})" if best else "none yet",
                      len(study.trials), spending)
@@ -633,7 +645,7 @@ def resume_interrupted(study):
             reached = last_logged_step(workdir)
             if reached > resumed_from:
                 charged[RETRAINED].append([resumed_from, reached])
-        for key in BUDGETS:
+        for key in CHARGE_KEYS:
             study._storage.set_trial_user_attr(trial._trial_id, key, 0.0)
         study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
         study.enqueue_trial(trial.params, user_attrs={"workdir": workdir, **charged})

@@ -18,7 +18,7 @@ def _backbone_lines(study):
     if backbones == [""] or not backbones:
         return []
     lines = ["", "| backbone | screening probe: validation % | best trial | its method | "
-             "validation % | trials | train FLOPs spent |", "|---|---:|---:|---|---:|---:|---:|"]
+             "validation % | trials | FLOPs spent |", "|---|---:|---:|---|---:|---:|---:|"]
     for backbone in backbones:
         mine = [t for t in trials if backbone_of(t) == backbone]
         done = [t for t in mine if t.state == optuna.trial.TrialState.COMPLETE]
@@ -30,7 +30,7 @@ def _backbone_lines(study):
                      f"{'' if best is None else best.number} | "
                      f"{'' if best is None else method_of(best)} | "
                      f"{'' if best is None else f'{100 * best.value:.1f}'} | {len(mine)} | "
-                     f"{sum(t.user_attrs.get('train_flops', 0.0) for t in mine):.3g} |")
+                     f"{sum(t.user_attrs.get('flops', 0.0) for t in mine):.3g} |")
     return lines
 
 
@@ -61,7 +61,7 @@ def write(study, workdir, total_flops_per_trial):
 
     trials = study.get_trials(deepcopy=False)
     lines = ["| trial | method | hyper-parameters | state | last rung | validation % | "
-             "train FLOPs |", "|---:|---|---|---|---:|---:|---:|"]
+             "FLOPs |", "|---:|---|---|---|---:|---:|---:|"]
     for t in trials:
         values = t.intermediate_values
         last = max(values) if values else None
@@ -70,10 +70,11 @@ def write(study, workdir, total_flops_per_trial):
         lines.append(f"| {t.number} | {method_of(t) or ''} | {hyper} | {t.state.name} | "
                      f"{last if last is not None else ''} | "
                      f"{'' if last is None else f'{100 * values[last]:.1f}'} | "
-                     f"{t.user_attrs.get('train_flops', 0):.3g} |")
+                     f"{t.user_attrs.get('flops', 0):.3g} |")
     full_cost = sum(total_flops_per_trial(t) for t in trials)
     used = spent(study)
-    lines += ["", f"{len(trials)} trials spent {used:.3g} train FLOPs, "
+    lines += ["", f"{len(trials)} trials spent {used:.3g} FLOPs ({spent(study, 'eval_flops'):.3g} "
+              f"of them evaluating), "
               f"{spent(study, 'train_steps'):.0f} train steps and "
               f"{spent(study, 'wall_time_s'):.0f} s; training every one of "
               f"them to total_steps would have cost {full_cost:.3g} FLOPs "

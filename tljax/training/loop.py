@@ -337,8 +337,8 @@ def train(run_, workdir):
             return _write_summary(run_, record, status="running")
         run_.writer = metrics.MetricWriter(workdir.path, jax.process_index() == 0, start_step,
                                            hparams=config_lib.flatten(config_lib.to_dict(config)))
-        run_.eval_step = run_.par.compile_eval(steps.make_eval_step(model.module,
-                                                                    run_.par.axis_name))
+        run_.eval_step = selection.CompiledEval(run_.par.compile_eval(
+            steps.make_eval_step(model.module, run_.par.axis_name)))
         train_iter = _prefetch_to_device(data.train_batches(
             data_cfg, seed=config.seed, global_batch=config.data.batch_size,
             process_index=jax.process_index(), process_count=jax.process_count(),

@@ -7,17 +7,39 @@ import jax
 import numpy as np
 from absl import logging
 
+from tljax import metrics
 from tljax.training import state as state_lib
 
 _EVAL_LOG_SECONDS = 30  # a long evaluation logs how far it got this often
 
 
+class CompiledEval:
+    """An eval step (jitted or pmapped) compiled once per batch shape, with XLA's FLOPs of
+    each shape, so that a run can say what its evaluations cost (the search's budget)."""
+
+    def __init__(self, jitted):
+        self._jitted, self._compiled, self._flops = jitted, {}, {}
+
+    def __call__(self, params, batch_stats, batch):
+        """(sums of the batch, its FLOPs or None when XLA does not say)."""
+        shape = tuple(sorted((key, tuple(value.shape)) for key, value in batch.items()))
+        if shape not in self._compiled:
+            compiled = self._jitted.lower(params, batch_stats, batch).compile()
+            self._compiled[shape] = compiled
+            self._flops[shape] = metrics.compiled_cost(compiled).get("flops")
+        return self._compiled[shape](params, batch_stats, batch), self._flops[shape]
+
+
 def evaluate(run_, state, which, step, label=None):
-    """Accuracy and loss over the whole `which` split (padded batches, masked)."""
+    """Accuracy and loss over the whole `which` split (padded batches, masked), and the
+    FLOPs of the pass (None when unknown)."""
     batches, count = run_.eval_data[which]
-    sums, last_log = [], time.monotonic()
+    sums, flops, last_log = [], [], time.monotonic()
     for index, batch in enumerate(batches):
-        sums.append(run_.eval_step(state.params, state.batch_stats, run_.par.put_batch(batch)))
+        batch_sums, batch_flops = run_.eval_step(state.params, state.batch_stats,
+                                                 run_.par.put_batch(batch))
+        sums.append(batch_sums)
+        flops.append(batch_flops)
         if time.monotonic() - last_log > _EVAL_LOG_SECONDS:
             last_log = time.monotonic()
             logging.info("evaluating %s at step %d: %d batches done", which, step, index + 1)
@@ -26,7 +48,8 @@ def evaluate(run_, state, which, step, label=None):
     if int(totals["count"]) != count:
         raise RuntimeError(f"eval counted {totals['count']} examples, the split has {count}")
     result = {"accuracy": float(totals["correct"] / count), "loss": float(totals["loss"] / count),
-              "count": int(totals["count"])}
+              "count": int(totals["count"]),
+              "flops": None if None in flops else float(sum(flops))}
     logging.info("%s at step %d: accuracy %.4f  loss %.4f  (%d examples)", label or which, step,
                  result["accuracy"], result["loss"], count)
     return result
