@@ -357,10 +357,12 @@ def _search_command(data_dir, workdir, *extra):
 
 
 @pytest.mark.slow
-def test_a_killed_search_resumes_its_interrupted_trial_bit_identically(data_dir, tmp_path):
-    """SIGKILL a worker inside a trial; a restarted worker finds the trial of the dead process,
-    enqueues it again on the same workdir, and it ends with the weights of a search that was
-    never killed."""
+@pytest.mark.parametrize("dead_worker_host", ["this host", "another host"])
+def test_a_killed_search_resumes_its_interrupted_trial_bit_identically(data_dir, tmp_path,
+                                                                       dead_worker_host):
+    """SIGKILL a worker inside a trial; a restarted worker finds the trial of the dead process
+    (on this host: at once, by its pid; on another host: by its stale heartbeat), enqueues it
+    again on the same workdir, and it ends with the weights of a search never killed."""
     import signal
     import time
 
@@ -368,7 +370,7 @@ def test_a_killed_search_resumes_its_interrupted_trial_bit_identically(data_dir,
 
     extra = ["--methods=full", "--space=optim.lr=0.05", "--trials=1", "--min_fraction=0.25",
              "--set=total_steps=24", "--set=checkpoint_every=4", "--set=export_weights=True",
-             "--set=log_every=1"]
+             "--set=log_every=1", "--heartbeat_s=1"]
     killed, whole = str(tmp_path / "killed"), str(tmp_path / "whole")
     worker = subprocess.Popen(_search_command(data_dir, killed, *extra), cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -380,34 +382,47 @@ def test_a_killed_search_resumes_its_interrupted_trial_bit_identically(data_dir,
         time.sleep(0.2)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
+    if dead_worker_host == "another host":  # its pid says nothing here: only the heartbeat
+        storage = optuna.storages.RDBStorage(f"sqlite:///{os.path.join(killed, 'study.db')}")
+        running = storage.get_all_trials(storage.get_study_id_from_name(search.STUDY))[0]
+        storage.set_trial_user_attr(running._trial_id, "worker", {"host": "elsewhere", "pid": 1})
+        time.sleep(3.5)  # past the grace period (3 x --heartbeat_s)
     logs = []
     for workdir in (killed, whole):
         done = subprocess.run(_search_command(data_dir, workdir, *extra), cwd=ROOT,
                               capture_output=True, text=True, timeout=600)
-        logs.append(done.stdout[-3000:] + done.stderr[-3000:])
-        assert done.returncode == 0, logs[-1]
+        logs.append(done.stdout + done.stderr)
+        assert done.returncode == 0, logs[-1][-3000:]
     study = optuna.load_study(study_name=search.STUDY,
                               storage=f"sqlite:///{os.path.join(killed, 'study.db')}")
     states = [t.state for t in study.get_trials()]
-    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE], logs[0]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE], logs[0][-3000:]
     assert study.get_trials()[1].user_attrs["workdir"].endswith(os.path.join("trials", "0000"))
     # Charged once per trained step: the killed attempt nothing, its successor the 24 steps
     # plus those between the checkpoint it resumed from and the last step the killed one
     # logged (trained twice); the search never killed charges 24.
     killed_attempt, resumed = study.get_trials()
-    assert killed_attempt.user_attrs["train_steps"] == killed_attempt.user_attrs["train_flops"] == 0
+    # The killed attempt keeps its charges to its last rung (6 or 12), its successor charges
+    # from there; the steps between the checkpoint it resumed from and the last step the
+    # killed attempt logged were trained twice.
+    charged_to = killed_attempt.user_attrs[search.CHARGED_TO]
+    assert charged_to in (6, 12) and resumed.user_attrs[search.CHARGED_FROM] == charged_to
+    assert killed_attempt.user_attrs["train_steps"] == charged_to
     segments = resumed.user_attrs[search.RETRAINED]  # none when it was killed at a checkpoint
     assert len(segments) <= 1 and all(12 <= a < b <= 24 for a, b in segments), segments
     twice = sum(b - a for a, b in segments)
-    assert resumed.user_attrs["train_steps"] == 24 + twice
+    assert resumed.user_attrs["train_steps"] == 24 - charged_to + twice
+    if dead_worker_host == "another host":
+        assert "was interrupted; enqueued to resume" in logs[0]
     never_killed = optuna.load_study(study_name=search.STUDY,
                                      storage=f"sqlite:///{os.path.join(whole, 'study.db')}")
     once = never_killed.get_trials()[0].user_attrs
     assert once["train_steps"] == 24
-    assert resumed.user_attrs["train_flops"] == pytest.approx(
-        once["train_flops"] * (24 + twice) / 24, rel=1e-9)
+    both = {key: killed_attempt.user_attrs[key] + resumed.user_attrs[key]
+            for key in ("train_flops", "eval_flops", "flops")}
+    assert both["train_flops"] == pytest.approx(once["train_flops"] * (24 + twice) / 24, rel=1e-9)
     # Evaluations too: each validation once per time it ran, none lost to the kill.
     assert once["eval_flops"] > 0 and once["flops"] == once["train_flops"] + once["eval_flops"]
-    assert resumed.user_attrs["eval_flops"] >= once["eval_flops"]
+    assert both["eval_flops"] >= once["eval_flops"]
     assert_same_params(exported_params(os.path.join(killed, "trials", "0000")),
                        exported_params(os.path.join(whole, "trials", "0000")), "killed trial")

@@ -34,6 +34,9 @@ flags.DEFINE_float("min_fraction", 1 / 9, "first rung as a fraction of total_ste
 flags.DEFINE_string("storage", "", "Optuna storage: an RDB URL (default: "
                     "sqlite:///WORKDIR/study.db; postgresql://... for a cluster) or "
                     "journal:PATH, Optuna's journal file, for workers on a shared filesystem")
+flags.DEFINE_integer("heartbeat_s", 60, "a running trial's worker writes a heartbeat this often "
+                     "(RDB storages); a trial silent for 3x as long (its worker died, on any "
+                     "host) is resumed by another worker; 0: off", lower_bound=0)
 flags.DEFINE_enum("pruner", "sha", ["sha", "hyperband"], "sha: successive halving from the "
                   "first rung; hyperband: brackets that start judging at later rungs too")
 flags.DEFINE_list("backbones", [], "model arguments of --config to choose among (e.g. "
@@ -67,7 +70,8 @@ def main(argv):
                           FLAGS.workdir, methods, space, FLAGS.set, FLAGS.eta, FLAGS.min_fraction)
     logging.info("search: rungs at steps %s", objective.rungs)
     study = open_study(FLAGS.storage, FLAGS.workdir, FLAGS.sampler_seed, FLAGS.eta,
-                       objective.rungs[0], FLAGS.pruner, objective.total_steps)
+                       objective.rungs[0], FLAGS.pruner, objective.total_steps,
+                       FLAGS.heartbeat_s)
     resume_interrupted(study)
     if FLAGS.warm_start:
         warm_start(study, FLAGS.warm_start, objective)

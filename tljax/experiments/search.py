@@ -154,6 +154,7 @@ def validation_at(summary, step):
 
 
 CHARGED_FROM = "charged_from"  # user_attrs: the step this trial's charges count from
+CHARGED_TO = "charged_to"      # user_attrs: the step its charges reach (its last rung so far)
 FULL_LENGTH_FLOPS = "full_length_flops"  # user_attrs: its train FLOPs at total_steps
 RETRAINED = "retrained"        # user_attrs: [[from, to]] steps trained twice (a killed attempt)
 
@@ -257,6 +258,7 @@ class Objective:
                 raise
             # (A resumed trial reports its earlier rungs again without training to them.)
             self._charge(trial, charges(summary, since, max(step, resumed_at), retrained))
+            trial.set_user_attr(CHARGED_TO, max(step, resumed_at))
             trial.set_user_attr(FULL_LENGTH_FLOPS, full_length_flops(summary, self.total_steps))
             value = summary["val_accuracy"] if summary.get("probe") else validation_at(summary,
                                                                                       step)
@@ -504,8 +506,12 @@ def make_pruner(kind, eta, min_resource, max_resource):
     raise UserError(f"--pruner={kind!r}: use one of {', '.join(PRUNERS)}")
 
 
-def _storage(storage, workdir):
-    """Optuna's storage for --storage: a journal file, an RDB URL, or WORKDIR/study.db."""
+def _storage(storage, workdir, heartbeat_s=0):
+    """Optuna's storage for --storage: a journal file, an RDB URL, or WORKDIR/study.db. An
+    RDB storage with `heartbeat_s` > 0 keeps a heartbeat of every running trial; a trial whose
+    heartbeat is older than 3 x heartbeat_s (its worker died, on any host) is failed and
+    resumed (`requeue`) by the next worker that starts a trial. (Optuna's journal storage has
+    no heartbeat: restart a dead worker on its host, which resumes its trial at once.)"""
     import optuna
 
     if storage.startswith(JOURNAL):
@@ -518,11 +524,13 @@ def _storage(storage, workdir):
     if not storage:
         epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine)
+    heartbeat = ({"heartbeat_interval": heartbeat_s, "grace_period": 3 * heartbeat_s,
+                  "failed_trial_callback": requeue} if heartbeat_s else {})
+    return optuna.storages.RDBStorage(url, engine_kwargs=engine, **heartbeat)
 
 
 def open_study(storage, workdir, sampler_seed, eta, min_resource, pruner="sha",
-               max_resource="auto"):
+               max_resource="auto", heartbeat_s=0):
     import optuna
 
     import sqlalchemy.exc
@@ -532,7 +540,7 @@ def open_study(storage, workdir, sampler_seed, eta, min_resource, pruner="sha",
     for attempt in range(10):  # workers starting together race to create the tables
         try:
             study = optuna.create_study(
-                study_name=STUDY, storage=_storage(storage, workdir),
+                study_name=STUDY, storage=_storage(storage, workdir, heartbeat_s),
                 load_if_exists=True, direction="maximize",
                 sampler=trial_seeded_tpe(sampler_seed), pruner=pruner)
             epath.Path(workdir).mkdir(parents=True, exist_ok=True)
@@ -623,11 +631,9 @@ def pareto_front(points):
 
 
 def resume_interrupted(study):
-    """Trials that a killed worker of this host left RUNNING (its process is gone): marked
-    failed and enqueued again with the same parameters and workdir, so they resume from their
-    checkpoints. Other hosts' trials are left to their workers. The killed attempt is charged
-    nothing: its successor charges from where the attempt started, plus the steps between the
-    checkpoint it resumes from and the last step the attempt logged (trained twice)."""
+    """Trials that a killed worker of this host left RUNNING (its process is gone): failed
+    and resumed at once (`requeue`). Other hosts' dead workers' trials are found by Optuna's
+    heartbeat (`--heartbeat_s`), which calls `requeue` from any worker."""
     import optuna
 
     from tljax import lock
@@ -637,16 +643,23 @@ def resume_interrupted(study):
         worker = trial.user_attrs.get("worker") or {}
         if worker.get("host") != host or lock.process_alive(worker.get("pid", 0)):
             continue
-        workdir = trial.user_attrs.get("workdir")
-        charged = {CHARGED_FROM: trial.user_attrs.get(CHARGED_FROM, 0),
-                   RETRAINED: list(trial.user_attrs.get(RETRAINED, []))}
-        if workdir:
-            resumed_from = checkpoint_step(workdir)
-            reached = last_logged_step(workdir)
-            if reached > resumed_from:
-                charged[RETRAINED].append([resumed_from, reached])
-        for key in CHARGE_KEYS:
-            study._storage.set_trial_user_attr(trial._trial_id, key, 0.0)
         study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(trial.params, user_attrs={"workdir": workdir, **charged})
-        logging.info("search: trial %d was interrupted; enqueued to resume", trial.number)
+        requeue(study, trial)
+
+
+def requeue(study, trial):
+    """Enqueues a trial whose worker died (now FAIL) with the same parameters and workdir,
+    so that it resumes from its checkpoints. The dead attempt keeps what it was charged (to
+    its last rung); the successor charges from there, plus the steps between the checkpoint
+    it resumes from and the last step the dead attempt logged (trained twice). Optuna's
+    heartbeat calls this as the storage's failed_trial_callback for stale trials."""
+    workdir = trial.user_attrs.get("workdir")
+    charged_to = trial.user_attrs.get(CHARGED_TO, trial.user_attrs.get(CHARGED_FROM, 0))
+    retrained = []
+    if workdir:
+        resumed_from, reached = checkpoint_step(workdir), last_logged_step(workdir)
+        if reached > resumed_from:
+            retrained.append([resumed_from, reached])
+    study.enqueue_trial(trial.params, user_attrs={"workdir": workdir, CHARGED_FROM: charged_to,
+                                                  RETRAINED: retrained})
+    logging.info("search: trial %d was interrupted; enqueued to resume", trial.number)
