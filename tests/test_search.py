@@ -163,6 +163,42 @@ def _promoted_by_hand(trials, rung_steps, eta):
     return expected
 
 
+def test_rungs_compared_within_each_method_never_let_a_fast_starter_cut_a_slow_one():
+    """A probe-like method leads at every early rung, full fine-tuning starts slowly: compared
+    across methods, full never gets past its first rung; compared within each method, each
+    method's promotions equal successive halving run on that method's trials alone, and
+    full's best configuration reaches the end."""
+    rung_steps = search.rungs(27, 3, 1 / 9)  # 3, 9, 27
+
+    def objective(trial):
+        method = trial.suggest_categorical("method", ["probe_like", "full"])
+        lr = trial.suggest_float("lr", 0.0, 1.0)
+        start = 0.8 if method == "probe_like" else 0.1
+        for step in rung_steps:
+            value = start + (0.9 - start) * step / 27 * lr
+            trial.report(value, step)
+            if step < 27 and trial.should_prune():
+                raise optuna.TrialPruned()
+        return value
+
+    ended = {}
+    for compare in search.COMPARE:
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(0),
+                                    pruner=search.make_pruner("sha", 3, 3, 27, compare))
+        study.optimize(objective, n_trials=24)
+        ended[compare] = study.get_trials()
+    full = [t for t in ended["all"] if t.params["method"] == "full"]
+    assert len(full) > 3 and all(max(t.intermediate_values) == 3 for t in full[1:])
+    for method in ("probe_like", "full"):
+        mine = [t for t in ended["method"] if t.params["method"] == method]
+        for (number, k), promoted in _promoted_by_hand(mine, rung_steps, 3).items():
+            trial = ended["method"][number]
+            assert (rung_steps[k + 1] in trial.intermediate_values) == promoted, (method, number, k)
+        assert any(27 in t.intermediate_values for t in mine)
+    with pytest.raises(UserError, match="--compare_rungs=method works with --pruner=sha"):
+        search.make_pruner("hyperband", 3, 3, 27, "method")
+
+
 def test_search_halves_on_validation_accounts_flops_and_fails_nan_trials(data_dir, tmp_path,
                                                                          caplog):
     workdir = str(tmp_path / "search")

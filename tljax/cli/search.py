@@ -37,6 +37,9 @@ flags.DEFINE_string("storage", "", "Optuna storage: an RDB URL (default: "
 flags.DEFINE_integer("heartbeat_s", 60, "a running trial's worker writes a heartbeat this often "
                      "(RDB storages); a trial silent for 3x as long (its worker died, on any "
                      "host) is resumed by another worker; 0: off", lower_bound=0)
+flags.DEFINE_enum("compare_rungs", "all", ["all", "method"], "which trials a rung value "
+                  "competes with: all, or its own method's (each method's best reaches "
+                  "total_steps, where methods are compared; --pruner=sha)")
 flags.DEFINE_enum("pruner", "sha", ["sha", "hyperband"], "sha: successive halving from the "
                   "first rung; hyperband: brackets that start judging at later rungs too")
 flags.DEFINE_list("backbones", [], "model arguments of --config to choose among (e.g. "
@@ -71,7 +74,7 @@ def main(argv):
     logging.info("search: rungs at steps %s", objective.rungs)
     study = open_study(FLAGS.storage, FLAGS.workdir, FLAGS.sampler_seed, FLAGS.eta,
                        objective.rungs[0], FLAGS.pruner, objective.total_steps,
-                       FLAGS.heartbeat_s)
+                       FLAGS.heartbeat_s, FLAGS.compare_rungs)
     resume_interrupted(study)
     if FLAGS.warm_start:
         warm_start(study, FLAGS.warm_start, objective)

@@ -487,23 +487,60 @@ def trial_seeded_tpe(seed):
 
 
 PRUNERS = ("sha", "hyperband")
-JOURNAL = "journal:"  # --storage=journal:PATH: Optuna's journal file, made for NFS
+COMPARE = ("all", "method")  # which trials a rung value competes with
 
 
-def make_pruner(kind, eta, min_resource, max_resource):
+def make_pruner(kind, eta, min_resource, max_resource, compare="all"):
     """Successive halving (one bracket: every trial judged from the first rung), or Hyperband
     (brackets that start judging at later rungs, r0·eta^s: a method that starts slowly, such
     as full fine-tuning against a probe, is not cut by its early ranks in every bracket). The
-    rungs trials report at, r0·eta^k, hold every bracket's."""
+    rungs trials report at, r0·eta^k, hold every bracket's. compare="method": a trial's rung
+    value competes only with the trials of its own method (`PerMethodPruner`)."""
     import optuna
 
-    if kind == "sha":
-        return optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource,
-                                                      reduction_factor=eta)
+    if kind not in PRUNERS:
+        raise UserError(f"--pruner={kind!r}: use one of {', '.join(PRUNERS)}")
+    if compare not in COMPARE:
+        raise UserError(f"--compare_rungs={compare!r}: use one of {', '.join(COMPARE)}")
     if kind == "hyperband":
+        if compare == "method":  # (its brackets re-read the whole study)
+            raise UserError("--compare_rungs=method works with --pruner=sha; Hyperband's "
+                            "brackets already hedge against early ranks")
         return optuna.pruners.HyperbandPruner(min_resource=min_resource,
                                               max_resource=max_resource, reduction_factor=eta)
-    raise UserError(f"--pruner={kind!r}: use one of {', '.join(PRUNERS)}")
+    pruner = optuna.pruners.SuccessiveHalvingPruner(min_resource=min_resource,
+                                                    reduction_factor=eta)
+    return PerMethodPruner(pruner) if compare == "method" else pruner
+
+
+class PerMethodPruner:
+    """Successive halving within each method: a trial's rung value competes only with the
+    values its own method's trials reported at that rung, so a method that starts slowly
+    (full fine-tuning) is never cut by a fast starter's early ranks (a probe); each method's
+    best configuration reaches total_steps, where methods are compared at a fair step. Costs
+    more compute than comparing all trials: a method's first trial always reaches the end.
+    (Optuna calls a pruner's `prune(study, trial)`; it need not subclass BasePruner.)"""
+
+    def __init__(self, pruner):
+        self._pruner = pruner
+
+    def prune(self, study, trial):
+        return self._pruner.prune(_OneMethod(study, method_of(trial)), trial)
+
+
+class _OneMethod:
+    """The study as a pruner reads it (trials, storage, direction), holding only the trials
+    of one method."""
+
+    def __init__(self, study, method):
+        self._study, self._method = study, method
+
+    def get_trials(self, deepcopy=True, states=None):
+        return [t for t in self._study.get_trials(deepcopy=deepcopy, states=states)
+                if method_of(t) == self._method]
+
+    def __getattr__(self, name):
+        return getattr(self._study, name)
 
 
 def _storage(storage, workdir, heartbeat_s=0):
@@ -530,13 +567,13 @@ def _storage(storage, workdir, heartbeat_s=0):
 
 
 def open_study(storage, workdir, sampler_seed, eta, min_resource, pruner="sha",
-               max_resource="auto", heartbeat_s=0):
+               max_resource="auto", heartbeat_s=0, compare="all"):
     import optuna
 
     import sqlalchemy.exc
 
     url = storage or f"sqlite:///{os.path.abspath(os.path.join(workdir, 'study.db'))}"
-    pruner = make_pruner(pruner, eta, min_resource, max_resource)
+    pruner = make_pruner(pruner, eta, min_resource, max_resource, compare)
     for attempt in range(10):  # workers starting together race to create the tables
         try:
             study = optuna.create_study(
