@@ -487,6 +487,7 @@ def trial_seeded_tpe(seed):
 
 
 PRUNERS = ("sha", "hyperband")
+JOURNAL = "journal:"  # --storage=journal:PATH: Optuna's journal file, made for NFS
 COMPARE = ("all", "method")  # which trials a rung value competes with
 
 
