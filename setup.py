@@ -32,7 +32,11 @@ setup(
     ],
     extras_require={
         # torch is pinned to the CPU wheel: an unpinned torch pulls CUDA packages.
-        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "transformers>=5.0,<6"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "torch==2.13.0", "transformers>=5.0,<6",
+                 # a real PostgreSQL server for the search's two-worker test, from a wheel
+                 "pgserver>=0.1.4", "psycopg[binary]>=3.1"],
+        # tljax search --storage=postgresql://...: psycopg 3, SQLAlchemy 2's default driver
+        "postgres": ["psycopg[binary]>=3.1"],
         "cuda12": ["jax[cuda12]>=0.10,<0.11"],  # NVIDIA GPUs: pip install -e ".[cuda12]"
         "tpu": ["jax[tpu]>=0.10,<0.11"],
     },

@@ -232,6 +232,8 @@ _BAD_COMMANDS = [
      "cannot open the database file"),
     (["search", "--config=configs/digits.py", _WD, "--storage=notaurl"],
      "--storage=notaurl is not a database URL"),
+    (["search", "--config=configs/digits.py", _WD, "--storage=mysql://me@db.example/study"],
+     "(postgresql: install tljax's postgres extra"),  # no MySQL driver installed
     (["suite", "--suite=vtab1k", "--config=configs/vtab.py", _WD, "--emit=commands",
       "--set=data.data_dir=EMPTY"], "19 of 19 tasks have no prepared data"),
 ]

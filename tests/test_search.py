@@ -113,7 +113,7 @@ def test_pareto_front_pruners_journal_storage_and_warm_start(tmp_path):
 
 def test_an_unreachable_database_is_one_line_at_once_and_a_creation_race_is_retried(
         tmp_path, monkeypatch):
-    """What psycopg2 raises for a host that does not answer is not retried ten times and then
+    """What the PostgreSQL driver raises for a host that does not answer is not retried ten times and then
     a traceback; a table-creation race between workers starting together is retried."""
     import sqlalchemy.exc
 
@@ -344,8 +344,25 @@ def test_methods_sample_their_own_space_and_one_with_nothing_to_sample_runs_once
     assert search_report.best_per_method(study)["probe:ridge"].number == 0
 
 
+@pytest.fixture
+def postgres_url(tmp_path):
+    """A real PostgreSQL server for the test (pgserver: PostgreSQL 16 binaries in a wheel,
+    installed by the test extra), stopped afterwards."""
+    import pgserver
+
+    server = pgserver.get_server(str(tmp_path / "pg"), cleanup_mode="stop")
+    yield server.get_uri()
+    server.cleanup()
+
+
 @pytest.mark.slow
-def test_two_workers_share_one_study_and_run_each_trial_once(data_dir, tmp_path):
+@pytest.mark.parametrize("storage", ["sqlite", "postgresql"])
+def test_two_workers_share_one_study_and_run_each_trial_once(data_dir, tmp_path, storage,
+                                                             request):
+    """Two workers on one study (the default SQLite file, or a PostgreSQL server as a cluster
+    would use) run distinct trials and the final stage once."""
+    url = (request.getfixturevalue("postgres_url") if storage == "postgresql"
+           else f"sqlite:///{tmp_path / 'shared' / 'study.db'}")
     workdir = str(tmp_path / "shared")
     fixed = [f"--set=data.data_dir={data_dir}",
              "--set=model.arch={'block_counts': (1, 1), 'base_width': 4, 'gn_groups': 4, "
@@ -358,14 +375,16 @@ def test_two_workers_share_one_study_and_run_each_trial_once(data_dir, tmp_path)
     command = [sys.executable, "-m", "tljax.cli.search", "--config=configs/digits.py",
                f"--workdir={workdir}", "--methods=full,linear_probe", "--trials=2", "--seeds=1",
                "--space=optim.lr=0.01,0.05", "--min_fraction=0.34", *fixed]
+    if storage == "postgresql":
+        command.append(f"--storage={url}")
     workers = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True) for _ in range(2)]
     outputs = [w.communicate(timeout=600)[0] for w in workers]
     assert all(w.returncode == 0 for w in workers), outputs[0][-2000:] + outputs[1][-2000:]
-    study = optuna.load_study(study_name=search.STUDY,
-                              storage=f"sqlite:///{os.path.join(workdir, 'study.db')}")
+    study = optuna.load_study(study_name=search.STUDY, storage=url)
     trials = study.get_trials()
     assert len(trials) == 4 and len({t.user_attrs["workdir"] for t in trials}) == 4
+    assert os.path.exists(os.path.join(workdir, "study.db")) == (storage == "sqlite")
     for trial in trials:  # every trial's run directory was trained by one run
         assert os.path.exists(os.path.join(trial.user_attrs["workdir"], "config.json"))
     # The final re-runs ran once per chosen configuration (by the last worker to end, or in

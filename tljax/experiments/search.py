@@ -35,6 +35,7 @@ import os
 import re
 import socket
 import time
+import warnings
 
 from absl import logging
 from etils import epath
@@ -563,8 +564,10 @@ def _storage(storage, workdir, heartbeat_s=0):
         epath.Path(workdir).mkdir(parents=True, exist_ok=True)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
     heartbeat = ({"heartbeat_interval": heartbeat_s, "grace_period": 3 * heartbeat_s,
-                  "failed_trial_callback": requeue} if heartbeat_s else {})
-    return optuna.storages.RDBStorage(url, engine_kwargs=engine, **heartbeat)
+                  "heartbeat_stale_trial_callback": requeue} if heartbeat_s else {})
+    with warnings.catch_warnings():  # (Optuna marks the heartbeat experimental)
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine, **heartbeat)
 
 
 def open_study(storage, workdir, sampler_seed, eta, min_resource, pruner="sha",
@@ -587,8 +590,9 @@ def open_study(storage, workdir, sampler_seed, eta, min_resource, pruner="sha",
             raise UserError(f"--storage={url} is not a database URL; use e.g. "
                             f"sqlite:////path/to/study.db or postgresql://user@host/db") from None
         except ImportError as e:  # a database whose driver is not installed
-            raise UserError(f"--storage={url}: {e} (postgresql: pip install "
-                            f"psycopg2-binary)") from None
+            raise UserError(f"--storage={url}: {e} (postgresql: install tljax's postgres "
+                            f"extra, pip install -e '.[postgres]', which brings psycopg)"
+                            ) from None
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError,
                 optuna.exceptions.DuplicatedStudyError) as e:
             if "unable to open database file" in str(e):
@@ -690,7 +694,7 @@ def requeue(study, trial):
     so that it resumes from its checkpoints. The dead attempt keeps what it was charged (to
     its last rung); the successor charges from there, plus the steps between the checkpoint
     it resumes from and the last step the dead attempt logged (trained twice). Optuna's
-    heartbeat calls this as the storage's failed_trial_callback for stale trials."""
+    heartbeat calls this as the storage's heartbeat_stale_trial_callback."""
     workdir = trial.user_attrs.get("workdir")
     charged_to = trial.user_attrs.get(CHARGED_TO, trial.user_attrs.get(CHARGED_FROM, 0))
     retrained = []
