@@ -594,6 +594,7 @@ def open_study(storage, workdir, sampler_seed, eta, min_resource, pruner="sha",
                             f"extra, pip install -e '.[postgres]', which brings psycopg)"
                             ) from None
         except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.IntegrityError,
+                sqlalchemy.exc.ProgrammingError,  # PostgreSQL: "relation ... already exists"
                 optuna.exceptions.DuplicatedStudyError) as e:
             if "unable to open database file" in str(e):
                 raise UserError(f"--storage={url}: cannot open the database file; check that "

@@ -3,6 +3,8 @@
 Orbax writes each step to a temporary directory and renames it when complete,
 so an interrupted save never leaves a checkpoint that looks finished.
 """
+import functools
+
 import jax
 import orbax.checkpoint as ocp
 
@@ -25,6 +27,7 @@ def newest_step(directory):
 REPLICA_PARALLEL_MIN_SLICE_BYTES = 4 << 20
 
 
+@functools.cache  # once per process (orbax logs each override)
 def _register_array_handler():
     ocp.type_handlers.register_type_handler(
         jax.Array, ocp.type_handlers.ArrayHandler(
