@@ -4,8 +4,9 @@
 
 Both are compared on validation accuracy at the last step (what the search ranks its trials
 by) and on the train FLOPs they spent: the grid's runs in full, the search's trials to their
-last rung (study.db). Prints one markdown table: each method's best in the grid and in the
-search, and the search's compute as a fraction of the grid's.
+last rung (study.db; evaluations left out on both sides). Prints one markdown table: each
+method's best in the grid and in the search, and the search's compute as a fraction of the
+grid's.
 """
 import json
 import os
@@ -46,10 +47,10 @@ def search_results(root):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.load_study(study_name=search.STUDY,
                               storage=f"sqlite:///{os.path.abspath(os.path.join(root, 'study.db'))}")
-    best = {m: (t.value, ", ".join(f"{k}={v:.3g}" for k, v in t.params.items()
+    best = {m: (search.accuracy_of(t), ", ".join(f"{k}={v:.3g}" for k, v in t.params.items()
                                    if k != "method") or "–")
             for m, t in search_report.best_per_method(study).items()}
-    return best, search.spent(study), len(study.get_trials())
+    return best, search.spent(study, "train_flops"), len(study.get_trials())
 
 
 def main(argv):

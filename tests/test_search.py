@@ -404,6 +404,43 @@ def test_two_workers_share_one_study_and_run_each_trial_once(data_dir, tmp_path,
                in out for out in outputs) <= 1
 
 
+def test_a_pareto_search_trains_every_trial_to_the_end_and_reports_optunas_front(data_dir,
+                                                                                tmp_path):
+    """--objective=pareto: each trial's values are its validation accuracy and full-length
+    train FLOPs, read from its run; no trial is judged at rungs; the report's front equals
+    Optuna's own non-dominated trials; a study keeps the objective it was created with."""
+    workdir = str(tmp_path / "search")
+    objective = search.Objective(lambda: tiny_config(data_dir), workdir,
+                                 ["probe:ridge", "linear_probe", "full"],
+                                 search.parse_space("optim.lr=loguniform(0.01,0.3)"), [], 3, 0.25,
+                                 pareto=True)
+    with pytest.raises(UserError, match="--objective=pareto trains every trial to total_steps"):
+        search.open_study("", workdir, 0, 3, objective.rungs[0], pruner="hyperband",
+                          objective="pareto")
+    study = search.open_study("", workdir, 0, 3, objective.rungs[0], objective="pareto")
+    objective.run_unsearched(study)
+    study.optimize(objective, n_trials=3)
+    trials = study.get_trials()
+    assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    for trial in trials:
+        with open(os.path.join(trial.user_attrs["workdir"], "summary.json")) as f:
+            summary = json.load(f)
+        accuracy = (summary["val_accuracy"] if summary.get("probe")
+                    else dict(map(tuple, summary["val_history"]))[12])
+        assert trial.values == [accuracy, search.full_length_flops(summary, 12)]
+        assert trial.user_attrs["train_steps"] == (0 if summary.get("probe") else 12)
+        assert summary["test_accuracy"] is None
+    text = search_report.write(study, workdir, lambda t: t.user_attrs[search.FULL_LENGTH_FLOPS])
+    front = text.split("the Pareto front")[1].split("\n\n")[1]
+    reported = {int(line.split("|")[1]) for line in front.splitlines()[2:]}
+    assert reported == {t.number for t in study.best_trials} and reported
+    cheapest = min(trials, key=lambda t: t.values[1])
+    assert cheapest.number in reported and search.method_of(cheapest) == "probe:ridge"
+    assert all(f"| {t.number} | " in text.split("the Pareto front")[0] for t in trials)
+    with pytest.raises(UserError, match="created with --objective=pareto, not accuracy"):
+        search.open_study("", workdir, 0, 3, objective.rungs[0])
+
+
 def _search_command(data_dir, workdir, *extra):
     fixed = [f"--set=data.data_dir={data_dir}",
              "--set=model.arch={'block_counts': (1, 1), 'base_width': 4, 'gn_groups': 4, "

@@ -42,6 +42,10 @@ flags.DEFINE_enum("compare_rungs", "all", ["all", "method"], "which trials a run
                   "total_steps, where methods are compared; --pruner=sha)")
 flags.DEFINE_enum("pruner", "sha", ["sha", "hyperband"], "sha: successive halving from the "
                   "first rung; hyperband: brackets that start judging at later rungs too")
+flags.DEFINE_enum("objective", "accuracy", ["accuracy", "pareto"], "accuracy: the most "
+                  "accurate configuration on validation (trials judged at rungs); pareto: the "
+                  "front of validation accuracy against full-length train FLOPs (every trial "
+                  "trains to total_steps)")
 flags.DEFINE_list("backbones", [], "model arguments of --config to choose among (e.g. "
                   "dinov2-b14,clip-b16,convnext-t: configs/flowers.py:dinov2-b14, ...); each is "
                   "screened by --screen first, and trials choose among the best --keep_backbones")
@@ -70,11 +74,16 @@ def main(argv):
                         f"(probe:knn, probe:ridge or probe:logreg)")
     objective = Objective(lambda backbone="": config_lib.load(config_lib.with_argument(FLAGS.config,
                                                                             backbone)),
-                          FLAGS.workdir, methods, space, FLAGS.set, FLAGS.eta, FLAGS.min_fraction)
-    logging.info("search: rungs at steps %s", objective.rungs)
+                          FLAGS.workdir, methods, space, FLAGS.set, FLAGS.eta, FLAGS.min_fraction,
+                          pareto=FLAGS.objective == "pareto")
     study = open_study(FLAGS.storage, FLAGS.workdir, FLAGS.sampler_seed, FLAGS.eta,
                        objective.rungs[0], FLAGS.pruner, objective.total_steps,
-                       FLAGS.heartbeat_s, FLAGS.compare_rungs)
+                       FLAGS.heartbeat_s, FLAGS.compare_rungs, FLAGS.objective)
+    if objective.pareto:
+        logging.info("search: every trial trains to step %d (--objective=pareto)",
+                     objective.total_steps)
+    else:
+        logging.info("search: rungs at steps %s", objective.rungs)
     resume_interrupted(study)
     if FLAGS.warm_start:
         warm_start(study, FLAGS.warm_start, objective)

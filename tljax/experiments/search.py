@@ -13,7 +13,8 @@ min_fraction·total_steps·eta^k, then total_steps), where its validation accura
 Optuna's SuccessiveHalvingPruner (a trial goes on only while it is in the top 1/eta of the
 trials that reached that rung) or HyperbandPruner (--pruner=hyperband: brackets that start
 judging at later rungs). A trial that goes on resumes from its checkpoint, so stopping costs
-nothing. Optuna's storage (SQLite in the workdir by default, an RDB URL, or a journal file
+nothing. --objective=pareto asks instead for the front of validation accuracy against
+full-length train FLOPs: a two-objective study whose trials all train to total_steps. Optuna's storage (SQLite in the workdir by default, an RDB URL, or a journal file
 on a shared filesystem) lets many workers (a SLURM array, one per GPU) run one search; a
 re-started search continues it.
 
@@ -52,6 +53,16 @@ UNSEARCHED = "unsearched_method"  # user_attrs key: the method of a run with not
 BACKBONE = "backbone"  # param / user_attrs key: the model argument of --config a trial used
 
 
+OBJECTIVES = {"accuracy": ("maximize",), "pareto": ("maximize", "minimize")}
+# What a trial's values are: its validation accuracy; with "pareto", and its train FLOPs at
+# full length (the Pareto front of the two is the search's answer).
+
+
+def accuracy_of(trial):
+    """A finished trial's validation accuracy (its first value under either objective)."""
+    return trial.values[0]
+
+
 def method_of(trial):
     return trial.params.get("method") or trial.user_attrs.get(UNSEARCHED)
 
@@ -63,7 +74,7 @@ def best_per_method(study):
     best = {}
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         method = method_of(trial)
-        if method not in best or trial.value > best[method].value:
+        if method not in best or accuracy_of(trial) > accuracy_of(best[method]):
             best[method] = trial
     return best
 
@@ -209,10 +220,16 @@ CHARGE_KEYS = ("flops", "train_flops", "eval_flops", "train_steps", "wall_time_s
 class Objective:
     """One trial: a method and hyper-parameters, trained rung by rung in its own workdir."""
 
-    def __init__(self, load_config, workdir, methods, space, fixed, eta, min_fraction):
+    def __init__(self, load_config, workdir, methods, space, fixed, eta, min_fraction,
+                 pareto=False):
         """`load_config(backbone)` gives a fresh config (e.g. config_lib.load of --config
-        with that model argument; `load_config()` the config's own model)."""
+        with that model argument; `load_config()` the config's own model). `pareto`: the
+        study's objective is "pareto" (a trial's values: validation accuracy and full-length
+        train FLOPs); every trial trains to total_steps, unjudged at rungs (Optuna's pruners
+        judge one value; halving on accuracy alone would cut the cheap trials the front is
+        made of)."""
         self.load_config, self.workdir, self.methods = load_config, workdir, methods
+        self.pareto = pareto
         self.space, self.fixed = space, fixed
         self.backbones = [""]  # the model arguments trials choose among (screen sets them)
         base = self._config([])
@@ -243,7 +260,8 @@ class Objective:
         trial.set_user_attr("workdir", workdir)
         trial.set_user_attr("overrides", overrides)
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
-        steps = [self.total_steps] if method.startswith(freezing.PROBE + ":") else self.rungs
+        probe = method.startswith(freezing.PROBE + ":")
+        steps = [self.total_steps] if probe or self.pareto else self.rungs
         resumed_at = checkpoint_step(workdir)  # trained that far before this attempt
         since = trial.user_attrs.get(CHARGED_FROM, resumed_at)
         trial.set_user_attr(CHARGED_FROM, since)
@@ -263,13 +281,18 @@ class Objective:
             trial.set_user_attr(FULL_LENGTH_FLOPS, full_length_flops(summary, self.total_steps))
             value = summary["val_accuracy"] if summary.get("probe") else validation_at(summary,
                                                                                       step)
-            trial.report(value, step)
+            if not self.pareto:  # (a multi-objective study takes no intermediate values)
+                trial.report(value, step)
             logging.info("search: trial %d (%s) step %d of %d: validation %.4f", trial.number,
                          " ".join(([f"backbone {backbone}"] if backbone else []) + overrides),
                          step, self.total_steps, value)
             if step < self.total_steps and trial.should_prune():
                 raise optuna.TrialPruned()
-        return value
+        return self._values(value, trial.user_attrs[FULL_LENGTH_FLOPS])
+
+    def _values(self, accuracy, full_length):
+        """A finished trial's objective values under the study's objective."""
+        return (accuracy, full_length) if self.pareto else accuracy
 
     def _run_to(self, overrides, workdir, step, backbone=""):
         """The summary of the run in `workdir`, trained (or resumed) up to `step`. A trial
@@ -351,11 +374,13 @@ class Objective:
         value = summary["val_accuracy"] if summary.get("probe") else validation_at(
             summary, self.total_steps)
         if not existing():  # (another worker may have added it meanwhile: the same run)
+            full_length = full_length_flops(summary, self.total_steps)
+            values = self._values(value, full_length)
             study.add_trial(optuna.trial.create_trial(
-                params={}, distributions={}, value=value,
-                intermediate_values={self.total_steps: value},
+                params={}, distributions={}, values=values if self.pareto else [values],
+                intermediate_values={} if self.pareto else {self.total_steps: value},
                 user_attrs={**attrs, **charges(summary, 0, self.total_steps),
-                            FULL_LENGTH_FLOPS: full_length_flops(summary, self.total_steps)}))
+                            CHARGED_TO: self.total_steps, FULL_LENGTH_FLOPS: full_length}))
             logging.info("search: %s%s (nothing to sample) ran once: validation %.4f", method,
                          on, value)
         return existing()
@@ -384,7 +409,7 @@ class Objective:
             if trial.state != optuna.trial.TrialState.COMPLETE:
                 logging.error("search: backbone %s is out: its screening run failed", backbone)
                 continue
-            scores[backbone] = trial.value
+            scores[backbone] = accuracy_of(trial)
         ranked = sorted(scores, key=lambda b: -scores[b])  # (stable: ties keep the given order)
         self.backbones = ranked[:keep] or [""]
         logging.info("search: backbones screened by %s on validation: %s; trials use %s",
@@ -427,7 +452,7 @@ def progress_callback(budgets):
 
         state = trial.state
         if state == optuna.trial.TrialState.COMPLETE:
-            ended = f"finished: validation {trial.value:.4f}"
+            ended = f"finished: validation {accuracy_of(trial):.4f}"
         elif state == optuna.trial.TrialState.PRUNED:
             last = max(trial.intermediate_values, default=0)
             ended = f"stopped at step {last} (not in the top 1/eta)"
@@ -435,12 +460,12 @@ def progress_callback(budgets):
             ended = "failed (see the log above)"
         done = [t for t in study.get_trials(deepcopy=False)
                 if t.state == optuna.trial.TrialState.COMPLETE]
-        best = max(done, key=lambda t: t.value, default=None)
+        best = max(done, key=accuracy_of, default=None)
         spending = "; ".join(
             f"{spent(study, what):.3g}{f' of {limit:.3g}' if limit else ''} {BUDGETS[what]}"
             for what, limit in budgets.items() if limit or what == "flops")
         logging.info("search: trial %d %s; best %s; %d trials, %s spent", trial.number, ended,
-                     f"{best.value:.4f} (trial {best.number})" if best else "none yet",
+                     f"{accuracy_of(best):.4f} (trial {best.number})" if best else "none yet",
                      len(study.trials), spending)
     return log_trial
 
@@ -571,20 +596,33 @@ def _storage(storage, workdir, heartbeat_s=0):
 
 
 def open_study(storage, workdir, sampler_seed, eta, min_resource, pruner="sha",
-               max_resource="auto", heartbeat_s=0, compare="all"):
+               max_resource="auto", heartbeat_s=0, compare="all", objective="accuracy"):
+    """The search's Optuna study (created, or loaded as other workers left it). objective
+    "pareto" makes it a two-objective study (validation accuracy up, full-length train
+    FLOPs down: TPE then samples for the front) that judges no trial at rungs."""
     import optuna
 
     import sqlalchemy.exc
 
     url = storage or f"sqlite:///{os.path.abspath(os.path.join(workdir, 'study.db'))}"
-    pruner = make_pruner(pruner, eta, min_resource, max_resource, compare)
+    if objective not in OBJECTIVES:
+        raise UserError(f"--objective={objective!r}: use one of {', '.join(OBJECTIVES)}")
+    if objective == "pareto":
+        if pruner != "sha" or compare != "all":
+            raise UserError(f"--objective=pareto trains every trial to total_steps (rungs "
+                            f"judge accuracy alone and would cut the cheap trials the front "
+                            f"is made of): drop --pruner={pruner} --compare_rungs={compare}")
+        pruner = optuna.pruners.NopPruner()
+    else:
+        pruner = make_pruner(pruner, eta, min_resource, max_resource, compare)
     for attempt in range(10):  # workers starting together race to create the tables
         try:
             study = optuna.create_study(
                 study_name=STUDY, storage=_storage(storage, workdir, heartbeat_s),
-                load_if_exists=True, direction="maximize",
+                load_if_exists=True, directions=list(OBJECTIVES[objective]),
                 sampler=trial_seeded_tpe(sampler_seed), pruner=pruner)
             epath.Path(workdir).mkdir(parents=True, exist_ok=True)
+            _check_objective(study, url, objective)
             return study
         except sqlalchemy.exc.ArgumentError:
             raise UserError(f"--storage={url} is not a database URL; use e.g. "
@@ -607,6 +645,16 @@ def open_study(storage, workdir, sampler_seed, eta, min_resource, pruner="sha",
                 raise UserError(f"--storage={url}: the study could not be created after 10 "
                                 f"tries ({type(e).__name__}); start the workers again") from None
             time.sleep(0.5 + attempt)
+
+
+def _check_objective(study, url, objective):
+    """A study keeps the objective it was created with (Optuna loads it whatever the
+    directions asked): one line when a worker asks for another one."""
+    directions = tuple(d.name.lower() for d in study.directions)
+    if directions != OBJECTIVES[objective]:
+        had = next((k for k, v in OBJECTIVES.items() if v == directions), directions)
+        raise UserError(f"--storage={url}: its study was created with --objective={had}, not "
+                        f"{objective}; use that objective or another --workdir/--storage")
 
 
 def _creation_race(error):
@@ -658,7 +706,7 @@ def _enqueue_best(study, earlier_workdirs, objective):
                 continue
             enqueued += 1
             logging.info("search: warm start from %s: %s (validation %.4f there)", folder,
-                         params, trial.value)
+                         params, accuracy_of(trial))
     return enqueued
 
 

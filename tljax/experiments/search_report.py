@@ -4,8 +4,21 @@ from etils import epath
 
 from tljax import paths
 from tljax.experiments import tables
-from tljax.experiments.search import (backbone_of, best_per_method, method_of,  # noqa: F401
-                                      pareto_front, spent)  # (best_per_method: read here too)
+from tljax.experiments.search import (CHARGED_TO, accuracy_of, backbone_of,  # noqa: F401
+                                      best_per_method, method_of, pareto_front,
+                                      spent)  # (best_per_method: read here too)
+
+
+def _rung_values(trial):
+    """{step: validation accuracy} of the rungs a trial reported; a trial of a "pareto"
+    study reports none (Optuna takes no intermediate values there) and has its end's."""
+    import optuna
+
+    if trial.intermediate_values:
+        return trial.intermediate_values
+    if trial.state == optuna.trial.TrialState.COMPLETE and CHARGED_TO in trial.user_attrs:
+        return {trial.user_attrs[CHARGED_TO]: accuracy_of(trial)}
+    return {}
 
 
 def _backbone_lines(study):
@@ -24,12 +37,12 @@ def _backbone_lines(study):
         done = [t for t in mine if t.state == optuna.trial.TrialState.COMPLETE]
         screening = next((t for t in done if not t.params and method_of(t).startswith(
             "probe:")), None)
-        best = max(done, key=lambda t: t.value, default=None)
+        best = max(done, key=accuracy_of, default=None)
         lines.append(f"| {backbone} | "
-                     f"{'' if screening is None else f'{100 * screening.value:.1f}'} | "
+                     f"{'' if screening is None else f'{100 * accuracy_of(screening):.1f}'} | "
                      f"{'' if best is None else best.number} | "
                      f"{'' if best is None else method_of(best)} | "
-                     f"{'' if best is None else f'{100 * best.value:.1f}'} | {len(mine)} | "
+                     f"{'' if best is None else f'{100 * accuracy_of(best):.1f}'} | {len(mine)} | "
                      f"{sum(t.user_attrs.get('flops', 0.0) for t in mine):.3g} |")
     return lines
 
@@ -40,7 +53,7 @@ def _pareto_lines(study, total_flops_per_trial):
     import optuna
 
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    points = [(t.value, total_flops_per_trial(t)) for t in done]
+    points = [(accuracy_of(t), total_flops_per_trial(t)) for t in done]
     front = sorted((done[i] for i in pareto_front(points)), key=total_flops_per_trial)
     if not front:
         return []
@@ -49,7 +62,7 @@ def _pareto_lines(study, total_flops_per_trial):
              "at full length | hyper-parameters |", "|---:|---|---:|---:|---|"]
     for t in front:
         hyper = ", ".join(f"{k}={v}" for k, v in t.params.items() if k != "method")
-        lines.append(f"| {t.number} | {method_of(t)} | {100 * t.value:.1f} | "
+        lines.append(f"| {t.number} | {method_of(t)} | {100 * accuracy_of(t):.1f} | "
                      f"{total_flops_per_trial(t):.3g} | {hyper} |")
     return lines
 
@@ -63,7 +76,7 @@ def write(study, workdir, total_flops_per_trial):
     lines = ["| trial | method | hyper-parameters | state | last rung | validation % | "
              "FLOPs |", "|---:|---|---|---|---:|---:|---:|"]
     for t in trials:
-        values = t.intermediate_values
+        values = _rung_values(t)
         last = max(values) if values else None
         hyper = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                           for k, v in t.params.items() if k != "method")
@@ -81,9 +94,9 @@ def write(study, workdir, total_flops_per_trial):
               f"({used / full_cost:.0%} of it)." if full_cost else ""]
     best = best_per_method(study)
     lines += ["", "| method | best trial | validation % | hyper-parameters |", "|---|---:|---:|---|"]
-    for method, t in sorted(best.items(), key=lambda kv: -kv[1].value):
+    for method, t in sorted(best.items(), key=lambda kv: -accuracy_of(kv[1])):
         hyper = ", ".join(f"{k}={v}" for k, v in t.params.items() if k != "method")
-        lines.append(f"| {method} | {t.number} | {100 * t.value:.1f} | {hyper} |")
+        lines.append(f"| {method} | {t.number} | {100 * accuracy_of(t):.1f} | {hyper} |")
     lines += _pareto_lines(study, total_flops_per_trial) + _backbone_lines(study)
     text = "\n".join(lines) + "\n"
     paths.write_text_atomic(epath.Path(workdir) / "search.md", text)
@@ -92,12 +105,13 @@ def write(study, workdir, total_flops_per_trial):
     colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(sorted({method_of(t) for t in trials}))}
     offset = 0.0
     for t in sorted(trials, key=lambda t: t.number):
-        steps = sorted(t.intermediate_values)
+        values = _rung_values(t)
+        steps = sorted(values)
         if not steps:
             continue
         flops = t.user_attrs.get("train_flops", 0.0)
         xs = [offset + flops * s / steps[-1] for s in steps]
-        ax.plot(xs, [100 * t.intermediate_values[s] for s in steps], "-o", ms=3,
+        ax.plot(xs, [100 * values[s] for s in steps], "-o", ms=3,
                 color=colors[method_of(t)], alpha=0.8)
         offset += flops
     for method, color in colors.items():
