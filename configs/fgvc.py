@@ -13,8 +13,8 @@ and weight decay 0.05). The others are VPT's per transfer type
 configs/{prompt,finetune,linear}/TASK.yaml): `prompt` SGD momentum
 0.9 batch 128, 10 warmup epochs; `finetune` AdamW batch 384, 5 warmup epochs; `linear` SGD
 batch 1024, 10 warmup epochs; each 100 epochs of cosine decay. The freezing strategy is
---config.freeze (VPT tunes the prompt length per task; `finetune` and `linear` set full and
-linear_probe). Images (src/data/transforms.py): train Resize(256) (shorter side) →
+--config.freeze: `prompt` sets VPT's default (5 shallow tokens; VPT tunes the length per
+task), `finetune` and `linear` set full and linear_probe. Images (src/data/transforms.py): train Resize(256) (shorter side) →
 RandomCrop(224) → flip, eval Resize(256) → CenterCrop(224), ImageNet mean/std for every
 backbone. The model VPT's tables use is the original ImageNet-21k ViT-B/16 at 224 px
 (`sup_vitb16_224`, catalog ViT-B_16), the default here.
@@ -29,18 +29,15 @@ Where tljax differs from VPT's code (so rows are comparable only up to these):
   - VPT sweeps BASE_LR x WEIGHT_DECAY per task on validation (tune_fgvc.py); these are its
     config files' values, a starting point: sweep optim.lr with `tljax sweep --grid`.
 """
-import math
-
-from configs import transfer
+from configs import transfer, vpt
 from tljax.experiments import fgvc
 
 # VPT's train-split sizes (paper Table 8, docs/dev/suite_facts.md §4): epochs become steps.
 TRAIN_EXAMPLES = {"cub200": 5394, "nabirds": 21536, "flowers102": 1020,
                   "stanford_dogs": 10800, "stanford_cars": 7329}
-# (optimizer, batch, warmup epochs) of configs/base-{SOLVER}.yaml.
-SOLVERS = {"prompt": ("sgd", 128, 10), "finetune": ("adamw", 384, 5), "linear": ("sgd", 1024, 10),
-           # V-PETL Bench's FGVC configs (ImageClassification/configs/model_*/fgvc/*.yaml)
-           "vpetl": ("adamw", 64, 10)}
+# (optimizer, batch, warmup epochs) of configs/base-{SOLVER}.yaml (configs/vpt.py), and
+# V-PETL Bench's FGVC configs (ImageClassification/configs/model_*/fgvc/*.yaml).
+SOLVERS = {**vpt.SOLVERS, "vpetl": ("adamw", 64, 10)}
 # (BASE_LR, WEIGHT_DECAY) of configs/{SOLVER}/{task}.yaml.
 BASE = {
     "prompt": {"cub200": (0.1, 0.01), "nabirds": (0.1, 0.01), "flowers102": (0.001, 1e-4),
@@ -54,8 +51,7 @@ BASE = {
     "vpetl": {"cub200": (1e-3, 0.05), "nabirds": (2e-4, 0.05), "flowers102": (1e-3, 0.05),
               "stanford_dogs": (2.5e-4, 0.05), "stanford_cars": (2e-3, 0.05)},
 }
-EPOCHS = 100
-IMAGENET = "normalize([0.485,0.456,0.406],[0.229,0.224,0.225])"  # transforms.py, every backbone
+IMAGENET = vpt.IMAGENET
 
 
 def get_config(arg=""):
@@ -76,20 +72,8 @@ def get_config(arg=""):
     c.data.image_size = 224
     c.data.pp_train = f"resize_small(256)|random_crop({{size}})|flip_lr|{IMAGENET}"
     c.data.pp_eval = f"resize_small(256)|central_crop({{size}})|{IMAGENET}"
-    optimizer, batch, warmup_epochs = SOLVERS[solver]
-    lr, weight_decay = BASE[solver][task.name]
-    steps_per_epoch = math.ceil(TRAIN_EXAMPLES[task.name] / batch)  # drop_last=False on 1 GPU
-    c.data.batch_size = batch
-    c.optim.name = optimizer
-    c.optim.lr = lr
-    c.optim.weight_decay = weight_decay
-    c.optim.clip_norm = 0.0  # VPT clips nothing
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = warmup_epochs * steps_per_epoch
-    c.total_steps = EPOCHS * steps_per_epoch
-    c.eval_every = c.checkpoint_every = 10 * steps_per_epoch
-    if solver == "finetune":
-        c.freeze = "full"
-    elif solver == "linear":
-        c.freeze = "linear_probe"
+    vpt.apply_solver(c, *SOLVERS[solver], TRAIN_EXAMPLES[task.name])
+    c.optim.lr, c.optim.weight_decay = BASE[solver][task.name]
+    if solver in vpt.SOLVERS:
+        c.freeze = vpt.freeze_of(solver)
     return c

@@ -1,6 +1,6 @@
 """One VTAB-1k task (tljax/data/vtab.py): `configs/vtab.py:TASK,MODEL,RECIPE`, each optional
-(task caltech101; recipe task_adaptation, model vit-b16; recipe vpetl, model vit-b16-i21k;
-models as configs/transfer.py).
+(task caltech101; recipe task_adaptation, model vit-b16; recipes vpetl and vpt-*, model
+vit-b16-i21k; models as configs/transfer.py).
 
     python -m tljax.main --config=configs/vtab.py:dtd,dinov2-b14 --workdir=/tmp/vtab_dtd
     tljax suite --suite=vtab1k --config=configs/vtab.py:vit-b16 ...   # all 19
@@ -29,14 +29,36 @@ label smoothing 0.1 on per task (the table in suite_facts.md §2a; `--config.lab
 cosine per epoch down to lr_min 1e-5, and reports the best *test* accuracy over evaluations.
 tljax chooses on val200 and reads test once, so its rows are comparable in backbone and
 schedule, not in selection.
+
+RECIPES `vpt-prompt`, `vpt-finetune`, `vpt-linear`: VPT's own (KMnP/vpt), one per transfer type,
+which produced the Full, Linear, VPT-Shallow and VPT-Deep rows that V-PETL Bench's table
+copies: the original ImageNet-21k ViT-B/16, images resized to 224 x 224 by tf.compat.v1's
+bilinear resize (src/data/datasets/tf_dataset.py; `resize_tf1`), no augmentation, ImageNet
+mean/std; the solver of configs/vpt.py over 100 epochs of train800val200; the lr is the base
+lr x batch/256 (tune_vtab.py l.100). VPT's protocol is tljax's: lr and weight decay chosen on
+val200 (last epoch), the final run on train800val200, test read at its end, averaged over
+5 seeds (tune_vtab.py l.3, l.105). Its per-task lr, weight decay and prompt length are in an
+external release, not in the repository: the defaults here are its demo's (dmlab, eurosat:
+base lr 1.0, weight decay 1e-3) for prompt and linear, and the smallest of its grid that is
+not the smallest for finetune; sweep them on val200 over its grids (base lr {50, 25, 10, 5,
+2.5, 1, 0.5, 0.25, 0.1, 0.05} for prompt and linear, {1e-3, 1e-4, 5e-4, 5e-3} for finetune;
+weight decay {0.01, 1e-3, 1e-4, 0}). What differs: VPT steps its cosine per epoch (tljax per
+step); its AdamW decays non-bias, non-LayerNorm tensors at 0.01 whatever the weight decay
+(src/solver/optimizer.py); its end-to-end ViT trains with dropout 0.1; at batch 1024 its
+linear epoch is one batch of the 1000 examples (tljax repeats examples to fill the batch).
 """
-from configs import transfer
+from configs import transfer, vpt
 from tljax.data import vtab
 
 
-RECIPES = ("task_adaptation", "vpetl")
-DEFAULT_MODEL = {"task_adaptation": "vit-b16", "vpetl": "vit-b16-i21k"}
-IMAGENET = "normalize([0.485,0.456,0.406],[0.229,0.224,0.225])"  # V-PETL's, for every backbone
+VPT_RECIPES = {f"vpt-{solver}": solver for solver in vpt.SOLVERS}
+RECIPES = ("task_adaptation", "vpetl", *VPT_RECIPES)
+DEFAULT_MODEL = {"task_adaptation": "vit-b16", "vpetl": "vit-b16-i21k",
+                 **{recipe: "vit-b16-i21k" for recipe in VPT_RECIPES}}
+IMAGENET = vpt.IMAGENET  # V-PETL's and VPT's, for every backbone
+TRAIN800VAL200 = 1000  # the final run's examples: epochs become steps
+# (base lr, weight decay) per VPT transfer type (the docstring says where from).
+VPT_BASE = {"prompt": (1.0, 1e-3), "linear": (1.0, 1e-3), "finetune": (5e-4, 1e-4)}
 
 
 def get_config(arg=""):
@@ -66,8 +88,16 @@ def get_config(arg=""):
         c.optim.decay_boundaries = (300, 600, 900)
         c.optim.warmup_steps = 80
         c.eval_every = c.checkpoint_every = 250
+    elif recipe in VPT_RECIPES:
+        solver = VPT_RECIPES[recipe]
+        optimizer, batch, warmup_epochs = vpt.SOLVERS[solver]
+        c.data.pp_train = c.data.pp_eval = f"resize_tf1({{size}})|{IMAGENET}"
+        vpt.apply_solver(c, optimizer, batch, warmup_epochs, TRAIN800VAL200)
+        base_lr, c.optim.weight_decay = VPT_BASE[solver]
+        c.optim.lr = base_lr * batch / 256
+        c.freeze = vpt.freeze_of(solver)
     else:
-        per_epoch = 1000 // 64 + 1  # train800val200 at batch 64, drop_last=False: 16 steps
+        per_epoch = TRAIN800VAL200 // 64 + 1  # batch 64, drop_last=False: 16 steps
         c.data.pp_train = c.data.pp_eval = f"resize({{size}})|{IMAGENET}"
         c.total_steps = 100 * per_epoch
         c.optim.name = "adamw"

@@ -484,6 +484,7 @@ def test_fgvc_config_is_vpts_recipe():
             dogs.optim.weight_decay, dogs.optim.warmup_steps, dogs.total_steps, dogs.freeze) == (
         "stanford_dogs", "adamw", 384, 0.00375, 0.001, 5 * per_epoch, 100 * per_epoch, "full")
     assert config_lib.load(path + ":flowers102,linear,dinov2-b14").freeze == "linear_probe"
+    assert cub.freeze == "vpt:tokens=5,deep=0"  # src/configs/config.py: NUM_TOKENS 5, DEEP False
     # Resize(256) of the shorter side, then a 224 crop, ImageNet mean/std for every backbone.
     photo = tf.fill([300, 500, 3], tf.constant(124, tf.uint8))
     for spec in (cub.data.pp_train, cub.data.pp_eval):
@@ -496,27 +497,75 @@ def test_fgvc_config_is_vpts_recipe():
 
 
 def test_the_report_says_whether_a_suite_ran_the_published_tables_recipe_and_backbone():
-    """Beside V-PETL Bench's rows: the keys where the suite's config (with its --set) differs
-    from the config that runs that table's recipe on its backbone, and what no run shares."""
+    """Beside V-PETL Bench's rows: per row, the config that runs the recipe behind it (VPT's
+    own rows, which V-PETL prints as they are, ran VPT's solver per transfer type), and the
+    keys where the suite's config (with its --set) differs from each."""
     from tljax.experiments import published
 
     vtab_table, fgvc_table = published.TABLES["vtab1k"], published.TABLES["fgvc"]
-    assert suite_report.recipe_differences("configs/vtab.py:vpetl", [], vtab_table) == {}
-    assert suite_report.recipe_differences("configs/fgvc.py:vpetl", [], fgvc_table) == {}
+    assert vtab_table.recipe_of("LoRA") == "configs/vtab.py:vpetl"
+    assert vtab_table.recipe_of("Full fine-tuning") == "configs/vtab.py:vpt-finetune"
+    assert vtab_table.recipe_of("VPT-Deep") == "configs/vtab.py:vpt-prompt"
+    assert fgvc_table.recipe_of("Linear probing") == "configs/fgvc.py:linear"
+    for table in (vtab_table, fgvc_table):
+        for method in table.rows:
+            assert suite_report.recipe_differences(table.recipe_of(method), [],
+                                                   table.recipe_of(method)) == {}
     assert suite_report.recipe_differences("configs/vtab.py:vpetl", ["optim.name=sgd"],
-                                           vtab_table) == {"optim.name": ("sgd", "adamw")}
-    differences = suite_report.recipe_differences("configs/vtab.py", [], vtab_table)
+                                           "configs/vtab.py:vpetl") == {"optim.name": ("sgd", "adamw")}
+    differences = suite_report.recipe_differences("configs/vtab.py", [], "configs/vtab.py:vpetl")
     assert differences["model.init"] == ("catalog:augreg-B_16-i21k", "catalog:ViT-B_16")
     assert differences["total_steps"] == (1000, 1600) and "optim.name" in differences
     plan = suite_cli.Plan(suites.SUITES["vtab1k"], "configs/vtab.py", ["full"], "/nonexistent")
-    line = suite_report._like_for_like_lines(plan)[-1]
-    assert line.startswith("**Like for like?** ours differs from its recipe and backbone "
-                           "(`configs/vtab.py:vpetl`) in model.init: ours")
-    assert "the best test accuracy over evaluations" in line
+    lines = suite_report._like_for_like_lines(plan)
+    assert lines[1].startswith("**Like for like?**")
+    vpetl = next(line for line in lines if line.startswith("- `configs/vtab.py:vpetl`"))
+    assert vpetl.startswith(f"- `configs/vtab.py:vpetl` ({len(vtab_table.rows) - 4} rows): ours "
+                            "differs in model.init: ours")
+    assert "the best test accuracy over evaluations" in lines[-1]
+    plan = suite_cli.Plan(suites.SUITES["vtab1k"], "configs/vtab.py:vpt-prompt", ["vpt"], "/x")
+    lines = suite_report._like_for_like_lines(plan)
+    assert any(line.startswith("- `configs/vtab.py:vpt-prompt` (VPT-Shallow, VPT-Deep): ours ran "
+                               "its backbone and recipe") for line in lines)
+    assert any(line.startswith("- `configs/vtab.py:vpt-finetune` (Full fine-tuning): ours "
+                               "differs in data.batch_size: ours 128, theirs 384") for line in lines)
+    published_lines = "\n".join(suite_report._published_lines(suites.SUITES["vtab1k"]))
+    assert "| `configs/vtab.py:vpt-prompt` |" in published_lines
+    assert "Full fine-tuning, Linear probing, VPT-Shallow, VPT-Deep: VPT's own rows" in (
+        published_lines)
     plan = suite_cli.Plan(suites.SUITES["fgvc"], "configs/fgvc.py:vpetl", ["full"], "/nonexistent")
-    assert "ours ran its backbone and recipe" in suite_report._like_for_like_lines(plan)[-1]
+    fgvc_rows = len(fgvc_table.rows) - 4
+    assert any(line.startswith(f"- `configs/fgvc.py:vpetl` ({fgvc_rows} rows): ours ran its "
+                               "backbone and recipe") for line in suite_report._like_for_like_lines(plan))
     assert suite_report._like_for_like_lines(
         suite_cli.Plan(suites.SUITES["vtab_full"], "configs/vtab.py", ["full"], "/x")) == []
+
+
+def test_vtab_vpt_recipes_are_vpts_solver_per_transfer_type():
+    """KMnP/vpt configs/base-{prompt,finetune,linear}.yaml over 100 epochs of the 1000
+    train800val200 examples, lr = base lr x batch/256 (tune_vtab.py l.100), tf.compat.v1's
+    bilinear resize to 224 and ImageNet mean/std (src/data/datasets/tf_dataset.py)."""
+    from tljax.data import preprocess
+
+    path = os.path.join(ROOT, "configs", "vtab.py")
+    expected = {"vpt-prompt": ("sgd", 128, 8, 10, 1.0, 1e-3, "vpt:tokens=5,deep=0"),
+                "vpt-finetune": ("adamw", 384, 3, 5, 5e-4, 1e-4, "full"),
+                "vpt-linear": ("sgd", 1024, 1, 10, 1.0, 1e-3, "linear_probe")}
+    for recipe, (name, batch, per_epoch, warmup, base_lr, wd, freeze) in expected.items():
+        c = config_lib.load(f"{path}:dtd,{recipe}")
+        config_lib.validate(c)
+        assert (c.model.init, c.data.name, c.data.image_size) == (
+            "catalog:ViT-B_16", "vtab:dtd", 224)
+        assert (c.optim.name, c.data.batch_size, c.total_steps, c.optim.warmup_steps,
+                c.optim.schedule, c.optim.weight_decay, c.freeze) == (
+            name, batch, 100 * per_epoch, warmup * per_epoch, "cosine", wd, freeze), recipe
+        assert c.optim.lr == pytest.approx(base_lr * batch / 256)
+    # The legacy resize (no half-pixel centres, no antialias), then ImageNet's mean and std.
+    photo = tf.cast(tf.reshape(tf.range(300 * 500 * 3) % 251, [300, 500, 3]), tf.uint8)
+    image = preprocess.build(preprocess.with_size(c.data.pp_eval, 224))(photo, tf.constant([1, 2], tf.int64))
+    theirs = tf.compat.v1.image.resize(photo, [224, 224]) / 255
+    theirs = (theirs - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+    np.testing.assert_allclose(image, theirs, rtol=1e-4, atol=1e-4)
 
 
 def test_a_config_that_takes_the_task_gets_it_per_task_in_a_suite():

@@ -14,6 +14,13 @@ class Table:
     rows: dict          # method -> {"params_m", "printed_mean", "tasks": {task: accuracy in %}}
     config: str = ""    # the tljax config that runs its recipe on its backbone ...
     unshared: str = ""  # ... and what of the source's recipe no tljax config can share
+    # Rows another recipe produced (a table that prints another paper's rows): {method:
+    # (the tljax config that runs that recipe, where the rows come from and how chosen)}.
+    other_recipes: dict = dataclasses.field(default_factory=dict)
+
+    def recipe_of(self, method):
+        """The tljax config that runs the recipe behind the row `method`."""
+        return self.other_recipes.get(method, (self.config, ""))[0]
 
 
 # The config keys that make a recipe, compared between a suite's config and a table's.
@@ -82,16 +89,33 @@ FGVC_VPETL = {  # README.md l.389-403
 }
 
 _SELECTION = "the best test accuracy over evaluations (tljax chooses on validation)"
+# VPT's own rows, which V-PETL Bench prints as they are (docs/dev/suite_facts.md §2a): KMnP/vpt's
+# recipe per transfer type, lr and weight decay chosen on validation (val200 for VTAB), test at
+# the last epoch averaged over 5 seeds (tune_vtab.py l.3, l.105).
+_VPT_ROWS = ("VPT's own rows (Jia et al. 2022, KMnP/vpt), printed as they are by V-PETL Bench: "
+             "lr and weight decay chosen on validation, then the mean of 5 seeds' test accuracy "
+             "at the last epoch (tune_vtab.py), as tljax chooses")
+
+
+def _vpt_rows(config):
+    """{method: (config, note)} of the rows VPT produced, each with its transfer type's solver."""
+    return {"Full fine-tuning": (f"{config}finetune", _VPT_ROWS),
+            "Linear probing": (f"{config}linear", _VPT_ROWS),
+            "VPT-Shallow": (f"{config}prompt", _VPT_ROWS),
+            "VPT-Deep": (f"{config}prompt", _VPT_ROWS)}
+
 TABLES = {
     "vtab1k": Table(_VPETL + " l.413-434", "ViT-B/16 ImageNet-21k", _PROTOCOL,
                     "flat mean over the 19 tasks", _rows(VTAB1K_COLUMNS, VTAB1K_VPETL),
                     config="configs/vtab.py:vpetl",
                     unshared="augmentation and label smoothing switched per task, lr and weight "
                              "decay tuned per method and task, a per-epoch cosine to 1e-5, "
-                             + _SELECTION),
+                             + _SELECTION,
+                    other_recipes=_vpt_rows("configs/vtab.py:vpt-")),
     "fgvc": Table(_VPETL + " l.387-403", "ViT-B/16 ImageNet-21k", _PROTOCOL,
                   "flat mean over the 5 datasets", _rows(FGVC_COLUMNS, FGVC_VPETL),
                   config="configs/fgvc.py:vpetl",
                   unshared="VPT's own validation lists, lr and weight decay per method and "
-                           "task, a per-epoch cosine, " + _SELECTION),
+                           "task, a per-epoch cosine, " + _SELECTION,
+                  other_recipes=_vpt_rows("configs/fgvc.py:")),
 }

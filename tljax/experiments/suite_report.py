@@ -253,19 +253,25 @@ def _published_lines(suite):
              "recomputed from its per-task numbers.", "",
              "| method (published) | flat mean | " + ("mean of group means | " if len(groups) > 1
                                                      else "")
-             + f"printed mean ({table.printed_mean}) | trainable params (M) |",
-             "|---|---:|" + ("---:|" if len(groups) > 1 else "") + "---:|---:|"]
+             + f"printed mean ({table.printed_mean}) | trainable params (M) | recipe (the tljax "
+             "config that runs it) |",
+             "|---|---:|" + ("---:|" if len(groups) > 1 else "") + "---:|---:|---|"]
     for method, row in table.rows.items():
         means = suite.means({t: a / 100 for t, a in row["tasks"].items()})
         lines.append(f"| {method} | {_pct(means['flat_mean'], 2)} | "
                      + (f"{_pct(means['mean_of_group_means'], 2)} | " if len(groups) > 1 else "")
-                     + f"{row['printed_mean']:.2f} | {row['params_m']:g} |")
+                     + f"{row['printed_mean']:.2f} | {row['params_m']:g} | "
+                     f"`{table.recipe_of(method)}` |")
+    notes = {}
+    for method, (_, note) in table.other_recipes.items():
+        notes.setdefault(note, []).append(method)
+    lines += [f"\n{', '.join(methods)}: {note}." for note, methods in notes.items()]
     return lines
 
 
-def recipe_differences(config_spec, fixed, table):
+def recipe_differences(config_spec, fixed, recipe):
     """{key: (ours, theirs)} of the published.RECIPE_KEYS where the suite's config (with its
-    --set overrides) differs from the config that runs the table's recipe."""
+    --set overrides) differs from `recipe`, the config that runs a published row's recipe."""
     from tljax import config_lib
 
     ours = config_lib.load(config_spec)
@@ -273,7 +279,7 @@ def recipe_differences(config_spec, fixed, table):
         config_lib.apply_override(ours, override)
     # The table's config is one of tljax's configs/, found from any working directory.
     repository = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    theirs = config_lib.load(os.path.join(repository, table.config))
+    theirs = config_lib.load(os.path.join(repository, recipe))
 
     def value(config, key):
         node = config
@@ -286,23 +292,29 @@ def recipe_differences(config_spec, fixed, table):
 
 
 def _like_for_like_lines(plan):
-    """Whether this suite ran the published table's recipe and backbone: the keys that
-    differ from the config that runs it, and what of it no config can share."""
+    """Whether this suite ran the recipe and backbone of each published row (a table may print
+    rows of several recipes): the keys that differ from the config that runs each, and what
+    of the table's own recipe no config can share."""
     table = published.TABLES.get(plan.suite.name)
     if not table or not table.config:
         return []
-    try:
-        differences = recipe_differences(plan.config_spec, plan.fixed, table)
-    except UserError as e:  # (e.g. an installed tljax without its configs/ folder)
-        return ["", f"**Like for like?** cannot tell: {e}."]
-    if not differences:
-        verdict = (f"ours ran its backbone and recipe (`{table.config}`: the same "
-                   f"{', '.join(published.RECIPE_KEYS)})")
-    else:
-        verdict = ("ours differs from its recipe and backbone (`" + table.config + "`) in "
-                   + "; ".join(f"{key}: ours {ours!r}, theirs {theirs!r}"
-                               for key, (ours, theirs) in differences.items()))
-    return ["", f"**Like for like?** {verdict}. Not shared by any tljax run: {table.unshared}."]
+    rows = {}
+    for method in table.rows:
+        rows.setdefault(table.recipe_of(method), []).append(method)
+    lines = ["", "**Like for like?** Ours against the recipe and backbone of each published row:"]
+    for recipe, methods in rows.items():
+        which = ", ".join(methods) if len(methods) <= 4 else f"{len(methods)} rows"
+        try:
+            differences = recipe_differences(plan.config_spec, plan.fixed, recipe)
+        except UserError as e:  # (e.g. an installed tljax without its configs/ folder)
+            lines.append(f"- `{recipe}` ({which}): cannot tell: {e}.")
+            continue
+        verdict = ("ours ran its backbone and recipe (the same "
+                   f"{', '.join(published.RECIPE_KEYS)})" if not differences else
+                   "ours differs in " + "; ".join(f"{key}: ours {ours!r}, theirs {theirs!r}"
+                                                  for key, (ours, theirs) in differences.items()))
+        lines.append(f"- `{recipe}` ({which}): {verdict}.")
+    return lines + ["", f"Not shared by any tljax run of `{table.config}`: {table.unshared}."]
 
 
 def write_csv(plan, table, path):
