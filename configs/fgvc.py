@@ -14,8 +14,8 @@ configs/{prompt,finetune,linear}/TASK.yaml): `prompt` SGD momentum
 0.9 batch 128, 10 warmup epochs; `finetune` AdamW batch 384, 5 warmup epochs; `linear` SGD
 batch 1024, 10 warmup epochs; each 100 epochs of cosine decay. The freezing strategy is
 --config.freeze: `prompt` sets VPT's default (5 shallow tokens; VPT tunes the length per
-task), `finetune` and `linear` set full and linear_probe. Images (src/data/transforms.py): train Resize(256) (shorter side) →
-RandomCrop(224) → flip, eval Resize(256) → CenterCrop(224), ImageNet mean/std for every
+task), `finetune` and `linear` set full and linear_probe. Images (src/data/transforms.py):
+train Resize(256) (shorter side) → RandomCrop(224) → flip, eval Resize(256) → CenterCrop(224), ImageNet mean/std for every
 backbone. The model VPT's tables use is the original ImageNet-21k ViT-B/16 at 224 px
 (`sup_vitb16_224`, catalog ViT-B_16), the default here.
 

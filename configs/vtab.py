@@ -38,15 +38,19 @@ mean/std; the solver of configs/vpt.py over 100 epochs of train800val200; the lr
 lr x batch/256 (tune_vtab.py l.100). VPT's protocol is tljax's: lr and weight decay chosen on
 val200 (last epoch), the final run on train800val200, test read at its end, averaged over
 5 seeds (tune_vtab.py l.3, l.105). Its per-task lr, weight decay and prompt length are in an
-external release, not in the repository: the defaults here are its demo's (dmlab, eurosat:
-base lr 1.0, weight decay 1e-3) for prompt and linear, and the smallest of its grid that is
-not the smallest for finetune; sweep them on val200 over its grids (base lr {50, 25, 10, 5,
+external release, not in the repository, so the defaults are starting points: prompt takes its
+demo's (demo.ipynb: dmlab and eurosat, deep prompts, base lr 1.0, weight decay 1e-3), linear
+borrows them, finetune takes base lr 5e-4 and weight decay 1e-4 from its grids (my choice).
+Sweep on val200 over its grids, in optim.lr units base x batch/256: base lr {50, 25, 10, 5,
 2.5, 1, 0.5, 0.25, 0.1, 0.05} for prompt and linear, {1e-3, 1e-4, 5e-4, 5e-3} for finetune;
-weight decay {0.01, 1e-3, 1e-4, 0}). What differs: VPT steps its cosine per epoch (tljax per
-step); its AdamW decays non-bias, non-LayerNorm tensors at 0.01 whatever the weight decay
-(src/solver/optimizer.py); its end-to-end ViT trains with dropout 0.1; at batch 1024 its
-linear epoch is one batch of the 1000 examples (tljax repeats examples to fill the batch).
+weight decay {0.01, 1e-3, 1e-4, 0}. What differs: VPT steps its cosine per epoch (tljax per
+step); its AdamW decays non-bias, non-LayerNorm tensors at 0.01 whenever the weight decay is
+> 0, and at weight decay 0 it runs SGD instead (src/solver/optimizer.py); its end-to-end ViT
+trains with dropout 0.1; at batch 1024 its linear epoch is one batch of the 1000 examples
+(tljax repeats examples to fill the batch). VPT-Deep: --config.freeze=vpt:tokens=N,deep=1.
 """
+import math
+
 from configs import transfer, vpt
 from tljax.data import vtab
 
@@ -97,7 +101,7 @@ def get_config(arg=""):
         c.optim.lr = base_lr * batch / 256
         c.freeze = vpt.freeze_of(solver)
     else:
-        per_epoch = TRAIN800VAL200 // 64 + 1  # batch 64, drop_last=False: 16 steps
+        per_epoch = math.ceil(TRAIN800VAL200 / 64)  # batch 64, drop_last=False: 16 steps
         c.data.pp_train = c.data.pp_eval = f"resize({{size}})|{IMAGENET}"
         c.total_steps = 100 * per_epoch
         c.optim.name = "adamw"

@@ -67,6 +67,28 @@ def test_workers_and_restarts_draw_their_own_points_and_a_rerun_draws_the_same()
     assert len(set(replayed)) == 1
 
 
+def test_the_trial_seeded_sampler_drives_a_pareto_study_past_its_random_start():
+    """--objective=pareto's study (two directions) through trial_seeded_tpe beyond TPE's 10
+    random start-up trials, with a running trial (constant_liar): TPE's multi-objective path
+    samples, and a rerun draws the same points."""
+    def run():
+        study = optuna.create_study(directions=list(search.OBJECTIVES["pareto"]),
+                                    sampler=search.trial_seeded_tpe(0))
+        running = study.ask()  # a worker's trial still running while others ask
+        running.suggest_float("optim.lr", 1e-3, 1e-1, log=True)
+        points = []
+        for _ in range(14):
+            trial = study.ask()
+            lr = trial.suggest_float("optim.lr", 1e-3, 1e-1, log=True)
+            study.tell(trial, [1 - abs(lr - 0.01), lr])  # accurate near 0.01, cost grows with lr
+            points.append(lr)
+        return points, study
+
+    points, study = run()
+    assert len(set(points)) == 14 and run()[0] == points
+    assert all(len(t.values) == 2 for t in study.best_trials)
+
+
 def test_pareto_front_pruners_journal_storage_and_warm_start(tmp_path):
     """The report's Pareto front; --pruner; --storage=journal:PATH; --warm_start enqueues
     each method's best earlier point once, only where it lies in this search's space."""
@@ -412,9 +434,8 @@ def test_a_pareto_search_trains_every_trial_to_the_end_and_reports_optunas_front
     workdir = str(tmp_path / "search")
     objective = search.Objective(lambda: tiny_config(data_dir), workdir,
                                  ["probe:ridge", "linear_probe", "full"],
-                                 search.parse_space("optim.lr=loguniform(0.01,0.3)"), [], 3, 0.25,
-                                 pareto=True)
-    with pytest.raises(UserError, match="--objective=pareto trains every trial to total_steps"):
+                                 search.parse_space("optim.lr=loguniform(0.01,0.3)"), [], 3, 0.25)
+    with pytest.raises(UserError, match="to total_steps .* drop --pruner=hyperband$"):
         search.open_study("", workdir, 0, 3, objective.rungs[0], pruner="hyperband",
                           objective="pareto")
     study = search.open_study("", workdir, 0, 3, objective.rungs[0], objective="pareto")

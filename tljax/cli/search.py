@@ -11,7 +11,7 @@ from tljax.cli import sweep as _sweep_flags  # noqa: F401  (defines the flags th
 from tljax.cli.common import check_directory, run_main
 from tljax.errors import UserError
 from tljax.experiments import search_report, sweep
-from tljax.experiments.search import (FULL_LENGTH_FLOPS, Objective, backbone_of,
+from tljax.experiments.search import (FULL_LENGTH_FLOPS, OBJECTIVES, Objective, backbone_of,
                                       budget_callback, exhausted, open_study, parse_space,
                                       progress_callback, resume_interrupted, warm_start)
 
@@ -42,7 +42,7 @@ flags.DEFINE_enum("compare_rungs", "all", ["all", "method"], "which trials a run
                   "total_steps, where methods are compared; --pruner=sha)")
 flags.DEFINE_enum("pruner", "sha", ["sha", "hyperband"], "sha: successive halving from the "
                   "first rung; hyperband: brackets that start judging at later rungs too")
-flags.DEFINE_enum("objective", "accuracy", ["accuracy", "pareto"], "accuracy: the most "
+flags.DEFINE_enum("objective", "accuracy", list(OBJECTIVES), "accuracy: the most "
                   "accurate configuration on validation (trials judged at rungs); pareto: the "
                   "front of validation accuracy against full-length train FLOPs (every trial "
                   "trains to total_steps)")
@@ -74,12 +74,11 @@ def main(argv):
                         f"(probe:knn, probe:ridge or probe:logreg)")
     objective = Objective(lambda backbone="": config_lib.load(config_lib.with_argument(FLAGS.config,
                                                                             backbone)),
-                          FLAGS.workdir, methods, space, FLAGS.set, FLAGS.eta, FLAGS.min_fraction,
-                          pareto=FLAGS.objective == "pareto")
+                          FLAGS.workdir, methods, space, FLAGS.set, FLAGS.eta, FLAGS.min_fraction)
     study = open_study(FLAGS.storage, FLAGS.workdir, FLAGS.sampler_seed, FLAGS.eta,
                        objective.rungs[0], FLAGS.pruner, objective.total_steps,
                        FLAGS.heartbeat_s, FLAGS.compare_rungs, FLAGS.objective)
-    if objective.pareto:
+    if FLAGS.objective == "pareto":
         logging.info("search: every trial trains to step %d (--objective=pareto)",
                      objective.total_steps)
     else:

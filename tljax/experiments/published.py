@@ -93,16 +93,19 @@ _SELECTION = "the best test accuracy over evaluations (tljax chooses on validati
 # recipe per transfer type, lr and weight decay chosen on validation (val200 for VTAB), test at
 # the last epoch averaged over 5 seeds (tune_vtab.py l.3, l.105).
 _VPT_ROWS = ("VPT's own rows (Jia et al. 2022, KMnP/vpt), printed as they are by V-PETL Bench: "
-             "lr and weight decay chosen on validation, then the mean of 5 seeds' test accuracy "
-             "at the last epoch (tune_vtab.py), as tljax chooses")
+             "lr and weight decay chosen on val200, then the mean of 5 seeds' test accuracy "
+             "at the last epoch (tune_vtab.py), as tljax chooses; VPT-Deep with "
+             "--schedules=vpt:tokens=N,deep=1 (VPT tunes N per task)")
+_VPT_FGVC_ROWS = ("VPT's rows (Jia et al. 2022) as recalled, printed by V-PETL Bench (unverified: "
+                  "docs/dev/suite_facts.md §4); VPT chooses lr and weight decay on its own "
+                  "validation lists; VPT-Deep with --schedules=vpt:tokens=N,deep=1")
 
 
-def _vpt_rows(config):
+def _vpt_rows(config, note):
     """{method: (config, note)} of the rows VPT produced, each with its transfer type's solver."""
-    return {"Full fine-tuning": (f"{config}finetune", _VPT_ROWS),
-            "Linear probing": (f"{config}linear", _VPT_ROWS),
-            "VPT-Shallow": (f"{config}prompt", _VPT_ROWS),
-            "VPT-Deep": (f"{config}prompt", _VPT_ROWS)}
+    return {"Full fine-tuning": (f"{config}finetune", note),
+            "Linear probing": (f"{config}linear", note),
+            "VPT-Shallow": (f"{config}prompt", note), "VPT-Deep": (f"{config}prompt", note)}
 
 TABLES = {
     "vtab1k": Table(_VPETL + " l.413-434", "ViT-B/16 ImageNet-21k", _PROTOCOL,
@@ -111,11 +114,11 @@ TABLES = {
                     unshared="augmentation and label smoothing switched per task, lr and weight "
                              "decay tuned per method and task, a per-epoch cosine to 1e-5, "
                              + _SELECTION,
-                    other_recipes=_vpt_rows("configs/vtab.py:vpt-")),
+                    other_recipes=_vpt_rows("configs/vtab.py:vpt-", _VPT_ROWS)),
     "fgvc": Table(_VPETL + " l.387-403", "ViT-B/16 ImageNet-21k", _PROTOCOL,
                   "flat mean over the 5 datasets", _rows(FGVC_COLUMNS, FGVC_VPETL),
                   config="configs/fgvc.py:vpetl",
                   unshared="VPT's own validation lists, lr and weight decay per method and "
                            "task, a per-epoch cosine, " + _SELECTION,
-                  other_recipes=_vpt_rows("configs/fgvc.py:")),
+                  other_recipes=_vpt_rows("configs/fgvc.py:", _VPT_FGVC_ROWS)),
 }

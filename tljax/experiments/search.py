@@ -14,8 +14,9 @@ Optuna's SuccessiveHalvingPruner (a trial goes on only while it is in the top 1/
 trials that reached that rung) or HyperbandPruner (--pruner=hyperband: brackets that start
 judging at later rungs). A trial that goes on resumes from its checkpoint, so stopping costs
 nothing. --objective=pareto asks instead for the front of validation accuracy against
-full-length train FLOPs: a two-objective study whose trials all train to total_steps. Optuna's storage (SQLite in the workdir by default, an RDB URL, or a journal file
-on a shared filesystem) lets many workers (a SLURM array, one per GPU) run one search; a
+full-length train FLOPs: a two-objective study whose trials all train to total_steps.
+Optuna's storage (SQLite in the workdir by default, an RDB URL, or a journal file on a
+shared filesystem) lets many workers (a SLURM array, one per GPU) run one search; a
 re-started search continues it.
 
 The budget counts FLOPs of train steps and evaluations, each once per time it ran (`charges`:
@@ -53,9 +54,14 @@ UNSEARCHED = "unsearched_method"  # user_attrs key: the method of a run with not
 BACKBONE = "backbone"  # param / user_attrs key: the model argument of --config a trial used
 
 
+# --objective: a trial's values are its validation accuracy; with "pareto", and its train
+# FLOPs at full length (the Pareto front of the two is the search's answer).
 OBJECTIVES = {"accuracy": ("maximize",), "pareto": ("maximize", "minimize")}
-# What a trial's values are: its validation accuracy; with "pareto", and its train FLOPs at
-# full length (the Pareto front of the two is the search's answer).
+
+
+def is_pareto(study):
+    """Whether `study` was created with --objective=pareto (two values per trial)."""
+    return len(study.directions) > 1
 
 
 def accuracy_of(trial):
@@ -220,16 +226,13 @@ CHARGE_KEYS = ("flops", "train_flops", "eval_flops", "train_steps", "wall_time_s
 class Objective:
     """One trial: a method and hyper-parameters, trained rung by rung in its own workdir."""
 
-    def __init__(self, load_config, workdir, methods, space, fixed, eta, min_fraction,
-                 pareto=False):
+    def __init__(self, load_config, workdir, methods, space, fixed, eta, min_fraction):
         """`load_config(backbone)` gives a fresh config (e.g. config_lib.load of --config
-        with that model argument; `load_config()` the config's own model). `pareto`: the
-        study's objective is "pareto" (a trial's values: validation accuracy and full-length
-        train FLOPs); every trial trains to total_steps, unjudged at rungs (Optuna's pruners
-        judge one value; halving on accuracy alone would cut the cheap trials the front is
-        made of)."""
+        with that model argument; `load_config()` the config's own model). In a "pareto"
+        study (`is_pareto`) every trial trains to total_steps, unjudged at rungs: Optuna's
+        pruners judge one value, and halving on accuracy alone would cut the cheap trials
+        the front is made of."""
         self.load_config, self.workdir, self.methods = load_config, workdir, methods
-        self.pareto = pareto
         self.space, self.fixed = space, fixed
         self.backbones = [""]  # the model arguments trials choose among (screen sets them)
         base = self._config([])
@@ -260,8 +263,9 @@ class Objective:
         trial.set_user_attr("workdir", workdir)
         trial.set_user_attr("overrides", overrides)
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
+        pareto = is_pareto(trial.study)
         probe = method.startswith(freezing.PROBE + ":")
-        steps = [self.total_steps] if probe or self.pareto else self.rungs
+        steps = [self.total_steps] if probe or pareto else self.rungs
         resumed_at = checkpoint_step(workdir)  # trained that far before this attempt
         since = trial.user_attrs.get(CHARGED_FROM, resumed_at)
         trial.set_user_attr(CHARGED_FROM, since)
@@ -281,18 +285,14 @@ class Objective:
             trial.set_user_attr(FULL_LENGTH_FLOPS, full_length_flops(summary, self.total_steps))
             value = summary["val_accuracy"] if summary.get("probe") else validation_at(summary,
                                                                                       step)
-            if not self.pareto:  # (a multi-objective study takes no intermediate values)
+            if not pareto:  # (a multi-objective study takes no intermediate values)
                 trial.report(value, step)
             logging.info("search: trial %d (%s) step %d of %d: validation %.4f", trial.number,
                          " ".join(([f"backbone {backbone}"] if backbone else []) + overrides),
                          step, self.total_steps, value)
             if step < self.total_steps and trial.should_prune():
                 raise optuna.TrialPruned()
-        return self._values(value, trial.user_attrs[FULL_LENGTH_FLOPS])
-
-    def _values(self, accuracy, full_length):
-        """A finished trial's objective values under the study's objective."""
-        return (accuracy, full_length) if self.pareto else accuracy
+        return (value, trial.user_attrs[FULL_LENGTH_FLOPS]) if pareto else value
 
     def _run_to(self, overrides, workdir, step, backbone=""):
         """The summary of the run in `workdir`, trained (or resumed) up to `step`. A trial
@@ -375,10 +375,10 @@ class Objective:
             summary, self.total_steps)
         if not existing():  # (another worker may have added it meanwhile: the same run)
             full_length = full_length_flops(summary, self.total_steps)
-            values = self._values(value, full_length)
+            pareto = is_pareto(study)
             study.add_trial(optuna.trial.create_trial(
-                params={}, distributions={}, values=values if self.pareto else [values],
-                intermediate_values={} if self.pareto else {self.total_steps: value},
+                params={}, distributions={}, values=[value, full_length] if pareto else [value],
+                intermediate_values={} if pareto else {self.total_steps: value},
                 user_attrs={**attrs, **charges(summary, 0, self.total_steps),
                             CHARGED_TO: self.total_steps, FULL_LENGTH_FLOPS: full_length}))
             logging.info("search: %s%s (nothing to sample) ran once: validation %.4f", method,
@@ -608,10 +608,12 @@ def open_study(storage, workdir, sampler_seed, eta, min_resource, pruner="sha",
     if objective not in OBJECTIVES:
         raise UserError(f"--objective={objective!r}: use one of {', '.join(OBJECTIVES)}")
     if objective == "pareto":
-        if pruner != "sha" or compare != "all":
+        judging = [f"--pruner={pruner}"] * (pruner != "sha") + [
+            f"--compare_rungs={compare}"] * (compare != "all")
+        if judging:
             raise UserError(f"--objective=pareto trains every trial to total_steps (rungs "
                             f"judge accuracy alone and would cut the cheap trials the front "
-                            f"is made of): drop --pruner={pruner} --compare_rungs={compare}")
+                            f"is made of): drop {' '.join(judging)}")
         pruner = optuna.pruners.NopPruner()
     else:
         pruner = make_pruner(pruner, eta, min_resource, max_resource, compare)

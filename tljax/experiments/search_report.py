@@ -5,7 +5,7 @@ from etils import epath
 from tljax import paths
 from tljax.experiments import tables
 from tljax.experiments.search import (CHARGED_TO, accuracy_of, backbone_of,  # noqa: F401
-                                      best_per_method, method_of, pareto_front,
+                                      best_per_method, is_pareto, method_of, pareto_front,
                                       spent)  # (best_per_method: read here too)
 
 
@@ -67,6 +67,44 @@ def _pareto_lines(study, total_flops_per_trial):
     return lines
 
 
+def _plot_rungs(ax, trials, colors):
+    """Each trial a line of its rung accuracies, placed at the FLOPs the search had spent."""
+    offset = 0.0
+    for t in sorted(trials, key=lambda t: t.number):
+        values = _rung_values(t)
+        steps = sorted(values)
+        if not steps:
+            continue
+        flops = t.user_attrs.get("train_flops", 0.0)
+        xs = [offset + flops * s / steps[-1] for s in steps]
+        ax.plot(xs, [100 * values[s] for s in steps], "-o", ms=3,
+                color=colors[method_of(t)], alpha=0.8)
+        offset += flops
+    ax.set_xlabel("train FLOPs spent by the search (trials in order)")
+    ax.set_ylabel("validation accuracy % at each rung")
+    ax.set_title(f"{len(trials)} trials; each line a trial, stopped where it fell behind")
+
+
+def _plot_front(ax, study, total_flops_per_trial, colors):
+    """--objective=pareto: each finished trial at its own full-length train FLOPs, the front
+    joined as a staircase (what each budget buys at best)."""
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    for t in done:
+        ax.plot(max(total_flops_per_trial(t), 1.0), 100 * accuracy_of(t), "o", ms=5,
+                color=colors[method_of(t)], alpha=0.8)
+    points = [(accuracy_of(t), max(total_flops_per_trial(t), 1.0)) for t in done]
+    front = sorted((points[i] for i in pareto_front(points)), key=lambda p: p[1])  # cheapest first
+    if front:
+        ax.step([cost for _, cost in front], [100 * accuracy for accuracy, _ in front],
+                where="post", color="black", lw=1, alpha=0.6, label="Pareto front")
+    ax.set_xscale("log")
+    ax.set_xlabel("train FLOPs of the trial at full length (log)")
+    ax.set_ylabel("validation accuracy % at total_steps")
+    ax.set_title(f"{len(done)} finished trials, each trained to the end (--objective=pareto)")
+
+
 def write(study, workdir, total_flops_per_trial):
     """search.md (trials, what they spent, the best per method) and search.png (validation
     accuracy against FLOPs spent)."""
@@ -85,13 +123,13 @@ def write(study, workdir, total_flops_per_trial):
                      f"{'' if last is None else f'{100 * values[last]:.1f}'} | "
                      f"{t.user_attrs.get('flops', 0):.3g} |")
     full_cost = sum(total_flops_per_trial(t) for t in trials)
-    used = spent(study)
+    used, training = spent(study), spent(study, "train_flops")
     lines += ["", f"{len(trials)} trials spent {used:.3g} FLOPs ({spent(study, 'eval_flops'):.3g} "
               f"of them evaluating), "
               f"{spent(study, 'train_steps'):.0f} train steps and "
               f"{spent(study, 'wall_time_s'):.0f} s; training every one of "
-              f"them to total_steps would have cost {full_cost:.3g} FLOPs "
-              f"({used / full_cost:.0%} of it)." if full_cost else ""]
+              f"them to total_steps would have cost {full_cost:.3g} train FLOPs (they trained "
+              f"{training / full_cost:.0%} of it)." if full_cost else ""]
     best = best_per_method(study)
     lines += ["", "| method | best trial | validation % | hyper-parameters |", "|---|---:|---:|---|"]
     for method, t in sorted(best.items(), key=lambda kv: -accuracy_of(kv[1])):
@@ -103,22 +141,12 @@ def write(study, workdir, total_flops_per_trial):
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(sorted({method_of(t) for t in trials}))}
-    offset = 0.0
-    for t in sorted(trials, key=lambda t: t.number):
-        values = _rung_values(t)
-        steps = sorted(values)
-        if not steps:
-            continue
-        flops = t.user_attrs.get("train_flops", 0.0)
-        xs = [offset + flops * s / steps[-1] for s in steps]
-        ax.plot(xs, [100 * values[s] for s in steps], "-o", ms=3,
-                color=colors[method_of(t)], alpha=0.8)
-        offset += flops
+    if is_pareto(study):
+        _plot_front(ax, study, total_flops_per_trial, colors)
+    else:
+        _plot_rungs(ax, trials, colors)
     for method, color in colors.items():
         ax.plot([], [], "-o", color=color, label=method)
-    ax.set_xlabel("train FLOPs spent by the search (trials in order)")
-    ax.set_ylabel("validation accuracy % at each rung")
-    ax.set_title(f"{len(trials)} trials; each line a trial, stopped where it fell behind")
     ax.grid(alpha=0.3)
     tables.percent_axis(ax)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.02, 0.5), frameon=False)
