@@ -163,6 +163,19 @@ def test_config_files_import_their_siblings_from_any_working_directory(tmp_path)
     assert result.returncode == 0 and result.stdout.strip() == "oxford_flowers102", result.stderr[-500:]
 
 
+def test_tensorflow_loads_without_keras_which_still_loads_on_first_use():
+    """tljax.data imports TensorFlow through logs.import_tensorflow: without the import of
+    Keras' optimizers that tensorflow/__init__.py makes (1.5 s of every start), nothing left
+    behind in sys.modules, and tf.keras working when first asked for."""
+    code = ("import sys; import tljax.data; "
+            "print('keras.src' in sys.modules, 'keras.src.optimizers' in sys.modules); "
+            "import tensorflow as tf; print(tf.keras.layers.Dense(2)(tf.ones([1, 3])).shape)")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-1000:]
+    assert result.stdout.split("\n")[:2] == ["False False", "(1, 2)"], result.stdout
+
+
 @pytest.mark.parametrize("subcommand,flag", [
     ("train", "--workdir"), ("predict", "--top_k"), ("evaluate", "--which"),
     ("report", "--baseline"), ("catalog", "BiT-M-R50x1"), ("sweep", "--schedules"),

@@ -1,7 +1,11 @@
 """Input pipeline: TFDS datasets (local builders, image folders) and text (TFDS text datasets,
 your own CSV/JSONL/.txt files) to per-process numpy batches. The functions below are what the
 rest of tljax asks of data; each answers for images (pipeline.py) or text (text.py, tokens.py)."""
-from tljax.data import pipeline, text, tokens
+from tljax import logs
+
+logs.import_tensorflow()  # (before the modules below import it: see there)
+
+from tljax.data import pipeline, text, tokens  # noqa: E402
 from tljax.data.pipeline import get_builder  # noqa: F401
 from tljax.data.text import is_text  # noqa: F401
 
