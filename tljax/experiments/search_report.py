@@ -47,14 +47,19 @@ def _backbone_lines(study):
     return lines
 
 
-def _pareto_lines(study, total_flops_per_trial):
-    """The finished trials no other beats in both validation accuracy and full-length train
-    FLOPs: the configurations worth their cost, cheapest first."""
+def _finished_and_front(study, total_flops_per_trial):
+    """(the finished trials, those no other beats in both validation accuracy and full-length
+    train FLOPs: the configurations worth their cost, cheapest first)."""
     import optuna
 
     done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     points = [(accuracy_of(t), total_flops_per_trial(t)) for t in done]
-    front = sorted((done[i] for i in pareto_front(points)), key=total_flops_per_trial)
+    return done, sorted((done[i] for i in pareto_front(points)), key=total_flops_per_trial)
+
+
+def _pareto_lines(study, total_flops_per_trial):
+    """The Pareto front as a table, cheapest first."""
+    _, front = _finished_and_front(study, total_flops_per_trial)
     if not front:
         return []
     lines = ["", "Accuracy against cost (the Pareto front: no finished trial is as accurate "
@@ -88,17 +93,15 @@ def _plot_rungs(ax, trials, colors):
 def _plot_front(ax, study, total_flops_per_trial, colors):
     """--objective=pareto: each finished trial at its own full-length train FLOPs, the front
     joined as a staircase (what each budget buys at best)."""
-    import optuna
+    def cost(t):  # (a log axis: a free trial at 1 FLOP)
+        return max(total_flops_per_trial(t), 1.0)
 
-    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    done, front = _finished_and_front(study, total_flops_per_trial)
     for t in done:
-        ax.plot(max(total_flops_per_trial(t), 1.0), 100 * accuracy_of(t), "o", ms=5,
-                color=colors[method_of(t)], alpha=0.8)
-    points = [(accuracy_of(t), max(total_flops_per_trial(t), 1.0)) for t in done]
-    front = sorted((points[i] for i in pareto_front(points)), key=lambda p: p[1])  # cheapest first
+        ax.plot(cost(t), 100 * accuracy_of(t), "o", ms=5, color=colors[method_of(t)], alpha=0.8)
     if front:
-        ax.step([cost for _, cost in front], [100 * accuracy for accuracy, _ in front],
-                where="post", color="black", lw=1, alpha=0.6, label="Pareto front")
+        ax.step([cost(t) for t in front], [100 * accuracy_of(t) for t in front], where="post",
+                color="black", lw=1, alpha=0.6, label="Pareto front")
     ax.set_xscale("log")
     ax.set_xlabel("train FLOPs of the trial at full length (log)")
     ax.set_ylabel("validation accuracy % at total_steps")
