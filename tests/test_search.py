@@ -475,10 +475,26 @@ def _search_command(data_dir, workdir, *extra):
             f"--workdir={workdir}", "--seeds=0", *fixed, *extra]
 
 
+_KILLED_SEARCH = ["--methods=full", "--space=optim.lr=0.05", "--trials=1", "--min_fraction=0.25",
+                  "--set=total_steps=24", "--set=checkpoint_every=4",
+                  "--set=export_weights=True", "--set=log_every=1", "--heartbeat_s=1"]
+
+
+@pytest.fixture(scope="module")
+def never_killed_search(data_dir, tmp_path_factory):
+    """The workdir of the killed searches' search run whole, once for both of them."""
+    workdir = str(tmp_path_factory.mktemp("never_killed"))
+    done = subprocess.run(_search_command(data_dir, workdir, *_KILLED_SEARCH), cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    return workdir
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dead_worker_host", ["this host", "another host"])
 def test_a_killed_search_resumes_its_interrupted_trial_bit_identically(data_dir, tmp_path,
-                                                                       dead_worker_host):
+                                                                       dead_worker_host,
+                                                                       never_killed_search):
     """SIGKILL a worker inside a trial; a restarted worker finds the trial of the dead process
     (on this host: at once, by its pid; on another host: by its stale heartbeat), enqueues it
     again on the same workdir, and it ends with the weights of a search never killed."""
@@ -487,10 +503,8 @@ def test_a_killed_search_resumes_its_interrupted_trial_bit_identically(data_dir,
 
     from tests.helpers import assert_same_params, exported_params
 
-    extra = ["--methods=full", "--space=optim.lr=0.05", "--trials=1", "--min_fraction=0.25",
-             "--set=total_steps=24", "--set=checkpoint_every=4", "--set=export_weights=True",
-             "--set=log_every=1", "--heartbeat_s=1"]
-    killed, whole = str(tmp_path / "killed"), str(tmp_path / "whole")
+    extra = _KILLED_SEARCH
+    killed, whole = str(tmp_path / "killed"), never_killed_search
     worker = subprocess.Popen(_search_command(data_dir, killed, *extra), cwd=ROOT,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoints = os.path.join(killed, "trials", "0000", "checkpoints")
@@ -506,16 +520,14 @@ def test_a_killed_search_resumes_its_interrupted_trial_bit_identically(data_dir,
         running = storage.get_all_trials(storage.get_study_id_from_name(search.STUDY))[0]
         storage.set_trial_user_attr(running._trial_id, "worker", {"host": "elsewhere", "pid": 1})
         time.sleep(3.5)  # past the grace period (3 x --heartbeat_s)
-    logs = []
-    for workdir in (killed, whole):
-        done = subprocess.run(_search_command(data_dir, workdir, *extra), cwd=ROOT,
-                              capture_output=True, text=True, timeout=600)
-        logs.append(done.stdout + done.stderr)
-        assert done.returncode == 0, logs[-1][-3000:]
+    done = subprocess.run(_search_command(data_dir, killed, *extra), cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, log[-3000:]
     study = optuna.load_study(study_name=search.STUDY,
                               storage=f"sqlite:///{os.path.join(killed, 'study.db')}")
     states = [t.state for t in study.get_trials()]
-    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE], logs[0][-3000:]
+    assert states == [optuna.trial.TrialState.FAIL, optuna.trial.TrialState.COMPLETE], log[-3000:]
     assert study.get_trials()[1].user_attrs["workdir"].endswith(os.path.join("trials", "0000"))
     # Charged once per trained step: the killed attempt nothing, its successor the 24 steps
     # plus those between the checkpoint it resumed from and the last step the killed one
@@ -532,7 +544,7 @@ def test_a_killed_search_resumes_its_interrupted_trial_bit_identically(data_dir,
     twice = sum(b - a for a, b in segments)
     assert resumed.user_attrs["train_steps"] == 24 - charged_to + twice
     if dead_worker_host == "another host":
-        assert "was interrupted; enqueued to resume" in logs[0]
+        assert "was interrupted; enqueued to resume" in log
     never_killed = optuna.load_study(study_name=search.STUDY,
                                      storage=f"sqlite:///{os.path.join(whole, 'study.db')}")
     once = never_killed.get_trials()[0].user_attrs
