@@ -97,12 +97,43 @@ def _relative(got, want):
     return float(jnp.max(jnp.abs(got.astype(jnp.float32) - want)) / jnp.max(jnp.abs(want)))
 
 
+def test_half_precision_attention_backward_pass_is_autodiffs():
+    """attention.half_precision's hand-written backward pass against jax.grad of the same
+    forward pass (in float32, where rounding does not hide a wrong term): self-attention with
+    a padding mask that hides every key of some rows, cross-attention to another length, and
+    no mask."""
+    def autodiff(q, k, v, mask=None):
+        scores = jnp.einsum("BTNH,BSNH->BNTS", q, k) * q.shape[-1] ** -0.5
+        if mask is not None:
+            scores = jnp.where(mask, scores, -0.7 * jnp.finfo(jnp.float32).max)
+        return jnp.einsum("BNTS,BSNH->BTNH", jax.nn.softmax(scores, axis=-1), v)
+
+    keys = jax.random.split(jax.random.PRNGKey(2), 5)
+    q = jax.random.normal(keys[0], (2, 9, 2, 8))
+    mask = jax.random.uniform(keys[3], (2, 1, 9, 9)) > 0.3
+    mask = mask.at[1, :, 4:].set(False)  # rows that see no key (a fully padded sequence)
+    for k_tokens, mask in ((9, mask), (5, None)):
+        k, v = (jax.random.normal(key, (2, k_tokens, 2, 8)) for key in keys[1:3])
+        weights = jax.random.normal(keys[4], (2, 9, 2, 8))
+        for fn in (autodiff, attention.half_precision):
+            np.testing.assert_allclose(fn(q, k, v, mask), autodiff(q, k, v, mask), atol=1e-6)
+        got, want = (jax.grad(lambda q, k, v: jnp.sum(fn(q, k, v, mask) * weights),
+                              argnums=(0, 1, 2))(q, k, v)
+                     for fn in (attention.half_precision, autodiff))
+        for name, a, b in zip("qkv", got, want):
+            np.testing.assert_allclose(a, b, atol=1e-5, err_msg=f"d{name}, {k_tokens} keys")
+
+
+def _relative(got, want):
+    return float(jnp.max(jnp.abs(got.astype(jnp.float32) - want)) / jnp.max(jnp.abs(want)))
+
+
 def test_half_precision_xla_attention_tracks_float32_and_keeps_less_for_the_backward_pass():
-    """The half-precision XLA path (attention.half_precision: bfloat16 logits, float32 softmax
-    inside the fusion, only bfloat16 probabilities saved, a hand-written backward pass):
-    values and gradients within bfloat16 rounding of float32 attention, with a padding mask,
-    and XLA's compiled temporary memory of the backward pass below jax's own bfloat16 path
-    (which keeps float32 softmax outputs too). Through attention.function as models call it."""
+    """The bfloat16 XLA path (attention.half_precision: float32 logits and softmax, only
+    bfloat16 probabilities saved for the backward pass), as models call it: values and
+    gradients within bfloat16 rounding of float32 attention, with a padding mask; and on CPU
+    XLA's compiled temporary memory of the backward pass below jax's own bfloat16 path (which
+    keeps the float32 softmax outputs too)."""
     batch, tokens, heads, head_dim = 4, 197, 4, 32  # ViT-B/16's odd token count
     keys = jax.random.split(jax.random.PRNGKey(0), 4)
     q, k, v = (jax.random.normal(key, (batch, tokens, heads, head_dim)) for key in keys[:3])
@@ -116,13 +147,15 @@ def test_half_precision_xla_attention_tracks_float32_and_keeps_less_for_the_back
     ours = lambda q, k, v: attention.function("xla")(q, k, v, mask=mask)  # noqa: E731
     half = [x.astype(jnp.bfloat16) for x in (q, k, v)]
     np.testing.assert_array_equal(ours(*half), attention.half_precision(*half, mask))
-    assert _relative(ours(*half), reference(q, k, v)) < 2e-2  # bfloat16: 2^-8 = 3.9e-3 an op
+    assert _relative(ours(*half), reference(q, k, v)) < 1e-2  # bfloat16: 2^-8 = 3.9e-3 an op
     grads = jax.grad(loss(ours), argnums=(0, 1, 2))(*half)
     for got, want in zip(grads, jax.grad(loss(reference), argnums=(0, 1, 2))(q, k, v)):
-        assert got.dtype == jnp.bfloat16 and _relative(got, want) < 2.5e-2
-    memory = {name: jax.jit(jax.grad(loss(fn), argnums=(0, 1, 2))).lower(*half).compile()
-              .memory_analysis().temp_size_in_bytes for name, fn in (("ours", ours), ("jax", reference))}
-    assert memory["ours"] < 0.8 * memory["jax"], memory  # measured 8.7 vs 12.4 MB
+        assert got.dtype == jnp.bfloat16 and _relative(got, want) < 1.5e-2
+    if jax.default_backend() == "cpu":  # (what was measured; GPU rows: benchmarks/gpu_suite.sh)
+        memory = {name: jax.jit(jax.grad(loss(fn), argnums=(0, 1, 2))).lower(*half).compile()
+                  .memory_analysis().temp_size_in_bytes
+                  for name, fn in (("ours", ours), ("jax", reference))}
+        assert memory["ours"] < 0.8 * memory["jax"], memory
 
 
 @pytest.mark.skipif(jax.default_backend() == "gpu", reason="cuDNN attention exists there")

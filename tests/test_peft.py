@@ -117,10 +117,11 @@ def test_added_modules_start_as_the_pretrained_model_and_merge_into_it(family, s
     at_init = _apply(adapted, adapted_vars, images)
     if "dora" in spec:  # magnitude / ||W|| is 1 up to rounding
         np.testing.assert_allclose(at_init, pretrained, rtol=1e-5, atol=1e-5)
-    else:  # The same function; the two programs may round 1 ulp apart: with the CPU fusion
-        # emitter the tests compile with (conftest.TEST_XLA_FLAGS), a ResNet's BatchNorm fuses
-        # differently once an identity module follows it (2.4e-7 on logits of ~0.6).
-        np.testing.assert_allclose(at_init, pretrained, rtol=2e-6, atol=1e-6)
+    else:  # The same function; the two programs may round a few ulps apart: with the CPU
+        # fusion emitter the tests compile with (conftest.TEST_XLA_FLAGS), a ResNet's BatchNorm
+        # fuses differently once an identity module follows it (2.4e-7, 4 ulps, on logits of
+        # ~0.6). A module that does not start as the identity moves logits by 1e-3 or more.
+        np.testing.assert_allclose(at_init, pretrained, rtol=1e-6, atol=5e-7)
 
     # Trained (perturbed) modules fold into the weights: the same logits from the plain model.
     trained = _perturbed(adapted_vars)

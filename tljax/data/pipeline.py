@@ -11,6 +11,7 @@ number of batches, the last ones padded with `mask == 0` examples, so every
 example is counted exactly once for any batch size.
 """
 import math
+import os
 
 import numpy as np
 import tensorflow as tf
@@ -279,17 +280,22 @@ def train_batches(cfg, *, seed, global_batch, process_index=0, process_count=1, 
 
     ds = ds.map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(local_batch, drop_remainder=True)  # mixup runs in the train step (global batch)
-    return tfds.as_numpy(ds.prefetch(2).with_options(_UNTUNED))
+    return tfds.as_numpy(ds.prefetch(2).with_options(_train_options()))
 
 
-# The endless train stream is abandoned mid-stream when a run ends, and deleting a tf.data
-# iterator waits for its autotuner thread, which sleeps longer and longer between rounds: a run
-# ended 3-22 s late (the default digits run: 14.6 s after pretraining, 9 s after fine-tuning;
-# an iterator of 600 batches: 0.0, 0.0, 2.9, 2.8 s to delete; untuned: 0.01 s each, the same
-# throughput). Untuned, AUTOTUNE parallelism is min(16, schedulable cores) (tf.data's
-# dataset_utils.cc) and the prefetch depth is the fixed 2 above.
-_UNTUNED = tf.data.Options()
-_UNTUNED.autotune.enabled = False
+def _train_options():
+    """Autotuning off where it cannot help. The endless train stream is abandoned mid-stream
+    when a run ends, and deleting a tf.data iterator waits for its autotuner thread, which
+    sleeps longer and longer between rounds: a run ended 3-22 s late (the default digits run:
+    14.6 s after pretraining, 9 s after fine-tuning; an iterator of 600 batches: 0.0, 0.0,
+    2.9, 2.8 s to delete; untuned: 0.01 s each, the same throughput). Untuned, AUTOTUNE
+    parallelism is min(16, schedulable cores) (tf.data's dataset_utils.cc), which is all the
+    cores up to 16; on a larger host (decoding for several GPUs) the tuner may use more, so
+    it stays on there."""
+    options = tf.data.Options()
+    if len(os.sched_getaffinity(0)) <= 16:
+        options.autotune.enabled = False
+    return options
 
 
 def eval_batches(cfg, *, seed, global_batch, process_index=0, process_count=1, which="test"):
