@@ -95,7 +95,7 @@ def half_precision(query, key, value, mask=None):
     it. The backward pass recomputes nothing and reads the saved bfloat16 probabilities P:
     dS = P * (dP - rowsum(dP * P)) in float32, as the softmax derivative is; zero where the
     mask hides a key (also on a row that hides every key, where P is uniform but constant)."""
-    return jnp.einsum("BNTS,BSNH->BTNH", _probs(query, key, mask), value)
+    return _half_precision_forward(query, key, value, mask)[0]
 
 
 def _half_precision_forward(query, key, value, mask=None):
